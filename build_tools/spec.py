@@ -1,0 +1,44 @@
+"""What a ``triton_src/<op>.py`` file declares: its kernels and the specializations to build.
+
+Every ``triton_src`` module exposes ``KERNELS``, a list of :class:`KernelSpec`, and may expose
+``CPP_CONSTANTS`` (name -> int), which the generator writes into the op's C++ header so that
+enumerations shared by the kernel and the launcher have one source of truth.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DTYPES = ("fp32", "bf16", "fp16")
+ELEMENT_SIZE = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compiled specialization of a kernel.
+
+    key:        the fields the launcher looks the variant up by. Names ending in ``_dtype`` hold a dtype
+                name ("fp32", "bf16", "fp16"); other values are ints or bools.
+    signature:  runtime arguments in kernel order -> Triton type ("*bf16", "i32", "i64", "fp32", "i1").
+    constexprs: constexpr arguments -> int or bool; exposed to C++ as fields of the variant.
+    aligned:    every pointer argument is promised 16-byte aligned (the launcher re-checks it).
+    """
+
+    key: dict
+    signature: dict
+    constexprs: dict
+    num_warps: int
+    num_stages: int = 1
+    aligned: bool = False
+
+    def key_items(self):
+        return tuple(sorted(self.key.items()))
+
+
+@dataclass
+class KernelSpec:
+    fn: object  # the @triton.jit function
+    variants: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__

@@ -1,0 +1,40 @@
+// Input handling shared by every op's CPU, Meta and CUDA paths.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace liger {
+
+// A tensor seen as [rows, cols] over its last dimension with a single row stride. Copies only
+// when the last dimension is strided or the leading dimensions cannot share one stride; expanded
+// (stride-0) leading dimensions are kept as they are.
+struct Rows {
+  at::Tensor t;
+  int64_t rows;
+  int64_t cols;
+  int64_t row_stride;
+};
+Rows as_rows(const at::Tensor& t);
+
+inline bool aligned16(const at::Tensor& t) {
+  return !t.defined() || reinterpret_cast<uintptr_t>(t.const_data_ptr()) % 16 == 0;
+}
+
+inline bool is_half_or_float(c10::ScalarType t) {
+  return t == at::kFloat || t == at::kBFloat16 || t == at::kHalf;
+}
+
+inline int64_t next_pow2(int64_t n) {
+  int64_t p = 1;
+  while (p < n) p <<= 1;
+  return p;
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// "[4096]" style shape text for error messages (SymInt-safe).
+std::string shape_str(const at::Tensor& t);
+
+}  // namespace liger

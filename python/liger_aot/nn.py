@@ -1,0 +1,39 @@
+"""``nn.Module``s whose parameter names match the Hugging Face modules they replace."""
+import torch
+from torch import nn
+
+from . import ops
+
+
+class LigerRMSNorm(nn.Module):
+    """Drop-in for Hugging Face ``LlamaRMSNorm`` (``casting_mode="llama"``), ``GemmaRMSNorm``
+    (``offset=1.0, casting_mode="gemma"``, weight initialised to zeros) and similar.
+
+    The parameter is called ``weight`` so HF state dicts load unchanged; ``elementwise_affine=False``
+    means no weight.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6, offset: float = 0.0, casting_mode: str = "llama",
+                 elementwise_affine: bool = True, init_fn: str = "ones", device=None, dtype=None):
+        super().__init__()
+        if casting_mode not in ("llama", "gemma", "none"):
+            raise ValueError(f"LigerRMSNorm: casting_mode must be 'llama', 'gemma' or 'none', got {casting_mode!r}")
+        if init_fn not in ("ones", "zeros"):
+            raise ValueError(f"LigerRMSNorm: init_fn must be 'ones' or 'zeros', got {init_fn!r}")
+        self.hidden_size = hidden_size
+        self.variance_epsilon = eps
+        self.offset = offset
+        self.casting_mode = casting_mode
+        self.init_fn = init_fn
+        if elementwise_affine:
+            fill = torch.ones if init_fn == "ones" else torch.zeros
+            self.weight = nn.Parameter(fill(hidden_size, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return ops.rms_norm(hidden_states, self.weight, self.variance_epsilon, self.offset, self.casting_mode)
+
+    def extra_repr(self) -> str:
+        return (f"{self.hidden_size}, eps={self.variance_epsilon}, offset={self.offset}, "
+                f"casting_mode={self.casting_mode!r}, elementwise_affine={self.weight is not None}")

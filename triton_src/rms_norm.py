@@ -1,0 +1,308 @@
+"""RMSNorm kernels and the specializations built ahead of time.
+
+y = x * rsqrt(mean(x^2) + eps) * (offset + w) over the last dimension, with three casting modes:
+  llama: rstd in fp32, x*rstd rounded to x's dtype, then multiplied by the weight (HF LlamaRMSNorm);
+  gemma: everything in fp32, rounded once at the end (HF GemmaRMSNorm);
+  none:  every intermediate rounded to x's dtype, as eager PyTorch computes the formula in that dtype.
+The backward pass is computed in fp32 for every mode.
+
+Rows are processed as a [rows, n_cols] view with one row stride; the last dimension is contiguous.
+Aligned variants are promised 16-byte aligned pointers and n_cols, row strides that are multiples of
+ALIGN elements (16 bytes): that is what lets Triton emit 16-byte loads and stores.
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+
+CASTING_LLAMA = 0
+CASTING_GEMMA = 1
+CASTING_NONE = 2
+
+CPP_CONSTANTS = {
+    "CASTING_LLAMA": CASTING_LLAMA,
+    "CASTING_GEMMA": CASTING_GEMMA,
+    "CASTING_NONE": CASTING_NONE,
+    "FWD_MAX_BLOCK_N": 65536,
+    "BWD_MAX_BLOCK_N": 32768,
+    "MIN_BLOCK_N": 128,
+    "LOOP_BLOCK_N": 4096,
+}
+
+# (x dtype, weight dtype) pairs built; the launcher upcasts any other weight dtype to fp32 (exact).
+DTYPE_PAIRS = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("bf16", "fp32"), ("fp16", "fp32")]
+
+
+@triton.jit
+def _round(v, DT: tl.constexpr):
+    """Round fp32 values to DT and widen them again."""
+    return v.to(DT).to(tl.float32)
+
+
+@triton.jit
+def _rstd_from_sumsq(sumsq, n_cols, eps, CASTING: tl.constexpr, DT: tl.constexpr):
+    if CASTING == 2:
+        ms = _round(sumsq / n_cols, DT)
+        return _round(1.0 / tl.sqrt_rn(_round(ms + eps, DT)), DT)
+    else:
+        return 1.0 / tl.sqrt_rn(sumsq / n_cols + eps)
+
+
+@triton.jit
+def _square(xf, CASTING: tl.constexpr, DT: tl.constexpr):
+    if CASTING == 2:
+        return _round(xf * xf, DT)
+    else:
+        return xf * xf
+
+
+@triton.jit
+def _normed(xf, rstd, CASTING: tl.constexpr, DT: tl.constexpr):
+    """x*rstd as the forward multiplies it by the weight (and as dW sees it)."""
+    n = xf * rstd
+    if CASTING != 1:
+        n = _round(n, DT)
+    return n
+
+
+@triton.jit
+def _scale(n, w, offset, has_weight, CASTING: tl.constexpr, DT: tl.constexpr, WDT: tl.constexpr):
+    if has_weight:
+        w_eff = offset + w
+        if CASTING == 2:
+            w_eff = _round(w_eff, WDT)
+        y = n * w_eff
+    else:
+        y = n
+    return y
+
+
+@triton.jit
+def rms_norm_fwd_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, offset, has_weight,
+                        store_rstd, CASTING: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        ALIGN: tl.constexpr):
+    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment.
+    DT: tl.constexpr = X.dtype.element_ty
+    WDT: tl.constexpr = W.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_mask = rows < n_rows
+    col_mask = cols < n_cols
+    mask = row_mask[:, None] & col_mask[None, :]
+    rows64 = rows.to(tl.int64)
+    x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    xf = x.to(tl.float32)
+    rstd = _rstd_from_sumsq(tl.sum(_square(xf, CASTING, DT), axis=1), n_cols, eps, CASTING, DT)
+    n = _normed(xf, rstd[:, None], CASTING, DT)
+    if has_weight:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    y = _scale(n, w, offset, has_weight, CASTING, DT, WDT)
+    tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(DT), mask=mask)
+    if store_rstd:
+        tl.store(RSTD + rows, rstd, mask=row_mask)
+
+
+@triton.jit
+def rms_norm_fwd_looped_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, offset, has_weight,
+                               store_rstd, CASTING: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    DT: tl.constexpr = X.dtype.element_ty
+    WDT: tl.constexpr = W.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        xf = tl.load(x_row + c, mask=c < n_cols, other=0.0).to(tl.float32)
+        acc += _square(xf, CASTING, DT)
+    rstd = _rstd_from_sumsq(tl.sum(acc, axis=0), n_cols, eps, CASTING, DT)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)
+        if has_weight:
+            w = tl.load(W + c, mask=m, other=0.0).to(tl.float32)
+        else:
+            w = tl.zeros([BLOCK_N], dtype=tl.float32)
+        y = _scale(_normed(xf, rstd, CASTING, DT), w, offset, has_weight, CASTING, DT, WDT)
+        tl.store(y_row + c, y.to(DT), mask=m)
+    if store_rstd:
+        tl.store(RSTD + row, rstd)
+
+
+@triton.jit
+def _grad_rows(xf, dyf, w, rstd, offset, has_weight, n_cols, CASTING: tl.constexpr, DT: tl.constexpr):
+    """dx for a [rows, cols] tile (fp32) and the tile's contribution to dW, summed over its rows."""
+    if has_weight:
+        dn = dyf * (offset + w)
+    else:
+        dn = dyf
+    c = tl.sum(dn * xf, axis=1) / n_cols
+    dx = rstd[:, None] * dn - (rstd * rstd * rstd * c)[:, None] * xf
+    dw = tl.sum(dyf * _normed(xf, rstd[:, None], CASTING, DT), axis=0)
+    return dx, dw
+
+
+@triton.jit
+def rms_norm_bwd_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v, stride_x_v, stride_dx_v,
+                        offset, has_weight, compute_dw, CASTING: tl.constexpr, BLOCK_M: tl.constexpr,
+                        BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Persistent: program p handles row blocks p, p + G, ... and writes one row of dW partial sums.
+    DT: tl.constexpr = X.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    if has_weight:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    for block in range(pid, n_blocks, n_progs):
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        mask = row_mask[:, None] & col_mask[None, :]
+        rows64 = rows.to(tl.int64)
+        xf = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        dyf = tl.load(DY + rows64[:, None] * (stride_dy_v * ALIGN) + cols[None, :], mask=mask,
+                      other=0.0).to(tl.float32)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        dx, dw = _grad_rows(xf, dyf, w, rstd, offset, has_weight, n_cols, CASTING, DT)
+        tl.store(DX + rows64[:, None] * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DT), mask=mask)
+        dw_acc += dw
+    if compute_dw:
+        tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
+
+
+@triton.jit
+def rms_norm_bwd_looped_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v, stride_x_v,
+                               stride_dx_v, offset, has_weight, compute_dw, CASTING: tl.constexpr,
+                               BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Persistent over rows; the program's dW partial row is accumulated in place (its first row stores).
+    DT: tl.constexpr = X.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
+    for row in range(pid, n_rows, n_progs):
+        row64 = row.to(tl.int64)
+        x_row = X + row64 * (stride_x_v * ALIGN)
+        dy_row = DY + row64 * (stride_dy_v * ALIGN)
+        dx_row = DX + row64 * (stride_dx_v * ALIGN)
+        rstd = tl.load(RSTD + row64 + tl.zeros([1], dtype=tl.int64))
+        acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            m = c < n_cols
+            xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)
+            dyf = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            if has_weight:
+                dn = dyf * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
+            else:
+                dn = dyf
+            acc += (dn * xf)[None, :]
+        c_row = tl.sum(acc, axis=1) / n_cols
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            m = c < n_cols
+            xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)[None, :]
+            dyf = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)[None, :]
+            if has_weight:
+                w = tl.load(W + c, mask=m, other=0.0).to(tl.float32)[None, :]
+                dn = dyf * (offset + w)
+            else:
+                dn = dyf
+            dx = rstd[:, None] * dn - (rstd * rstd * rstd * c_row)[:, None] * xf
+            tl.store(dx_row + c[None, :], dx.to(DT), mask=m[None, :])
+            if compute_dw:
+                dw = tl.sum(dyf * _normed(xf, rstd[:, None], CASTING, DT), axis=0)
+                prev = tl.load(dw_row + c, mask=m & (row != pid), other=0.0)
+                tl.store(dw_row + c, prev + dw, mask=m)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def _casting_modes(x_dtype):
+    # With fp32 input every mode computes the same function: one variant serves all three.
+    return [CASTING_LLAMA] if x_dtype == "fp32" else [CASTING_LLAMA, CASTING_GEMMA, CASTING_NONE]
+
+
+def _align(x_dtype):
+    return 16 // ELEMENT_SIZE[x_dtype]
+
+
+def _single_blocks(max_block):
+    b = CPP_CONSTANTS["MIN_BLOCK_N"]
+    while b <= max_block:
+        yield b
+        b *= 2
+
+
+def _warps(tile_elems):
+    # ~16 elements per thread; 32 warps is the hardware limit of a block.
+    return max(4, min(32, tile_elems // 512))
+
+
+def _rows_per_program(block_n):
+    # Small rows are batched so that a program moves at least 4096 elements.
+    return max(1, 4096 // block_n)
+
+
+def _fwd_sig(xd, wd):
+    return {"X": f"*{xd}", "W": f"*{wd}", "Y": f"*{xd}", "RSTD": "*fp32", "n_rows": "i32", "n_cols_v": "i32",
+            "stride_x_v": "i64", "stride_y_v": "i64", "eps": "fp32", "offset": "fp32", "has_weight": "i1",
+            "store_rstd": "i1"}
+
+
+def _bwd_sig(xd, wd):
+    return {"DY": f"*{xd}", "X": f"*{xd}", "W": f"*{wd}", "RSTD": "*fp32", "DX": f"*{xd}", "DW_PARTIAL": "*fp32",
+            "n_rows": "i32", "n_cols_v": "i32", "stride_dy_v": "i64", "stride_x_v": "i64", "stride_dx_v": "i64",
+            "offset": "fp32", "has_weight": "i1", "compute_dw": "i1"}
+
+
+def _specs():
+    fwd = KernelSpec(rms_norm_fwd_kernel)
+    fwd_loop = KernelSpec(rms_norm_fwd_looped_kernel)
+    bwd = KernelSpec(rms_norm_bwd_kernel)
+    bwd_loop = KernelSpec(rms_norm_bwd_looped_kernel)
+    loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
+    for xd, wd in DTYPE_PAIRS:
+        for mode in _casting_modes(xd):
+            base = {"x_dtype": xd, "w_dtype": wd, "casting": mode}
+            for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
+                block_m = _rows_per_program(block_n)
+                fwd.variants.append(Variant(
+                    key={**base, "block_n": block_n}, signature=_fwd_sig(xd, wd),
+                    constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
+                    num_warps=_warps(block_m * block_n), aligned=True))
+            for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
+                block_m = _rows_per_program(block_n)
+                bwd.variants.append(Variant(
+                    key={**base, "block_n": block_n}, signature=_bwd_sig(xd, wd),
+                    constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
+                    num_warps=_warps(block_m * block_n), aligned=True))
+            for aligned in (False, True):
+                align = _align(xd) if aligned else 1
+                fwd_loop.variants.append(Variant(
+                    key={**base, "aligned": aligned}, signature=_fwd_sig(xd, wd),
+                    constexprs={"CASTING": mode, "BLOCK_N": loop_n, "ALIGN": align},
+                    num_warps=_warps(loop_n), aligned=aligned))
+                bwd_loop.variants.append(Variant(
+                    key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
+                    constexprs={"CASTING": mode, "BLOCK_N": loop_n, "ALIGN": align},
+                    num_warps=_warps(loop_n), aligned=aligned))
+    return [fwd, fwd_loop, bwd, bwd_loop]
+
+
+KERNELS = _specs()
