@@ -167,7 +167,9 @@ struct KernelWeight {
 KernelWeight kernel_weight(const Tensor& x, const optional<Tensor>& weight) {
   if (!weight.has_value()) return {Tensor(), x.scalar_type()};
   const auto wdt = kernel_weight_dtype(x, *weight);
-  return {weight->to(wdt).contiguous(), wdt};
+  // Tensor::to dispatches even when it has nothing to do: skip it on the hot path.
+  const Tensor& w = weight->scalar_type() == wdt ? *weight : weight->to(wdt);
+  return {w.contiguous(), wdt};
 }
 
 int64_t kernel_casting(const Tensor& x, c10::string_view mode) {
@@ -312,6 +314,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x_in, con
                                       dy.row_stride / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, offset,
                                       has_w, compute_dw);
   }
+  // Summed in fp32 and rounded once (at::sum with a bf16 dtype would round every partial first).
   Tensor dw = compute_dw ? partial.sum(0).to(dw_dtype) : at::empty({0}, x_in.options().dtype(dw_dtype));
   return {dx, dw};
 }

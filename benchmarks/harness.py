@@ -1,0 +1,330 @@
+"""Shared benchmark harness: every ``bench_<op>.py`` times its providers through these functions.
+
+Device time comes from CUDA events (``triton.testing.do_bench``, median, L2 flushed before each run; an
+equivalent event timer when Triton is absent). Throughput is reported against the device-to-device copy
+bandwidth measured in the same run, peak memory over one call minus what was allocated before it.
+Importing this module touches no GPU.
+"""
+import dataclasses
+import datetime
+import gc
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODES = ("fwd", "bwd", "full")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+# ---- availability
+
+def import_liger_aot():
+    """``liger_aot`` as installed, else from this checkout's ``python/`` (an in-place build)."""
+    if importlib.util.find_spec("liger_aot") is None:
+        sys.path.insert(0, os.path.join(REPO, "python"))
+    return importlib.import_module("liger_aot")
+
+
+def liger_aot_path() -> Optional[str]:
+    """The directory to put on PYTHONPATH so a fresh interpreter imports the same ``liger_aot``."""
+    spec = importlib.util.find_spec("liger_aot")
+    return os.path.dirname(os.path.dirname(spec.origin)) if spec is not None and spec.origin else None
+
+
+def optional(load: Callable[[], object], what: str, notes: List[str]):
+    """``load()``, or None with a note when it fails: a missing provider is skipped, never fatal."""
+    try:
+        return load()
+    except Exception as e:  # an optional provider may fail to import for any reason (version skew, no Triton)
+        notes.append(f"{what} skipped: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return None
+
+
+def package_version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# ---- device timing
+
+def _do_bench():
+    try:
+        from triton.testing import do_bench
+        return do_bench
+    except ImportError:
+        return None
+
+
+def _event_median_ms(fn, warmup: int, rep: int, grad_to_none=None) -> float:
+    """``do_bench``'s method without Triton: estimate, warm up for ``warmup`` ms, time ``rep`` ms of calls
+    each after an L2 flush, return the median."""
+    flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
+    fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        flush.zero_()
+        fn()
+    end.record()
+    torch.cuda.synchronize()
+    estimate = start.elapsed_time(end) / 5
+    for _ in range(max(1, int(warmup / estimate))):
+        fn()
+    n = max(1, int(rep / estimate))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+    for i in range(n):
+        for t in grad_to_none or ():
+            t.grad = None
+        flush.zero_()
+        starts[i].record()
+        fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+def time_ms(fn, warmup: int = 25, rep: int = 100, grad_to_none=None) -> float:
+    """Median device time of ``fn()`` in ms; ``warmup`` and ``rep`` are in ms, as in ``do_bench``."""
+    do_bench = _do_bench()
+    if do_bench is None:
+        return _event_median_ms(fn, warmup, rep, grad_to_none)
+    return do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_to_none, return_mode="median")
+
+
+def peak_mb(fn, grad_to_none=None) -> float:
+    """Peak memory of one ``fn()`` call above what was allocated before it (inputs, retained graph), MiB."""
+    for t in grad_to_none or ():
+        t.grad = None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
+def copy_ceiling_gbps(nbytes: int = 2 << 30, warmup: int = 25, rep: int = 100) -> float:
+    """Device-to-device copy of ``nbytes``: (bytes read + written) / median time, in GB/s (1e9)."""
+    src = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), warmup=warmup, rep=rep)
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / ms / 1e6
+
+
+# ---- host timing
+
+def host_us_per_call(fn, n: int = 2000, warmup: int = 200, rounds: int = 5) -> float:
+    """Wall-clock µs per call of ``n`` back-to-back ``fn()`` under ``no_grad``, median over ``rounds``.
+
+    Meant for tiny shapes, where each kernel takes less GPU time than its launch takes host time: the
+    GPU never falls behind, so the loop measures the host side (dispatch, checks, launch).
+    """
+    per_call = []
+    gc_was_enabled = gc.isenabled()
+    with torch.no_grad():
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(rounds):
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                torch.cuda.synchronize()
+                per_call.append((time.perf_counter() - t0) / n * 1e6)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+    return statistics.median(per_call)
+
+
+# ---- cases, providers, the run loop
+
+@dataclasses.dataclass
+class Inputs:
+    """One case's tensors: ``args`` go to every provider; ``leaves`` get gradients; ``grad_out`` is dy."""
+    args: tuple
+    leaves: Sequence[torch.Tensor]
+    grad_out: torch.Tensor
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    make: Callable[[], Inputs]
+    nbytes: Dict[str, int]  # mode -> bytes a memory-bound kernel must move
+
+
+@dataclasses.dataclass
+class Provider:
+    name: str
+    fn: Callable  # fn(*inputs.args) -> output
+    compiled: bool = False  # a torch.compile'd fn: compiled during warm-up, outside every timed region
+
+
+def timed_callable(fwd: Callable[[], torch.Tensor], mode: str, grad_out: torch.Tensor) -> Callable[[], object]:
+    """What ``mode`` times: the forward; the backward alone (forward run once here, graph retained); both."""
+    if mode == "fwd":
+        return fwd
+    if mode == "bwd":
+        y = fwd()
+        return lambda: y.backward(grad_out, retain_graph=True)
+    if mode == "full":
+        return lambda: fwd().backward(grad_out)
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    mode: str
+    provider: str
+    ms: Optional[float]
+    gbps: Optional[float]
+    pct: Optional[float]
+    peak_mb: Optional[float]
+
+
+class Table:
+    def __init__(self):
+        self.rows: List[Row] = []
+
+    def markdown(self) -> str:
+        def f(v, spec):
+            return "—" if v is None else format(v, spec)
+        lines = ["| case | mode | provider | ms | GB/s | % of copy | peak MB |", "|---|---|---|--:|--:|--:|--:|"]
+        for r in self.rows:
+            lines.append(f"| {r.case} | {r.mode} | {r.provider} | {f(r.ms, '.4g')} | {f(r.gbps, '.0f')} | "
+                         f"{f(r.pct, '.0f')} | {f(r.peak_mb, '.1f')} |")
+        return "\n".join(lines)
+
+    def pivot(self, mode: str) -> str:
+        """ms of one mode, cases down, providers across: the view the design's anchor table uses."""
+        providers = list(dict.fromkeys(r.provider for r in self.rows if r.mode == mode))
+        cases = list(dict.fromkeys(r.case for r in self.rows if r.mode == mode))
+        ms = {(r.case, r.provider): r.ms for r in self.rows if r.mode == mode}
+        lines = [f"| {mode} ms | " + " | ".join(providers) + " |", "|---|" + "--:|" * len(providers)]
+        for c in cases:
+            cells = ["—" if ms.get((c, p)) is None else f"{ms[(c, p)]:.4g}" for p in providers]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+def run(cases: Sequence[Case], providers: Sequence[Provider], modes: Sequence[str], ceiling_gbps: float,
+        notes: List[str], check: Optional[Callable[[Inputs, torch.Tensor], Optional[str]]] = None,
+        warmup: int = 25, rep: int = 100) -> Table:
+    """Times every provider on every case in every mode. ``check(inputs, y)`` sees each provider's forward
+    output once per case and returns a note when it is wrong (a sanity check; tests/ test numerics)."""
+    table = Table()
+    for case in cases:
+        inputs = case.make()
+        for mode in modes:
+            for p in providers:
+                fwd = (lambda fn=p.fn: fn(*inputs.args))
+                # a fresh dy per measurement: Liger-Kernel (in_place=True) overwrites dy with dx
+                grad_out = inputs.grad_out.clone()
+                grads = list(inputs.leaves) if mode != "fwd" else None
+                fn = None
+                try:
+                    if mode == modes[0] and check is not None:
+                        if (msg := check(inputs, fwd().detach())) is not None:
+                            notes.append(f"{case.name} {p.name}: {msg}")
+                    # warm-up outside the timed region: loads modules, JIT-compiles, torch.compile traces fwd+bwd
+                    for _ in range(2 if p.compiled else 1):
+                        fwd().backward(grad_out.clone())
+                    fn = timed_callable(fwd, mode, grad_out)
+                    mem = peak_mb(fn, grads)
+                    ms = time_ms(fn, warmup=warmup, rep=rep, grad_to_none=grads)
+                except Exception as e:  # one failing provider must not lose the rest of the run
+                    notes.append(f"{case.name} {mode} {p.name} failed: {type(e).__name__}: {str(e).splitlines()[0]}")
+                    table.rows.append(Row(case.name, mode, p.name, None, None, None, None))
+                    print(f"  {case.name:>12} {mode:>4} {p.name:<22} failed: {type(e).__name__}", flush=True)
+                    continue
+                finally:
+                    fn = fwd = grad_out = None  # drops a retained graph before the next measurement
+                    for t in inputs.leaves:
+                        t.grad = None
+                gbps = case.nbytes[mode] / ms / 1e6
+                table.rows.append(Row(case.name, mode, p.name, ms, gbps, 100 * gbps / ceiling_gbps, mem))
+                print(f"  {case.name:>12} {mode:>4} {p.name:<22} {ms:8.4f} ms {gbps:6.0f} GB/s {mem:8.1f} MB",
+                      flush=True)
+        inputs = None
+        torch.cuda.empty_cache()
+    return table
+
+
+# ---- reporting
+
+def gpu_slug(name: str) -> str:
+    """``"NVIDIA H200"`` -> ``"h200"``: the results file name."""
+    name = re.sub(r"^nvidia\s+", "", name.strip(), flags=re.I).lower()
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+
+
+def default_results_path() -> str:
+    return os.path.join(REPO, "benchmarks", "results", gpu_slug(torch.cuda.get_device_name()) + ".md")
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def git_commit() -> str:
+    try:
+        commit = _git("rev-parse", "--short", "HEAD")
+        return commit + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def environment_header(title: str) -> str:
+    """Markdown header of one recorded run: what ran, on what, with which versions, when."""
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    if "liger_aot" in sys.modules:
+        la = sys.modules["liger_aot"]
+        info = la.build_info()
+        liger_aot = (f"{la.__version__} (archs {', '.join(info['archs'])}, cubins from triton {info['triton_version']}; "
+                     f"{os.path.dirname(la.__file__)})")
+    else:
+        liger_aot = "not loaded"
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return "\n".join([
+        f"## {title} — {props.name} — {now}",
+        "",
+        f"- commit `{git_commit()}`; command `{' '.join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv)}`",
+        f"- GPU {props.name}, sm_{props.major}{props.minor}, {props.multi_processor_count} SMs, "
+        f"{props.total_memory / 2**30:.0f} GiB; torch {torch.__version__} (CUDA {torch.version.cuda}), "
+        f"triton {triton_version}",
+        f"- liger_aot {liger_aot}; liger-kernel {package_version('liger-kernel')}",
+    ])
+
+
+def append_results(path: str, markdown: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(markdown.rstrip() + "\n\n")
