@@ -252,6 +252,8 @@ def run(cases: Sequence[Case], providers: Sequence[Provider], modes: Sequence[st
                     # warm-up outside the timed region: loads modules, JIT-compiles, torch.compile traces fwd+bwd
                     for _ in range(2 if p.compiled else 1):
                         fwd().backward(grad_out.clone())
+                    for t in inputs.leaves:
+                        t.grad = None
                     fn = timed_callable(fwd, mode, grad_out)
                     mem = peak_mb(fn, grads)
                     ms = time_ms(fn, warmup=warmup, rep=rep, grad_to_none=grads)

@@ -16,7 +16,8 @@ SMS = torch.cuda.get_device_properties(0).multi_processor_count
 
 
 def bench(fn):
-    return tt.do_bench_cudagraph(fn, rep=50, return_mode="median")
+    # do_bench flushes L2 between calls, as the benchmarks do; graphs would replay from a warm L2.
+    return tt.do_bench(fn, warmup=10, rep=40, return_mode="median")
 
 
 def tune_fwd(n):
@@ -26,10 +27,10 @@ def tune_fwd(n):
     rstd = torch.empty(ROWS, device="cuda", dtype=torch.float32)
     block_n = triton.next_power_of_2(n)
     res = []
-    for bm in (1, 2, 4, 8):
+    for bm in (1, 2, 4):
         if bm * block_n > 65536 or bm * block_n < 1024:
             continue
-        for nw in (2, 4, 8, 16, 32):
+        for nw in (4, 8, 16, 32):
             if bm * block_n // (32 * nw) < 2:
                 continue
             grid = (triton.cdiv(ROWS, bm),)
@@ -55,13 +56,13 @@ def tune_bwd(n):
     rstd = torch.rand(ROWS, device="cuda", dtype=torch.float32)
     block_n = triton.next_power_of_2(n)
     res = []
-    for bm in (1, 2, 4):
+    for bm in (1, 2):
         if bm * block_n > 32768 or bm * block_n < 1024:
             continue
-        for nw in (4, 8, 16, 32):
+        for nw in (4, 8, 16):
             if bm * block_n // (32 * nw) < 2:
                 continue
-            for per_sm in (1, 2, 3, 4, 6, 8):
+            for per_sm in (2, 4, 8, 16):
                 g = min(SMS * per_sm, triton.cdiv(ROWS, bm))
                 part = torch.empty(g, n, device="cuda", dtype=torch.float32)
 
@@ -87,8 +88,9 @@ if __name__ == "__main__":
     t = bench(lambda: dst.copy_(src))
     print(f"copy {2 * src.numel() / t / 1e6:.0f} GB/s", flush=True)
     del src, dst
-    sizes = [int(s) for s in sys.argv[1:]] or [1024, 2048, 4096, 8192, 16384, 32768]
-    for n in sizes:
-        tune_fwd(n)
-    for n in sizes:
+    fwd_sizes = [1024, 4096, 16384, 32768, 65536]
+    bwd_sizes = [4096, 1024, 16384]
+    for n in bwd_sizes:
         tune_bwd(n)
+    for n in fwd_sizes:
+        tune_fwd(n)

@@ -150,10 +150,19 @@ def _grad_rows(xf, dyf, w, rstd, offset, has_weight, n_cols, CASTING: tl.constex
 
 
 @triton.jit
+def _load_rows(PTR, block, n_blocks, stride_v, n_rows, cols, col_mask, BLOCK_M: tl.constexpr, ALIGN: tl.constexpr):
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask = ((rows < n_rows) & (block < n_blocks))[:, None] & col_mask[None, :]
+    return tl.load(PTR + rows.to(tl.int64)[:, None] * (stride_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
 def rms_norm_bwd_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v, stride_x_v, stride_dx_v,
                         offset, has_weight, compute_dw, CASTING: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
     # Persistent: program p handles row blocks p, p + G, ... and writes one row of dW partial sums.
+    # The next block's x and dy are loaded before the current one is reduced: with one block in flight
+    # per program the loop waited on memory every iteration (2.6 TB/s at 8192x4096 bf16 on H200).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -166,17 +175,19 @@ def rms_norm_bwd_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride
         w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    x_next = _load_rows(X, pid, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+    dy_next = _load_rows(DY, pid, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
     for block in range(pid, n_blocks, n_progs):
+        xf = x_next.to(tl.float32)
+        dyf = dy_next.to(tl.float32)
+        x_next = _load_rows(X, block + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_next = _load_rows(DY, block + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
         rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
-        mask = row_mask[:, None] & col_mask[None, :]
-        rows64 = rows.to(tl.int64)
-        xf = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-        dyf = tl.load(DY + rows64[:, None] * (stride_dy_v * ALIGN) + cols[None, :], mask=mask,
-                      other=0.0).to(tl.float32)
         rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
         dx, dw = _grad_rows(xf, dyf, w, rstd, offset, has_weight, n_cols, CASTING, DT)
-        tl.store(DX + rows64[:, None] * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DT), mask=mask)
+        tl.store(DX + rows.to(tl.int64)[:, None] * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DT),
+                 mask=row_mask[:, None] & col_mask[None, :])
         dw_acc += dw
     if compute_dw:
         tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
@@ -249,14 +260,21 @@ def _single_blocks(max_block):
         b *= 2
 
 
-def _warps(tile_elems):
-    # ~16 elements per thread; 32 warps is the hardware limit of a block.
-    return max(4, min(32, tile_elems // 512))
+# Warps per program by tile size, measured on H200 at 8192 rows bf16 (scripts/tune_rms_norm.py, do_bench
+# medians): forward 4096 -> 4 warps 38.4 us (8 warps within 1 %), 8192 -> 16 (67.2 us vs 68.2 with 8),
+# 16384 -> 8 (136.9 us vs 146.4 with 16), 32768 and 65536 -> 32 (65536 with 16: 15 % slower);
+# backward 1024 -> 4, 4096 -> 8 (77 us vs 82 with 4), 16384 -> 16 (330 us vs 341 with 8).
+_FWD_WARPS = {4096: 4, 8192: 16, 16384: 8, 32768: 32, 65536: 32}
+_BWD_WARPS = {2048: 4, 4096: 8, 8192: 8, 16384: 16, 32768: 16}
+
+
+def _warps(table, tile_elems):
+    return table.get(tile_elems, 4 if tile_elems < min(table) else 32)
 
 
 def _rows_per_program(block_n):
-    # Small rows are batched so that a program moves at least 4096 elements.
-    return max(1, 4096 // block_n)
+    # Rows shorter than 1024 are batched so that a program moves at least 1024 elements.
+    return max(1, 1024 // block_n)
 
 
 def _fwd_sig(xd, wd):
@@ -285,23 +303,23 @@ def _specs():
                 fwd.variants.append(Variant(
                     key={**base, "block_n": block_n}, signature=_fwd_sig(xd, wd),
                     constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
-                    num_warps=_warps(block_m * block_n), aligned=True))
+                    num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
             for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
                 block_m = _rows_per_program(block_n)
                 bwd.variants.append(Variant(
                     key={**base, "block_n": block_n}, signature=_bwd_sig(xd, wd),
                     constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
-                    num_warps=_warps(block_m * block_n), aligned=True))
+                    num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
             for aligned in (False, True):
                 align = _align(xd) if aligned else 1
                 fwd_loop.variants.append(Variant(
                     key={**base, "aligned": aligned}, signature=_fwd_sig(xd, wd),
                     constexprs={"CASTING": mode, "BLOCK_N": loop_n, "ALIGN": align},
-                    num_warps=_warps(loop_n), aligned=aligned))
+                    num_warps=8, aligned=aligned))
                 bwd_loop.variants.append(Variant(
                     key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
                     constexprs={"CASTING": mode, "BLOCK_N": loop_n, "ALIGN": align},
-                    num_warps=_warps(loop_n), aligned=aligned))
+                    num_warps=8, aligned=aligned))
     return [fwd, fwd_loop, bwd, bwd_loop]
 
 

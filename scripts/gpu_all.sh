@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One call on the GPU box: build, GPU tests, the C++ example on CUDA, the smoke check and the benchmarks.
+# Logs go to $OUT. Stages: STAGES="build test cpp smoke bench" (default: all).
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT="${OUT:-/tmp/liger_out}"
+mkdir -p "$OUT"
+STAGES="${STAGES:-build test cpp smoke bench}"
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+if has build; then
+  bash scripts/gpu_build.sh > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  tail -1 "$OUT/build.log"
+  if ls .whl/liger_kernel-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-deps --no-index .whl/liger_kernel-*.whl
+  fi
+fi
+if has test; then
+  python3 -m pytest tests -m gpu -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+fi
+if has cpp; then
+  (cmake -S . -B /tmp/cb -G Ninja -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
+      -DLIGER_BUILD_EXAMPLES=ON -DLIGER_CUDA_ARCHS=9.0 && cmake --build /tmp/cb -j16 \
+   && python3 examples/cpp/make_model.py --model /tmp/m.pt --input /tmp/x.pt \
+   && /tmp/cb/examples/cpp/liger_rms_norm_demo /tmp/m.pt /tmp/x.pt --device cuda) > "$OUT/cpp.log" 2>&1
+  echo "cpp example rc=$?"; tail -5 "$OUT/cpp.log"
+fi
+if has smoke; then
+  python3 scripts/smoke_gpu.py 2>&1 | tee "$OUT/smoke.log" | tail -8
+fi
+if has bench; then
+  python3 benchmarks/bench_rms_norm.py --results "$OUT/h200.md" 2>&1 | tee "$OUT/bench.log" | tail -60
+fi

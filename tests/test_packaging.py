@@ -1,0 +1,102 @@
+"""What the built package holds: build info, cubin tables (every arch, every key), import without Triton,
+and a clear error when the installed torch is not the one the library was built against."""
+import collections
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import liger_aot
+
+liger = torch.ops.liger
+
+
+def run_python(code):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300)
+
+
+def test_build_info():
+    info = liger_aot.build_info()
+    for key in ("archs", "kernels", "triton_version", "torch_version", "ptxas_version", "version"):
+        assert key in info, key
+    assert info["archs"] and all(a.startswith("sm_") for a in info["archs"])
+    assert info["kernels"] and all(count > 0 for count in info["kernels"].values()), info["kernels"]
+    assert info["triton_version"] and info["ptxas_version"]
+    assert info["version"] == liger_aot.__version__
+    # The library refuses to load under another torch minor (see below), so this one must match.
+    assert torch.__version__.split("+")[0].split(".")[:2] == info["torch_version"].split("+")[0].split(".")[:2]
+
+
+def test_no_variant_the_launchers_request_is_missing():
+    assert liger._missing_variants() == []
+
+
+def test_every_build_info_arch_is_built():
+    built = set(liger._built_archs())
+    assert set(liger_aot.build_info()["archs"]) <= built
+
+
+def parsed_variants():
+    """_kernel_variants() as (kernel, key, arch) triples; entries read 'op kernel[key] arch'."""
+    out = []
+    for entry in liger._kernel_variants():
+        op, variant, arch = entry.split(" ")
+        kernel, key = variant.split("[", 1)
+        out.append((kernel, key, arch))
+    return out
+
+
+def test_cubin_tables_cover_every_arch_with_every_key():
+    info = liger_aot.build_info()
+    variants = parsed_variants()
+    assert len(set(variants)) == len(variants), "duplicate variants"
+    keys = collections.defaultdict(set)
+    for kernel, key, arch in variants:
+        keys[kernel, arch].add(key)
+    for kernel, count in info["kernels"].items():
+        per_arch = [keys[kernel, arch] for arch in info["archs"]]
+        assert all(per_arch), f"{kernel}: an arch has no variant"
+        assert all(k == per_arch[0] for k in per_arch), f"{kernel}: archs hold different variants"
+        assert sum(len(k) for k in per_arch) == count, f"{kernel}: build_info says {count} variants"
+    assert {kernel for kernel, _, _ in variants} == set(info["kernels"])
+
+
+def test_import_without_triton():
+    done = run_python("""
+        import sys
+        sys.modules["triton"] = None  # any `import triton` now raises ImportError
+        import torch
+        import liger_aot
+        x, w = torch.randn(3, 16), torch.randn(16)
+        y = liger_aot.ops.rms_norm(x, w)
+        assert y.shape == x.shape and torch.isfinite(y).all()
+        assert sys.modules["triton"] is None
+        print("ok")
+    """)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr
+
+
+def test_import_under_another_torch_names_the_needed_version():
+    needed = liger_aot.build_info()["torch_minor"]
+    done = run_python("""
+        import torch
+        torch.__version__ = "9.9.0"
+        try:
+            import liger_aot
+        except ImportError as e:
+            print("ImportError:", e)
+        else:
+            print("imported")
+    """)
+    assert done.returncode == 0, done.stderr
+    assert "ImportError:" in done.stdout, done.stdout
+    assert f"needs torch {needed}" in done.stdout and "9.9.0" in done.stdout, done.stdout
+
+
+@pytest.mark.gpu
+def test_current_gpu_arch_is_built():
+    major, minor = torch.cuda.get_device_capability()
+    built = liger._built_archs()
+    assert any(a.rstrip("a") == f"sm_{major}{minor}" for a in built) or (major == 8 and "sm_80" in built), built
