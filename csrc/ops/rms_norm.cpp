@@ -372,17 +372,20 @@ class RmsNormBackward : public torch::autograd::Function<RmsNormBackward> {
   }
 };
 
-class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
+// rms_norm_fwd differentiated: y carries the gradient, rstd is marked non-differentiable.
+class RmsNormForward : public torch::autograd::Function<RmsNormForward> {
  public:
-  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const optional<Tensor>& weight,
-                        double eps, double offset, const std::string& mode) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& x,
+                                                const optional<Tensor>& weight, double eps, double offset,
+                                                const std::string& mode) {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("liger::rms_norm_fwd", "").typed<decltype(fwd_cpu)>();
     auto [y, rstd] = op.call(x, weight, eps, offset, mode);
     ctx->save_for_backward({x, weight.value_or(Tensor()), rstd});
     ctx->saved_data["offset"] = offset;
     ctx->saved_data["mode"] = mode;
-    return y;
+    ctx->mark_non_differentiable({rstd});
+    return {y, rstd};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
@@ -396,16 +399,25 @@ class RmsNormFunction : public torch::autograd::Function<RmsNormFunction> {
   }
 };
 
+bool needs_grad(const Tensor& x, const optional<Tensor>& weight) {
+  return at::GradMode::is_enabled() && (x.requires_grad() || (weight.has_value() && weight->requires_grad()));
+}
+
 Tensor rms_norm_autograd(const Tensor& x, const optional<Tensor>& weight, double eps, double offset,
                          c10::string_view mode) {
-  const bool needs_grad = at::GradMode::is_enabled() &&
-                          (x.requires_grad() || (weight.has_value() && weight->requires_grad()));
-  if (!needs_grad) {
+  if (!needs_grad(x, weight)) {
+    // Inference: the forward without storing rstd.
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("liger::rms_norm", "").typed<decltype(rms_norm_cpu)>();
     return op.call(x, weight, eps, offset, mode);
   }
-  return RmsNormFunction::apply(x, weight, eps, offset, std::string(mode));
+  return RmsNormForward::apply(x, weight, eps, offset, std::string(mode))[0];
+}
+
+std::tuple<Tensor, Tensor> fwd_autograd(const Tensor& x, const optional<Tensor>& weight, double eps, double offset,
+                                        c10::string_view mode) {
+  auto out = RmsNormForward::apply(x, weight, eps, offset, std::string(mode));
+  return {out[0], out[1]};
 }
 
 std::tuple<Tensor, Tensor> bwd_autograd(const Tensor& dy, const Tensor& x, const optional<Tensor>& weight,
@@ -436,6 +448,7 @@ TORCH_LIBRARY_IMPL(liger, CUDA, m) {
 
 TORCH_LIBRARY_IMPL(liger, Autograd, m) {
   m.impl("rms_norm", &rms_norm_autograd);
+  m.impl("rms_norm_fwd", &fwd_autograd);
   m.impl("rms_norm_bwd", &bwd_autograd);
 }
 
