@@ -15,7 +15,8 @@ if has build; then
   fi
 fi
 if has test; then
-  python3 -m pytest tests -m gpu -q -p no:cacheprovider -rs 2>&1 | tee "$OUT/gpu_tests.log" | tail -25
+  timeout "${TEST_TIMEOUT:-420}" python3 -m pytest tests -m gpu -q -p no:cacheprovider -rs --durations=15 2>&1 \
+    | tee "$OUT/gpu_tests.log" | tail -45
 fi
 if has cpp; then
   (cmake -S . -B /tmp/cb -G Ninja -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \
