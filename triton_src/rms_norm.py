@@ -4,7 +4,7 @@ y = x * rsqrt(mean(x^2) + eps) * (offset + w) over the last dimension, with thre
   llama: rstd in fp32, x*rstd rounded to x's dtype, then multiplied by the weight (HF LlamaRMSNorm);
   gemma: everything in fp32, rounded once at the end (HF GemmaRMSNorm);
   none:  every intermediate rounded to x's dtype, as eager PyTorch computes the formula in that dtype.
-The backward pass is computed in fp32 for every mode.
+The backward pass is computed in fp32 for every mode, from the unrounded fp32 rstd the forward saves.
 
 Rows are processed as a [rows, n_cols] view with one row stride; the last dimension is contiguous.
 Aligned variants are promised 16-byte aligned pointers and n_cols, row strides that are multiples of
@@ -95,6 +95,12 @@ def rms_norm_fwd_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v,
     x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
     xf = x.to(tl.float32)
     rstd = _rstd_from_sumsq(tl.sum(_square(xf, CASTING, DT), axis=1), n_cols, eps, CASTING, DT)
+    if CASTING == 2:
+        # The backward gets the unrounded rstd: with the rounded one, dx = rstd*(dn - x*rstd^2*mean(dn*x))
+        # cancels badly where x*rstd is near 1 (hidden 1: dx error of 2 at magnitude 739 in fp16).
+        rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(xf * xf, axis=1) / n_cols + eps)
+    else:
+        rstd_saved = rstd
     n = _normed(xf, rstd[:, None], CASTING, DT)
     if has_weight:
         w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
@@ -103,7 +109,7 @@ def rms_norm_fwd_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v,
     y = _scale(n, w, offset, has_weight, CASTING, DT, WDT)
     tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(DT), mask=mask)
     if store_rstd:
-        tl.store(RSTD + rows, rstd, mask=row_mask)
+        tl.store(RSTD + rows, rstd_saved, mask=row_mask)
 
 
 @triton.jit
@@ -117,11 +123,18 @@ def rms_norm_fwd_looped_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stri
     y_row = Y + row * (stride_y_v * ALIGN)
     cols = tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_exact = tl.zeros([BLOCK_N], dtype=tl.float32)
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         xf = tl.load(x_row + c, mask=c < n_cols, other=0.0).to(tl.float32)
         acc += _square(xf, CASTING, DT)
+        if CASTING == 2:
+            acc_exact += xf * xf
     rstd = _rstd_from_sumsq(tl.sum(acc, axis=0), n_cols, eps, CASTING, DT)
+    if CASTING == 2:
+        rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(acc_exact, axis=0) / n_cols + eps)
+    else:
+        rstd_saved = rstd
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         m = c < n_cols
@@ -133,7 +146,7 @@ def rms_norm_fwd_looped_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stri
         y = _scale(_normed(xf, rstd, CASTING, DT), w, offset, has_weight, CASTING, DT, WDT)
         tl.store(y_row + c, y.to(DT), mask=m)
     if store_rstd:
-        tl.store(RSTD + row, rstd)
+        tl.store(RSTD + row, rstd_saved)
 
 
 @triton.jit

@@ -86,12 +86,12 @@ std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& x, const optional<Tensor>& weig
   const auto xdt = x.scalar_type();
   auto round = [&](const Tensor& t) { return t.to(xdt).to(acc); };
   Tensor xf = x.to(acc);
-  Tensor rstd;
+  // rstd as saved for the backward: unrounded in every mode (see triton_src/rms_norm.py).
+  Tensor rstd_saved = (xf * xf).mean(-1, true).add(eps).sqrt().reciprocal();
+  Tensor rstd = rstd_saved;
   if (casting == CASTING_NONE) {
     Tensor ms = round(round(xf * xf).mean(-1, true));
     rstd = round(round(ms + eps).sqrt().reciprocal());
-  } else {
-    rstd = (xf * xf).mean(-1, true).add(eps).sqrt().reciprocal();
   }
   Tensor y = xf * rstd;
   if (casting != CASTING_GEMMA) y = round(y);
@@ -101,7 +101,7 @@ std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& x, const optional<Tensor>& weig
     if (casting == CASTING_NONE) w_eff = w_eff.to(wdt).to(acc);
     y = y * w_eff;
   }
-  return {y.to(xdt).contiguous(), rstd.squeeze(-1).contiguous()};
+  return {y.to(xdt).contiguous(), rstd_saved.squeeze(-1).contiguous()};
 }
 
 Tensor rms_norm_cpu(const Tensor& x, const optional<Tensor>& weight, double eps, double offset,
