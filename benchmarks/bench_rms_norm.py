@@ -25,9 +25,9 @@ import harness
 ROWS = 8192
 HIDDEN = (1024, 2048, 4096, 8192, 16384, 32768)
 EPS = 1e-6
-# sanity check only (tests/ hold the numerics): two ulps of the 16-bit dtypes, as F.rms_norm and Inductor
+# sanity check only (tests/ hold the numerics): four ulps of the 16-bit dtypes, as F.rms_norm and Inductor
 # round once where the Llama formula rounds twice; fp32 leaves room for a different reduction order
-TOL = {torch.bfloat16: 2**-7, torch.float16: 2**-10, torch.float32: 1e-5}
+TOL = {torch.bfloat16: 2**-6, torch.float16: 2**-9, torch.float32: 1e-5}
 
 
 def hf_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -63,6 +63,8 @@ def providers(liger_aot, liger_kernel) -> list:
     found = []
     if liger_aot is not None:
         found.append(harness.Provider("liger_aot", lambda x, w: liger_aot.ops.rms_norm(x, w, EPS)))
+    # "bwd" mode replays one backward with retain_graph=True, which donated buffers forbid
+    torch._functorch.config.donated_buffer = False
     compiled = torch.compile(hf_rms_norm, dynamic=False)
     found += [
         harness.Provider("torch F.rms_norm", lambda x, w: F.rms_norm(x, (x.shape[-1],), w, EPS)),
@@ -114,7 +116,8 @@ provider, rows, hidden, dtype = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
 x = torch.randn(rows, hidden, device="cuda", dtype=dtype, requires_grad=True)
 w = torch.nn.Parameter(torch.ones(hidden, device="cuda", dtype=dtype))
 dy = torch.randn_like(x)
-(torch.ones(1, device="cuda", requires_grad=True) * 2).sum().backward()
+# PyTorch's own first backward(grad) imports sympy and torch.fx (0.5 s here, 1.9 s on the H200): not ours
+(torch.ones(4, device="cuda", requires_grad=True) * 2).backward(torch.ones(4, device="cuda"))
 torch.cuda.synchronize()
 t0 = time.perf_counter()
 if provider == "liger_aot":

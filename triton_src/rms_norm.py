@@ -24,7 +24,7 @@ CPP_CONSTANTS = {
     "CASTING_GEMMA": CASTING_GEMMA,
     "CASTING_NONE": CASTING_NONE,
     "FWD_MAX_BLOCK_N": 65536,
-    "BWD_MAX_BLOCK_N": 32768,
+    "BWD_MAX_BLOCK_N": 16384,
     "MIN_BLOCK_N": 128,
     "LOOP_BLOCK_N": 4096,
 }
@@ -172,10 +172,10 @@ def _load_rows(PTR, block, n_blocks, stride_v, n_rows, cols, col_mask, BLOCK_M: 
 @triton.jit
 def rms_norm_bwd_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v, stride_x_v, stride_dx_v,
                         offset, has_weight, compute_dw, CASTING: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+                        BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
     # Persistent: program p handles row blocks p, p + G, ... and writes one row of dW partial sums.
-    # The next block's x and dy are loaded before the current one is reduced: with one block in flight
-    # per program the loop waited on memory every iteration (2.6 TB/s at 8192x4096 bf16 on H200).
+    # PREFETCH loads the next block's x and dy before the current one is reduced (two blocks of registers:
+    # only for tiles up to 8192 elements; at 16384 the doubled registers spilled and ran 8x slower on H200).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -188,13 +188,19 @@ def rms_norm_bwd_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride
         w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_blocks = tl.cdiv(n_rows, BLOCK_M)
-    x_next = _load_rows(X, pid, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
-    dy_next = _load_rows(DY, pid, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+    if PREFETCH:
+        x_next = _load_rows(X, pid, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_next = _load_rows(DY, pid, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
     for block in range(pid, n_blocks, n_progs):
-        xf = x_next.to(tl.float32)
-        dyf = dy_next.to(tl.float32)
-        x_next = _load_rows(X, block + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
-        dy_next = _load_rows(DY, block + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        if PREFETCH:
+            xf = x_next.to(tl.float32)
+            dyf = dy_next.to(tl.float32)
+            x_next = _load_rows(X, block + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+            dy_next = _load_rows(DY, block + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M,
+                                 ALIGN)
+        else:
+            xf = _load_rows(X, block, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN).to(tl.float32)
+            dyf = _load_rows(DY, block, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN).to(tl.float32)
         rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
         row_mask = rows < n_rows
         rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
@@ -321,7 +327,8 @@ def _specs():
                 block_m = _rows_per_program(block_n)
                 bwd.variants.append(Variant(
                     key={**base, "block_n": block_n}, signature=_bwd_sig(xd, wd),
-                    constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
+                    constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd),
+                                "PREFETCH": block_m * block_n <= 8192},
                     num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
             for aligned in (False, True):
                 align = _align(xd) if aligned else 1
