@@ -292,6 +292,9 @@ def _git(*args: str) -> str:
 
 
 def git_commit() -> str:
+    # The GPU box receives the tree without .git: the caller passes the commit in LIGER_BENCH_COMMIT.
+    if os.environ.get("LIGER_BENCH_COMMIT"):
+        return os.environ["LIGER_BENCH_COMMIT"]
     try:
         commit = _git("rev-parse", "--short", "HEAD")
         return commit + ("-dirty" if _git("status", "--porcelain", "--untracked-files=no") else "")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU box: build, GPU tests, the C++ example on CUDA, the smoke check and the benchmarks.
-# Logs go to $OUT. Stages: STAGES="build test cpp smoke bench" (default: all).
+# Logs go to $OUT. Stages: STAGES="build test cpp smoke bench" (default: all). The tree arrives without .git:
+# pass LIGER_BENCH_COMMIT=<hash> so the recorded results name their commit.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/liger_out}"
