@@ -349,6 +349,20 @@ def test_export_dynamic_batch_and_seq(tmp_path):
             assert torch.equal(loaded.module()(x), expected)
 
 
+@pytest.mark.slow
+def test_aot_inductor_package_with_dynamic_shapes(tmp_path):
+    # AOTInductor calls the custom op from the compiled package through its proxy executor (~25 s on CPU).
+    model = Block(64, offset=1.0, mode="gemma").eval()
+    dims = {"x": {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("seq", min=1, max=8192)}}
+    with torch.no_grad():
+        ep = torch.export.export(model, (torch.randn(2, 3, 64),), dynamic_shapes=dims)
+        package = torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp_path / "rms_norm_aoti.pt2"))
+        runner = torch._inductor.aoti_load_package(package)
+        for batch, seq in ((1, 1), (4, 17), (3, 2)):
+            x = torch.randn(batch, seq, 64)
+            torch.testing.assert_close(runner(x), model(x), rtol=1e-6, atol=1e-6)
+
+
 def test_torchscript_save_load_and_backward(tmp_path):
     model = Block(48, offset=1.0, mode="gemma")
     scripted = torch.jit.script(model)
