@@ -1,5 +1,8 @@
 """Sweep launch configurations of the rms_norm kernels with Triton's JIT (same source as the AOT build),
-timed with CUDA graphs so host overhead is excluded. Prints the best config per hidden size."""
+timed like the benchmarks (do_bench, L2 flushed). Prints the best configs per hidden size.
+
+    python scripts/tune_rms_norm.py [hidden ...]      # on the GPU box; 8192 rows, bf16
+"""
 import sys
 from pathlib import Path
 
@@ -57,29 +60,31 @@ def tune_bwd(n):
     block_n = triton.next_power_of_2(n)
     res = []
     for bm in (1, 2):
-        if bm * block_n > 32768 or bm * block_n < 1024:
+        if bm * block_n > 16384 or bm * block_n < 1024:
             continue
         for nw in (4, 8, 16):
             if bm * block_n // (32 * nw) < 2:
                 continue
-            for per_sm in (2, 4, 8, 16):
-                g = min(SMS * per_sm, triton.cdiv(ROWS, bm))
-                part = torch.empty(g, n, device="cuda", dtype=torch.float32)
+            for prefetch in (False, True):
+                for per_sm in (1, 2, 4):
+                    g = min(SMS * per_sm, triton.cdiv(ROWS, bm))
+                    part = torch.empty(g, n, device="cuda", dtype=torch.float32)
 
-                def fn():
-                    rms_norm_bwd_kernel[(g,)](dy, x, w, rstd, dx, part, ROWS, n // 8, n // 8, n // 8, n // 8, 0.0, True,
-                                              True, CASTING=0, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8, num_warps=nw)
-                    part.sum(0).to(DT)
-                try:
-                    t = bench(fn)
-                except Exception as e:  # noqa: BLE001
-                    print(f"bwd n={n} bm={bm} nw={nw} failed: {str(e)[:80]}")
-                    break
-                res.append((t, bm, nw, per_sm))
+                    def fn():
+                        rms_norm_bwd_kernel[(g,)](dy, x, w, rstd, dx, part, ROWS, n // 8, n // 8, n // 8, n // 8, 0.0,
+                                                  True, True, CASTING=0, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8,
+                                                  PREFETCH=prefetch, num_warps=nw)
+                        part.sum(0).to(DT)
+                    try:
+                        t = bench(fn)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"bwd n={n} bm={bm} nw={nw} failed: {str(e)[:80]}")
+                        break
+                    res.append((t, bm, nw, prefetch, per_sm))
     res.sort()
     gbs = lambda t: 3 * x.numel() * 2 / t / 1e6
-    print(f"bwd n={n:6d}: best " + ", ".join(f"bm={bm} nw={nw} per_sm={p} {t*1e3:.1f}us {gbs(t):.0f}GB/s"
-                                         for t, bm, nw, p in res[:4]), flush=True)
+    print(f"bwd n={n:6d}: best " + ", ".join(f"bm={bm} nw={nw} prefetch={pf} per_sm={p} {t*1e3:.1f}us {gbs(t):.0f}GB/s"
+                                         for t, bm, nw, pf, p in res[:4]), flush=True)
 
 
 if __name__ == "__main__":
@@ -88,8 +93,8 @@ if __name__ == "__main__":
     t = bench(lambda: dst.copy_(src))
     print(f"copy {2 * src.numel() / t / 1e6:.0f} GB/s", flush=True)
     del src, dst
-    fwd_sizes = [1024, 4096, 16384, 32768, 65536]
-    bwd_sizes = [4096, 1024, 16384]
+    fwd_sizes = [int(a) for a in sys.argv[1:]] or [4096, 32768, 65536]
+    bwd_sizes = [int(a) for a in sys.argv[1:]] or [4096, 2048, 8192, 16384]
     for n in bwd_sizes:
         tune_bwd(n)
     for n in fwd_sizes:
