@@ -284,7 +284,7 @@ def _single_blocks(max_block):
 # 16384 -> 8 (136.9 us vs 146.4 with 16), 32768 and 65536 -> 32 (65536 with 16: 15 % slower);
 # backward 1024 -> 4, 4096 -> 8 (77 us vs 82 with 4), 16384 -> 16 (330 us vs 341 with 8).
 _FWD_WARPS = {4096: 4, 8192: 16, 16384: 8, 32768: 32, 65536: 32}
-_BWD_WARPS = {2048: 4, 4096: 8, 8192: 8, 16384: 16, 32768: 16}
+_BWD_WARPS = {2048: 4, 4096: 8, 8192: 8, 16384: 16}
 
 
 def _warps(table, tile_elems):
