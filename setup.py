@@ -24,7 +24,8 @@ def triton_include() -> str:
 
 def sources() -> list:
     ops = sorted(p.stem for p in (ROOT / "triton_src").glob("*.py") if not p.stem.startswith("_"))
-    own = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cpp"))
+    # csrc/python holds the Python-only bindings of liger_aot._fast (not part of the operator library)
+    own = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc").rglob("*.cpp") if "python" not in p.parts)
     return own + [str(GEN / "archs.cpp")] + [str(GEN / f"{op}_kernels.cpp") for op in ops]
 
 
@@ -54,7 +55,16 @@ setup(
             include_dirs=[str(ROOT / "csrc"), str(GEN), triton_include()],
             extra_compile_args={"cxx": ["-O2", "-fvisibility=hidden", "-Wno-unused-function"]},
             py_limited_api=True,
-        )
+        ),
+        # Direct Python bindings of the hottest ops (host time); links libtorch_python for the Tensor
+        # wrapper but uses only the limited Python API itself.
+        CppExtension(
+            "liger_aot._fast",
+            ["csrc/python/fast.cpp"],
+            libraries=["torch_python"],
+            extra_compile_args={"cxx": ["-O2", "-fvisibility=hidden"]},
+            py_limited_api=True,
+        ),
     ],
     cmdclass={"build_ext": GenerateThenBuild},
     install_requires=[f"torch=={TORCH_MINOR}.*"],

@@ -11,7 +11,8 @@ import triton
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.rms_norm import rms_norm_bwd_kernel, rms_norm_fwd_kernel  # noqa: E402
+from triton_src.rms_norm import rms_norm_bwd_kernel, rms_norm_dw_kernel, rms_norm_fwd_kernel  # noqa: E402
+import triton.language as tl  # noqa: E402
 
 ROWS = 8192
 DT = torch.bfloat16
@@ -87,12 +88,97 @@ def tune_bwd(n):
                                          for t, bm, nw, pf, p in res[:4]), flush=True)
 
 
+@triton.jit
+def fwd_experiment(X, W, Y, n_rows, n_cols, eps, BLOCK_N: tl.constexpr, PERSISTENT: tl.constexpr,
+                   HINTS: tl.constexpr, PREFETCH: tl.constexpr):
+    # Forward variants under trial (llama casting, weight present, no rstd store): a persistent grid that
+    # loads the weight once per program instead of once per row, streaming cache hints, next-row prefetch.
+    cols = tl.arange(0, BLOCK_N)
+    w = tl.load(W + cols).to(tl.float32)
+    pid = tl.program_id(0)
+    if PERSISTENT:
+        step = tl.num_programs(0)
+    else:
+        step = n_rows
+    if PREFETCH:
+        x_next = tl.load(X + pid.to(tl.int64) * n_cols + cols, mask=(cols < n_cols) & (pid < n_rows))
+    for row in range(pid, n_rows, step):
+        row64 = tl.cast(row, tl.int64)
+        if PREFETCH:
+            x = x_next
+            nxt = row + step
+            x_next = tl.load(X + tl.cast(nxt, tl.int64) * n_cols + cols, mask=(cols < n_cols) & (nxt < n_rows))
+        elif HINTS:
+            x = tl.load(X + row64 * n_cols + cols, eviction_policy="evict_first")
+        else:
+            x = tl.load(X + row64 * n_cols + cols)
+        xf = x.to(tl.float32)
+        rstd = 1.0 / tl.sqrt_rn(tl.sum(xf * xf, axis=0) / n_cols + eps)
+        y = (xf * rstd).to(X.dtype.element_ty).to(tl.float32) * w
+        if HINTS:
+            tl.store(Y + row64 * n_cols + cols, y.to(X.dtype.element_ty), cache_modifier=".cs")
+        else:
+            tl.store(Y + row64 * n_cols + cols, y.to(X.dtype.element_ty))
+
+
+def tune_fwd_experiment(n=4096):
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    w = torch.rand(n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    copy_t = bench(lambda: y.copy_(x))
+    print(f"fwd-exp n={n}: same-size copy {copy_t*1e3:.1f}us", flush=True)
+    res = []
+    for persistent in (False, True):
+        for per_sm in ((1,) if not persistent else (2, 4, 8, 16)):
+            for hints in (False, True):
+                for prefetch in ((False,) if not persistent else (False, True)):
+                    for nw in (4, 8):
+                        g = min(ROWS, SMS * per_sm) if persistent else ROWS
+                        fn = lambda: fwd_experiment[(g,)](x, w, y, ROWS, n, 1e-6, BLOCK_N=n, PERSISTENT=persistent,
+                                                          HINTS=hints, PREFETCH=prefetch, num_warps=nw)
+                        try:
+                            t = bench(fn)
+                        except Exception as e:  # noqa: BLE001
+                            print(f"fwd-exp failed: {str(e)[:100]}")
+                            continue
+                        res.append((t, persistent, per_sm, hints, prefetch, nw))
+    res.sort()
+    for t, persistent, per_sm, hints, prefetch, nw in res[:8]:
+        print(f"  {t*1e3:.1f}us ({copy_t / t * 100:.0f}% of copy time) persistent={persistent} per_sm={per_sm} "
+              f"hints={hints} prefetch={prefetch} nw={nw}", flush=True)
+
+
+def tune_dw(n=4096, parts=264):
+    part = torch.randn(parts, n, device="cuda", dtype=torch.float32)
+    dw = torch.empty(n, device="cuda", dtype=DT)
+    res = []
+    for bp in (8, 16, 32, 64):
+        for bc in (16, 32, 64, 128):
+            for nw in (1, 2, 4):
+                fn = lambda: rms_norm_dw_kernel[(triton.cdiv(n, bc),)](part, dw, parts, n, BLOCK_P=bp, BLOCK_C=bc,
+                                                                     num_warps=nw)
+                try:
+                    res.append((bench(fn), bp, bc, nw))
+                except Exception as e:  # noqa: BLE001
+                    print(f"dw failed: {str(e)[:100]}")
+    res.sort()
+    ref = bench(lambda: part.sum(0).to(DT))
+    print(f"dw n={n} parts={parts}: torch sum+cast {ref*1e3:.1f}us; best " +
+          ", ".join(f"bp={bp} bc={bc} nw={nw} {t*1e3:.1f}us" for t, bp, bc, nw in res[:5]), flush=True)
+
+
 if __name__ == "__main__":
     src = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     t = bench(lambda: dst.copy_(src))
     print(f"copy {2 * src.numel() / t / 1e6:.0f} GB/s", flush=True)
     del src, dst
+    if sys.argv[1:2] == ["experiments"]:
+        tune_dw(4096, 264)
+        tune_dw(8192, 132)
+        tune_fwd_experiment(4096)
+        tune_fwd_experiment(8192)
+        sys.exit(0)
     fwd_sizes = [int(a) for a in sys.argv[1:]] or [4096, 32768, 65536]
     bwd_sizes = [int(a) for a in sys.argv[1:]] or [4096, 2048, 8192, 16384]
     for n in bwd_sizes:

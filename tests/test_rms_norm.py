@@ -208,6 +208,42 @@ def test_python_wrappers_call_the_op():
     assert torch.equal(m(x), liger.rms_norm(x, None))
 
 
+def test_fast_binding_defers_what_it_does_not_handle():
+    """liger_aot._fast calls the op directly, and returns NotImplemented (the wrapper then takes the torch.ops
+    path) for Tensor subclasses, TorchFunctionModes, unexpected argument types and errors."""
+    from liger_aot import _fast
+
+    x, w = torch.randn(4, 32), torch.randn(32)
+    assert torch.equal(_fast.rms_norm(x, w, 1e-6, 0.0, "llama"), liger.rms_norm(x, w))
+    assert torch.equal(_fast.rms_norm(x, torch.nn.Parameter(w), 1e-5, 1, "gemma"), liger.rms_norm(x, w, 1e-5, 1.0, "gemma"))
+    assert torch.equal(_fast.rms_norm(x, None, 1e-6, 0.0, "none"), liger.rms_norm(x, None, 1e-6, 0.0, "none"))
+
+    class Sub(torch.Tensor):
+        pass
+
+    seen = []
+
+    class Mode(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    for args in [(x.as_subclass(Sub), w, 1e-6, 0.0, "llama"), (x, w.as_subclass(Sub), 1e-6, 0.0, "llama"),
+                 (x, w, True, 0.0, "llama"), (x, w, "1e-6", 0.0, "llama"), (x, w, 1e-6, 0.0, b"llama"),
+                 (x, w, 1e-6, 0.0), (x, w, 1e-6, 0.0, "mistral"), (x.int(), w, 1e-6, 0.0, "llama")]:
+        assert _fast.rms_norm(*args) is NotImplemented
+    with Mode():
+        assert _fast.rms_norm(x, w, 1e-6, 0.0, "llama") is NotImplemented
+        liger_aot.ops.rms_norm(x, w)
+    assert seen, "the TorchFunctionMode must see the call"
+    assert type(liger_aot.ops.rms_norm(x.as_subclass(Sub), w)) is Sub
+    # errors are PyTorch's, raised by the torch.ops call
+    with pytest.raises(RuntimeError, match="casting_mode must be"):
+        liger_aot.ops.rms_norm(x, w, casting_mode="mistral")
+    with pytest.raises(RuntimeError, match="x must be float32"):
+        liger_aot.ops.rms_norm(x.int(), w)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", ((0, 64), (2, 0, 64)))
 def test_zero_rows(device, shape):

@@ -215,48 +215,69 @@ def rms_norm_bwd_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride
 @triton.jit
 def rms_norm_bwd_looped_kernel(DY, X, W, RSTD, DX, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v, stride_x_v,
                                stride_dx_v, offset, has_weight, compute_dw, CASTING: tl.constexpr,
-                               BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # Persistent over rows; the program's dW partial row is accumulated in place (its first row stores).
+                               ROWS: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Persistent over groups of ROWS rows. Pass 1 reduces mean(dn * x) of each row over column chunks;
+    # pass 2 writes dx chunk by chunk and adds the group's dW contribution to the program's fp32 partial row
+    # (its first group stores). Updating the partial row once per group instead of once per row cuts that
+    # read-modify-write traffic ROWS-fold: per row it was 8 bytes per column, more than x, dy and dx together.
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
     n_progs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
-    for row in range(pid, n_rows, n_progs):
-        row64 = row.to(tl.int64)
-        x_row = X + row64 * (stride_x_v * ALIGN)
-        dy_row = DY + row64 * (stride_dy_v * ALIGN)
-        dx_row = DX + row64 * (stride_dx_v * ALIGN)
-        rstd = tl.load(RSTD + row64 + tl.zeros([1], dtype=tl.int64))
-        acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    n_groups = tl.cdiv(n_rows, ROWS)
+    for group in range(pid, n_groups, n_progs):
+        rows = group * ROWS + tl.arange(0, ROWS)
+        row_mask = rows < n_rows
+        rows64 = rows.to(tl.int64)[:, None]
+        x_rows = X + rows64 * (stride_x_v * ALIGN)
+        dy_rows = DY + rows64 * (stride_dy_v * ALIGN)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            m = c < n_cols
-            xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)
-            dyf = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            m = row_mask[:, None] & (c < n_cols)[None, :]
+            xf = tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
             if has_weight:
-                dn = dyf * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
+                dn = dyf * (offset + tl.load(W + c, mask=c < n_cols, other=0.0).to(tl.float32))[None, :]
             else:
                 dn = dyf
-            acc += (dn * xf)[None, :]
-        c_row = tl.sum(acc, axis=1) / n_cols
+            acc += dn * xf
+        c_rows = tl.sum(acc, axis=1) / n_cols
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            m = c < n_cols
-            xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)[None, :]
-            dyf = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)[None, :]
+            col_mask = c < n_cols
+            m = row_mask[:, None] & col_mask[None, :]
+            xf = tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
             if has_weight:
-                w = tl.load(W + c, mask=m, other=0.0).to(tl.float32)[None, :]
-                dn = dyf * (offset + w)
+                dn = dyf * (offset + tl.load(W + c, mask=col_mask, other=0.0).to(tl.float32))[None, :]
             else:
                 dn = dyf
-            dx = rstd[:, None] * dn - (rstd * rstd * rstd * c_row)[:, None] * xf
-            tl.store(dx_row + c[None, :], dx.to(DT), mask=m[None, :])
+            dx = rstd[:, None] * dn - (rstd * rstd * rstd * c_rows)[:, None] * xf
+            tl.store(DX + rows64 * (stride_dx_v * ALIGN) + c[None, :], dx.to(DT), mask=m)
             if compute_dw:
                 dw = tl.sum(dyf * _normed(xf, rstd[:, None], CASTING, DT), axis=0)
-                prev = tl.load(dw_row + c, mask=m & (row != pid), other=0.0)
-                tl.store(dw_row + c, prev + dw, mask=m)
+                prev = tl.load(dw_row + c, mask=col_mask & (group != pid), other=0.0)
+                tl.store(dw_row + c, prev + dw, mask=col_mask)
+
+
+@triton.jit
+def rms_norm_dw_kernel(PARTIAL, DW, n_parts, n_cols, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    # Sums the backward's fp32 dW partial rows in a fixed order (deterministic) and rounds once to the
+    # weight's dtype: one launch in place of torch.sum + a cast, and no first use of PyTorch's reduction
+    # kernels (loading those cost 34-55 ms in a fresh process on H200).
+    pid = tl.program_id(0)
+    cols = pid * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_mask = cols < n_cols
+    acc = tl.zeros([BLOCK_P, BLOCK_C], dtype=tl.float32)
+    for start in range(0, n_parts, BLOCK_P):
+        parts = start + tl.arange(0, BLOCK_P)
+        mask = (parts < n_parts)[:, None] & col_mask[None, :]
+        acc += tl.load(PARTIAL + parts.to(tl.int64)[:, None] * n_cols + cols[None, :], mask=mask, other=0.0)
+    tl.store(DW + cols, tl.sum(acc, axis=0).to(DW.dtype.element_ty), mask=col_mask)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -338,9 +359,14 @@ def _specs():
                     num_warps=8, aligned=aligned))
                 bwd_loop.variants.append(Variant(
                     key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
-                    constexprs={"CASTING": mode, "BLOCK_N": loop_n, "ALIGN": align},
+                    constexprs={"CASTING": mode, "ROWS": 8, "BLOCK_N": 512, "ALIGN": align},
                     num_warps=8, aligned=aligned))
-    return [fwd, fwd_loop, bwd, bwd_loop]
+    dw = KernelSpec(rms_norm_dw_kernel)
+    for wd in ("fp32", "bf16", "fp16"):
+        dw.variants.append(Variant(
+            key={"dw_dtype": wd}, signature={"PARTIAL": "*fp32", "DW": f"*{wd}", "n_parts": "i32", "n_cols": "i32"},
+            constexprs={"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4, aligned=True))
+    return [fwd, fwd_loop, bwd, bwd_loop, dw]
 
 
 KERNELS = _specs()

@@ -311,16 +311,23 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x_in, con
                                x.row_stride / v.ALIGN, x.cols / v.ALIGN, offset, has_w, compute_dw);
   } else {
     const auto& v = rms_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    const int64_t programs = std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx));
+    const int64_t programs = std::min<int64_t>(ceil_div(x.rows, v.ROWS), max_resident_programs(v.image, ctx));
     make_partial(programs);
     rms_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t), ptr(x.t),
                                       ptr(w.w), ptr(rstd), ptr(dx), ptr(partial), x.rows, x.cols / v.ALIGN,
                                       dy.row_stride / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, offset,
                                       has_w, compute_dw);
   }
-  // Summed in fp32 and rounded once (at::sum with a bf16 dtype would round every partial first).
-  Tensor dw = compute_dw ? partial.sum(0).to(dw_dtype) : at::empty({0}, x_in.options().dtype(dw_dtype));
-  return {dx, dw};
+  if (!compute_dw) return {dx, at::empty({0}, x_in.options().dtype(dw_dtype))};
+  // The partial sums are reduced by our own kernel into the weight's dtype (fp32 for other dtypes, then cast).
+  const auto reduce_dtype = is_half_or_float(dw_dtype) ? dw_dtype : at::kFloat;
+  Tensor dw = at::empty({x.cols}, x_in.options().dtype(reduce_dtype));
+  rms_norm_dw_kernel_key key;
+  key.dw_dtype = reduce_dtype;
+  const auto& v = rms_norm_dw_kernel_get(key, ctx.arch_slot);
+  rms_norm_dw_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(ceil_div(x.cols, v.BLOCK_C))}, ptr(partial), ptr(dw),
+                            partial.size(0), x.cols);
+  return {dx, reduce_dtype == dw_dtype ? dw : dw.to(dw_dtype)};
 }
 
 // Every key the launchers can ask for, per arch slot, must have been built.
@@ -352,6 +359,11 @@ const VariantCheck variant_check("rms_norm", [](int arch_slot) {
             missing.push_back(b.looped ? b.loop.str() : b.single.str());
         }
     }
+  for (c10::ScalarType dwdt : {at::kFloat, at::kBFloat16, at::kHalf}) {  // dW comes back in the weight's dtype
+    rms_norm_dw_kernel_key key;
+    key.dw_dtype = dwdt;
+    if (!rms_norm_dw_kernel_find(key, arch_slot)) missing.push_back(key.str());
+  }
   return missing;
 });
 
@@ -403,13 +415,14 @@ bool needs_grad(const Tensor& x, const optional<Tensor>& weight) {
   return at::GradMode::is_enabled() && (x.requires_grad() || (weight.has_value() && weight->requires_grad()));
 }
 
-Tensor rms_norm_autograd(const Tensor& x, const optional<Tensor>& weight, double eps, double offset,
-                         c10::string_view mode) {
+Tensor rms_norm_autograd(c10::DispatchKeySet ks, const Tensor& x, const optional<Tensor>& weight, double eps,
+                         double offset, c10::string_view mode) {
   if (!needs_grad(x, weight)) {
-    // Inference: the forward without storing rstd.
+    // Inference: the forward without storing rstd, redispatched below autograd with the key set already
+    // computed (cheaper than a fresh call: this is the hot path of every no-grad call).
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("liger::rms_norm", "").typed<decltype(rms_norm_cpu)>();
-    return op.call(x, weight, eps, offset, mode);
+    return op.redispatch(ks & c10::after_ADInplaceOrView_keyset, x, weight, eps, offset, mode);
   }
   return RmsNormForward::apply(x, weight, eps, offset, std::string(mode))[0];
 }
