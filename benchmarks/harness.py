@@ -1,7 +1,8 @@
 """Shared benchmark harness: every ``bench_<op>.py`` times its providers through these functions.
 
-Device time comes from CUDA events (``triton.testing.do_bench``, median, L2 flushed before each run; an
-equivalent event timer when Triton is absent). Throughput is reported against the device-to-device copy
+Device time comes from CUDA events, as ``triton.testing.do_bench`` takes it (median, L2 flushed before
+each call), with the stream held by a spin kernel before each call so that the host's launch latency
+(large for autograd's backward) is not counted as device time. Throughput is reported against the device-to-device copy
 bandwidth measured in the same run, peak memory over one call minus what was allocated before it.
 Importing this module touches no GPU.
 """
@@ -60,17 +61,15 @@ def package_version(dist: str) -> str:
 
 # ---- device timing
 
-def _do_bench():
-    try:
-        from triton.testing import do_bench
-        return do_bench
-    except ImportError:
-        return None
+# GPU cycles the stream spins (torch.cuda._sleep) before each timed call: ~0.2 ms at H200 clocks, longer
+# than the host needs to enqueue any provider's forward+backward, so the events time the kernels back to
+# back and not the host's launch latency (autograd hands the backward to its device thread: tens of µs).
+HOLD_CYCLES = 400_000
 
 
 def _event_median_ms(fn, warmup: int, rep: int, grad_to_none=None) -> float:
-    """``do_bench``'s method without Triton: estimate, warm up for ``warmup`` ms, time ``rep`` ms of calls
-    each after an L2 flush, return the median."""
+    """``do_bench``'s method (estimate, warm up for ``warmup`` ms, time ``rep`` ms of calls, each after an L2
+    flush, median of CUDA events) plus a hold kernel before each call so that only device time is timed."""
     flush = torch.empty(256 << 20, dtype=torch.int8, device="cuda")
     fn()
     torch.cuda.synchronize()
@@ -81,29 +80,30 @@ def _event_median_ms(fn, warmup: int, rep: int, grad_to_none=None) -> float:
         fn()
     end.record()
     torch.cuda.synchronize()
-    estimate = start.elapsed_time(end) / 5
+    estimate = max(start.elapsed_time(end) / 5, 1e-3)
     for _ in range(max(1, int(warmup / estimate))):
         fn()
-    n = max(1, int(rep / estimate))
+    n = min(max(10, int(rep / estimate)), 1000)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
     for i in range(n):
         for t in grad_to_none or ():
             t.grad = None
         flush.zero_()
+        torch.cuda._sleep(HOLD_CYCLES)
         starts[i].record()
         fn()
         ends[i].record()
+        if i % 50 == 49:  # keep the host within a few calls of the device: the hold must cover each one
+            ends[i].synchronize()
     torch.cuda.synchronize()
     return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 def time_ms(fn, warmup: int = 25, rep: int = 100, grad_to_none=None) -> float:
-    """Median device time of ``fn()`` in ms; ``warmup`` and ``rep`` are in ms, as in ``do_bench``."""
-    do_bench = _do_bench()
-    if do_bench is None:
-        return _event_median_ms(fn, warmup, rep, grad_to_none)
-    return do_bench(fn, warmup=warmup, rep=rep, grad_to_none=grad_to_none, return_mode="median")
+    """Median device time of ``fn()`` in ms (``warmup`` and ``rep`` in ms, as in ``do_bench``): L2 flushed
+    and the stream held before each call, so launch latency on the host is not counted."""
+    return _event_median_ms(fn, warmup, rep, grad_to_none)
 
 
 def peak_mb(fn, grad_to_none=None) -> float:

@@ -11,7 +11,8 @@ import triton
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.rms_norm import rms_norm_bwd_kernel, rms_norm_dw_kernel, rms_norm_fwd_kernel  # noqa: E402
+from triton_src.rms_norm import (rms_norm_bwd_kernel, rms_norm_bwd_looped_kernel, rms_norm_dw_kernel,  # noqa: E402
+                                 rms_norm_fwd_kernel)
 import triton.language as tl  # noqa: E402
 
 ROWS = 8192
@@ -167,12 +168,45 @@ def tune_dw(n=4096, parts=264):
           ", ".join(f"bp={bp} bc={bc} nw={nw} {t*1e3:.1f}us" for t, bp, bc, nw in res[:5]), flush=True)
 
 
+def tune_bwd_looped(n=32768):
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    dy = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    w = torch.rand(n, device="cuda", dtype=DT)
+    dx = torch.empty_like(x)
+    rstd = torch.rand(ROWS, device="cuda", dtype=torch.float32)
+    res = []
+    for rows in (1, 2, 4, 8):
+        for block_n in (512, 1024, 2048, 4096):
+            if rows * block_n < 2048 or rows * block_n > 8192:
+                continue
+            for nw in (4, 8, 16):
+                for per_sm in (1, 2, 4, 8):
+                    g = min(SMS * per_sm, triton.cdiv(ROWS, rows))
+                    part = torch.empty(g, n, device="cuda", dtype=torch.float32)
+                    fn = lambda: rms_norm_bwd_looped_kernel[(g,)](dy, x, w, rstd, dx, part, ROWS, n // 8, n // 8, n // 8,
+                                                                  n // 8, 0.0, True, True, CASTING=0, ROWS=rows,
+                                                                  BLOCK_N=block_n, ALIGN=8, num_warps=nw)
+                    try:
+                        res.append((bench(fn), rows, block_n, nw, per_sm))
+                    except Exception as e:  # noqa: BLE001  (e.g. more programs than fit at once)
+                        print(f"bwd-looped failed rows={rows} bn={block_n} nw={nw} per_sm={per_sm}: {str(e)[:80]}")
+                        break
+    res.sort()
+    gbs = lambda t: 3 * x.numel() * 2 / t / 1e6
+    print(f"bwd-looped n={n}: best " + ", ".join(f"rows={r} bn={bn} nw={nw} per_sm={p} {t*1e3:.0f}us {gbs(t):.0f}GB/s"
+                                                for t, r, bn, nw, p in res[:6]), flush=True)
+
+
 if __name__ == "__main__":
     src = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
     t = bench(lambda: dst.copy_(src))
     print(f"copy {2 * src.numel() / t / 1e6:.0f} GB/s", flush=True)
     del src, dst
+    if sys.argv[1:2] == ["looped"]:
+        tune_bwd_looped(32768)
+        tune_bwd_looped(65536)
+        sys.exit(0)
     if sys.argv[1:2] == ["experiments"]:
         tune_dw(4096, 264)
         tune_dw(8192, 132)

@@ -301,10 +301,11 @@ def _single_blocks(max_block):
 
 
 # Warps per program by tile size, measured on H200 at 8192 rows bf16 (scripts/tune_rms_norm.py, do_bench
-# medians): forward 4096 -> 4 warps 38.4 us (8 warps within 1 %), 8192 -> 16 (67.2 us vs 68.2 with 8),
+# medians): forward 4096 -> 8 warps (37.6 us vs 38.3 with 4; first sweep 38.4 with 4, 8 within 1 %),
+# 8192 -> 16 (67.2 us vs 68.2 with 8),
 # 16384 -> 8 (136.9 us vs 146.4 with 16), 32768 and 65536 -> 32 (65536 with 16: 15 % slower);
 # backward 1024 -> 4, 4096 -> 8 (77 us vs 82 with 4), 16384 -> 16 (330 us vs 341 with 8).
-_FWD_WARPS = {4096: 4, 8192: 16, 16384: 8, 32768: 32, 65536: 32}
+_FWD_WARPS = {4096: 8, 8192: 16, 16384: 8, 32768: 32, 65536: 32}
 _BWD_WARPS = {2048: 4, 4096: 8, 8192: 8, 16384: 16}
 
 
@@ -361,11 +362,13 @@ def _specs():
                     key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
                     constexprs={"CASTING": mode, "ROWS": 8, "BLOCK_N": 512, "ALIGN": align},
                     num_warps=8, aligned=aligned))
+    # dW reduction: 16 columns x 32 partial rows per step, 4 warps (H200, 264 x 4096 and 132 x 8192 fp32
+    # partials: 7-9 us, vs 13-17 us for torch.sum + cast; 64 columns per program was slower, too few programs)
     dw = KernelSpec(rms_norm_dw_kernel)
     for wd in ("fp32", "bf16", "fp16"):
         dw.variants.append(Variant(
             key={"dw_dtype": wd}, signature={"PARTIAL": "*fp32", "DW": f"*{wd}", "n_parts": "i32", "n_cols": "i32"},
-            constexprs={"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4, aligned=True))
+            constexprs={"BLOCK_P": 32, "BLOCK_C": 16}, num_warps=4, aligned=True))
     return [fwd, fwd_loop, bwd, bwd_loop, dw]
 
 
