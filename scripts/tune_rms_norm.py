@@ -168,6 +168,58 @@ def tune_dw(n=4096, parts=264):
           ", ".join(f"bp={bp} bc={bc} nw={nw} {t*1e3:.1f}us" for t, bp, bc, nw in res[:5]), flush=True)
 
 
+@triton.jit
+def fwd_1d(X, W, Y, RSTD, n_cols_v, stride_x_v, stride_y_v, eps, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+           MASKED: tl.constexpr):
+    # rms_norm_fwd_kernel's llama path for one row per program, written with 1-D tensors.
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    if MASKED:
+        m = cols < n_cols
+        x = tl.load(X + row * (stride_x_v * ALIGN) + cols, mask=m, other=0.0).to(tl.float32)
+        w = tl.load(W + cols, mask=m, other=0.0).to(tl.float32)
+    else:
+        x = tl.load(X + row * (stride_x_v * ALIGN) + cols).to(tl.float32)
+        w = tl.load(W + cols).to(tl.float32)
+    rstd = 1.0 / tl.sqrt_rn(tl.sum(x * x, axis=0) / n_cols + eps)
+    y = ((x * rstd).to(X.dtype.element_ty).to(tl.float32) * w).to(X.dtype.element_ty)
+    if MASKED:
+        tl.store(Y + row * (stride_y_v * ALIGN) + cols, y, mask=m)
+    else:
+        tl.store(Y + row * (stride_y_v * ALIGN) + cols, y)
+    tl.store(RSTD + row, rstd)
+
+
+def tune_fwd_ab(n=4096):
+    """Same run, same timer: the built forward kernel against 1-D rewrites of it, to find its last 2 %."""
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    w = torch.rand(n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    rstd = torch.empty(ROWS, device="cuda", dtype=torch.float32)
+    v = n // 8
+    cases = {"copy": lambda: y.copy_(x)}
+    for nw in (4, 8):
+        for store in (True, False):
+            cases[f"built 2-D nw={nw} store_rstd={store}"] = (
+                lambda nw=nw, store=store: rms_norm_fwd_kernel[(ROWS,)](
+                    x, w, y, rstd, ROWS, v, v, v, 1e-6, 0.0, True, store, CASTING=0, BLOCK_M=1, BLOCK_N=n, ALIGN=8,
+                    num_warps=nw))
+        for masked in (True, False):
+            cases[f"1-D nw={nw} masked={masked}"] = (
+                lambda nw=nw, masked=masked: fwd_1d[(ROWS,)](x, w, y, rstd, v, v, v, 1e-6, BLOCK_N=n, ALIGN=8,
+                                                             MASKED=masked, num_warps=nw))
+        cases[f"experiment nw={nw}"] = (lambda nw=nw: fwd_experiment[(ROWS,)](
+            x, w, y, ROWS, n, 1e-6, BLOCK_N=n, PERSISTENT=False, HINTS=False, PREFETCH=False, num_warps=nw))
+    for name, fn in cases.items():
+        try:
+            t = bench(fn)
+        except Exception as e:  # noqa: BLE001
+            print(f"fwd-ab n={n} {name} failed: {str(e)[:100]}")
+            continue
+        print(f"fwd-ab n={n} {name}: {t*1e3:.2f}us {2 * x.numel() * 2 / t / 1e6:.0f}GB/s", flush=True)
+
+
 def tune_bwd_looped(n=32768):
     x = torch.randn(ROWS, n, device="cuda", dtype=DT)
     dy = torch.randn(ROWS, n, device="cuda", dtype=DT)
@@ -203,6 +255,10 @@ if __name__ == "__main__":
     t = bench(lambda: dst.copy_(src))
     print(f"copy {2 * src.numel() / t / 1e6:.0f} GB/s", flush=True)
     del src, dst
+    if sys.argv[1:2] == ["ab"]:
+        for n in (4096, 8192, 16384):
+            tune_fwd_ab(n)
+        sys.exit(0)
     if sys.argv[1:2] == ["looped"]:
         tune_bwd_looped(32768)
         tune_bwd_looped(65536)
