@@ -16,7 +16,8 @@ if has build; then
   fi
 fi
 if has test; then
-  timeout "${TEST_TIMEOUT:-420}" python3 -m pytest tests -m gpu -q -p no:cacheprovider -rs --durations=15 2>&1 \
+  # TESTS="tests/test_a.py tests/test_b.py" narrows the GPU run (default: every test file)
+  timeout "${TEST_TIMEOUT:-420}" python3 -m pytest ${TESTS:-tests} -m gpu -q -p no:cacheprovider -rs --durations=15 2>&1 \
     | tee "$OUT/gpu_tests.log" | tail -45
 fi
 if has cpp; then
@@ -27,5 +28,11 @@ if has cpp; then
   echo "cpp example rc=$?"; tail -5 "$OUT/cpp.log"
 fi
 if has bench; then
-  python3 benchmarks/bench_rms_norm.py --results "$OUT/h200.md" 2>&1 | tee "$OUT/bench.log" | tail -60
+  # BENCH="rms_norm swiglu ..." picks benchmarks/bench_<op>.py files (default: all of them)
+  if [[ -n "${BENCH:-}" ]]; then files=$(printf 'benchmarks/bench_%s.py ' $BENCH); else files=$(ls benchmarks/bench_*.py); fi
+  for f in $files; do
+    op=$(basename "$f" .py); op=${op#bench_}
+    timeout "${BENCH_TIMEOUT:-300}" python3 "$f" --results "$OUT/h200.md" > "$OUT/bench_$op.log" 2>&1
+    echo "== $f rc=$?"; grep -E "MISSED|met|failed|Error" "$OUT/bench_$op.log" | head -8
+  done
 fi
