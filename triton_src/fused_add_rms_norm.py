@@ -23,10 +23,12 @@ CPP_CONSTANTS = {
     "CASTING_LLAMA": CASTING_LLAMA,
     "CASTING_GEMMA": CASTING_GEMMA,
     "CASTING_NONE": CASTING_NONE,
-    "FWD_MAX_BLOCK_N": 32768,
-    "BWD_MAX_BLOCK_N": 16384,
+    "FWD_MAX_BLOCK_N": 16384,
+    "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 512,
     "LOOP_BLOCK_N": 4096,
+    "BWD_LOOP_BLOCK_M": 2,
+    "BWD_LOOP_BLOCK_N": 2048,
 }
 
 # (x dtype, weight dtype) pairs built; the launcher upcasts any other weight dtype to fp32 (exact).
@@ -203,47 +205,54 @@ def fused_add_rms_norm_bwd_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL, n_rows
 @triton.jit
 def fused_add_rms_norm_bwd_looped_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v,
                                          stride_dso_v, stride_s_v, stride_ds_v, offset, casting, has_weight,
-                                         has_ds_out, compute_dw, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # Persistent over rows; the program's dw partial row is accumulated in place (its first row stores).
+                                         has_ds_out, compute_dw, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                         ALIGN: tl.constexpr):
+    # Persistent over blocks of BLOCK_M rows, two passes over each block's columns. The program's dw partial
+    # row is accumulated in place once per row block (its first block stores).
     DT: tl.constexpr = S.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
     n_progs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
-    for row in range(pid, n_rows, n_progs):
-        row64 = tl.cast(row, tl.int64)
-        s_row = S + row64 * (stride_s_v * ALIGN)
-        dy_row = DY + row64 * (stride_dy_v * ALIGN)
-        dso_row = DS_OUT + row64 * (stride_dso_v * ALIGN)
-        ds_row = DS + row64 * (stride_ds_v * ALIGN)
-        rstd = tl.load(RSTD + row64)
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    for block in range(pid, n_blocks, n_progs):
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows64 = rows.to(tl.int64)
+        s_rows = S + rows64[:, None] * (stride_s_v * ALIGN)
+        dy_rows = DY + rows64[:, None] * (stride_dy_v * ALIGN)
+        dso_rows = DS_OUT + rows64[:, None] * (stride_dso_v * ALIGN)
+        ds_rows = DS + rows64[:, None] * (stride_ds_v * ALIGN)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)[:, None]
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            m = c < n_cols
-            sf = tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
-            dn = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            sf = tl.load(s_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            dn = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
             if has_weight:
-                dn = dn * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
+                dn = dn * (offset + tl.load(W + c, mask=cm, other=0.0).to(tl.float32))[None, :]
             acc += dn * sf
-        c_row = tl.sum(acc, axis=0) / n_cols
+        c_row = (tl.sum(acc, axis=1) / n_cols)[:, None]
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            m = c < n_cols
-            sf = tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
-            dyf = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            sf = tl.load(s_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
             if has_weight:
-                dn = dyf * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
+                dn = dyf * (offset + tl.load(W + c, mask=cm, other=0.0).to(tl.float32))[None, :]
             else:
                 dn = dyf
             ds = rstd * dn - (rstd * rstd * rstd * c_row) * sf
             if has_ds_out:
-                ds += tl.load(dso_row + c, mask=m, other=0.0).to(tl.float32)
-            tl.store(ds_row + c, ds.to(DT), mask=m)
+                ds += tl.load(dso_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            tl.store(ds_rows + c[None, :], ds.to(DT), mask=m)
             if compute_dw:
-                prev = tl.load(dw_row + c, mask=m & (row != pid), other=0.0)
-                tl.store(dw_row + c, prev + dyf * _normed(sf, rstd, casting, DT), mask=m)
+                prev = tl.load(dw_row + c, mask=cm & (block != pid), other=0.0)
+                tl.store(dw_row + c, prev + tl.sum(dyf * _normed(sf, rstd, casting, DT), axis=0), mask=cm)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -266,10 +275,12 @@ def _rows_per_program(block_n):
     return max(1, 1024 // block_n)
 
 
-# Warps by tile size: rms_norm's measured table (H200, 8192 rows bf16); the forward moves one more tile
-# (residual in, s out), the backward one more when ds_out is given.
-_FWD_WARPS = {4096: 4, 8192: 16, 16384: 8, 32768: 32}
-_BWD_WARPS = {2048: 4, 4096: 8, 8192: 8, 16384: 16}
+# Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): about 16 elements
+# per thread. rms_norm's measured table gave 179 registers for the 16384 forward at 8 warps and 230 for the
+# 8192 backward at 8; a single block spilled beyond 16384 (forward) and 8192 (backward) elements even at
+# 32 warps, so longer rows take the looped variants.
+_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
+_BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
 
 
 def _warps(table, tile_elems):
@@ -317,7 +328,8 @@ def _specs():
                 constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
             bwd_loop.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
-                constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
+                constexprs={"BLOCK_M": CPP_CONSTANTS["BWD_LOOP_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["BWD_LOOP_BLOCK_N"],
+                            "ALIGN": align}, num_warps=8, aligned=aligned))
     return [fwd, fwd_loop, bwd, bwd_loop]
 
 

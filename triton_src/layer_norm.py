@@ -24,10 +24,12 @@ import triton.language as tl
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
 CPP_CONSTANTS = {
-    "FWD_MAX_BLOCK_N": 32768,
-    "BWD_MAX_BLOCK_N": 16384,
+    "FWD_MAX_BLOCK_N": 16384,
+    "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 256,
     "LOOP_BLOCK_N": 4096,
+    "BWD_LOOP_BLOCK_M": 2,
+    "BWD_LOOP_BLOCK_N": 2048,
     "COLSUM_BLOCK_N": 64,
 }
 
@@ -151,10 +153,13 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
     n_progs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
-    if has_weight:
-        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    else:
-        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    if PREFETCH:
+        # Small tiles keep w in registers; bigger ones reload it per row block (L1 hits): at 16384 elements
+        # the extra 16 registers per thread made ptxas spill.
+        if has_weight:
+            w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        else:
+            w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_blocks = tl.cdiv(n_rows, BLOCK_M)
@@ -178,7 +183,10 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
         # Padding columns: dy is 0 there, so g, g*xc and dy*xhat vanish without a mask.
         xc = xf - mean[:, None]
         if has_weight:
-            g = dyf * w
+            if PREFETCH:
+                g = dyf * w
+            else:
+                g = dyf * tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
         else:
             g = dyf
         # Three independent row sums: the mean correction c, mean(g) and mean(g * xhat) = rstd*(mean(g*xc) - c*mean(g)).
@@ -201,9 +209,11 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
 
 @triton.jit
 def layer_norm_bwd_looped_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_rows, n_cols_v, stride_dy_v,
-                                 stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db, BLOCK_N: tl.constexpr,
-                                 ALIGN: tl.constexpr):
-    # Persistent over rows; the program's partial rows are accumulated in place (its first row stores).
+                                 stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db, BLOCK_M: tl.constexpr,
+                                 BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Persistent over blocks of BLOCK_M rows, two passes over each block's columns (the row sums, then dx).
+    # The program's partial rows are accumulated in place, once per row block (its first block stores):
+    # BLOCK_M rows per read-modify-write of the fp32 partials instead of one.
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -211,45 +221,50 @@ def layer_norm_bwd_looped_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIA
     cols = tl.arange(0, BLOCK_N)
     dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
     db_row = DB_PARTIAL + pid.to(tl.int64) * n_cols
-    for row in range(pid, n_rows, n_progs):
-        row64 = tl.cast(row, tl.int64)
-        x_row = X + row64 * (stride_x_v * ALIGN)
-        dy_row = DY + row64 * (stride_dy_v * ALIGN)
-        dx_row = DX + row64 * (stride_dx_v * ALIGN)
-        mean = tl.load(MEAN + row64)
-        rstd = tl.load(RSTD + row64)
-        acc0 = tl.zeros([BLOCK_N], dtype=tl.float32)
-        acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
-        acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    for block in range(pid, n_blocks, n_progs):
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows64 = rows.to(tl.int64)
+        x_rows = X + rows64[:, None] * (stride_x_v * ALIGN)
+        dy_rows = DY + rows64[:, None] * (stride_dy_v * ALIGN)
+        dx_rows = DX + rows64[:, None] * (stride_dx_v * ALIGN)
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)[:, None]
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)[:, None]
+        acc0 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            m = c < n_cols
-            xc = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - mean, 0.0)
-            g = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            xc = tl.where(m, tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32) - mean, 0.0)
+            g = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
             if has_weight:
-                g = g * tl.load(W + c, mask=m, other=0.0).to(tl.float32)
+                g = g * tl.load(W + c, mask=cm, other=0.0).to(tl.float32)[None, :]
             acc0 += xc
             acc1 += g
             acc2 += g * xc
-        corr = tl.sum(acc0, axis=0) / n_cols
-        c1 = tl.sum(acc1, axis=0) / n_cols
-        c2 = rstd * (tl.sum(acc2, axis=0) / n_cols - corr * c1)
+        corr = (tl.sum(acc0, axis=1) / n_cols)[:, None]
+        c1 = (tl.sum(acc1, axis=1) / n_cols)[:, None]
+        c2 = rstd * ((tl.sum(acc2, axis=1) / n_cols)[:, None] - corr * c1)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            m = c < n_cols
-            xhat = ((tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - mean) - corr) * rstd
-            dyf = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            xhat = ((tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32) - mean) - corr) * rstd
+            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
             if has_weight:
-                g = dyf * tl.load(W + c, mask=m, other=0.0).to(tl.float32)
+                g = dyf * tl.load(W + c, mask=cm, other=0.0).to(tl.float32)[None, :]
             else:
                 g = dyf
-            tl.store(dx_row + c, (rstd * (g - c1 - xhat * c2)).to(DT), mask=m)
+            tl.store(dx_rows + c[None, :], (rstd * (g - c1 - xhat * c2)).to(DT), mask=m)
             if compute_dw:
-                prev = tl.load(dw_row + c, mask=m & (row != pid), other=0.0)
-                tl.store(dw_row + c, prev + dyf * xhat, mask=m)
+                prev = tl.load(dw_row + c, mask=cm & (block != pid), other=0.0)
+                tl.store(dw_row + c, prev + tl.sum(dyf * xhat, axis=0), mask=cm)
             if compute_db:
-                prev = tl.load(db_row + c, mask=m & (row != pid), other=0.0)
-                tl.store(db_row + c, prev + dyf, mask=m)
+                prev = tl.load(db_row + c, mask=cm & (block != pid), other=0.0)
+                tl.store(db_row + c, prev + tl.sum(dyf, axis=0), mask=cm)
 
 
 @triton.jit
@@ -294,9 +309,12 @@ def _rows_per_program(block_n):
     return max(1, 1024 // block_n)
 
 
-# Warps by tile size: rms_norm's measured table (H200, 8192 rows bf16), the same memory traffic per tile.
-_FWD_WARPS = {4096: 4, 8192: 16, 16384: 8, 32768: 32}
-_BWD_WARPS = {2048: 4, 4096: 8, 8192: 8, 16384: 16}
+# Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): LayerNorm keeps more
+# tiles live than RMSNorm (w, b; the backward's dw and db sums), so rms_norm's measured table gave 128
+# registers for the 4096 forward at 4 warps and 176 (one program per SM) for the 4096 backward at 8.
+# Beyond 16384 (forward) and 8192 (backward) elements a single block spilled at 32 warps: looped variants.
+_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
+_BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
 
 
 def _warps(table, tile_elems):
@@ -345,7 +363,8 @@ def _specs():
                 constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
             bwd_loop.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_bwd_sig(xd, pd),
-                constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
+                constexprs={"BLOCK_M": CPP_CONSTANTS["BWD_LOOP_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["BWD_LOOP_BLOCK_N"],
+                            "ALIGN": align}, num_warps=8, aligned=aligned))
     for od in ("fp32", "bf16", "fp16"):
         colsum.variants.append(Variant(
             key={"out_dtype": od},

@@ -362,7 +362,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
                                          compute_dw);
   } else {
     const auto& v = fused_add_rms_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    programs = std::min<int64_t>(s.rows, max_resident_programs(v.image, ctx));
+    programs = std::min<int64_t>(ceil_div(s.rows, v.BLOCK_M), max_resident_programs(v.image, ctx));
     make_partial(programs);
     fused_add_rms_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t),
                                                 ptr(dso.t), ptr(s.t), ptr(w.w), ptr(rstd), ptr(ds), ptr(partial),

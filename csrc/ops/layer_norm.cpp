@@ -348,7 +348,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
                                  compute_db);
   } else {
     const auto& v = layer_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    programs = std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx));
+    programs = std::min<int64_t>(ceil_div(x.rows, v.BLOCK_M), max_resident_programs(v.image, ctx));
     make_partial(programs);
     layer_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t), ptr(x.t),
                                         ptr(p.w), ptr(mean), ptr(rstd), ptr(dx), dw_partial, db_partial, x.rows,
