@@ -302,7 +302,8 @@ def opcheck_samples(device):
     for mode, dtype, offset in (("llama", torch.float32, 0.0), ("gemma", torch.bfloat16, 1.0),
                                 ("none", torch.float16, 0.0)):
         for grad in (False, True):
-            x, r, w = t(3, 5, 64, dtype=dtype, grad=grad), t(3, 5, 64, dtype=dtype, grad=grad), t(64, dtype=dtype, grad=grad)
+            x, r = t(3, 5, 64, dtype=dtype, grad=grad), t(3, 5, 64, dtype=dtype, grad=grad)
+            w = t(64, dtype=dtype, grad=grad)
             samples.append(("fused_add_rms_norm", (x, r, w, EPS, offset, mode), grad))
             samples.append(("fused_add_rms_norm", (t(7, 33, dtype=dtype, grad=grad), t(7, 33, dtype=dtype, grad=grad),
                                                    None, 1e-5, offset, mode), grad))
@@ -564,3 +565,65 @@ def test_cuda_bad_inputs():
         liger.fused_add_rms_norm(x, torch.randn(4, 8), None)
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         liger.fused_add_rms_norm(x.double(), x.double(), None)
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+
+liger = torch.ops.liger
+torch.manual_seed(0)
+for dtype in (torch.bfloat16, torch.float32):
+    for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
+                                 (0, 64, "contiguous"), (4, 4097, "offset"), (3, 16384, "padded"),
+                                 (5, 8192, "contiguous"), (2, 70001, "contiguous"), (3, 32768, "contiguous"),
+                                 (9, 4096, "padded"), (7, 300, "contiguous")):
+        pad = 8 if layout == "padded" else 0
+        base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")
+        start = 1 if layout == "offset" else 0
+        x = base[start:start + rows * (hidden + pad)].view(rows, hidden + pad)[:, :hidden]
+        r = torch.randn(rows, hidden, dtype=dtype, device="cuda")
+        w = torch.randn(hidden, dtype=dtype, device="cuda")
+        for mode in ("llama", "gemma", "none"):
+            for weight in (w, None):
+                xg, rg = x.detach().requires_grad_(), r.detach().requires_grad_()
+                wg = None if weight is None else weight.detach().requires_grad_()
+                y, s = liger.fused_add_rms_norm(xg, rg, wg, 1e-6, 0.0, mode)
+                torch.autograd.backward((y, s), (torch.randn_like(y), torch.randn_like(s)))
+                y, s = liger.fused_add_rms_norm(xg, rg, wg, 1e-6, 0.0, mode)
+                y.backward(torch.randn_like(y))
+                torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+def find_compute_sanitizer():
+    import os
+    import shutil
+
+    found = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not found and candidate and os.path.exists(candidate):
+            found = candidate
+    return found
+
+
+@gpu
+def test_cuda_compute_sanitizer_memcheck(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    sanitizer = find_compute_sanitizer()
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(SANITIZER_SCRIPT)
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]

@@ -202,7 +202,8 @@ def test_matches_torch_layer_norm_in_float32():
 
 
 def test_python_wrappers_call_the_op():
-    x, w, b = torch.randn(4, 32, dtype=torch.bfloat16), torch.randn(32, dtype=torch.bfloat16), torch.randn(32, dtype=torch.bfloat16)
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    w, b = torch.randn(32, dtype=torch.bfloat16), torch.randn(32, dtype=torch.bfloat16)
     assert torch.equal(liger_aot.ops.layer_norm(x, w, b), liger.layer_norm(x, w, b, 1e-5))
     assert torch.equal(liger_aot.ops.layer_norm(x), liger.layer_norm(x, None, None))
     m = LigerLayerNorm(32, eps=1e-5, dtype=torch.bfloat16)
@@ -638,3 +639,62 @@ def test_cuda_first_call_in_a_fresh_process(tmp_path):
     script.write_text(FIRST_CALL_SCRIPT)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "first call ok" in done.stdout, done.stdout + done.stderr
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+
+liger = torch.ops.liger
+torch.manual_seed(0)
+for dtype in (torch.bfloat16, torch.float32):
+    for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
+                                 (0, 64, "contiguous"), (4, 4097, "offset"), (3, 16384, "padded"),
+                                 (5, 8192, "contiguous"), (2, 70001, "contiguous"), (3, 32768, "contiguous"),
+                                 (9, 4096, "padded"), (7, 300, "contiguous")):
+        pad = 8 if layout == "padded" else 0
+        base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")
+        start = 1 if layout == "offset" else 0
+        x = base[start:start + rows * (hidden + pad)].view(rows, hidden + pad)[:, :hidden]
+        w = torch.randn(hidden, dtype=dtype, device="cuda")
+        b = torch.randn(hidden, dtype=torch.float32, device="cuda")
+        for weight, bias in ((w, b), (w, None), (None, b), (None, None)):
+            xg = x.detach().requires_grad_()
+            wg = None if weight is None else weight.detach().requires_grad_()
+            bg = None if bias is None else bias.detach().requires_grad_()
+            y = liger.layer_norm(xg, wg, bg, 1e-5)
+            y.backward(torch.randn_like(y))
+            torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+def find_compute_sanitizer():
+    import os
+    import shutil
+
+    found = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not found and candidate and os.path.exists(candidate):
+            found = candidate
+    return found
+
+
+@gpu
+def test_cuda_compute_sanitizer_memcheck(tmp_path):
+    import os
+
+    sanitizer = find_compute_sanitizer()
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(SANITIZER_SCRIPT)
+    # Without the caching allocator every tensor is its own allocation: out-of-bounds accesses are caught.
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]

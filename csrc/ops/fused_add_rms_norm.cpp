@@ -321,7 +321,8 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
   if (!dy_opt.has_value()) {
     // No gradient reaches y: ds is ds_out alone and dw is zero.
     if (compute_dw) dw.zero_();
-    Tensor ds = ds_out.has_value() ? ds_out->clone(at::MemoryFormat::Contiguous) : at::zeros(s_in.sizes(), s_in.options());
+    Tensor ds = ds_out.has_value() ? ds_out->clone(at::MemoryFormat::Contiguous)
+                                   : at::zeros(s_in.sizes(), s_in.options());
     return {ds, dw};
   }
   Tensor ds = at::empty(s_in.sizes(), s_in.options());
@@ -372,7 +373,9 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
   }
   if (compute_dw) {
     // Summed in fp32 by a small kernel and rounded once (at::sum's first CUDA launch in a process is slow).
-    Tensor out = dw.scalar_type() == colsum_dtype(dw.scalar_type()) ? dw : at::empty(dw.sizes(), dw.options().dtype(at::kFloat));
+    Tensor out = dw.scalar_type() == colsum_dtype(dw.scalar_type())
+                     ? dw
+                     : at::empty(dw.sizes(), dw.options().dtype(at::kFloat));
     const auto& v = column_sum_kernel_get(column_sum_kernel_key{out.scalar_type()}, ctx.arch_slot);
     column_sum_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(ceil_div(s.cols, COLSUM_BLOCK_N)), 1}, ptr(partial),
                              ptr(out), ptr(out), programs, s.cols, programs * s.cols);

@@ -162,7 +162,8 @@ struct KernelParams {
 
 KernelParams kernel_params(const Tensor& x, const optional<Tensor>& weight, const optional<Tensor>& bias) {
   const auto xdt = x.scalar_type();
-  const bool own = (!weight.has_value() || weight->scalar_type() == xdt) && (!bias.has_value() || bias->scalar_type() == xdt);
+  const bool own =
+      (!weight.has_value() || weight->scalar_type() == xdt) && (!bias.has_value() || bias->scalar_type() == xdt);
   const auto pdt = own ? xdt : at::kFloat;
   // Tensor::to dispatches even when it has nothing to do: skip it on the hot path.
   auto prepare = [&](const optional<Tensor>& p) -> Tensor {
