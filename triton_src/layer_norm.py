@@ -145,17 +145,17 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
                           stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db, BLOCK_M: tl.constexpr,
                           BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
     # Persistent: program p handles row blocks p, p + G, ... and writes one row of dw and db partial sums.
-    # PREFETCH loads the next block's x and dy before the current one is reduced (two blocks of registers,
-    # so only for small tiles, as in rms_norm where 16384-element tiles spilled).
+    # PREFETCH (0, 1 or 2) is how many blocks ahead x and dy are loaded while the current block is reduced.
+    # Registers cap the 4096-element tile at one 16-warp program per SM (93 registers with one block ahead):
+    # two blocks ahead keep two rows in flight per SM, as two programs with one ahead would (101 registers).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
     n_progs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
-    if PREFETCH:
-        # Small tiles keep w in registers; bigger ones reload it per row block (L1 hits): at 16384 elements
-        # the extra 16 registers per thread made ptxas spill.
+    if PREFETCH > 0:
+        # Small tiles keep w in registers; bigger ones reload it per row block (L1 hits).
         if has_weight:
             w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
         else:
@@ -163,11 +163,22 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     n_blocks = tl.cdiv(n_rows, BLOCK_M)
-    if PREFETCH:
+    if PREFETCH > 0:
         x_next = _load_rows(X, pid, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
         dy_next = _load_rows(DY, pid, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+    if PREFETCH > 1:
+        x_after = _load_rows(X, pid + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_after = _load_rows(DY, pid + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
     for block in range(pid, n_blocks, n_progs):
-        if PREFETCH:
+        if PREFETCH > 1:
+            xf = x_next.to(tl.float32)
+            dyf = dy_next.to(tl.float32)
+            x_next = x_after
+            dy_next = dy_after
+            ahead = block + 2 * n_progs
+            x_after = _load_rows(X, ahead, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+            dy_after = _load_rows(DY, ahead, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        elif PREFETCH > 0:
             xf = x_next.to(tl.float32)
             dyf = dy_next.to(tl.float32)
             x_next = _load_rows(X, block + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
@@ -183,7 +194,7 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
         # Padding columns: dy is 0 there, so g, g*xc and dy*xhat vanish without a mask.
         xc = xf - mean[:, None]
         if has_weight:
-            if PREFETCH:
+            if PREFETCH > 0:
                 g = dyf * w
             else:
                 g = dyf * tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
@@ -317,6 +328,10 @@ _FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
 _BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
 
 
+def _prefetch(tile_elems):
+    return 2 if tile_elems == 4096 else (1 if tile_elems <= 8192 else 0)
+
+
 def _warps(table, tile_elems):
     return table.get(tile_elems, 4 if tile_elems < min(table) else 32)
 
@@ -354,7 +369,7 @@ def _specs():
             bwd.variants.append(Variant(
                 key={**base, "block_n": block_n}, signature=_bwd_sig(xd, pd),
                 constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd),
-                            "PREFETCH": block_m * block_n <= 8192},
+                            "PREFETCH": _prefetch(block_m * block_n)},
                 num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
         for aligned in (False, True):
             align = _align(xd) if aligned else 1
