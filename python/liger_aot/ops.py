@@ -1,5 +1,5 @@
 """Typed wrappers over ``torch.ops.liger.*``: they normalize arguments and call the operator."""
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -35,3 +35,39 @@ def rms_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None, eps: float 
     if y is NotImplemented:
         y = _rms_norm(x, weight, eps, offset, casting_mode)
     return y
+
+
+# ---- layer_norm, fused_add_rms_norm (issue 3)
+
+_layer_norm = torch.ops.liger.layer_norm.default._op
+_fused_add_rms_norm = torch.ops.liger.fused_add_rms_norm.default._op
+
+
+def layer_norm(x: torch.Tensor, weight: Optional[torch.Tensor] = None, bias: Optional[torch.Tensor] = None,
+               eps: float = 1e-5) -> torch.Tensor:
+    """Layer normalization over the last dimension, as ``torch.nn.functional.layer_norm(x, x.shape[-1:], ...)``.
+
+    ``y = (x - mean) * rsqrt(var + eps) * weight + bias`` (biased variance), computed in fp32 and rounded once
+    to x's dtype; ``weight``/``bias`` of ``None`` are left out.
+
+    x: float32, bfloat16 or float16 (float64 too on CPU), any leading dimensions, any strides. weight and bias:
+    1-D of x's last dimension, any floating dtype. The output has x's dtype and shape and is contiguous.
+    Gradients flow to x, weight and bias.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.layer_norm(x, weight, bias, eps)
+    return _layer_norm(x, weight, bias, eps)
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                       eps: float = 1e-6, offset: float = 0.0,
+                       casting_mode: str = "llama") -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(rms_norm(x + residual), x + residual)`` in one pass over memory.
+
+    ``x + residual`` is rounded to x's dtype as eager PyTorch adds; the normalization is :func:`rms_norm`'s
+    (same ``eps``, ``offset`` and ``casting_mode``). residual must have x's shape and dtype. Gradients flow
+    through both outputs to x, residual (the same gradient) and weight.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.fused_add_rms_norm(x, residual, weight, eps, offset, casting_mode)
+    return _fused_add_rms_norm(x, residual, weight, eps, offset, casting_mode)

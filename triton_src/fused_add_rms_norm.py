@@ -1,0 +1,358 @@
+"""Fused residual add + RMSNorm kernels and the specializations built ahead of time.
+
+s = x + residual (rounded to x's dtype, as eager PyTorch adds), y = rms_norm(s) with liger::rms_norm's
+semantics (offset, casting modes llama / gemma / none, fp32 rstd saved unrounded); both y and s are
+outputs. The backward takes dy and the gradient of s (optional) and returns ds = rms_norm's dx + ds_out,
+which is the gradient of x and of residual alike, plus per-program fp32 partial sums of dw (added up by
+layer_norm's column_sum_kernel).
+
+Unlike rms_norm, the casting mode is a runtime argument: its roundings are a few ALU operations per element
+in memory-bound kernels, and one set of variants serves all three modes (5 dtype pairs instead of 13).
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src.rms_norm import _load_rows, _round
+
+CASTING_LLAMA = 0
+CASTING_GEMMA = 1
+CASTING_NONE = 2
+
+CPP_CONSTANTS = {
+    "CASTING_LLAMA": CASTING_LLAMA,
+    "CASTING_GEMMA": CASTING_GEMMA,
+    "CASTING_NONE": CASTING_NONE,
+    "FWD_MAX_BLOCK_N": 16384,
+    "BWD_MAX_BLOCK_N": 8192,
+    "MIN_BLOCK_N": 512,
+    "LOOP_BLOCK_N": 4096,
+    "BWD_LOOP_BLOCK_M": 2,
+    "BWD_LOOP_BLOCK_N": 2048,
+}
+
+# (x dtype, weight dtype) pairs built; the launcher upcasts any other weight dtype to fp32 (exact).
+DTYPE_PAIRS = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("bf16", "fp32"), ("fp16", "fp32")]
+
+
+@triton.jit
+def _add(x, r, DT: tl.constexpr):
+    """x + r in fp32, rounded to DT as eager PyTorch rounds the sum; returned as (stored, fp32) values."""
+    s = (x.to(tl.float32) + r.to(tl.float32)).to(DT)
+    return s, s.to(tl.float32)
+
+
+@triton.jit
+def _rstd(sumsq, sumsq_exact, n_cols, eps, casting, DT: tl.constexpr):
+    """(rstd the forward multiplies by, rstd saved for the backward: unrounded in every mode)."""
+    exact = 1.0 / tl.sqrt_rn(sumsq_exact / n_cols + eps)
+    rstd = exact
+    if casting == 2:
+        ms = _round(sumsq / n_cols, DT)
+        rstd = _round(1.0 / tl.sqrt_rn(_round(ms + eps, DT)), DT)
+    return rstd, exact
+
+
+@triton.jit
+def _normed(sf, rstd, casting, DT: tl.constexpr):
+    n = sf * rstd
+    if casting != 1:
+        n = _round(n, DT)
+    return n
+
+
+@triton.jit
+def _scale(n, w, offset, has_weight, casting, WDT: tl.constexpr):
+    y = n
+    if has_weight:
+        w_eff = offset + w
+        if casting == 2:
+            w_eff = _round(w_eff, WDT)
+        y = n * w_eff
+    return y
+
+
+@triton.jit
+def fused_add_rms_norm_fwd_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_x_v, stride_r_v, stride_y_v, eps,
+                                  offset, casting, has_weight, store_rstd, BLOCK_M: tl.constexpr,
+                                  BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment; y and s
+    # share one (contiguous) row stride.
+    DT: tl.constexpr = X.dtype.element_ty
+    WDT: tl.constexpr = W.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_mask = rows < n_rows
+    col_mask = cols < n_cols
+    mask = row_mask[:, None] & col_mask[None, :]
+    rows64 = rows.to(tl.int64)
+    x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    r = tl.load(R + rows64[:, None] * (stride_r_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    s, sf = _add(x, r, DT)
+    out = rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :]
+    tl.store(S + out, s, mask=mask)
+    sumsq_exact = tl.sum(sf * sf, axis=1)
+    sumsq = sumsq_exact
+    if casting == 2:  # "none" sums squares rounded to x's dtype
+        sumsq = tl.sum(_round(sf * sf, DT), axis=1)
+    rstd, rstd_saved = _rstd(sumsq, sumsq_exact, n_cols, eps, casting, DT)
+    if has_weight:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    y = _scale(_normed(sf, rstd[:, None], casting, DT), w, offset, has_weight, casting, WDT)
+    tl.store(Y + out, y.to(DT), mask=mask)
+    if store_rstd:
+        tl.store(RSTD + rows, rstd_saved, mask=row_mask)
+
+
+@triton.jit
+def fused_add_rms_norm_fwd_looped_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_x_v, stride_r_v, stride_y_v,
+                                         eps, offset, casting, has_weight, store_rstd, BLOCK_N: tl.constexpr,
+                                         ALIGN: tl.constexpr):
+    # One program per row: the first pass writes s and sums its squares, the second reads s back.
+    DT: tl.constexpr = X.dtype.element_ty
+    WDT: tl.constexpr = W.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    r_row = R + row * (stride_r_v * ALIGN)
+    s_row = S + row * (stride_y_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_exact = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        s, sf = _add(tl.load(x_row + c, mask=m, other=0.0), tl.load(r_row + c, mask=m, other=0.0), DT)
+        tl.store(s_row + c, s, mask=m)
+        acc_exact += sf * sf
+        if casting == 2:
+            acc += _round(sf * sf, DT)
+    sumsq_exact = tl.sum(acc_exact, axis=0)
+    rstd, rstd_saved = _rstd(tl.sum(acc, axis=0), sumsq_exact, n_cols, eps, casting, DT)
+    # The second pass reads what other threads of this program stored in the first.
+    tl.debug_barrier()
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        sf = tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
+        if has_weight:
+            w = tl.load(W + c, mask=m, other=0.0).to(tl.float32)
+        else:
+            w = tl.zeros([BLOCK_N], dtype=tl.float32)
+        y = _scale(_normed(sf, rstd, casting, DT), w, offset, has_weight, casting, WDT)
+        tl.store(y_row + c, y.to(DT), mask=m)
+    if store_rstd:
+        tl.store(RSTD + row, rstd_saved)
+
+
+@triton.jit
+def fused_add_rms_norm_bwd_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v,
+                                  stride_dso_v, stride_s_v, stride_ds_v, offset, casting, has_weight, has_ds_out,
+                                  compute_dw, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                                  PREFETCH: tl.constexpr):
+    # Persistent: program p handles row blocks p, p + G, ... and writes one row of dw partial sums.
+    # PREFETCH (0, 1 or 2) is how many blocks ahead s, dy and ds_out are loaded while the current block is
+    # reduced; as in layer_norm, the 4096-element tile (one 16-warp program per SM by registers) looks two
+    # blocks ahead so that two rows stay in flight per SM.
+    DT: tl.constexpr = S.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    dso_mask = col_mask & has_ds_out  # no ds_out: every load of it is masked off
+    if has_weight:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    if PREFETCH > 0:
+        s_next = _load_rows(S, pid, n_blocks, stride_s_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_next = _load_rows(DY, pid, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dso_next = _load_rows(DS_OUT, pid, n_blocks, stride_dso_v, n_rows, cols, dso_mask, BLOCK_M, ALIGN)
+    if PREFETCH > 1:
+        s_after = _load_rows(S, pid + n_progs, n_blocks, stride_s_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_after = _load_rows(DY, pid + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dso_after = _load_rows(DS_OUT, pid + n_progs, n_blocks, stride_dso_v, n_rows, cols, dso_mask, BLOCK_M, ALIGN)
+    for block in range(pid, n_blocks, n_progs):
+        if PREFETCH > 0:
+            sf = s_next.to(tl.float32)
+            dyf = dy_next.to(tl.float32)
+            dsof = dso_next.to(tl.float32)
+            if PREFETCH > 1:
+                s_next, dy_next, dso_next = s_after, dy_after, dso_after
+                ahead = block + 2 * n_progs
+            else:
+                ahead = block + n_progs
+            s_ahead = _load_rows(S, ahead, n_blocks, stride_s_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+            dy_ahead = _load_rows(DY, ahead, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+            dso_ahead = _load_rows(DS_OUT, ahead, n_blocks, stride_dso_v, n_rows, cols, dso_mask, BLOCK_M, ALIGN)
+            if PREFETCH > 1:
+                s_after, dy_after, dso_after = s_ahead, dy_ahead, dso_ahead
+            else:
+                s_next, dy_next, dso_next = s_ahead, dy_ahead, dso_ahead
+        else:
+            sf = _load_rows(S, block, n_blocks, stride_s_v, n_rows, cols, col_mask, BLOCK_M, ALIGN).to(tl.float32)
+            dyf = _load_rows(DY, block, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN).to(tl.float32)
+            dsof = _load_rows(DS_OUT, block, n_blocks, stride_dso_v, n_rows, cols, dso_mask, BLOCK_M,
+                              ALIGN).to(tl.float32)
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        if has_weight:
+            dn = dyf * (offset + w)
+        else:
+            dn = dyf
+        c = tl.sum(dn * sf, axis=1) / n_cols
+        ds = rstd[:, None] * dn - (rstd * rstd * rstd * c)[:, None] * sf + dsof
+        tl.store(DS + rows.to(tl.int64)[:, None] * (stride_ds_v * ALIGN) + cols[None, :], ds.to(DT),
+                 mask=row_mask[:, None] & col_mask[None, :])
+        if compute_dw:
+            dw_acc += tl.sum(dyf * _normed(sf, rstd[:, None], casting, DT), axis=0)
+    if compute_dw:
+        tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
+
+
+@triton.jit
+def fused_add_rms_norm_bwd_looped_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v,
+                                         stride_dso_v, stride_s_v, stride_ds_v, offset, casting, has_weight,
+                                         has_ds_out, compute_dw, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                         ALIGN: tl.constexpr):
+    # Persistent over blocks of BLOCK_M rows, two passes over each block's columns. The program's dw partial
+    # row is accumulated in place once per row block (its first block stores).
+    DT: tl.constexpr = S.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    for block in range(pid, n_blocks, n_progs):
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows64 = rows.to(tl.int64)
+        s_rows = S + rows64[:, None] * (stride_s_v * ALIGN)
+        dy_rows = DY + rows64[:, None] * (stride_dy_v * ALIGN)
+        dso_rows = DS_OUT + rows64[:, None] * (stride_dso_v * ALIGN)
+        ds_rows = DS + rows64[:, None] * (stride_ds_v * ALIGN)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)[:, None]
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            sf = tl.load(s_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            dn = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            if has_weight:
+                dn = dn * (offset + tl.load(W + c, mask=cm, other=0.0).to(tl.float32))[None, :]
+            acc += dn * sf
+        c_row = (tl.sum(acc, axis=1) / n_cols)[:, None]
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            sf = tl.load(s_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            if has_weight:
+                dn = dyf * (offset + tl.load(W + c, mask=cm, other=0.0).to(tl.float32))[None, :]
+            else:
+                dn = dyf
+            ds = rstd * dn - (rstd * rstd * rstd * c_row) * sf
+            if has_ds_out:
+                ds += tl.load(dso_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            tl.store(ds_rows + c[None, :], ds.to(DT), mask=m)
+            if compute_dw:
+                prev = tl.load(dw_row + c, mask=cm & (block != pid), other=0.0)
+                tl.store(dw_row + c, prev + tl.sum(dyf * _normed(sf, rstd, casting, DT), axis=0), mask=cm)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def _align(x_dtype):
+    return 16 // ELEMENT_SIZE[x_dtype]
+
+
+def _single_blocks(max_block):
+    b = CPP_CONSTANTS["MIN_BLOCK_N"]
+    while b <= max_block:
+        yield b
+        b *= 2
+
+
+def _rows_per_program(block_n):
+    # Rows shorter than 1024 are batched so that a program moves at least 1024 elements.
+    return max(1, 1024 // block_n)
+
+
+# Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): about 16 elements
+# per thread. rms_norm's measured table gave 179 registers for the 16384 forward at 8 warps and 230 for the
+# 8192 backward at 8; a single block spilled beyond 16384 (forward) and 8192 (backward) elements even at
+# 32 warps, so longer rows take the looped variants.
+_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
+_BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
+
+
+def _prefetch(tile_elems):
+    # 8192-element tiles: one block ahead (three tiles) spilled 24 bytes at 16 warps (ptxas, sm_90a).
+    return 2 if tile_elems == 4096 else (1 if tile_elems < 4096 else 0)
+
+
+def _warps(table, tile_elems):
+    return table.get(tile_elems, 4 if tile_elems < min(table) else 32)
+
+
+def _fwd_sig(xd, wd):
+    return {"X": f"*{xd}", "R": f"*{xd}", "W": f"*{wd}", "Y": f"*{xd}", "S": f"*{xd}", "RSTD": "*fp32",
+            "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64", "stride_r_v": "i64", "stride_y_v": "i64",
+            "eps": "fp32", "offset": "fp32", "casting": "i32", "has_weight": "i1", "store_rstd": "i1"}
+
+
+def _bwd_sig(xd, wd):
+    return {"DY": f"*{xd}", "DS_OUT": f"*{xd}", "S": f"*{xd}", "W": f"*{wd}", "RSTD": "*fp32", "DS": f"*{xd}",
+            "DW_PARTIAL": "*fp32", "n_rows": "i32", "n_cols_v": "i32", "stride_dy_v": "i64", "stride_dso_v": "i64",
+            "stride_s_v": "i64", "stride_ds_v": "i64", "offset": "fp32", "casting": "i32", "has_weight": "i1",
+            "has_ds_out": "i1", "compute_dw": "i1"}
+
+
+def _specs():
+    fwd = KernelSpec(fused_add_rms_norm_fwd_kernel)
+    fwd_loop = KernelSpec(fused_add_rms_norm_fwd_looped_kernel)
+    bwd = KernelSpec(fused_add_rms_norm_bwd_kernel)
+    bwd_loop = KernelSpec(fused_add_rms_norm_bwd_looped_kernel)
+    loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
+    for xd, wd in DTYPE_PAIRS:
+        base = {"x_dtype": xd, "w_dtype": wd}
+        for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
+            block_m = _rows_per_program(block_n)
+            fwd.variants.append(Variant(
+                key={**base, "block_n": block_n}, signature=_fwd_sig(xd, wd),
+                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
+                num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
+        for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
+            block_m = _rows_per_program(block_n)
+            bwd.variants.append(Variant(
+                key={**base, "block_n": block_n}, signature=_bwd_sig(xd, wd),
+                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd),
+                            "PREFETCH": _prefetch(block_m * block_n)},
+                num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
+        for aligned in (False, True):
+            align = _align(xd) if aligned else 1
+            fwd_loop.variants.append(Variant(
+                key={**base, "aligned": aligned}, signature=_fwd_sig(xd, wd),
+                constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
+            bwd_loop.variants.append(Variant(
+                key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
+                constexprs={"BLOCK_M": CPP_CONSTANTS["BWD_LOOP_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["BWD_LOOP_BLOCK_N"],
+                            "ALIGN": align}, num_warps=8, aligned=aligned))
+    return [fwd, fwd_loop, bwd, bwd_loop]
+
+
+KERNELS = _specs()

@@ -1,0 +1,392 @@
+"""LayerNorm kernels and the specializations built ahead of time.
+
+y = (x - mean(x)) * rsqrt(var(x) + eps) * w + b over the last dimension (biased variance), computed in
+fp32 and rounded once to x's dtype, as torch.nn.functional.layer_norm does. The forward saves the fp32
+mean and rstd of every row for the backward:
+  xhat = (x - mean) * rstd,  g = dy * w,
+  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dw = sum_rows(dy * xhat),  db = sum_rows(dy).
+
+Means are corrected (the corrected two-pass algorithm): an fp32 mean m is off by up to about an ulp of
+|mean|, which is a large error in x - m when |mean| >> std (x = 100 + 0.1 * randn: 1e-4 relative in y).
+c = mean(x - m) measures that error, computed from the exact differences x - m, and every kernel
+centres with (x - m) - c. The saved mean m + c rounds back to fp32, so the backward measures c again.
+The backward is persistent: each program keeps fp32 partial sums of dw and db for the rows it handled and
+writes them as one row of a [programs, n_cols] buffer; column_sum_kernel then adds those rows up and
+writes dw and db in the parameters' dtype.
+
+Rows are processed as a [rows, n_cols] view with one row stride; the last dimension is contiguous.
+Aligned variants are promised 16-byte aligned pointers and n_cols, row strides that are multiples of
+ALIGN elements (16 bytes): that is what lets Triton emit 16-byte loads and stores.
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+
+CPP_CONSTANTS = {
+    "FWD_MAX_BLOCK_N": 16384,
+    "BWD_MAX_BLOCK_N": 8192,
+    "MIN_BLOCK_N": 256,
+    "LOOP_BLOCK_N": 4096,
+    "BWD_LOOP_BLOCK_M": 2,
+    "BWD_LOOP_BLOCK_N": 2048,
+    "COLSUM_BLOCK_N": 64,
+}
+
+# (x dtype, parameter dtype) pairs built; weight and bias share the parameter dtype, which is x's own when
+# both have it and fp32 otherwise (the launcher upcasts, exactly for the 16-bit types).
+DTYPE_PAIRS = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("bf16", "fp32"), ("fp16", "fp32")]
+
+
+@triton.jit
+def _affine(xhat, w, b, has_weight, has_bias):
+    y = xhat
+    if has_weight:
+        y = y * w
+    if has_bias:
+        y = y + b
+    return y
+
+
+@triton.jit
+def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
+                          has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment.
+    DT: tl.constexpr = X.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_N)
+    row_mask = rows < n_rows
+    col_mask = cols < n_cols
+    mask = row_mask[:, None] & col_mask[None, :]
+    rows64 = rows.to(tl.int64)
+    xf = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(xf, axis=1) / n_cols
+    xc = tl.where(col_mask[None, :], xf - mean[:, None], 0.0)
+    c = tl.sum(xc, axis=1) / n_cols
+    var = tl.maximum(tl.sum(xc * xc, axis=1) / n_cols - c * c, 0.0)
+    rstd = 1.0 / tl.sqrt_rn(var + eps)
+    xc = xc - c[:, None]
+    mean = mean + c
+    if has_weight:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    if has_bias:
+        b = tl.load(B + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    else:
+        b = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    y = _affine(xc * rstd[:, None], w, b, has_weight, has_bias)
+    tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(DT), mask=mask)
+    if store_stats:
+        tl.store(MEAN + rows, mean, mask=row_mask)
+        tl.store(RSTD + rows, rstd, mask=row_mask)
+
+
+@triton.jit
+def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
+                                 has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # One program per row. Mean and variance in one read: each chunk's own mean and centred sum of squares,
+    # merged into the running ones (Chan et al.), so long rows keep the accuracy of the two-pass formula.
+    # Statistics are of x - x[0] (exact where |mean| >> std), so the mean needs no correction pass.
+    DT: tl.constexpr = X.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    shift = tl.load(x_row).to(tl.float32)
+    mean = tl.sum(tl.zeros([1], dtype=tl.float32), axis=0)
+    m2 = mean
+    count = mean
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        xf = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - shift, 0.0)
+        n_chunk = tl.minimum(n_cols - start, BLOCK_N).to(tl.float32)
+        chunk_mean = tl.sum(xf, axis=0) / n_chunk
+        d = tl.where(m, xf - chunk_mean, 0.0)
+        chunk_m2 = tl.sum(d * d, axis=0)
+        total = count + n_chunk
+        delta = chunk_mean - mean
+        mean = mean + delta * (n_chunk / total)
+        m2 = m2 + chunk_m2 + delta * delta * (count * n_chunk / total)
+        count = total
+    rstd = 1.0 / tl.sqrt_rn(m2 / n_cols + eps)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)
+        if has_weight:
+            w = tl.load(W + c, mask=m, other=0.0).to(tl.float32)
+        else:
+            w = tl.zeros([BLOCK_N], dtype=tl.float32)
+        if has_bias:
+            b = tl.load(B + c, mask=m, other=0.0).to(tl.float32)
+        else:
+            b = tl.zeros([BLOCK_N], dtype=tl.float32)
+        y = _affine(((xf - shift) - mean) * rstd, w, b, has_weight, has_bias)
+        tl.store(y_row + c, y.to(DT), mask=m)
+    if store_stats:
+        tl.store(MEAN + row, shift + mean)
+        tl.store(RSTD + row, rstd)
+
+
+@triton.jit
+def _load_rows(PTR, block, n_blocks, stride_v, n_rows, cols, col_mask, BLOCK_M: tl.constexpr, ALIGN: tl.constexpr):
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    mask = ((rows < n_rows) & (block < n_blocks))[:, None] & col_mask[None, :]
+    return tl.load(PTR + rows.to(tl.int64)[:, None] * (stride_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+
+
+@triton.jit
+def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_rows, n_cols_v, stride_dy_v,
+                          stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db, BLOCK_M: tl.constexpr,
+                          BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
+    # Persistent: program p handles row blocks p, p + G, ... and writes one row of dw and db partial sums.
+    # PREFETCH (0, 1 or 2) is how many blocks ahead x and dy are loaded while the current block is reduced.
+    # Registers cap the 4096-element tile at one 16-warp program per SM (93 registers with one block ahead):
+    # two blocks ahead keep two rows in flight per SM, as two programs with one ahead would (101 registers).
+    DT: tl.constexpr = X.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    if PREFETCH > 0:
+        # Small tiles keep w in registers; bigger ones reload it per row block (L1 hits).
+        if has_weight:
+            w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        else:
+            w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    db_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    if PREFETCH > 0:
+        x_next = _load_rows(X, pid, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_next = _load_rows(DY, pid, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+    if PREFETCH > 1:
+        x_after = _load_rows(X, pid + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        dy_after = _load_rows(DY, pid + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+    for block in range(pid, n_blocks, n_progs):
+        if PREFETCH > 1:
+            xf = x_next.to(tl.float32)
+            dyf = dy_next.to(tl.float32)
+            x_next = x_after
+            dy_next = dy_after
+            ahead = block + 2 * n_progs
+            x_after = _load_rows(X, ahead, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+            dy_after = _load_rows(DY, ahead, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+        elif PREFETCH > 0:
+            xf = x_next.to(tl.float32)
+            dyf = dy_next.to(tl.float32)
+            x_next = _load_rows(X, block + n_progs, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN)
+            dy_next = _load_rows(DY, block + n_progs, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M,
+                                 ALIGN)
+        else:
+            xf = _load_rows(X, block, n_blocks, stride_x_v, n_rows, cols, col_mask, BLOCK_M, ALIGN).to(tl.float32)
+            dyf = _load_rows(DY, block, n_blocks, stride_dy_v, n_rows, cols, col_mask, BLOCK_M, ALIGN).to(tl.float32)
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)
+        # Padding columns: dy is 0 there, so g, g*xc and dy*xhat vanish without a mask.
+        xc = xf - mean[:, None]
+        if has_weight:
+            if PREFETCH > 0:
+                g = dyf * w
+            else:
+                g = dyf * tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        else:
+            g = dyf
+        # Three independent row sums: the mean correction c, mean(g) and mean(g * xhat) = rstd*(mean(g*xc) - c*mean(g)).
+        c = tl.sum(tl.where(col_mask[None, :], xc, 0.0), axis=1) / n_cols
+        c1 = tl.sum(g, axis=1) / n_cols
+        c2 = rstd * (tl.sum(g * xc, axis=1) / n_cols - c * c1)
+        xhat = (xc - c[:, None]) * rstd[:, None]
+        dx = rstd[:, None] * (g - c1[:, None] - xhat * c2[:, None])
+        tl.store(DX + rows.to(tl.int64)[:, None] * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DT),
+                 mask=row_mask[:, None] & col_mask[None, :])
+        if compute_dw:
+            dw_acc += tl.sum(dyf * xhat, axis=0)
+        if compute_db:
+            db_acc += tl.sum(dyf, axis=0)
+    if compute_dw:
+        tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
+    if compute_db:
+        tl.store(DB_PARTIAL + pid.to(tl.int64) * n_cols + cols, db_acc, mask=col_mask)
+
+
+@triton.jit
+def layer_norm_bwd_looped_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_rows, n_cols_v, stride_dy_v,
+                                 stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db, BLOCK_M: tl.constexpr,
+                                 BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Persistent over blocks of BLOCK_M rows, two passes over each block's columns (the row sums, then dx).
+    # The program's partial rows are accumulated in place, once per row block (its first block stores):
+    # BLOCK_M rows per read-modify-write of the fp32 partials instead of one.
+    DT: tl.constexpr = X.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
+    db_row = DB_PARTIAL + pid.to(tl.int64) * n_cols
+    n_blocks = tl.cdiv(n_rows, BLOCK_M)
+    for block in range(pid, n_blocks, n_progs):
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows64 = rows.to(tl.int64)
+        x_rows = X + rows64[:, None] * (stride_x_v * ALIGN)
+        dy_rows = DY + rows64[:, None] * (stride_dy_v * ALIGN)
+        dx_rows = DX + rows64[:, None] * (stride_dx_v * ALIGN)
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)[:, None]
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)[:, None]
+        acc0 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            xc = tl.where(m, tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32) - mean, 0.0)
+            g = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            if has_weight:
+                g = g * tl.load(W + c, mask=cm, other=0.0).to(tl.float32)[None, :]
+            acc0 += xc
+            acc1 += g
+            acc2 += g * xc
+        corr = (tl.sum(acc0, axis=1) / n_cols)[:, None]
+        c1 = (tl.sum(acc1, axis=1) / n_cols)[:, None]
+        c2 = rstd * ((tl.sum(acc2, axis=1) / n_cols)[:, None] - corr * c1)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            cm = c < n_cols
+            m = row_mask[:, None] & cm[None, :]
+            xhat = ((tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32) - mean) - corr) * rstd
+            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
+            if has_weight:
+                g = dyf * tl.load(W + c, mask=cm, other=0.0).to(tl.float32)[None, :]
+            else:
+                g = dyf
+            tl.store(dx_rows + c[None, :], (rstd * (g - c1 - xhat * c2)).to(DT), mask=m)
+            if compute_dw:
+                prev = tl.load(dw_row + c, mask=cm & (block != pid), other=0.0)
+                tl.store(dw_row + c, prev + tl.sum(dyf * xhat, axis=0), mask=cm)
+            if compute_db:
+                prev = tl.load(db_row + c, mask=cm & (block != pid), other=0.0)
+                tl.store(db_row + c, prev + tl.sum(dyf, axis=0), mask=cm)
+
+
+@triton.jit
+def column_sum_kernel(PARTIAL, OUT0, OUT1, n_parts, n_cols, plane_stride, BLOCK_P: tl.constexpr,
+                      BLOCK_N: tl.constexpr):
+    # Sums the rows of fp32 [n_parts, n_cols] planes: plane 0 (program_id(1) == 0) into OUT0, plane 1 into
+    # OUT1, rounding once to the output dtype. Also used by fused_add_rms_norm for its dw.
+    pid_n = tl.program_id(0)
+    plane = tl.program_id(1)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    base = PARTIAL + plane.to(tl.int64) * plane_stride
+    acc = tl.zeros([BLOCK_P, BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_parts, BLOCK_P):
+        parts = start + tl.arange(0, BLOCK_P)
+        mask = (parts < n_parts)[:, None] & col_mask[None, :]
+        acc += tl.load(base + parts.to(tl.int64)[:, None] * n_cols + cols[None, :], mask=mask, other=0.0)
+    total = tl.sum(acc, axis=0)
+    if plane == 0:
+        tl.store(OUT0 + cols, total.to(OUT0.dtype.element_ty), mask=col_mask)
+    else:
+        tl.store(OUT1 + cols, total.to(OUT1.dtype.element_ty), mask=col_mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def _align(x_dtype):
+    return 16 // ELEMENT_SIZE[x_dtype]
+
+
+def _single_blocks(max_block):
+    b = CPP_CONSTANTS["MIN_BLOCK_N"]
+    while b <= max_block:
+        yield b
+        b *= 2
+
+
+def _rows_per_program(block_n):
+    # Rows shorter than 1024 are batched so that a program moves at least 1024 elements.
+    return max(1, 1024 // block_n)
+
+
+# Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): LayerNorm keeps more
+# tiles live than RMSNorm (w, b; the backward's dw and db sums), so rms_norm's measured table gave 128
+# registers for the 4096 forward at 4 warps and 176 (one program per SM) for the 4096 backward at 8.
+# Beyond 16384 (forward) and 8192 (backward) elements a single block spilled at 32 warps: looped variants.
+_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
+_BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
+
+
+def _prefetch(tile_elems):
+    return 2 if tile_elems == 4096 else (1 if tile_elems <= 8192 else 0)
+
+
+def _warps(table, tile_elems):
+    return table.get(tile_elems, 4 if tile_elems < min(table) else 32)
+
+
+def _fwd_sig(xd, pd):
+    return {"X": f"*{xd}", "W": f"*{pd}", "B": f"*{pd}", "Y": f"*{xd}", "MEAN": "*fp32", "RSTD": "*fp32",
+            "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64", "stride_y_v": "i64", "eps": "fp32",
+            "has_weight": "i1", "has_bias": "i1", "store_stats": "i1"}
+
+
+def _bwd_sig(xd, pd):
+    return {"DY": f"*{xd}", "X": f"*{xd}", "W": f"*{pd}", "MEAN": "*fp32", "RSTD": "*fp32", "DX": f"*{xd}",
+            "DW_PARTIAL": "*fp32", "DB_PARTIAL": "*fp32", "n_rows": "i32", "n_cols_v": "i32",
+            "stride_dy_v": "i64", "stride_x_v": "i64", "stride_dx_v": "i64", "has_weight": "i1",
+            "compute_dw": "i1", "compute_db": "i1"}
+
+
+def _specs():
+    fwd = KernelSpec(layer_norm_fwd_kernel)
+    fwd_loop = KernelSpec(layer_norm_fwd_looped_kernel)
+    bwd = KernelSpec(layer_norm_bwd_kernel)
+    bwd_loop = KernelSpec(layer_norm_bwd_looped_kernel)
+    colsum = KernelSpec(column_sum_kernel)
+    loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
+    for xd, pd in DTYPE_PAIRS:
+        base = {"x_dtype": xd, "p_dtype": pd}
+        for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
+            block_m = _rows_per_program(block_n)
+            fwd.variants.append(Variant(
+                key={**base, "block_n": block_n}, signature=_fwd_sig(xd, pd),
+                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
+                num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
+        for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
+            block_m = _rows_per_program(block_n)
+            bwd.variants.append(Variant(
+                key={**base, "block_n": block_n}, signature=_bwd_sig(xd, pd),
+                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd),
+                            "PREFETCH": _prefetch(block_m * block_n)},
+                num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
+        for aligned in (False, True):
+            align = _align(xd) if aligned else 1
+            fwd_loop.variants.append(Variant(
+                key={**base, "aligned": aligned}, signature=_fwd_sig(xd, pd),
+                constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
+            bwd_loop.variants.append(Variant(
+                key={**base, "aligned": aligned}, signature=_bwd_sig(xd, pd),
+                constexprs={"BLOCK_M": CPP_CONSTANTS["BWD_LOOP_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["BWD_LOOP_BLOCK_N"],
+                            "ALIGN": align}, num_warps=8, aligned=aligned))
+    for od in ("fp32", "bf16", "fp16"):
+        colsum.variants.append(Variant(
+            key={"out_dtype": od},
+            signature={"PARTIAL": "*fp32", "OUT0": f"*{od}", "OUT1": f"*{od}", "n_parts": "i32", "n_cols": "i32",
+                       "plane_stride": "i64"},
+            constexprs={"BLOCK_P": 64, "BLOCK_N": CPP_CONSTANTS["COLSUM_BLOCK_N"]}, num_warps=4))
+    return [fwd, fwd_loop, bwd, bwd_loop, colsum]
+
+
+KERNELS = _specs()
