@@ -18,6 +18,7 @@ only compile what changed; every output is written only when its content changes
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import importlib
 import json
@@ -67,9 +68,33 @@ def load_op(op: str):
     return importlib.import_module(f"triton_src.{op}")
 
 
+def triton_src_imports(path: Path) -> set:
+    """The triton_src modules a source file imports (``from triton_src.x import ...``, ``from .x import``,
+    ``import triton_src.x``), followed transitively: kernels may share @triton.jit helpers across ops."""
+    seen, todo = set(), [path]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.startswith("triton_src."):
+                    names = [node.module.split(".", 1)[1]]
+                elif node.level == 1:
+                    names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("triton_src.")]
+            for name in names:
+                dep = ROOT / "triton_src" / f"{name.split('.')[0]}.py"
+                if dep.exists() and dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+    return seen
+
+
 def source_hash(op: str) -> str:
     h = hashlib.sha256()
-    files = [ROOT / "triton_src" / f"{op}.py"] + sorted((ROOT / "triton_src").glob("_*.py"))
+    own = ROOT / "triton_src" / f"{op}.py"
+    files = [own] + sorted(set((ROOT / "triton_src").glob("_*.py")) | (triton_src_imports(own) - {own}))
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
