@@ -11,6 +11,7 @@ are multiples of ALIGN elements (passed divided by ALIGN so that Triton proves i
 """
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
@@ -23,8 +24,18 @@ CPP_CONSTANTS = {
 
 
 @triton.jit
+def _exp(v, ACCURATE: tl.constexpr):
+    # tl.exp is ex2.approx of v * log2(e): the product's rounding alone costs ~10 ulps at |v| ~ 30, far above
+    # torch.softmax's fp32 error. libdevice's expf is within 2 ulps; 16-bit outputs round that away anyway.
+    if ACCURATE:
+        return libdevice.exp(v)
+    else:
+        return tl.exp(v)
+
+
+@triton.jit
 def softmax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
     n_cols = n_cols_v * ALIGN
     rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -33,14 +44,15 @@ def softmax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: 
     x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=-float("inf"))
     xf = x.to(tl.float32)
     m = tl.max(xf, axis=1)
-    e = tl.exp(xf - m[:, None])
-    y = e / tl.sum(e, axis=1)[:, None]
+    e = _exp(xf - m[:, None], ACCURATE)
+    inv = tl.math.div_rn(tl.full([BLOCK_M], 1.0, tl.float32), tl.sum(e, axis=1))  # one rounding per row
+    y = e * inv[:, None]
     tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def softmax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_N: tl.constexpr,
-                              ALIGN: tl.constexpr):
+                              ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
     n_cols = n_cols_v * ALIGN
     row = tl.program_id(0).to(tl.int64)
     x_row = X + row * (stride_x_v * ALIGN)
@@ -55,16 +67,16 @@ def softmax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BL
         xf = tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)
         m_new = tl.maximum(m, xf)
         finite = m_new != -float("inf")
-        d = tl.where(finite, d * tl.exp(m - m_new) + tl.exp(xf - m_new), 0.0)
+        d = tl.where(finite, d * _exp(m - m_new, ACCURATE) + _exp(xf - m_new, ACCURATE), 0.0)
         m = m_new
     m_row = tl.max(m, axis=0)
-    d_row = tl.sum(tl.where(m != -float("inf"), d * tl.exp(m - m_row), 0.0), axis=0)
-    inv = 1.0 / d_row
+    d_row = tl.sum(tl.where(m != -float("inf"), d * _exp(m - m_row, ACCURATE), 0.0), axis=0)
+    inv = tl.math.div_rn(1.0, d_row)
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         cm = c < n_cols
         xf = tl.load(x_row + c, mask=cm, other=-float("inf")).to(tl.float32)
-        tl.store(y_row + c, (tl.exp(xf - m_row) * inv).to(Y.dtype.element_ty), mask=cm)
+        tl.store(y_row + c, (_exp(xf - m_row, ACCURATE) * inv).to(Y.dtype.element_ty), mask=cm)
 
 
 @triton.jit
@@ -149,19 +161,20 @@ def _specs():
     bwd_loop = KernelSpec(softmax_bwd_looped_kernel)
     loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
     for dt in ("fp32", "bf16", "fp16"):
-        for spec, args, max_block in ((fwd, _FWD_ARGS, CPP_CONSTANTS["FWD_MAX_BLOCK_N"]),
-                                      (bwd, _BWD_ARGS, CPP_CONSTANTS["BWD_MAX_BLOCK_N"])):
+        accurate = {"ACCURATE": dt == "fp32"}
+        for spec, args, max_block, extra in ((fwd, _FWD_ARGS, CPP_CONSTANTS["FWD_MAX_BLOCK_N"], accurate),
+                                             (bwd, _BWD_ARGS, CPP_CONSTANTS["BWD_MAX_BLOCK_N"], {})):
             for block_n in _blocks(max_block):
                 block_m = _rows_per_program(block_n)
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
-                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt)},
+                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},
                     num_warps=_warps(block_m * block_n), aligned=True))
-        for spec, args in ((fwd_loop, _FWD_ARGS), (bwd_loop, _BWD_ARGS)):
+        for spec, args, extra in ((fwd_loop, _FWD_ARGS, accurate), (bwd_loop, _BWD_ARGS, {})):
             for aligned in (False, True):
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "aligned": aligned}, signature=_sig(args, dt),
-                    constexprs={"BLOCK_N": loop_n, "ALIGN": _align(dt) if aligned else 1},
+                    constexprs={"BLOCK_N": loop_n, "ALIGN": _align(dt) if aligned else 1, **extra},
                     num_warps=8, aligned=aligned))
     return [fwd, fwd_loop, bwd, bwd_loop]
 
