@@ -4,7 +4,10 @@ y = (x - mean) * rstd * weight[c] + bias[c], rstd = 1 / sqrt(var + eps), biased 
 One program per (sample, group). The group is the contiguous block [C/G, HW] of x (HW = product of the
 spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one channel: the affine
 weights and the per-channel gradient sums are then per tile row. The forward reads the group twice (sums of
-x - x[0] and of its square, shifted against cancellation; then y), the backward twice (sums, then dx).
+x - shift and of its square, shifted against cancellation; then y), the backward twice (sums, then dx).
+The second read can only come from L2 while the groups in flight fit there (not yet measured): for groups
+of more than ~50 KB (L2 / programs in flight on an H200) expect the forward to read x from memory twice
+(three passes over memory with the write of y, where the ideal is two).
 dweight/dbias: each program writes its channels' sums into an fp32 [2, N, C] buffer that a second kernel
 reduces over N. Weight and bias reach the kernels as fp32.
 """
@@ -42,7 +45,10 @@ def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, C, CPG, HW_v, G, eps, has_weig
     pid = tl.program_id(0)
     g = pid % G
     base = pid.to(tl.int64) * CPG * HW
-    shift = tl.load(X + base).to(tl.float32)
+    # Sums of x - shift: with shift the mean of the group's first tile, E[d^2] - E[d]^2 barely cancels.
+    offs, mask, _ = _tile(base, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
+    first = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    shift = tl.sum(tl.sum(first, axis=1), axis=0) / tl.sum(tl.sum(mask.to(tl.float32), axis=1), axis=0)
     acc_s = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     acc_q = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     for c0 in range(0, CPG, BLOCK_C):

@@ -48,12 +48,11 @@ def _step(lo, hi, tau, active, k, s, f_mid, mid):
 def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr):
     n_cols = n_cols_v * ALIGN
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     mask = (rows < n_rows)[:, None] & col_mask[None, :]
-    rows64 = rows.to(tl.int64)
-    xf = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    xf = tl.load(X + rows[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
     # Padding columns are -inf (never in S, zero in f); rows past the end are zeros (they stop at once).
     xf = tl.where(col_mask[None, :], xf, -float("inf"))
     hi = tl.max(xf, axis=1)
@@ -70,7 +69,7 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
         lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
         it += 1
     y = tl.maximum(xf - tau[:, None], 0.0)
-    tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(Y + rows[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -118,17 +117,17 @@ def sparsemax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, 
 def sparsemax_bwd_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, stride_dx_v, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
     n_cols = n_cols_v * ALIGN
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-    rows64 = rows.to(tl.int64)[:, None]
-    dy = tl.load(DY + rows64 * (stride_dy_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(Y + rows64 * (stride_y_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    rows2d = rows[:, None]
+    dy = tl.load(DY + rows2d * (stride_dy_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(Y + rows2d * (stride_y_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
     supp = y > 0
     k = tl.sum(supp.to(tl.float32), axis=1)
     mean = tl.sum(tl.where(supp, dy, 0.0), axis=1) / tl.maximum(k, 1.0)
     dx = tl.where(supp, dy - mean[:, None], 0.0)
-    tl.store(DX + rows64 * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+    tl.store(DX + rows2d * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
 
 
 @triton.jit

@@ -271,7 +271,8 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const bool partials = compute_dw || compute_db;
   const auto f32 = x_in.options().dtype(at::kFloat);
   Tensor partial = partials ? at::empty({2, s.n, s.c}, f32) : Tensor();
-  const Choice c = choose(s.hw, aligned16(x) && aligned16(dy) && aligned16(w), vec_elems(x.scalar_type()));
+  const bool aligned_ptrs = aligned16(x) && aligned16(dy) && aligned16(w) && aligned16(mean) && aligned16(rstd);
+  const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
   const auto& v = group_norm_bwd_kernel_get({c.aligned, c.block_hw, x.scalar_type()}, ctx.arch_slot);
   group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(s.n * s.g)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
