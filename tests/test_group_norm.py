@@ -501,3 +501,53 @@ def test_cuda_bad_inputs():
         liger.group_norm(x, 2, torch.ones(4), None, EPS)
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         liger.group_norm(x.double(), 2, None, None, EPS)
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+
+liger = torch.ops.liger
+torch.manual_seed(0)
+for dtype in (torch.bfloat16, torch.float32):
+    for shape, groups, offset in (((2, 4), 2, 0), ((3, 6, 5), 3, 1), ((2, 8, 7, 9), 4, 0), ((0, 4, 3), 2, 0),
+                                  ((2, 64, 8, 8), 32, 1), ((2, 32, 64, 64), 8, 0), ((1, 6, 4097), 3, 0)):
+        numel = 1
+        for s in shape:
+            numel *= s
+        x = torch.randn(numel + 1, dtype=dtype, device="cuda")[offset:offset + numel].view(shape)
+        c = shape[1]
+        for w, b in ((torch.randn(c, device="cuda"), torch.randn(c, device="cuda")), (None, None)):
+            xg = x.detach().requires_grad_()
+            wg = None if w is None else w.requires_grad_()
+            bg = None if b is None else b.requires_grad_()
+            y = liger.group_norm(xg, groups, wg, bg, 1e-5)
+            y.backward(torch.randn_like(y))
+            torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+@gpu
+def test_cuda_compute_sanitizer_memcheck(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sanitizer = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not sanitizer and candidate and os.path.exists(candidate):
+            sanitizer = candidate
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(SANITIZER_SCRIPT)
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # each tensor its own allocation: OOB is caught
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]

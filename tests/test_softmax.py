@@ -415,3 +415,50 @@ def test_cuda_graph_capture_and_replay(hidden):
 def test_cuda_bad_inputs():
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         liger.softmax(torch.randn(4, 8, device="cuda", dtype=torch.float64))
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+
+liger = torch.ops.liger
+torch.manual_seed(0)
+for dtype in (torch.bfloat16, torch.float32):
+    for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
+                                 (0, 64, "contiguous"), (4, 4097, "offset"), (3, 32768, "padded"),
+                                 (2, 70001, "contiguous"), (2, 16385, "contiguous"), (9, 4096, "padded")):
+        pad = 8 if layout == "padded" else 0
+        base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")
+        start = 1 if layout == "offset" else 0
+        x = base[start:start + rows * (hidden + pad)].view(rows, hidden + pad)[:, :hidden]
+        xg = x.detach().requires_grad_()
+        y = liger.softmax(xg)
+        y.backward(torch.randn_like(y))
+        torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+@gpu
+def test_cuda_compute_sanitizer_memcheck(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sanitizer = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not sanitizer and candidate and os.path.exists(candidate):
+            sanitizer = candidate
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(SANITIZER_SCRIPT)
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # each tensor its own allocation: OOB is caught
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]
