@@ -101,3 +101,74 @@ class LigerFusedAddRMSNorm(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.hidden_size}, eps={self.variance_epsilon}, offset={self.offset}, "
                 f"casting_mode={self.casting_mode!r}")
+
+
+# ---- softmax, sparsemax, group_norm (issue 3)
+
+
+class LigerSoftmax(nn.Module):
+    """Softmax over the last dimension (Liger-Kernel's ``LigerSoftmax``, which takes no arguments)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.softmax(x)
+
+
+class LigerSparsemax(nn.Module):
+    """Sparsemax over ``dim`` (Liger-Kernel's ``LigerSparsemax(dim=-1)``).
+
+    The kernels work on the last dimension; another ``dim`` is moved there and back (the op then copies
+    the transposed input to contiguous rows).
+    """
+
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 0:
+            raise ValueError("LigerSparsemax: x must have at least one dimension, got a 0-d tensor")
+        dim = self.dim + x.dim() if self.dim < 0 else self.dim
+        if not 0 <= dim < x.dim():
+            raise ValueError(f"LigerSparsemax: dim {self.dim} is out of range for a {x.dim()}-d input")
+        if dim == x.dim() - 1:
+            return ops.sparsemax(x)
+        return ops.sparsemax(x.transpose(dim, -1)).transpose(dim, -1)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class LigerGroupNorm(nn.Module):
+    """Group normalization with Liger-Kernel's ``LigerGroupNorm`` signature and parameters.
+
+    ``weight`` and ``bias`` are always parameters of shape ``[num_channels]`` (as in Liger-Kernel and
+    ``torch.nn.GroupNorm(affine=True)``, so their state dicts load unchanged): ``init_fn`` picks ones or
+    zeros for the weight; ``bias=True`` initialises the bias from a normal distribution (Liger-Kernel's
+    choice), ``bias=False`` with zeros.
+    """
+
+    def __init__(self, num_channels: int, num_groups: int, eps: float = 1e-6, bias: bool = False,
+                 init_fn: str = "ones", device=None, dtype=None):
+        super().__init__()
+        if init_fn not in ("ones", "zeros"):
+            raise ValueError(f"LigerGroupNorm: init_fn must be 'ones' or 'zeros', got {init_fn!r}")
+        if num_groups <= 0 or num_channels % num_groups != 0:
+            raise ValueError(f"LigerGroupNorm: num_groups ({num_groups}) must be positive and divide "
+                             f"num_channels ({num_channels})")
+        self.num_channels = num_channels
+        self.num_groups = num_groups
+        self.eps = eps
+        self.variance_epsilon = eps
+        fill = torch.ones if init_fn == "ones" else torch.zeros
+        self.weight = nn.Parameter(fill(num_channels, device=device, dtype=dtype))
+        init_bias = torch.randn if bias else torch.zeros
+        self.bias = nn.Parameter(init_bias(num_channels, device=device, dtype=dtype))
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if hidden_states.dim() < 2 or hidden_states.shape[1] != self.num_channels:
+            raise ValueError(f"LigerGroupNorm: input must have shape [N, {self.num_channels}, *], "
+                             f"got {list(hidden_states.shape)}")
+        return ops.group_norm(hidden_states, self.num_groups, self.weight, self.bias, self.variance_epsilon)
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}, num_groups={self.num_groups}, eps={self.eps}"

@@ -71,3 +71,45 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: Optional
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.fused_add_rms_norm(x, residual, weight, eps, offset, casting_mode)
     return _fused_add_rms_norm(x, residual, weight, eps, offset, casting_mode)
+
+# ---- softmax, sparsemax, group_norm (issue 3)
+
+_softmax = torch.ops.liger.softmax.default._op
+_sparsemax = torch.ops.liger.sparsemax.default._op
+_group_norm = torch.ops.liger.group_norm.default._op
+
+
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension, ``torch.softmax(x, -1)``: fp32 math, output in x's dtype.
+
+    x: float32, bfloat16 or float16 (float64 too on CPU), any leading dimensions, any strides. The output is
+    contiguous. Gradients flow to x (computed from the saved output).
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.softmax(x)
+    return _softmax(x)
+
+
+def sparsemax(x: torch.Tensor) -> torch.Tensor:
+    """Sparsemax over the last dimension (Martins & Astudillo, 2016): the Euclidean projection of x onto the
+    probability simplex, ``max(x - tau, 0)`` with tau such that each row sums to 1.
+
+    x: float32, bfloat16 or float16 (float64 too on CPU), any leading dimensions, any strides. The output has
+    x's dtype and is contiguous. Gradients flow to x: ``dx = mask * (dy - mean of dy over the support)``.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.sparsemax(x)
+    return _sparsemax(x)
+
+
+def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] = None,
+               bias: Optional[torch.Tensor] = None, eps: float = 1e-5) -> torch.Tensor:
+    """Group normalization, ``F.group_norm(x, num_groups, weight, bias, eps)``.
+
+    x: ``[N, C, *]`` float32, bfloat16 or float16 (float64 too on CPU); num_groups must divide C; weight and
+    bias (optional) have shape ``[C]``. The output has x's dtype and shape and is contiguous. Gradients flow
+    to x, weight and bias.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.group_norm(x, num_groups, weight, bias, eps)
+    return _group_norm(x, num_groups, weight, bias, eps)

@@ -1,0 +1,464 @@
+"""Tests of torch.ops.liger.softmax (and its internal softmax_bwd).
+
+Numerics follow the rule of tests/test_rms_norm.py: the op's error against a float64 reference written here
+may be at most twice the error of eager PyTorch (torch.softmax at x's precision) plus FLOOR_ULPS ulps of the
+result's magnitude. CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
+"""
+import pytest
+import torch
+from torch.library import opcheck
+
+import liger_aot
+from liger_aot.nn import LigerSoftmax
+
+liger = torch.ops.liger
+gpu = pytest.mark.gpu
+
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
+DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
+FLOOR_ULPS = 2  # the op and the baseline may each round a final result once the other way
+
+
+def dtype_id(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
+# ---- float64 reference (independent of the op)
+
+
+def reference(x):
+    """The definition in float64: exp(x - max) / sum(exp(x - max)) over the last dimension."""
+    e = (x - x.amax(-1, keepdim=True)).exp()
+    return e / e.sum(-1, keepdim=True)
+
+
+class Error:
+    """Running maxima of |op - float64| and |eager - float64| for one output, and the floor's magnitude."""
+
+    def __init__(self, name, dtype):
+        self.name, self.dtype, self.op, self.eager, self.scale = name, dtype, 0.0, 0.0, 0.0
+
+    @torch.no_grad()
+    def add(self, op, eager_value, ref, scale):
+        if ref.numel() == 0:
+            return
+        self.op = max(self.op, (op.double() - ref).abs().max().item())
+        self.eager = max(self.eager, (eager_value.double() - ref).abs().max().item())
+        self.scale = max(self.scale, scale.abs().max().item())
+
+    def check(self, what=""):
+        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
+        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
+                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+
+
+def check_output(t, like):
+    assert t.shape == like.shape and t.dtype == like.dtype and t.is_contiguous()
+    assert not torch.isnan(t).any(), "NaN in the op's output"
+
+
+def check_against_reference(x, y, dy, dx, *, chunk_elems=1 << 26, what=""):
+    """Asserts y and dx (for the incoming gradient dy) obey the 2x rule, over chunks of rows."""
+    hidden = x.shape[-1]
+    check_output(y, x)
+    check_output(dx, x)
+    if x.numel() == 0:
+        return
+    xs, ys, dys, dxs = (t.reshape(-1, hidden) for t in (x, y, dy, dx))
+    err_y, err_dx = Error("y", x.dtype), Error("dx", x.dtype)
+    step = max(1, chunk_elems // hidden)
+    for start in range(0, xs.shape[0], step):
+        rows = slice(start, start + step)
+        x64 = xs[rows].detach().double().requires_grad_()
+        y64 = reference(x64)
+        xe = xs[rows].detach().requires_grad_()
+        ye = torch.softmax(xe, -1)
+        err_y.add(ys[rows], ye, y64, y64)
+        dy64 = dys[rows].double()
+        (g64,) = torch.autograd.grad(y64, x64, dy64)
+        (ge,) = torch.autograd.grad(ye, xe, dys[rows])
+        with torch.no_grad():
+            # dx = y * (dy - sum(dy * y)) cancels: its magnitude is that of y * dy and y * sum(dy * y).
+            scale = y64 * dy64.abs() + y64 * (dy64 * y64).sum(-1, keepdim=True).abs()
+        err_dx.add(dxs[rows], ge, g64, scale)
+    err_y.check(what)
+    err_dx.check(what)
+
+
+def fwd_bwd(x, dy):
+    xg = x.detach().requires_grad_()
+    y = liger.softmax(xg)
+    (dx,) = torch.autograd.grad(y, xg, dy)
+    return y.detach(), dx
+
+
+# ---- CPU numerics
+
+
+def make_x(layout, dtype, device="cpu"):
+    randn = lambda *s: 3 * torch.randn(*s, dtype=dtype, device=device)  # noqa: E731
+    return {
+        "1d": lambda: randn(37),
+        "hidden1": lambda: randn(5, 1),
+        "odd_hidden": lambda: randn(3, 7, 131),
+        "3d": lambda: randn(2, 3, 64),
+        "transposed": lambda: randn(6, 4, 96).transpose(0, 1),
+        "row_sliced": lambda: randn(5, 80)[:, :64],
+        "last_dim_strided": lambda: randn(4, 128)[:, ::2],
+        "storage_offset": lambda: randn(1 + 4 * 40)[1:].view(4, 40),
+        "expanded_rows": lambda: randn(1, 64).expand(5, 64),
+    }[layout]()
+
+
+CPU_LAYOUTS = ("1d", "hidden1", "odd_hidden", "3d", "transposed", "row_sliced", "last_dim_strided",
+               "storage_offset", "expanded_rows")
+
+
+@pytest.mark.parametrize("layout", CPU_LAYOUTS)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=dtype_id)
+def test_matches_float64_reference(dtype, layout):
+    x = make_x(layout, dtype)
+    dy = torch.randn(x.shape, dtype=dtype)
+    y, dx = fwd_bwd(x, dy)
+    check_against_reference(x, y, dy, dx)
+    assert torch.equal(liger.softmax(x), y)  # no-grad path: same values
+
+
+def test_minus_infinity_and_large_values():
+    x = torch.randn(4, 50) * 100
+    x[0, :10] = float("-inf")
+    x[1] = float("-inf")  # every entry -inf: NaN, as torch.softmax
+    y = liger.softmax(x)
+    ref = torch.softmax(x, -1)
+    assert torch.isnan(y[1]).all() and torch.isnan(ref[1]).all()
+    keep = [0, 2, 3]
+    torch.testing.assert_close(y[keep], ref[keep], rtol=1e-6, atol=1e-7)
+    assert torch.equal(y[0, :10], torch.zeros(10))
+
+
+def test_python_wrappers_and_module():
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    assert torch.equal(liger_aot.ops.softmax(x), liger.softmax(x))
+    assert torch.equal(LigerSoftmax()(x), liger.softmax(x))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape", ((0, 64), (2, 0, 64), (3, 0)))
+def test_zero_size(device, shape):
+    x = torch.randn(shape, device=device, requires_grad=True)
+    y = liger.softmax(x)
+    y.sum().backward()
+    assert y.shape == shape and x.grad.shape == shape
+    assert liger.softmax_bwd(y.detach(), y.detach()).shape == shape
+
+
+def test_internal_op_matches_autograd():
+    x = torch.randn(3, 5, 40, dtype=torch.float16)
+    dy = torch.randn_like(x)
+    y, dx = fwd_bwd(x, dy)
+    assert torch.equal(liger.softmax_bwd(dy, y), dx)
+
+
+# ---- autograd
+
+
+def test_gradcheck():
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(liger.softmax, (x,))
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.gradgradcheck(liger.softmax, (x,))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_double_backward_raises(device):
+    x = torch.randn(4, 16, device=device, requires_grad=True)
+    (dx,) = torch.autograd.grad(liger.softmax(x).square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(dx.sum(), x)
+
+
+# ---- opcheck
+
+
+def opcheck_samples(device):
+    def t(*shape, dtype=torch.float32, grad=False):
+        return torch.randn(*shape, dtype=dtype, device=device).requires_grad_(grad)
+
+    samples = []
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for grad in (False, True):
+            samples.append(("softmax", (t(3, 5, 64, dtype=dtype, grad=grad),), grad))
+            samples.append(("softmax", (t(7, 33, dtype=dtype, grad=grad),), grad))
+            y = liger.softmax(t(4, 40, dtype=dtype))
+            samples.append(("softmax_bwd", (t(4, 40, dtype=dtype, grad=grad), y), grad))
+    samples.append(("softmax", (t(2, 3, 40, grad=True).transpose(0, 1),), True))
+    return samples
+
+
+def opcheck_params():
+    params = []
+    for device, marks in (("cpu", []), ("cuda", [gpu])):
+        for i, (name, _, grad) in enumerate(opcheck_samples("cpu")):
+            params.append(pytest.param(device, i, marks=marks, id=f"{device}-{i}-{name}" + ("-grad" if grad else "")))
+    return params
+
+
+@pytest.mark.parametrize("device,index", opcheck_params())
+def test_opcheck(device, index):
+    name, args, grad = opcheck_samples(device)[index]
+    tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    if name == "softmax_bwd" and grad:
+        tests = tests[:-1]  # differentiating softmax_bwd raises (test_double_backward_raises)
+    opcheck(getattr(liger, name).default, args, test_utils=tests)
+
+
+# ---- torch.export, TorchScript, torch.compile
+
+
+class Block(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.liger.softmax(x * 2.0) * 0.5
+
+
+def liger_nodes(graph):
+    return [n for n in graph.nodes if n.target is torch.ops.liger.softmax.default]
+
+
+def test_export_dynamic_shapes(tmp_path):
+    model = Block()
+    dims = {"x": {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("seq", min=1, max=8192)}}
+    ep = torch.export.export(model, (torch.randn(2, 3, 64),), dynamic_shapes=dims)
+    assert len(liger_nodes(ep.graph)) == 1
+    path = tmp_path / "softmax.pt2"
+    torch.export.save(ep, path)
+    loaded = torch.export.load(path)
+    with torch.no_grad():
+        for batch, seq in ((1, 1), (4, 17), (2, 3)):
+            x = torch.randn(batch, seq, 64)
+            assert torch.equal(ep.module()(x), model(x))
+            assert torch.equal(loaded.module()(x), model(x))
+
+
+def test_torchscript_save_load_and_backward(tmp_path):
+    scripted = torch.jit.script(Block())
+    assert "liger::softmax" in str(scripted.graph)
+    scripted.save(str(tmp_path / "softmax.pt"))
+    loaded = torch.jit.load(str(tmp_path / "softmax.pt"))
+    x, dy = torch.randn(3, 5, 48), torch.randn(3, 5, 48)
+    outputs = []
+    for m in (Block(), loaded):
+        xg = x.clone().requires_grad_()
+        y = m(xg)
+        y.backward(dy)
+        outputs.append((y.detach(), xg.grad))
+    for a, b in zip(*outputs):
+        assert torch.equal(a, b)
+
+
+def compile_params():
+    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
+            pytest.param("cuda", "inductor", None, marks=gpu)]
+
+
+@pytest.mark.parametrize("device,backend,dynamic", compile_params())
+def test_compile_fullgraph(device, backend, dynamic):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+    def f(x):  # multiplying by powers of 2 is exact: compiled and eager results must be bitwise equal
+        return torch.ops.liger.softmax(x * 2.0) * 0.5
+
+    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    for shape in ((2, 5, 64), (3, 9, 64)):
+        x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
+        results = []
+        for fn in (f, compiled):
+            xg = x.clone().requires_grad_()
+            y = fn(xg)
+            y.backward(dy)
+            results.append((y.detach(), xg.grad))
+        for a, b in zip(*results):
+            assert torch.equal(a, b)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+# ---- bad inputs
+
+
+@pytest.mark.parametrize("x,match", [
+    (torch.randint(0, 5, (4, 8)), r"softmax: x must be float32, bfloat16 or float16"),
+    (torch.tensor(1.0), r"softmax: x must have at least one dimension"),
+], ids=["int_x", "0d_x"])
+def test_bad_inputs(x, match):
+    with pytest.raises(RuntimeError, match=match):
+        liger.softmax(x)
+
+
+def test_bad_backward_inputs():
+    y = liger.softmax(torch.randn(4, 8))
+    with pytest.raises(RuntimeError, match=r"softmax_bwd: dy must have y's dtype"):
+        liger.softmax_bwd(y.double(), y)
+    with pytest.raises(RuntimeError, match=r"softmax_bwd: dy must have y's shape"):
+        liger.softmax_bwd(y[:3], y)
+
+
+# =====================================================================================================
+# GPU tests. Run with `pytest -m gpu`.
+
+HIDDEN_SIZES = (1, 7, 127, 128, 1000, 4096, 5000, 16384, 32768, 32769, 65536, 100000, 262144)
+ROW_COUNTS = (0, 1, 3, 4099)
+
+
+def poison_freed_blocks(numel, dtype):
+    """Frees NaN-filled blocks of the outputs' size: the op's next outputs reuse them (see test_rms_norm)."""
+    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
+    del blocks
+
+
+@gpu
+@pytest.mark.parametrize("rows", ROW_COUNTS)
+@pytest.mark.parametrize("hidden", HIDDEN_SIZES)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_matches_float64_reference(dtype, hidden, rows):
+    if rows * hidden > 1 << 27:
+        rows = (1 << 27) // hidden + 1
+    x = 3 * torch.randn(rows, hidden, dtype=dtype, device="cuda")
+    dy = torch.randn_like(x)
+    first = fwd_bwd(x, dy)
+    first = tuple(t.clone() for t in first)
+    poison_freed_blocks(x.numel(), dtype)
+    y, dx = fwd_bwd(x, dy)
+    for a, b in zip(first, (y, dx)):
+        assert torch.equal(a, b), "not deterministic or reads a poisoned block"
+    with torch.no_grad():
+        assert torch.equal(liger.softmax(x), y)
+    check_against_reference(x, y, dy, dx)
+
+
+def make_cuda_layout(layout, rows, hidden, dtype):
+    randn = lambda *s: 3 * torch.randn(*s, dtype=dtype, device="cuda")  # noqa: E731
+    return {
+        "row_stride_aligned": lambda: randn(rows, hidden + 8)[:, :hidden],
+        "row_stride_odd": lambda: randn(rows, hidden + 3)[:, :hidden],
+        "transposed": lambda: randn(3, rows, hidden).transpose(0, 1),
+        "storage_offset": lambda: randn(rows * hidden + 1)[1:].view(rows, hidden),
+        "last_dim_strided": lambda: randn(rows, 2 * hidden)[:, ::2],
+        "expanded_rows": lambda: randn(1, hidden).expand(rows, hidden),
+        "expanded_batch": lambda: randn(rows, hidden).expand(2, rows, hidden),
+    }[layout]()
+
+
+@gpu
+@pytest.mark.parametrize("hidden", (127, 4096, 70000))
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=dtype_id)
+@pytest.mark.parametrize("layout", ("row_stride_aligned", "row_stride_odd", "transposed", "storage_offset",
+                                    "last_dim_strided", "expanded_rows", "expanded_batch"))
+def test_cuda_strided_and_expanded_inputs(layout, dtype, hidden):
+    x = make_cuda_layout(layout, 33, hidden, dtype)
+    dy = make_cuda_layout(layout, 33, hidden, dtype) if not layout.startswith("expanded") else torch.randn_like(x)
+    y, dx = fwd_bwd(x, dy)
+    check_against_reference(x, y, dy, dx, what=f"{layout}: ")
+
+
+@gpu
+def test_cuda_minus_infinity():
+    for hidden in (1000, 70000):
+        x = torch.randn(3, hidden, device="cuda") * 30
+        x[0, : hidden // 2] = float("-inf")
+        torch.testing.assert_close(liger.softmax(x), torch.softmax(x, -1), rtol=1e-5, atol=1e-7)
+
+
+@gpu
+@pytest.mark.parametrize("hidden", (4096, 100003))
+def test_cuda_more_than_2_31_elements(hidden):
+    rows = 2**31 // hidden + 8
+    x = torch.randn(rows, hidden, dtype=torch.bfloat16, device="cuda")
+    dy = torch.randn_like(x)
+    y, dx = fwd_bwd(x, dy)
+    check_against_reference(x, y, dy, dx)
+
+
+@gpu
+@pytest.mark.parametrize("hidden", (4096, 100000))
+def test_cuda_graph_capture_and_replay(hidden):
+    x = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    dy = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16)
+
+    def step():
+        y = liger.softmax(x)
+        return (y,) + torch.autograd.grad(y, (x,), dy)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step()
+    for _ in range(3):
+        new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
+        with torch.no_grad():
+            x.copy_(new_x)
+            dy.copy_(new_dy)
+        graph.replay()
+        torch.cuda.synchronize()
+        for got, want in zip(static_out, fwd_bwd(new_x, new_dy)):
+            assert torch.equal(got, want)
+
+
+@gpu
+def test_cuda_bad_inputs():
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+        liger.softmax(torch.randn(4, 8, device="cuda", dtype=torch.float64))
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+
+liger = torch.ops.liger
+torch.manual_seed(0)
+for dtype in (torch.bfloat16, torch.float32):
+    for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
+                                 (0, 64, "contiguous"), (4, 4097, "offset"), (3, 32768, "padded"),
+                                 (2, 70001, "contiguous"), (2, 16385, "contiguous"), (9, 4096, "padded")):
+        pad = 8 if layout == "padded" else 0
+        base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")
+        start = 1 if layout == "offset" else 0
+        x = base[start:start + rows * (hidden + pad)].view(rows, hidden + pad)[:, :hidden]
+        xg = x.detach().requires_grad_()
+        y = liger.softmax(xg)
+        y.backward(torch.randn_like(y))
+        torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+@gpu
+def test_cuda_compute_sanitizer_memcheck(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sanitizer = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not sanitizer and candidate and os.path.exists(candidate):
+            sanitizer = candidate
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(SANITIZER_SCRIPT)
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # each tensor its own allocation: OOB is caught
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]

@@ -1,0 +1,204 @@
+"""GroupNorm kernels (x [N, C, *], statistics over each group of C / G channels and all spatial elements).
+
+y = (x - mean) * rstd * weight[c] + bias[c], rstd = 1 / sqrt(var + eps), biased variance (F.group_norm).
+One program per (sample, group). The group is the contiguous block [C/G, HW] of x (HW = product of the
+spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one channel: the affine
+weights and the per-channel gradient sums are then per tile row. The forward reads the group twice (sums of
+x - shift and of its square, shifted against cancellation; then y), the backward twice (sums, then dx).
+The second read can only come from L2 while the groups in flight fit there (not yet measured): for groups
+of more than ~50 KB (L2 / programs in flight on an H200) expect the forward to read x from memory twice
+(three passes over memory with the write of y, where the ideal is two).
+dweight/dbias: each program writes its channels' sums into an fp32 [2, N, C] buffer that a second kernel
+reduces over N. Weight and bias reach the kernels as fp32.
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+
+# Tile shapes [BLOCK_C, BLOCK_HW] by spatial size: BLOCK_HW is the smallest listed power of 4 >= HW, up to
+# 4096 (so lanes idle on the spatial axis are < 3/4); BLOCK_C = TILE / BLOCK_HW, capped at 64 channels.
+HW_BLOCKS = (1, 4, 16, 64, 256, 1024, 4096)
+TILE = 4096
+MAX_BLOCK_C = 64
+
+CPP_CONSTANTS = {
+    "MAX_BLOCK_HW": HW_BLOCKS[-1],
+    "MIN_ALIGNED_BLOCK_HW": 64,
+    "REDUCE_BLOCK_C": 128,
+}
+
+
+@triton.jit
+def _tile(base, c0, hw0, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Offsets and mask of the [BLOCK_C, BLOCK_HW] tile at channel c0, spatial hw0 of one group."""
+    cs = c0 + tl.arange(0, BLOCK_C)
+    hs = hw0 + tl.arange(0, BLOCK_HW)
+    mask = (cs < CPG)[:, None] & (hs < HW)[None, :]
+    return base + cs.to(tl.int64)[:, None] * HW + hs[None, :], mask, cs
+
+
+@triton.jit
+def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, C, CPG, HW_v, G, eps, has_weight, has_bias, store_stats,
+                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
+    HW = HW_v.to(tl.int64) * ALIGN
+    pid = tl.program_id(0)
+    g = pid % G
+    base = pid.to(tl.int64) * CPG * HW
+    # Sums of x - shift: with shift the mean of the group's first tile, E[d^2] - E[d]^2 barely cancels.
+    offs, mask, _ = _tile(base, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
+    first = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    shift = tl.sum(tl.sum(first, axis=1), axis=0) / tl.sum(tl.sum(mask.to(tl.float32), axis=1), axis=0)
+    acc_s = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+    acc_q = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+    for c0 in range(0, CPG, BLOCK_C):
+        for hw0 in range(0, HW, BLOCK_HW):
+            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
+            d = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
+            acc_s += d
+            acc_q += d * d
+    count = (CPG * HW).to(tl.float32)
+    mean_d = tl.sum(tl.sum(acc_s, axis=1), axis=0) / count
+    var = tl.maximum(tl.sum(tl.sum(acc_q, axis=1), axis=0) / count - mean_d * mean_d, 0.0)
+    mean = shift + mean_d
+    rstd = 1.0 / tl.sqrt_rn(var + eps)
+    if store_stats:
+        tl.store(MEAN + pid, mean)
+        tl.store(RSTD + pid, rstd)
+    for c0 in range(0, CPG, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        ch = g * CPG + cs
+        cm = cs < CPG
+        if has_weight:
+            scale = tl.load(W + ch, mask=cm, other=0.0) * rstd
+        else:
+            scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
+        if has_bias:
+            shift_c = tl.load(B + ch, mask=cm, other=0.0) - mean * scale
+        else:
+            shift_c = -mean * scale
+        for hw0 in range(0, HW, BLOCK_HW):
+            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
+            xf = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+            y = xf * scale[:, None] + shift_c[:, None]
+            tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G, has_weight, compute_dwb,
+                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
+    # With xh = (x - mean) * rstd and dyw = dy * w[c]:
+    #   dx = rstd * (dyw - mean(dyw) - xh * mean(dyw * xh)) over the group,
+    #   dw[c] = sum over n, hw of dy * xh,  db[c] = sum over n, hw of dy (PARTIAL[0, n, c], PARTIAL[1, n, c]).
+    HW = HW_v.to(tl.int64) * ALIGN
+    pid = tl.program_id(0)
+    n = pid // G
+    g = pid % G
+    base = pid.to(tl.int64) * CPG * HW
+    mean = tl.load(MEAN + pid)
+    rstd = tl.load(RSTD + pid)
+    sum_dyw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    sum_dyw_xh = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for c0 in range(0, CPG, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        ch = g * CPG + cs
+        cm = cs < CPG
+        dy_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+        dy_xh_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+        for hw0 in range(0, HW, BLOCK_HW):
+            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
+            dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+            xh = (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) - mean) * rstd
+            dy_c += dy
+            dy_xh_c += dy * xh
+        db = tl.sum(dy_c, axis=1)
+        dw = tl.sum(dy_xh_c, axis=1)
+        if compute_dwb:
+            row = n.to(tl.int64) * C + ch
+            tl.store(PARTIAL + row, dw, mask=cm)
+            tl.store(PARTIAL + N.to(tl.int64) * C + row, db, mask=cm)
+        if has_weight:
+            w = tl.load(W + ch, mask=cm, other=0.0)
+            db = db * w
+            dw = dw * w
+        sum_dyw += db
+        sum_dyw_xh += dw
+    count = (CPG * HW).to(tl.float32)
+    c1 = tl.sum(sum_dyw_xh, axis=0) / count
+    c2 = tl.sum(sum_dyw, axis=0) / count
+    for c0 in range(0, CPG, BLOCK_C):
+        cs = c0 + tl.arange(0, BLOCK_C)
+        cm = cs < CPG
+        if has_weight:
+            w = tl.load(W + g * CPG + cs, mask=cm, other=0.0)
+        else:
+            w = tl.zeros([BLOCK_C], dtype=tl.float32) + 1.0
+        for hw0 in range(0, HW, BLOCK_HW):
+            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
+            dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+            xh = (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) - mean) * rstd
+            dx = rstd * (dy * w[:, None] - c2 - xh * c1)
+            tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def group_norm_reduce_kernel(PARTIAL, OUT, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    # OUT[j, c] = sum over n of PARTIAL[j, n, c], j = 0 (dweight) or 1 (dbias) on grid axis 1.
+    cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    j = tl.program_id(1).to(tl.int64)
+    cm = cs < C
+    src = PARTIAL + j * N * C
+    acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)
+    for n0 in range(0, N, BLOCK_N):
+        ns = n0 + tl.arange(0, BLOCK_N)
+        m = (ns < N)[:, None] & cm[None, :]
+        acc += tl.load(src + ns.to(tl.int64)[:, None] * C + cs[None, :], mask=m, other=0.0)
+    tl.store(OUT + j * C + cs, tl.sum(acc, axis=0), mask=cm)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def block_c(block_hw):
+    return min(MAX_BLOCK_C, TILE // block_hw)
+
+
+def _warps(tile_elems):
+    return 8 if tile_elems >= 4096 else 4
+
+
+def _fwd_sig(dt):
+    return {"X": f"*{dt}", "W": "*fp32", "B": "*fp32", "Y": f"*{dt}", "MEAN": "*fp32", "RSTD": "*fp32",
+            "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32", "eps": "fp32", "has_weight": "i1",
+            "has_bias": "i1", "store_stats": "i1"}
+
+
+def _bwd_sig(dt):
+    return {"DY": f"*{dt}", "X": f"*{dt}", "W": "*fp32", "MEAN": "*fp32", "RSTD": "*fp32", "DX": f"*{dt}",
+            "PARTIAL": "*fp32", "N": "i32", "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32",
+            "has_weight": "i1", "compute_dwb": "i1"}
+
+
+def _specs():
+    fwd = KernelSpec(group_norm_fwd_kernel)
+    bwd = KernelSpec(group_norm_bwd_kernel)
+    reduce = KernelSpec(group_norm_reduce_kernel)
+    for dt in ("fp32", "bf16", "fp16"):
+        for block_hw in HW_BLOCKS:
+            bc = block_c(block_hw)
+            alignments = (False, True) if block_hw >= CPP_CONSTANTS["MIN_ALIGNED_BLOCK_HW"] else (False,)
+            for aligned in alignments:
+                key = {"x_dtype": dt, "block_hw": block_hw, "aligned": aligned}
+                constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": 16 // ELEMENT_SIZE[dt] if aligned else 1}
+                fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt), constexprs=constexprs,
+                                            num_warps=_warps(bc * block_hw), aligned=aligned))
+                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=constexprs,
+                                            num_warps=_warps(bc * block_hw), aligned=aligned))
+    reduce.variants.append(Variant(
+        key={"block_c": CPP_CONSTANTS["REDUCE_BLOCK_C"]}, signature={"PARTIAL": "*fp32", "OUT": "*fp32", "N": "i32", "C": "i32"},
+        constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"]}, num_warps=4))
+    return [fwd, bwd, reduce]
+
+
+KERNELS = _specs()

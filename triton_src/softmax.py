@@ -1,0 +1,181 @@
+"""Softmax kernels over the last dimension and the specializations built ahead of time.
+
+y = exp(x - max(x)) / sum(exp(x - max(x))) in fp32, stored in x's dtype (torch.softmax(x, -1)).
+Backward from the saved output: dx = y * (dy - sum(dy * y)).
+
+Rows are a [rows, n_cols] view with one row stride and a contiguous last dimension. Single-block kernels
+hold BLOCK_M rows of BLOCK_N >= n_cols elements in registers (one read, one write); rows longer than the
+largest tile use the looped kernels: an online softmax (running max and rescaled sum, one read) followed by
+a second read that writes y. Aligned variants are promised 16-byte aligned pointers and n_cols, strides that
+are multiples of ALIGN elements (passed divided by ALIGN so that Triton proves it and emits 16-byte access).
+"""
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+
+CPP_CONSTANTS = {
+    "FWD_MAX_BLOCK_N": 32768,
+    "BWD_MAX_BLOCK_N": 16384,
+    "MIN_BLOCK_N": 128,
+    "LOOP_BLOCK_N": 4096,
+}
+
+
+@triton.jit
+def _exp(v, ACCURATE: tl.constexpr):
+    # tl.exp is ex2.approx of v * log2(e): the product's rounding alone costs ~10 ulps at |v| ~ 30, far above
+    # torch.softmax's fp32 error. libdevice's expf is within 2 ulps; 16-bit outputs round that away anyway.
+    if ACCURATE:
+        return libdevice.exp(v)
+    else:
+        return tl.exp(v)
+
+
+@triton.jit
+def softmax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    x = tl.load(X + rows[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=-float("inf"))
+    xf = x.to(tl.float32)
+    m = tl.max(xf, axis=1)
+    e = _exp(xf - m[:, None], ACCURATE)
+    inv = tl.math.div_rn(tl.full([BLOCK_M], 1.0, tl.float32), tl.sum(e, axis=1))  # one rounding per row
+    y = e * inv[:, None]
+    tl.store(Y + rows[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def softmax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_N: tl.constexpr,
+                              ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    # Online softmax per lane: m is the lane's running max, d its sum of exp(x - m). A lane that has seen
+    # only -inf keeps m = -inf and d = 0 (exp(-inf - -inf) would be NaN).
+    m = tl.full([BLOCK_N], -float("inf"), tl.float32)
+    d = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        xf = tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)
+        m_new = tl.maximum(m, xf)
+        finite = m_new != -float("inf")
+        d = tl.where(finite, d * _exp(m - m_new, ACCURATE) + _exp(xf - m_new, ACCURATE), 0.0)
+        m = m_new
+    m_row = tl.max(m, axis=0)
+    d_row = tl.sum(tl.where(m != -float("inf"), d * _exp(m - m_row, ACCURATE), 0.0), axis=0)
+    inv = tl.math.div_rn(1.0, d_row)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        xf = tl.load(x_row + c, mask=cm, other=-float("inf")).to(tl.float32)
+        tl.store(y_row + c, (_exp(xf - m_row, ACCURATE) * inv).to(Y.dtype.element_ty), mask=cm)
+
+
+@triton.jit
+def softmax_bwd_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, stride_dx_v, BLOCK_M: tl.constexpr,
+                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    rows2d = rows[:, None]
+    dy = tl.load(DY + rows2d * (stride_dy_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(Y + rows2d * (stride_y_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    dot = tl.sum(dy * y, axis=1)
+    dx = y * (dy - dot[:, None])
+    tl.store(DX + rows2d * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def softmax_bwd_looped_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, stride_dx_v,
+                              BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    dy_row = DY + row * (stride_dy_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    dx_row = DX + row * (stride_dx_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        dy = tl.load(dy_row + c, mask=cm, other=0.0).to(tl.float32)
+        y = tl.load(y_row + c, mask=cm, other=0.0).to(tl.float32)
+        acc += dy * y
+    dot = tl.sum(acc, axis=0)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        dy = tl.load(dy_row + c, mask=cm, other=0.0).to(tl.float32)
+        y = tl.load(y_row + c, mask=cm, other=0.0).to(tl.float32)
+        tl.store(dx_row + c, (y * (dy - dot)).to(DX.dtype.element_ty), mask=cm)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def _align(dtype):
+    return 16 // ELEMENT_SIZE[dtype]
+
+
+def _blocks(max_block):
+    b = CPP_CONSTANTS["MIN_BLOCK_N"]
+    while b <= max_block:
+        yield b
+        b *= 2
+
+
+def _rows_per_program(block_n):
+    # Rows shorter than 1024 are batched so that a program moves at least 1024 elements (as rms_norm).
+    return max(1, 1024 // block_n)
+
+
+def _warps(tile_elems):
+    # 4 warps up to 4096 elements per program, then one warp per 1024 elements (exp and two reductions per
+    # element: like rms_norm's forward, whose table peaks at 16-32 warps for the largest tiles). Not yet
+    # tuned on the H200.
+    return min(32, max(4, tile_elems // 1024))
+
+
+def _sig(names, dtype):
+    return {n: (f"*{dtype}" if n.isupper() else ("i64" if n.startswith("stride") else "i32")) for n in names}
+
+
+_FWD_ARGS = ("X", "Y", "n_rows", "n_cols_v", "stride_x_v", "stride_y_v")
+_BWD_ARGS = ("DY", "Y", "DX", "n_rows", "n_cols_v", "stride_dy_v", "stride_y_v", "stride_dx_v")
+
+
+def _specs():
+    fwd = KernelSpec(softmax_fwd_kernel)
+    fwd_loop = KernelSpec(softmax_fwd_looped_kernel)
+    bwd = KernelSpec(softmax_bwd_kernel)
+    bwd_loop = KernelSpec(softmax_bwd_looped_kernel)
+    loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
+    for dt in ("fp32", "bf16", "fp16"):
+        accurate = {"ACCURATE": dt == "fp32"}
+        for spec, args, max_block, extra in ((fwd, _FWD_ARGS, CPP_CONSTANTS["FWD_MAX_BLOCK_N"], accurate),
+                                             (bwd, _BWD_ARGS, CPP_CONSTANTS["BWD_MAX_BLOCK_N"], {})):
+            for block_n in _blocks(max_block):
+                block_m = _rows_per_program(block_n)
+                spec.variants.append(Variant(
+                    key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
+                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},
+                    num_warps=_warps(block_m * block_n), aligned=True))
+        for spec, args, extra in ((fwd_loop, _FWD_ARGS, accurate), (bwd_loop, _BWD_ARGS, {})):
+            for aligned in (False, True):
+                spec.variants.append(Variant(
+                    key={"x_dtype": dt, "aligned": aligned}, signature=_sig(args, dt),
+                    constexprs={"BLOCK_N": loop_n, "ALIGN": _align(dt) if aligned else 1, **extra},
+                    num_warps=8, aligned=aligned))
+    return [fwd, fwd_loop, bwd, bwd_loop]
+
+
+KERNELS = _specs()

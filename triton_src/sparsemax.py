@@ -1,0 +1,216 @@
+"""Sparsemax kernels over the last dimension (Martins & Astudillo, 2016) and the specializations built.
+
+y = max(x - tau, 0) with tau the threshold that makes y sum to 1: the Euclidean projection of x onto the
+probability simplex. tau solves f(tau) = sum(max(x - tau, 0)) = 1, f convex, piecewise linear, decreasing.
+No sort: starting from lo = max(x) - 1 (f(lo) >= 1), each step takes the Newton point of f from the left,
+    tau = (sum of x over S - 1) / |S|,  S = {x >= lo},
+which never passes the root and is exact once S is the support; each step also bisects a bracket [lo, hi]
+(f(mid) >= 1 raises lo, else lowers hi), which bounds the number of steps on adversarial inputs. A row
+stops when the Newton point no longer moves (then tau is the exact fp32 threshold of its support), after
+at most MAX_ITERS steps. Rows stop after 1-8 steps (randn rows of 1024-262144 elements scaled by 0.01-100,
+emulated in fp32 with torch ops). tau stays in fp32 (Liger-Kernel rounds it to x's dtype first; the fp32 one is closer
+to the float64 projection).
+
+Backward from the saved output: dx = mask * (dy - mean of dy over the support), mask = y > 0.
+Single-block kernels hold BLOCK_M rows in registers; longer rows use looped kernels that read the row once
+per step from memory (L2 for the first rows in flight).
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+
+CPP_CONSTANTS = {
+    "FWD_MAX_BLOCK_N": 16384,
+    "BWD_MAX_BLOCK_N": 16384,
+    "MIN_BLOCK_N": 128,
+    "LOOP_BLOCK_N": 4096,
+    "MAX_ITERS": 64,
+}
+
+
+@triton.jit
+def _step(lo, hi, tau, active, k, s, f_mid, mid):
+    """One safeguarded step per row, from sum/count of x over {x >= lo} and f at the bisection point."""
+    new_tau = (s - 1.0) / k
+    moved = new_tau > lo
+    tau = tl.where(active, new_tau, tau)
+    above = f_mid >= 1.0
+    new_lo = tl.maximum(new_tau, lo)
+    new_lo = tl.where(above, tl.maximum(new_lo, mid), new_lo)
+    new_hi = tl.where(above, hi, mid)
+    lo = tl.where(active, new_lo, lo)
+    hi = tl.where(active, new_hi, hi)
+    return lo, hi, tau, active & moved
+
+
+@triton.jit
+def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    mask = (rows < n_rows)[:, None] & col_mask[None, :]
+    xf = tl.load(X + rows[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    # Padding columns are -inf (never in S, zero in f); rows past the end are zeros (they stop at once).
+    xf = tl.where(col_mask[None, :], xf, -float("inf"))
+    hi = tl.max(xf, axis=1)
+    lo = hi - 1.0
+    tau = lo
+    active = rows >= 0
+    it = 0
+    while (tl.sum(active.to(tl.int32), axis=0) > 0) & (it < MAX_ITERS):
+        in_s = xf >= lo[:, None]
+        k = tl.sum(in_s.to(tl.float32), axis=1)
+        s = tl.sum(tl.where(in_s, xf, 0.0), axis=1)
+        mid = 0.5 * (tl.maximum((s - 1.0) / k, lo) + hi)
+        f_mid = tl.sum(tl.maximum(xf - mid[:, None], 0.0), axis=1)
+        lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+        it += 1
+    y = tl.maximum(xf - tau[:, None], 0.0)
+    tl.store(Y + rows[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def sparsemax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_N: tl.constexpr,
+                                ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    m = tl.full([1, BLOCK_N], -float("inf"), tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = tl.maximum(m, tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)[None, :])
+    hi = tl.max(m, axis=1)  # [1]: the step works on one-element vectors like the single-block kernel's rows
+    lo = hi - 1.0
+    tau = lo
+    active = hi == hi
+    it = 0
+    while (tl.sum(active.to(tl.int32), axis=0) > 0) & (it < MAX_ITERS):
+        # One pass per step: the Newton point is not known before it, so f is evaluated at the bracket's middle.
+        mid = 0.5 * (lo + hi)
+        k_acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+        s_acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+        f_acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            xf = tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)[None, :]
+            in_s = xf >= lo[:, None]
+            k_acc += in_s.to(tl.float32)
+            s_acc += tl.where(in_s, xf, 0.0)
+            f_acc += tl.maximum(xf - mid[:, None], 0.0)
+        lo, hi, tau, active = _step(lo, hi, tau, active, tl.sum(k_acc, axis=1), tl.sum(s_acc, axis=1),
+                                    tl.sum(f_acc, axis=1), mid)
+        it += 1
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        xf = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)[None, :]
+        y = tl.maximum(xf - tau[:, None], 0.0)
+        tl.store(y_row + c[None, :], y.to(Y.dtype.element_ty), mask=cm[None, :])
+
+
+@triton.jit
+def sparsemax_bwd_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, stride_dx_v, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
+    cols = tl.arange(0, BLOCK_N)
+    mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
+    rows2d = rows[:, None]
+    dy = tl.load(DY + rows2d * (stride_dy_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    y = tl.load(Y + rows2d * (stride_y_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    supp = y > 0
+    k = tl.sum(supp.to(tl.float32), axis=1)
+    mean = tl.sum(tl.where(supp, dy, 0.0), axis=1) / tl.maximum(k, 1.0)
+    dx = tl.where(supp, dy - mean[:, None], 0.0)
+    tl.store(DX + rows2d * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def sparsemax_bwd_looped_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, stride_dx_v,
+                                BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    dy_row = DY + row * (stride_dy_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    dx_row = DX + row * (stride_dx_v * ALIGN)
+    cols = tl.arange(0, BLOCK_N)
+    k_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    s_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        supp = tl.load(y_row + c, mask=cm, other=0.0) > 0
+        k_acc += supp.to(tl.float32)
+        s_acc += tl.where(supp, tl.load(dy_row + c, mask=cm, other=0.0).to(tl.float32), 0.0)
+    mean = tl.sum(s_acc, axis=0) / tl.maximum(tl.sum(k_acc, axis=0), 1.0)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        supp = tl.load(y_row + c, mask=cm, other=0.0) > 0
+        dy = tl.load(dy_row + c, mask=cm, other=0.0).to(tl.float32)
+        tl.store(dx_row + c, tl.where(supp, dy - mean, 0.0).to(DX.dtype.element_ty), mask=cm)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def _align(dtype):
+    return 16 // ELEMENT_SIZE[dtype]
+
+
+def _blocks(max_block):
+    b = CPP_CONSTANTS["MIN_BLOCK_N"]
+    while b <= max_block:
+        yield b
+        b *= 2
+
+
+def _rows_per_program(block_n):
+    return max(1, 1024 // block_n)
+
+
+def _warps(tile_elems):
+    # The forward reduces the tile 3 times per step: more warps per row for long rows. Not yet tuned.
+    return min(32, max(4, tile_elems // 1024))
+
+
+def _sig(names, dtype):
+    return {n: (f"*{dtype}" if n.isupper() else ("i64" if n.startswith("stride") else "i32")) for n in names}
+
+
+_FWD_ARGS = ("X", "Y", "n_rows", "n_cols_v", "stride_x_v", "stride_y_v")
+_BWD_ARGS = ("DY", "Y", "DX", "n_rows", "n_cols_v", "stride_dy_v", "stride_y_v", "stride_dx_v")
+
+
+def _specs():
+    fwd = KernelSpec(sparsemax_fwd_kernel)
+    fwd_loop = KernelSpec(sparsemax_fwd_looped_kernel)
+    bwd = KernelSpec(sparsemax_bwd_kernel)
+    bwd_loop = KernelSpec(sparsemax_bwd_looped_kernel)
+    loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
+    iters = {"MAX_ITERS": CPP_CONSTANTS["MAX_ITERS"]}
+    for dt in ("fp32", "bf16", "fp16"):
+        for spec, args, max_block, extra in ((fwd, _FWD_ARGS, CPP_CONSTANTS["FWD_MAX_BLOCK_N"], iters),
+                                             (bwd, _BWD_ARGS, CPP_CONSTANTS["BWD_MAX_BLOCK_N"], {})):
+            for block_n in _blocks(max_block):
+                block_m = _rows_per_program(block_n)
+                spec.variants.append(Variant(
+                    key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
+                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},
+                    num_warps=_warps(block_m * block_n), aligned=True))
+        for spec, args, extra in ((fwd_loop, _FWD_ARGS, iters), (bwd_loop, _BWD_ARGS, {})):
+            for aligned in (False, True):
+                spec.variants.append(Variant(
+                    key={"x_dtype": dt, "aligned": aligned}, signature=_sig(args, dt),
+                    constexprs={"BLOCK_N": loop_n, "ALIGN": _align(dt) if aligned else 1, **extra},
+                    num_warps=8, aligned=aligned))
+    return [fwd, fwd_loop, bwd, bwd_loop]
+
+
+KERNELS = _specs()
