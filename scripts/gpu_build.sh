@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # On the GPU box: build and install liger_aot from this tree against the box's torch (sm_90 only by default).
-set -euo pipefail
+# The full pip/compiler output goes to $OUT/pip_build.log (or /tmp); the first compiler errors are printed.
+set -uo pipefail
 export LIGER_CUDA_ARCHS="${LIGER_CUDA_ARCHS:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-16}"
-python3 -m pip install -q --no-build-isolation --no-deps --no-index . 2>&1 | tail -20
+log="${OUT:-/tmp}/pip_build.log"
+if ! python3 -m pip install -v --no-build-isolation --no-deps --no-index . > "$log" 2>&1; then
+  grep -n -m 20 -A 6 "error:" "$log"
+  tail -20 "$log"
+  exit 1
+fi
 python3 -c "import liger_aot, json; print(json.dumps(liger_aot.build_info()))"
