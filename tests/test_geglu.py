@@ -482,7 +482,7 @@ def make_cuda_pair(layout, dtype):
         return torch.randn(*s, dtype=dtype, device="cuda") * 3
 
     return {
-        "transposed": lambda: (randn(64, 33, 100).transpose(0, 1), randn(33, 64, 100).transpose(0, 1)),
+        "transposed": lambda: (randn(64, 33, 100).transpose(0, 1), randn(33, 100, 64).transpose(1, 2)),
         "fused_chunks": lambda: randn(33, 2 * 4096).chunk(2, dim=-1),
         "storage_offset": lambda: (randn(33 * 4096 + 1)[1:].view(33, 4096), randn(33 * 4096 + 3)[3:].view(33, 4096)),
         "expanded": lambda: (randn(1, 4096).expand(33, 4096), randn(33, 1).expand(33, 4096)),
