@@ -269,8 +269,8 @@ def test_bad_inputs():
 # =====================================================================================================
 # GPU tests: `pytest -m gpu`.
 
-# Around the block sizes (4096 fp32, 8192 16-bit elements per program): one, partial, exact, one over.
-NUMELS = (1, 7, 4095, 4096, 4097, 8191, 8192, 8193, 8192 * 3 + 5, 1 << 20, 8192 * 16384)
+# Around the block sizes (2048 fp32, 4096 16-bit elements per program): one, partial, exact, one over.
+NUMELS = (1, 7, 2047, 2048, 2049, 4095, 4096, 4097, 8192 * 3 + 5, 1 << 20, 8192 * 16384)
 
 
 @gpu
@@ -309,7 +309,7 @@ def test_cuda_strided_unaligned_and_expanded_inputs(layout, dtype):
 
 @gpu
 def test_cuda_more_than_2_31_elements():
-    numel = 2**31 + 8192 * 3 + 5
+    numel = 2**31 + 4096 * 3 + 5
     x, dy = (torch.randn(numel, dtype=torch.bfloat16, device="cuda") for _ in range(2))
     check_against_reference(x, dy, *fwd_bwd(x, dy))
 

@@ -20,9 +20,9 @@ APPROX_NONE = 1
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096, "APPROX_TANH": APPROX_TANH, "APPROX_NONE": APPROX_NONE}
 
-# As swiglu.py: 16 bytes x 4 per thread per tensor in flight over 4 warps.
+# As swiglu.py: 16 elements per thread.
 _BLOCK = {"fp32": 2048, "bf16": 4096, "fp16": 4096}
-_WARPS = 4
+_ELEMS_PER_THREAD = 16
 
 SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
 SQRT_1_2 = tl.constexpr(0.7071067811865476)
@@ -105,12 +105,13 @@ def _specs():
                 for int64 in (False, True):
                     key = {"approx": approx, "x_dtype": dt, "aligned": aligned, "int64": int64}
                     cexpr = {"APPROX": approx, "BLOCK": _BLOCK[dt], "INT64": int64}
+                    warps = _BLOCK[dt] // (32 * _ELEMS_PER_THREAD)
                     p = f"*{dt}"
                     fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
-                                                constexprs=cexpr, num_warps=_WARPS, aligned=aligned))
+                                                constexprs=cexpr, num_warps=warps, aligned=aligned))
                     bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
                                                                     "n": "i64"},
-                                                constexprs=cexpr, num_warps=_WARPS, aligned=aligned))
+                                                constexprs=cexpr, num_warps=warps, aligned=aligned))
     return [fwd, bwd]
 
 

@@ -17,10 +17,11 @@ from triton_src._activations import block_start, load_f32, store
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096}
 
-# Elements per program and warps: 16 bytes x 4 per thread per tensor in flight (4096 16-bit or 2048
-# fp32 elements over 4 warps), the vector width of one 16-byte access times four.
+# Elements per program, and 16 of them per thread (two 16-byte vectors of a 16-bit tensor, four of fp32):
+# with 32 per thread (4 warps) the backward took 206 registers (geglu 250) and two programs per SM; with 16,
+# 80 (geglu 104) and three (two), more bytes in flight (ptxas -v, sm_90a).
 _BLOCK = {"fp32": 2048, "bf16": 4096, "fp16": 4096}
-_WARPS = 4
+_ELEMS_PER_THREAD = 16
 
 
 @triton.jit
@@ -73,12 +74,13 @@ def _specs():
             for int64 in (False, True):
                 key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
                 cexpr = {"BLOCK": _BLOCK[dt], "INT64": int64}
+                warps = _BLOCK[dt] // (32 * _ELEMS_PER_THREAD)
                 p = f"*{dt}"
                 fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
-                                            constexprs=cexpr, num_warps=_WARPS, aligned=aligned))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
                 bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
                                                                 "n": "i64"},
-                                            constexprs=cexpr, num_warps=_WARPS, aligned=aligned))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
     return [fwd, bwd]
 
 
