@@ -471,13 +471,10 @@ def test_cuda_parameters_of_another_dtype(x_dtype, p_dtype, hidden):
     alpha, gamma, beta = make_params(hidden, p_dtype, "cuda")
     dy = torch.randn_like(x)
     y, grads = fwd_bwd(x, alpha, gamma, beta, dy)
-    cpu = fwd_bwd(x.cpu(), alpha.cpu(), gamma.cpu(), beta.cpu(), dy.cpu())
     assert [g.dtype for g in grads[1:]] == [p_dtype] * 3 and y.dtype == x_dtype
-    # the CPU path computes the same fp32 formula: one rounding of x's dtype apart at most
-    ulp = torch.finfo(x_dtype).eps
-    assert ((y.cpu().double() - cpu[0].double()).abs() <= ulp * cpu[0].double().abs() + 1e-6).all()
-    for got, want in zip(grads[1:], cpu[1][1:]):
-        torch.testing.assert_close(got.cpu().double(), want.double(), rtol=2 * torch.finfo(p_dtype).eps, atol=1e-4)
+    # eager promotes y to fp32 here: it is the baseline for the parameter gradients and dx (autograd
+    # returns each in its input's dtype); y is held to two ulps of x's dtype around float64
+    check_against_reference(x, alpha, gamma, beta, dy, y, grads)
 
 
 def make_cuda_layout(layout, rows, hidden, dtype):
