@@ -13,6 +13,7 @@ import argparse
 import sys
 
 import torch
+import torch._functorch.config
 
 import harness
 

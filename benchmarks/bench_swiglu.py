@@ -15,6 +15,7 @@ import argparse
 import sys
 
 import torch
+import torch._functorch.config
 import torch.nn.functional as F
 
 import harness
