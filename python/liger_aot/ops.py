@@ -113,3 +113,55 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.group_norm(x, num_groups, weight, bias, eps)
     return _group_norm(x, num_groups, weight, bias, eps)
+
+
+# ---- activations: swiglu, geglu, relu_squared, dyt (issue 3)
+
+_swiglu = torch.ops.liger.swiglu.default._op
+_geglu = torch.ops.liger.geglu.default._op
+_relu_squared = torch.ops.liger.relu_squared.default._op
+_dyt = torch.ops.liger.dyt.default._op
+
+
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation: ``silu(gate) * up``, elementwise.
+
+    gate and up: one shape and one dtype (float32, bfloat16 or float16; float64 too on CPU), any strides
+    (the CUDA path copies non-contiguous or expanded inputs to contiguous ones first). Computed in fp32
+    and rounded once; the output is contiguous. Gradients flow to gate and up; the backward recomputes
+    silu(gate) instead of saving the output.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.swiglu(gate, up)
+    return _swiglu(gate, up)
+
+
+def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
+    """GeGLU activation: ``gelu(gate, approximate) * up``, elementwise.
+
+    approximate: ``"tanh"`` (``gelu_pytorch_tanh``, Gemma's) or ``"none"`` (exact, erf). Inputs and
+    outputs as :func:`swiglu`.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.geglu(gate, up, approximate)
+    return _geglu(gate, up, approximate)
+
+
+def relu_squared(x: torch.Tensor) -> torch.Tensor:
+    """``relu(x) ** 2``, elementwise; any shape and strides, float32, bfloat16 or float16 (float64 on CPU)."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.relu_squared(x)
+    return _relu_squared(x)
+
+
+def dyt(x: torch.Tensor, alpha: torch.Tensor, gamma: torch.Tensor, beta: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Dynamic Tanh: ``gamma * tanh(alpha * x) + beta`` over the last dimension.
+
+    alpha: a one-element tensor; gamma and beta (optional): ``[x.shape[-1]]``. x: float32, bfloat16 or
+    float16 (float64 on CPU), any leading dimensions and strides; the parameters may be of x's dtype or
+    another floating dtype (then computed in fp32). Gradients flow to x, alpha, gamma and beta, each in
+    its own dtype.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.dyt(x, alpha, gamma, beta)
+    return _dyt(x, alpha, gamma, beta)

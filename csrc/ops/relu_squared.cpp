@@ -1,0 +1,199 @@
+// ReLU²: y = relu(x)^2, elementwise (Primer; the MLP activation of Nemotron-style models).
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include "liger_gen/relu_squared.h"
+#include "runtime/checks.h"
+#include "runtime/kernel.h"
+
+namespace liger::relu_squared {
+
+using at::Tensor;
+using namespace liger::gen::relu_squared;
+
+// ---- schema
+
+TORCH_LIBRARY_FRAGMENT(liger, m) {
+  m.def("relu_squared(Tensor x) -> Tensor", {at::Tag::pt2_compliant_tag});
+  m.def("relu_squared_bwd(Tensor dy, Tensor x) -> Tensor", {at::Tag::pt2_compliant_tag});
+}
+
+// ---- checks
+
+void check_inputs(const Tensor& x, const char* op = "relu_squared") {
+  TORCH_CHECK(is_half_or_float(x.scalar_type()) || (x.scalar_type() == at::kDouble && !x.is_cuda()), op,
+              ": x must be float32, bfloat16 or float16 (float64 on CPU), got ", x.scalar_type());
+}
+
+void check_backward_inputs(const Tensor& dy, const Tensor& x) {
+  check_inputs(x, "relu_squared_bwd");
+  TORCH_CHECK(dy.device() == x.device(), "relu_squared_bwd: dy is on ", dy.device(), " but x is on ", x.device(),
+              "; both must be on the same device");
+  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "relu_squared_bwd: dy must have x's dtype ", x.scalar_type(),
+              ", got ", dy.scalar_type());
+  TORCH_CHECK(dy.dim() == x.dim(), "relu_squared_bwd: dy must have x's shape ", shape_str(x), ", got ",
+              shape_str(dy));
+  for (int64_t i = 0; i < x.dim(); ++i)
+    TORCH_SYM_CHECK(dy.sym_size(i).sym_eq(x.sym_size(i)), "relu_squared_bwd: dy must have x's shape ", shape_str(x),
+                    ", got ", shape_str(dy));
+}
+
+c10::ScalarType acc_dtype(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+// ---- CPU reference (ATen ops; the kernels' arithmetic: fp32, rounded once)
+
+Tensor relu_squared_cpu(const Tensor& x) {
+  check_inputs(x);
+  Tensor r = at::relu(x.to(acc_dtype(x)));
+  return (r * r).to(x.scalar_type()).contiguous();
+}
+
+Tensor bwd_cpu(const Tensor& dy, const Tensor& x) {
+  check_backward_inputs(dy, x);
+  const auto acc = acc_dtype(x);
+  return (2 * at::relu(x.to(acc)) * dy.to(acc)).to(x.scalar_type()).contiguous();
+}
+
+// ---- Meta (SymInt-clean)
+
+Tensor relu_squared_meta(const Tensor& x) {
+  check_inputs(x);
+  return at::empty_symint(x.sym_sizes(), x.options());
+}
+
+Tensor bwd_meta(const Tensor& dy, const Tensor& x) {
+  check_backward_inputs(dy, x);
+  return at::empty_symint(x.sym_sizes(), x.options());
+}
+
+// ---- CUDA launcher
+// Inputs are made contiguous (a copy only for strided or expanded ones) and seen as flat arrays.
+
+CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
+
+void check_cuda_dtype(const Tensor& t, const char* op) {
+  TORCH_CHECK(is_half_or_float(t.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
+              t.scalar_type());
+}
+
+// 64-bit offsets once the last program's end could pass INT32_MAX.
+bool needs_int64(int64_t n) { return n > std::numeric_limits<int32_t>::max() - MAX_BLOCK; }
+
+Grid flat_grid(int64_t n, int64_t block, const char* op) {
+  const int64_t programs = ceil_div(n, block);
+  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), op, ": ", n, " elements is too many for one launch");
+  return Grid{static_cast<uint32_t>(programs)};
+}
+
+Tensor relu_squared_cuda(const Tensor& x_in) {
+  check_inputs(x_in);
+  check_cuda_dtype(x_in, "relu_squared");
+  c10::DeviceGuard guard(x_in.device());
+  Tensor y = at::empty(x_in.sizes(), x_in.options());
+  const int64_t n = x_in.numel();
+  if (n == 0) return y;
+  Tensor x = x_in.contiguous();
+  const LaunchContext ctx = launch_context(x);
+  relu_squared_fwd_kernel_key key{aligned16(x), needs_int64(n), x.scalar_type()};
+  const auto& v = relu_squared_fwd_kernel_get(key, ctx.arch_slot);
+  relu_squared_fwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "relu_squared"), ptr(x), ptr(y), n);
+  return y;
+}
+
+Tensor bwd_cuda(const Tensor& dy_in, const Tensor& x_in) {
+  check_backward_inputs(dy_in, x_in);
+  check_cuda_dtype(x_in, "relu_squared_bwd");
+  c10::DeviceGuard guard(x_in.device());
+  Tensor dx = at::empty(x_in.sizes(), x_in.options());
+  const int64_t n = x_in.numel();
+  if (n == 0) return dx;
+  Tensor dy = dy_in.contiguous(), x = x_in.contiguous();
+  const LaunchContext ctx = launch_context(x);
+  relu_squared_bwd_kernel_key key{aligned16(dy) && aligned16(x), needs_int64(n), x.scalar_type()};
+  const auto& v = relu_squared_bwd_kernel_get(key, ctx.arch_slot);
+  relu_squared_bwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "relu_squared_bwd"), ptr(dy), ptr(x), ptr(dx), n);
+  return dx;
+}
+
+// Every key the launchers can ask for, per arch slot, must have been built.
+const VariantCheck variant_check("relu_squared", [](int arch_slot) {
+  std::vector<std::string> missing;
+  for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
+    for (bool aligned : {false, true})
+      for (bool int64 : {false, true}) {
+        relu_squared_fwd_kernel_key f{aligned, int64, dt};
+        if (!relu_squared_fwd_kernel_find(f, arch_slot)) missing.push_back(f.str());
+        relu_squared_bwd_kernel_key b{aligned, int64, dt};
+        if (!relu_squared_bwd_kernel_find(b, arch_slot)) missing.push_back(b.str());
+      }
+  return missing;
+});
+
+// ---- Autograd (C++, so TorchScript and libtorch programs get gradients too)
+
+class ReluSquaredBackward : public torch::autograd::Function<ReluSquaredBackward> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext*, const Tensor& dy, const Tensor& x) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("liger::relu_squared_bwd", "").typed<decltype(bwd_cpu)>();
+    return op.call(dy, x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list) {
+    TORCH_CHECK(false,
+                "relu_squared: second derivatives are not supported (liger::relu_squared_bwd is not differentiable)");
+  }
+};
+
+class ReluSquaredForward : public torch::autograd::Function<ReluSquaredForward> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("liger::relu_squared", "").typed<decltype(relu_squared_cpu)>();
+    ctx->save_for_backward({x});
+    return op.call(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    return {ReluSquaredBackward::apply(grads[0], ctx->get_saved_variables()[0])};
+  }
+};
+
+Tensor relu_squared_autograd(const Tensor& x) {
+  if (!(at::GradMode::is_enabled() && x.requires_grad())) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow("liger::relu_squared", "").typed<decltype(relu_squared_cpu)>();
+    return op.call(x);
+  }
+  return ReluSquaredForward::apply(x);
+}
+
+Tensor bwd_autograd(const Tensor& dy, const Tensor& x) { return ReluSquaredBackward::apply(dy, x); }
+
+// ---- registrations
+
+TORCH_LIBRARY_IMPL(liger, CPU, m) {
+  m.impl("relu_squared", &relu_squared_cpu);
+  m.impl("relu_squared_bwd", &bwd_cpu);
+}
+
+TORCH_LIBRARY_IMPL(liger, Meta, m) {
+  m.impl("relu_squared", &relu_squared_meta);
+  m.impl("relu_squared_bwd", &bwd_meta);
+}
+
+TORCH_LIBRARY_IMPL(liger, CUDA, m) {
+  m.impl("relu_squared", &relu_squared_cuda);
+  m.impl("relu_squared_bwd", &bwd_cuda);
+}
+
+TORCH_LIBRARY_IMPL(liger, Autograd, m) {
+  m.impl("relu_squared", &relu_squared_autograd);
+  m.impl("relu_squared_bwd", &bwd_autograd);
+}
+
+}  // namespace liger::relu_squared

@@ -1,0 +1,58 @@
+"""@triton.jit helpers shared by the elementwise activation kernels (swiglu, geglu, relu_squared, dyt).
+
+Flat kernels: each program owns BLOCK consecutive elements of contiguous arrays of n elements. Every
+program but the last takes the unmasked path (MASKED=False), which Triton turns into 16-byte vector
+accesses when the pointers are promised 16-byte aligned; the last program masks.
+"""
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def block_start(BLOCK: tl.constexpr, INT64: tl.constexpr):
+    """First element of this program's block: 64-bit when the last block's end may pass INT32_MAX."""
+    pid = tl.program_id(0)
+    if INT64:
+        start = pid.to(tl.int64) * BLOCK
+    else:
+        start = pid * BLOCK
+    return start
+
+
+@triton.jit
+def load_f32(P, offs, n, MASKED: tl.constexpr):
+    if MASKED:
+        v = tl.load(P + offs, mask=offs < n, other=0.0)
+    else:
+        v = tl.load(P + offs)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def store(P, offs, v, n, MASKED: tl.constexpr):
+    """Rounds v to P's element type once and stores it."""
+    if MASKED:
+        tl.store(P + offs, v.to(P.dtype.element_ty), mask=offs < n)
+    else:
+        tl.store(P + offs, v.to(P.dtype.element_ty))
+
+
+@triton.jit
+def tanh_parts(z):
+    """tanh(z), 1 + tanh(z) and 1 - tanh(z)^2 in fp32, each without cancellation.
+
+    From e = exp(-2|z|): |tanh| = (1 - e) / (1 + e), 1 - tanh^2 = 4e / (1 + e)^2 and, for z < 0,
+    1 + tanh = 2e / (1 + e); written as 1 - tanh^2 and 1 + tanh these lose every digit where tanh is
+    near -1 or 1 (d gelu_tanh at x = 4.6 was 1.6e-6 off in fp32). Below |z| = 1/8, where 1 - e cancels,
+    tanh is its Taylor series to z^7 (next term < 3e-9 relative there).
+    """
+    a = tl.abs(z)
+    e = tl.exp(-2.0 * a)
+    r = 1.0 / (1.0 + e)
+    z2 = z * z
+    series = z * (1.0 + z2 * (-0.3333333333333333 + z2 * (0.13333333333333333 + z2 * -0.05396825396825397)))
+    t_big = (1.0 - e) * r
+    t = tl.where(a < 0.125, series, tl.where(z < 0, -t_big, t_big))
+    one_plus_t = tl.where(z < 0, 2.0 * e * r, 1.0 + t)
+    sech2 = 4.0 * e * r * r
+    return t, one_plus_t, sech2

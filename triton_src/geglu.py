@@ -1,0 +1,118 @@
+"""GeGLU kernels and the specializations built ahead of time.
+
+y = gelu(gate) * up, elementwise over two tensors of one shape, with GELU's two forms (APPROX):
+  tanh (0): gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (gelu_pytorch_tanh, Gemma)
+  none (1): gelu(x) = 0.5 x (1 + erf(x / sqrt(2)))                         (exact)
+Computed in fp32 and rounded once. The backward recomputes gelu and its derivative from gate and
+writes dup = dy * gelu(gate), dgate = dy * up * gelu'(gate) in one pass.
+
+Same flat layout as swiglu.py: contiguous inputs, BLOCK elements per program, unmasked 16-byte
+accesses in every program but the last, INT64 variants for n > 2^31 - MAX_BLOCK.
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import DTYPES, KernelSpec, Variant
+from triton_src._activations import block_start, load_f32, store, tanh_parts
+
+APPROX_TANH = 0
+APPROX_NONE = 1
+
+CPP_CONSTANTS = {"MAX_BLOCK": 4096, "APPROX_TANH": APPROX_TANH, "APPROX_NONE": APPROX_NONE}
+
+# As swiglu.py: 16 elements per thread.
+_BLOCK = {"fp32": 2048, "bf16": 4096, "fp16": 4096}
+_ELEMS_PER_THREAD = 16
+
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
+SQRT_1_2 = tl.constexpr(0.7071067811865476)
+INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
+
+
+@triton.jit
+def _gelu_and_grad(x, APPROX: tl.constexpr):
+    """gelu(x) and d gelu / dx, in fp32."""
+    if APPROX == 0:
+        x2 = x * x
+        _, one_plus_t, sech2 = tanh_parts(SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x2))
+        gelu = 0.5 * x * one_plus_t
+        grad = 0.5 * one_plus_t + 0.5 * x * sech2 * (SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x2))
+    else:
+        cdf = 0.5 * (1.0 + tl.erf(x * SQRT_1_2))
+        gelu = x * cdf
+        grad = cdf + x * INV_SQRT_2PI * tl.exp(-0.5 * x * x)
+    return gelu, grad
+
+
+@triton.jit
+def _gelu(x, APPROX: tl.constexpr):
+    if APPROX == 0:
+        _, one_plus_t, _ = tanh_parts(SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x))
+        gelu = 0.5 * x * one_plus_t
+    else:
+        gelu = 0.5 * x * (1.0 + tl.erf(x * SQRT_1_2))
+    return gelu
+
+
+@triton.jit
+def _fwd_tile(G, U, Y, offs, n, APPROX: tl.constexpr, MASKED: tl.constexpr):
+    g = load_f32(G, offs, n, MASKED)
+    u = load_f32(U, offs, n, MASKED)
+    store(Y, offs, _gelu(g, APPROX) * u, n, MASKED)
+
+
+@triton.jit
+def _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX: tl.constexpr, MASKED: tl.constexpr):
+    dy = load_f32(DY, offs, n, MASKED)
+    g = load_f32(G, offs, n, MASKED)
+    u = load_f32(U, offs, n, MASKED)
+    gelu, grad = _gelu_and_grad(g, APPROX)
+    store(DU, offs, dy * gelu, n, MASKED)
+    store(DG, offs, dy * u * grad, n, MASKED)
+
+
+@triton.jit
+def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    start = block_start(BLOCK, INT64)
+    offs = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _fwd_tile(G, U, Y, offs, n, APPROX, False)
+    else:
+        _fwd_tile(G, U, Y, offs, n, APPROX, True)
+
+
+@triton.jit
+def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    start = block_start(BLOCK, INT64)
+    offs = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX, False)
+    else:
+        _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX, True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations: approximation x dtype x 16-byte aligned pointers x 64-bit offsets (24 per kernel).
+
+
+def _specs():
+    fwd = KernelSpec(geglu_fwd_kernel)
+    bwd = KernelSpec(geglu_bwd_kernel)
+    assert max(_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
+    for approx in (APPROX_TANH, APPROX_NONE):
+        for dt in DTYPES:
+            for aligned in (False, True):
+                for int64 in (False, True):
+                    key = {"approx": approx, "x_dtype": dt, "aligned": aligned, "int64": int64}
+                    cexpr = {"APPROX": approx, "BLOCK": _BLOCK[dt], "INT64": int64}
+                    warps = _BLOCK[dt] // (32 * _ELEMS_PER_THREAD)
+                    p = f"*{dt}"
+                    fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
+                                                constexprs=cexpr, num_warps=warps, aligned=aligned))
+                    bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
+                                                                    "n": "i64"},
+                                                constexprs=cexpr, num_warps=warps, aligned=aligned))
+    return [fwd, bwd]
+
+
+KERNELS = _specs()

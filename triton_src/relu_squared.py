@@ -1,0 +1,75 @@
+"""ReLU² kernels and the specializations built ahead of time.
+
+y = relu(x)^2 and dx = 2 relu(x) dy, elementwise, computed in fp32 and rounded once. Flat layout as
+swiglu.py: contiguous inputs, BLOCK elements per program, unmasked 16-byte accesses in every program
+but the last (triton_src/_activations.py), INT64 variants for n > 2^31 - MAX_BLOCK.
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import DTYPES, KernelSpec, Variant
+from triton_src._activations import block_start, load_f32, store
+
+CPP_CONSTANTS = {"MAX_BLOCK": 4096}
+
+# As swiglu.py: 16 elements per thread (at 32 the forward took 92 registers, two 8-warp programs per SM).
+_BLOCK = {"fp32": 2048, "bf16": 4096, "fp16": 4096}
+_ELEMS_PER_THREAD = 16
+
+
+@triton.jit
+def _fwd_tile(X, Y, offs, n, MASKED: tl.constexpr):
+    r = tl.maximum(load_f32(X, offs, n, MASKED), 0.0)
+    store(Y, offs, r * r, n, MASKED)
+
+
+@triton.jit
+def _bwd_tile(DY, X, DX, offs, n, MASKED: tl.constexpr):
+    dy = load_f32(DY, offs, n, MASKED)
+    r = tl.maximum(load_f32(X, offs, n, MASKED), 0.0)
+    store(DX, offs, 2.0 * r * dy, n, MASKED)
+
+
+@triton.jit
+def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    start = block_start(BLOCK, INT64)
+    offs = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _fwd_tile(X, Y, offs, n, False)
+    else:
+        _fwd_tile(X, Y, offs, n, True)
+
+
+@triton.jit
+def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    start = block_start(BLOCK, INT64)
+    offs = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _bwd_tile(DY, X, DX, offs, n, False)
+    else:
+        _bwd_tile(DY, X, DX, offs, n, True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations: dtype x 16-byte aligned pointers x 64-bit offsets (12 per kernel).
+
+
+def _specs():
+    fwd = KernelSpec(relu_squared_fwd_kernel)
+    bwd = KernelSpec(relu_squared_bwd_kernel)
+    assert max(_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
+    for dt in DTYPES:
+        for aligned in (False, True):
+            for int64 in (False, True):
+                key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
+                cexpr = {"BLOCK": _BLOCK[dt], "INT64": int64}
+                warps = _BLOCK[dt] // (32 * _ELEMS_PER_THREAD)
+                p = f"*{dt}"
+                fwd.variants.append(Variant(key=key, signature={"X": p, "Y": p, "n": "i64"},
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+                bwd.variants.append(Variant(key=key, signature={"DY": p, "X": p, "DX": p, "n": "i64"},
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+    return [fwd, bwd]
+
+
+KERNELS = _specs()

@@ -1,0 +1,87 @@
+"""SwiGLU kernels and the specializations built ahead of time.
+
+y = silu(gate) * up, elementwise over two tensors of one shape. Computed in fp32 and rounded once.
+The backward recomputes silu from gate (the forward output is not saved) and writes both gradients
+in one pass: dup = dy * silu(gate), dgate = dy * up * s * (1 + gate * (1 - s)) with s = sigmoid(gate).
+
+The launcher makes its inputs contiguous; the kernels see flat arrays of n elements. Each program owns
+BLOCK consecutive elements: every program but the last loads and stores without a mask, so with
+16-byte aligned pointers (the `aligned` variants) Triton emits 16-byte vector accesses; only the last
+program takes the masked path. INT64 variants compute offsets in 64 bits (n > 2^31 - MAX_BLOCK).
+"""
+import triton
+import triton.language as tl
+
+from build_tools.spec import DTYPES, KernelSpec, Variant
+from triton_src._activations import block_start, load_f32, store
+
+CPP_CONSTANTS = {"MAX_BLOCK": 4096}
+
+# Elements per program, and 16 of them per thread (two 16-byte vectors of a 16-bit tensor, four of fp32):
+# with 32 per thread (4 warps) the backward took 206 registers (geglu 250) and two programs per SM; with 16,
+# 80 (geglu 104) and three (two), more bytes in flight (ptxas -v, sm_90a).
+_BLOCK = {"fp32": 2048, "bf16": 4096, "fp16": 4096}
+_ELEMS_PER_THREAD = 16
+
+
+@triton.jit
+def _fwd_tile(G, U, Y, offs, n, MASKED: tl.constexpr):
+    g = load_f32(G, offs, n, MASKED)
+    u = load_f32(U, offs, n, MASKED)
+    store(Y, offs, g * tl.sigmoid(g) * u, n, MASKED)
+
+
+@triton.jit
+def _bwd_tile(DY, G, U, DG, DU, offs, n, MASKED: tl.constexpr):
+    dy = load_f32(DY, offs, n, MASKED)
+    g = load_f32(G, offs, n, MASKED)
+    u = load_f32(U, offs, n, MASKED)
+    s = tl.sigmoid(g)
+    store(DU, offs, dy * (g * s), n, MASKED)
+    store(DG, offs, dy * u * s * (1.0 + g * (1.0 - s)), n, MASKED)
+
+
+@triton.jit
+def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    start = block_start(BLOCK, INT64)
+    offs = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _fwd_tile(G, U, Y, offs, n, False)
+    else:
+        _fwd_tile(G, U, Y, offs, n, True)
+
+
+@triton.jit
+def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    start = block_start(BLOCK, INT64)
+    offs = start + tl.arange(0, BLOCK)
+    if start + BLOCK <= n:
+        _bwd_tile(DY, G, U, DG, DU, offs, n, False)
+    else:
+        _bwd_tile(DY, G, U, DG, DU, offs, n, True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations: dtype x 16-byte aligned pointers x 64-bit offsets (12 per kernel).
+
+
+def _specs():
+    fwd = KernelSpec(swiglu_fwd_kernel)
+    bwd = KernelSpec(swiglu_bwd_kernel)
+    assert max(_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
+    for dt in DTYPES:
+        for aligned in (False, True):
+            for int64 in (False, True):
+                key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
+                cexpr = {"BLOCK": _BLOCK[dt], "INT64": int64}
+                warps = _BLOCK[dt] // (32 * _ELEMS_PER_THREAD)
+                p = f"*{dt}"
+                fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+                bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
+                                                                "n": "i64"},
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+    return [fwd, bwd]
+
+
+KERNELS = _specs()
