@@ -18,6 +18,7 @@ import sys
 import tempfile
 
 import torch
+import torch._functorch.config  # noqa: F401  (donated_buffer is set below)
 import torch.nn.functional as F
 
 import harness
