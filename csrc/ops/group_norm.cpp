@@ -137,8 +137,8 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cpu(const Tensor& dy, const Tensor& x, in
   Tensor c2 = dyw.mean({2, 3}, true);
   Tensor c1 = (dyw * xh).mean({2, 3}, true);
   Tensor dx = (rstd_in.to(acc).view({s.n, s.g, 1, 1}) * (dyw - c2 - xh * c1)).reshape(x.sizes()).to(x.scalar_type());
-  Tensor dw = compute_dw ? (dyf * xh).sum({0, 3}).reshape({s.c}).to(param_dtype) : empty_grad(x, weight);
-  Tensor db = compute_db ? dyf.sum({0, 3}).reshape({s.c}).to(param_dtype) : empty_grad(x, weight);
+  Tensor dw = compute_dw ? (dyf * xh).sum(at::IntArrayRef{0, 3}).reshape({s.c}).to(param_dtype) : empty_grad(x, weight);
+  Tensor db = compute_db ? dyf.sum(at::IntArrayRef{0, 3}).reshape({s.c}).to(param_dtype) : empty_grad(x, weight);
   return {dx.contiguous(), dw, db};
 }
 
