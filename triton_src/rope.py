@@ -19,6 +19,9 @@ Interleaved (Llama 4 complex rotation, x viewed as complex pairs (x[2i], x[2i+1]
 are the even and odd columns and c1 = c2 = Re(freqs_cis), s1 = s2 = Im(freqs_cis) (cos/sin rows hold `half`
 values); the backward multiplies by the conjugate, which is the same formula.
 
+When there are few tokens (short sequences) the grid's second dimension splits each token's heads between
+programs, so that the GPU still has enough programs in flight; each of them reloads the cos/sin row (from L2).
+
 Aligned variants are promised 16-byte aligned pointers and strides, half and D that are multiples of ALIGN
 elements (CALIGN for cos/sin): that lets Triton emit 16-byte loads and stores.
 """
@@ -41,6 +44,7 @@ INTERLEAVED_PAIRS = [("fp32", "fp32"), ("bf16", "fp32"), ("fp16", "fp32")]
 @triton.jit
 def _rotate_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, cols, cmask, c1, c2, a1, a2, half,
                   BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr):
+    # Head blocks are dealt round-robin to the programs of the grid's second dimension.
     DT: tl.constexpr = O.dtype.element_ty
     if INTERLEAVED:
         off1 = 2 * cols[None, :]
@@ -48,7 +52,7 @@ def _rotate_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, cols, cmask, c1, c2, a1
     else:
         off1 = cols[None, :]
         off2 = off1 + half
-    for h0 in range(0, n_heads, BLOCK_H):
+    for h0 in range(tl.program_id(1) * BLOCK_H, n_heads, tl.num_programs(1) * BLOCK_H):
         heads = h0 + tl.arange(0, BLOCK_H)
         m = (heads < n_heads)[:, None] & cmask[None, :]
         xp = X + x_tok + heads.to(tl.int64)[:, None] * sxh
@@ -61,7 +65,7 @@ def _rotate_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, cols, cmask, c1, c2, a1
 
 @triton.jit
 def _copy_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, cols, cmask, BLOCK_H: tl.constexpr):
-    for h0 in range(0, n_heads, BLOCK_H):
+    for h0 in range(tl.program_id(1) * BLOCK_H, n_heads, tl.num_programs(1) * BLOCK_H):
         heads = h0 + tl.arange(0, BLOCK_H)
         m = (heads < n_heads)[:, None] & cmask[None, :]
         x = tl.load(X + x_tok + heads.to(tl.int64)[:, None] * sxh + cols[None, :], mask=m, other=0.0)

@@ -10,6 +10,8 @@
 #include "runtime/checks.h"
 #include "runtime/kernel.h"
 
+#include <algorithm>
+
 namespace liger::rope {
 
 using at::Tensor;
@@ -250,7 +252,13 @@ std::tuple<Tensor, Tensor> apply_cuda(const Tensor& q_in, const Tensor& k_in, co
   const LaunchContext ctx = launch_context(q);
   const auto& v = rope_kernel_get(choose(q.scalar_type(), csdt, half, aligned, mode.interleaved), ctx.arch_slot);
   const int64_t a = v.ALIGN, ca = v.CALIGN;
-  rope_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(batch * seq)}, ptr(q), ptr(k), ptr(cos), ptr(sin), ptr(oq),
+  // One program per token; with fewer tokens than ~8 programs per SM (short sequences) each token's head
+  // blocks are split over up to that many programs (grid y), so that enough loads are in flight.
+  const int64_t tokens = batch * seq;
+  const int64_t head_blocks = ceil_div(std::max<int64_t>({qc.size(2), kc.size(2), 1}), v.BLOCK_H);
+  const int64_t split = std::clamp<int64_t>(ceil_div(int64_t(ctx.sm_count) * 8, tokens), 1, head_blocks);
+  Grid grid{static_cast<uint32_t>(tokens), static_cast<uint32_t>(split)};
+  rope_kernel_launch(v, ctx, grid, ptr(q), ptr(k), ptr(cos), ptr(sin), ptr(oq),
                      ptr(ok), seq, qc.size(2), kc.size(2), half / a, d / a, qc.stride(0) / a, qc.stride(1) / a,
                      qc.stride(2) / a, kc.stride(0) / a, kc.stride(1) / a, kc.stride(2) / a, oqc.stride(0) / a,
                      oqc.stride(1) / a, oqc.stride(2) / a, okc.stride(0) / a, okc.stride(1) / a, okc.stride(2) / a,
