@@ -85,7 +85,8 @@ def llama4_rope(q: torch.Tensor, k: torch.Tensor, freqs_cis: torch.Tensor) -> Tu
     """Llama 4 complex RoPE, Hugging Face Llama 4 ``apply_rotary_emb(xq, xk, freqs_cis)``.
 
     q/k ``[B, S, H, D]`` seen as D/2 complex pairs ``(x[2i], x[2i+1])``, each multiplied by ``freqs_cis[b, s, i]``
-    (complex, ``[B or 1, S, D/2]``; ``[S, D/2]`` is taken as ``[1, S, D/2]``). Computed in fp32, rounded to q's
+    (complex, ``[B or 1, S, D/2]``, or its ``torch.view_as_real`` form ``[..., D/2, 2]``; ``[S, D/2]`` is taken as
+    ``[1, S, D/2]``). Computed in fp32, rounded to q's
     dtype, as Hugging Face does. The operator takes the real and imaginary parts as two float tensors
     (``torch.ops.liger.llama4_rope(q, k, freqs_cos, freqs_sin)``): complex tensors do not go through schemas well.
     """
