@@ -226,12 +226,12 @@ def make_freqs(B, S, half, device="cpu"):
 
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("shape", ((2, 5, 4, 2, 16), (1, 7, 3, 1, 6), (3, 2, 2, 2, 128)))
-@pytest.mark.parametrize("freqs_batch", ("per_batch", "broadcast", "2d"))
+@pytest.mark.parametrize("freqs_batch", ("per_batch", "broadcast", "2d", "2d_view_as_real"))
 def test_llama4_rope_matches_float64_reference(freqs_batch, shape, dtype):
     B, S, Hq, Hk, D = shape
     q, k = torch.randn(B, S, Hq, D, dtype=dtype), torch.randn(B, S, Hk, D, dtype=dtype)
     freqs = make_freqs(B if freqs_batch == "per_batch" else 1, S, D // 2)
-    arg = freqs[0] if freqs_batch == "2d" else freqs
+    arg = {"2d": freqs[0], "2d_view_as_real": torch.view_as_real(freqs[0])}.get(freqs_batch, freqs)
     gq, gk = torch.randn_like(q), torch.randn_like(k)
     (oq, ok), (dq, dk) = grads_of(lambda a, b: ops.llama4_rope(a, b, arg), (q, k), (gq, gk))
     (rq, rk), (rdq, rdk) = grads_of(lambda a, b: hf_llama4(a, b, freqs.to(torch.complex128)),

@@ -90,9 +90,9 @@ def llama4_rope(q: torch.Tensor, k: torch.Tensor, freqs_cis: torch.Tensor) -> Tu
     dtype, as Hugging Face does. The operator takes the real and imaginary parts as two float tensors
     (``torch.ops.liger.llama4_rope(q, k, freqs_cos, freqs_sin)``): complex tensors do not go through schemas well.
     """
-    if freqs_cis.dim() == 2:
-        freqs_cis = freqs_cis.unsqueeze(0)
     parts = torch.view_as_real(freqs_cis) if freqs_cis.is_complex() else freqs_cis
+    if parts.dim() == 3:
+        parts = parts.unsqueeze(0)
     cos, sin = parts[..., 0], parts[..., 1]
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.llama4_rope(q, k, cos, sin)
