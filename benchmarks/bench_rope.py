@@ -17,8 +17,8 @@ import torch._functorch.config
 import harness
 
 B, HQ, HK = 4, 32, 8
-# (S, D): every D at the short, anchor and longest S, plus D 128 in between
-SHAPES = [(s, d) for s in (128, 2048, 32768) for d in (64, 128, 256)] + [(512, 128), (8192, 128)]
+# (S, D): every D at the short, anchor and longest S (each shape costs torch.compile one fwd+bwd compile)
+SHAPES = [(s, d) for s in (128, 2048, 32768) for d in (64, 128, 256)]
 QUICK = [(2048, 128)]
 # sanity check only (tests/ hold the numerics): HF's bf16 formula rounds each product, the kernels once
 TOL = {torch.bfloat16: 2**-5, torch.float16: 2**-8, torch.float32: 1e-5}
@@ -150,7 +150,7 @@ def main() -> None:
     print(f"copy ceiling: {ceiling:.0f} GB/s (2 GiB device-to-device copy, read + written)\n", flush=True)
     shapes = QUICK if args.quick else SHAPES
     cases = [make_case(s, d, dtype) for s, d in shapes]
-    # fewer repetitions than the harness default: the largest eager case moves ~10 GB per call
+    # shorter timing windows (ms) than the harness default: the largest eager case moves ~25 GB per fwd+bwd
     table = harness.run(cases, providers(liger_aot, liger_kernel), harness.MODES, ceiling, notes, check=check,
                         warmup=10, rep=40)
     sections = [
