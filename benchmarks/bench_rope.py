@@ -79,7 +79,8 @@ def check(inputs: harness.Inputs, out: Pair):
     tol = TOL[q.dtype]
     for name, o, r in zip("qk", out.tensors, ref):
         if not torch.allclose(o.float(), r, atol=tol, rtol=tol):
-            return f"{name} differs from the HF formula by up to {(o.float() - r).abs().max().item():.3g} (tol {tol:.3g})"
+            err = (o.float() - r).abs().max().item()
+            return f"{name} differs from the HF formula by up to {err:.3g} (tol {tol:.3g})"
     return None
 
 
@@ -143,7 +144,8 @@ def main() -> None:
     notes = []
     liger_aot = harness.optional(harness.import_liger_aot, "liger_aot", notes)
     liger_kernel = harness.optional(_load_liger_kernel, "Liger-Kernel", notes)
-    header = harness.environment_header(f"rope, {args.dtype}, B {B}, Hq {HQ}, Hk {HK}" + (" (--quick)" if args.quick else ""))
+    title = f"rope, {args.dtype}, B {B}, Hq {HQ}, Hk {HK}" + (" (--quick)" if args.quick else "")
+    header = harness.environment_header(title)
     print(header + "\n", *notes, sep="\n", flush=True)
 
     ceiling = harness.copy_ceiling_gbps()

@@ -313,8 +313,9 @@ def opcheck_samples(device):
                                      t(1, 5, 8, grad=grad), t(1, 5, 8, grad=grad), 2), grad))
             samples.append(("rope_bwd", (t(2, 4, 5, 16, dtype=dtype), t(2, 2, 5, 16, dtype=dtype),
                                          t(2, 5, 16, dtype=dtype), t(2, 5, 16, dtype=dtype), 1), False))
-            samples.append(("llama4_rope", (t(2, 5, 3, 8, dtype=dtype, grad=grad), t(2, 5, 1, 8, dtype=dtype, grad=grad),
-                                            t(2, 5, 4, grad=grad), t(2, 5, 4, grad=grad)), grad))
+            samples.append(("llama4_rope", (t(2, 5, 3, 8, dtype=dtype, grad=grad),
+                                            t(2, 5, 1, 8, dtype=dtype, grad=grad), t(2, 5, 4, grad=grad),
+                                            t(2, 5, 4, grad=grad)), grad))
             samples.append(("llama4_rope_bwd", (t(2, 5, 3, 8, dtype=dtype), t(2, 5, 1, 8, dtype=dtype), t(1, 5, 4),
                                                 t(1, 5, 4)), False))
             samples.append(("qwen2vl_mrope", (t(2, 3, 4, 12, dtype=dtype, grad=grad),
@@ -536,7 +537,8 @@ def test_cuda_rope_cos_grads_and_other_cos_dtypes(cos_dtype):
     cos, sin = (torch.randn(1, 9, 64, device="cuda", dtype=cos_dtype) for _ in range(2))
     gq, gk = torch.randn_like(q), torch.randn_like(k)
     (oq, ok), grads = grads_of(lambda *a: liger.rope(*a, 1), (q, k, cos, sin), (gq, gk))
-    (rq, rk), ref = grads_of(lambda *a: hf_rope(*a, 1), [t.double() for t in (q, k, cos, sin)], (gq.double(), gk.double()))
+    (rq, rk), ref = grads_of(lambda *a: hf_rope(*a, 1), [t.double() for t in (q, k, cos, sin)],
+                             (gq.double(), gk.double()))
     for name, o, r, x in (("q", oq, rq, q), ("k", ok, rk, k)):
         # fp32 math rounded once to bf16: within one bf16 rounding of the float64 result (plus fp32 error)
         err = (o.double() - r).abs().max().item()
@@ -619,4 +621,5 @@ def test_cuda_bad_inputs():
     with pytest.raises(RuntimeError, match="must be on one device"):
         liger.rope(q, k, torch.randn(2, 4, 16), torch.randn(2, 4, 16), 1)
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
-        liger.rope(q.double(), k.double(), torch.randn(2, 4, 16, device="cuda"), torch.randn(2, 4, 16, device="cuda"), 1)
+        cos = torch.randn(2, 4, 16, device="cuda")
+        liger.rope(q.double(), k.double(), cos, cos, 1)

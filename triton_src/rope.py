@@ -42,25 +42,33 @@ INTERLEAVED_PAIRS = [("fp32", "fp32"), ("bf16", "fp32"), ("fp16", "fp32")]
 
 
 @triton.jit
-def _rotate_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, cols, cmask, c1, c2, a1, a2, half,
-                  BLOCK_H: tl.constexpr, INTERLEAVED: tl.constexpr):
+def _rotate_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, c0, half, c1, c2, a1, a2,
+                  BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr, INTERLEAVED: tl.constexpr):
     # Head blocks are dealt round-robin to the programs of the grid's second dimension.
     DT: tl.constexpr = O.dtype.element_ty
-    if INTERLEAVED:
-        off1 = 2 * cols[None, :]
-        off2 = off1 + 1
-    else:
-        off1 = cols[None, :]
-        off2 = off1 + half
+    cols = c0 + tl.arange(0, BLOCK_C)
+    cmask = cols < half
+    # Interleaved: the 2 * BLOCK_C columns of the pairs are loaded as one contiguous tile (16-byte vectors when
+    # aligned) and split into even and odd columns in registers.
+    pcols = 2 * c0 + tl.arange(0, 2 * BLOCK_C)
+    pmask = pcols < 2 * half
     for h0 in range(tl.program_id(1) * BLOCK_H, n_heads, tl.num_programs(1) * BLOCK_H):
         heads = h0 + tl.arange(0, BLOCK_H)
-        m = (heads < n_heads)[:, None] & cmask[None, :]
+        hmask = (heads < n_heads)[:, None]
         xp = X + x_tok + heads.to(tl.int64)[:, None] * sxh
         op = O + o_tok + heads.to(tl.int64)[:, None] * soh
-        x1 = tl.load(xp + off1, mask=m, other=0.0).to(tl.float32)
-        x2 = tl.load(xp + off2, mask=m, other=0.0).to(tl.float32)
-        tl.store(op + off1, (x1 * c1 + x2 * a1).to(DT), mask=m)
-        tl.store(op + off2, (x2 * c2 + x1 * a2).to(DT), mask=m)
+        if INTERLEAVED:
+            m = hmask & pmask[None, :]
+            x = tl.load(xp + pcols[None, :], mask=m, other=0.0).to(tl.float32)
+            x1, x2 = tl.split(tl.reshape(x, [BLOCK_H, BLOCK_C, 2]))
+            o = tl.reshape(tl.join(x1 * c1 + x2 * a1, x2 * c2 + x1 * a2), [BLOCK_H, 2 * BLOCK_C])
+            tl.store(op + pcols[None, :], o.to(DT), mask=m)
+        else:
+            m = hmask & cmask[None, :]
+            x1 = tl.load(xp + cols[None, :], mask=m, other=0.0).to(tl.float32)
+            x2 = tl.load(xp + half + cols[None, :], mask=m, other=0.0).to(tl.float32)
+            tl.store(op + cols[None, :], (x1 * c1 + x2 * a1).to(DT), mask=m)
+            tl.store(op + half + cols[None, :], (x2 * c2 + x1 * a2).to(DT), mask=m)
 
 
 @triton.jit
@@ -106,10 +114,10 @@ def rope_kernel(Q, K, COS, SIN, OQ, OK, seq_len, n_q_heads, n_k_heads, half_v, d
         a2 = tl.where(bwd, -s1, s2)[None, :]
         c1 = c1[None, :]
         c2 = c2[None, :]
-        _rotate_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, cols, cmask, c1, c2, a1, a2, half,
-                      BLOCK_H, INTERLEAVED)
-        _rotate_heads(K, OK, k_tok, ok_tok, n_k_heads, skh * ALIGN, sokh * ALIGN, cols, cmask, c1, c2, a1, a2, half,
-                      BLOCK_H, INTERLEAVED)
+        _rotate_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, c0, half, c1, c2, a1, a2,
+                      BLOCK_H, BLOCK_C, INTERLEAVED)
+        _rotate_heads(K, OK, k_tok, ok_tok, n_k_heads, skh * ALIGN, sokh * ALIGN, c0, half, c1, c2, a1, a2,
+                      BLOCK_H, BLOCK_C, INTERLEAVED)
     if not INTERLEAVED:
         # Partial rotary: columns R..D are copied (nothing to do when R == D, the common case).
         for p0 in range(2 * half, d, 2 * BLOCK_C):
@@ -152,8 +160,7 @@ def _sig(xd, cd):
 def _specs():
     spec = KernelSpec(rope_kernel)
     for interleaved, pairs in ((False, DTYPE_PAIRS), (True, INTERLEAVED_PAIRS)):
-        # Interleaved pairs are read with stride-2 accesses: 16-byte vectors do not apply, one variant suffices.
-        for aligned in ((False, True) if not interleaved else (False,)):
+        for aligned in (False, True):
             for xd, cd in pairs:
                 for block_c in _blocks():
                     spec.variants.append(Variant(

@@ -214,7 +214,7 @@ rope_kernel_key choose(c10::ScalarType xdt, c10::ScalarType csdt, int64_t half, 
   key.x_dtype = xdt;
   key.cs_dtype = csdt;
   key.block_c = std::min<int64_t>(MAX_BLOCK_C, std::max<int64_t>(MIN_BLOCK_C, next_pow2(half)));
-  key.aligned = aligned && !interleaved;
+  key.aligned = aligned;
   key.interleaved = interleaved;
   return key;
 }
@@ -335,8 +335,9 @@ class RopeBackward : public torch::autograd::Function<RopeBackward> {
     at::AutoDispatchBelowADInplaceOrView guard;
     std::tuple<Tensor, Tensor> out;
     if (interleaved) {
-      static auto op =
-          c10::Dispatcher::singleton().findSchemaOrThrow("liger::llama4_rope_bwd", "").typed<decltype(llama4_bwd_cpu)>();
+      static auto op = c10::Dispatcher::singleton()
+                           .findSchemaOrThrow("liger::llama4_rope_bwd", "")
+                           .typed<decltype(llama4_bwd_cpu)>();
       out = op.call(dq, dk, cos, sin);
     } else {
       static auto op =
