@@ -12,8 +12,8 @@ x2 = x[half:R], and columns R..D pass through:
     backward  d1 = g1 * c1 + g2 * s2      d2 = g2 * c2 - g1 * s1
 (the backward is the transpose of the forward's linear map: the cos terms are diagonal, and the s1 term moves
 x2 into o1, so its transpose moves g1 into d2.) Both use one kernel: o1 = x1 * c1 + x2 * a1, o2 = x2 * c2 + x1 * a2
-with (a1, a2) = (-s1, s2) forward and (s2, -s1) backward, chosen by a runtime flag (a select per program;
-a constexpr would double the variants for no measurable gain in a memory-bound kernel).
+with (a1, a2) = (-s1, s2) forward and (s2, -s1) backward, chosen by a runtime flag: a select on the cos/sin
+chunk per program, where a constexpr would double the variants (not yet measured on a GPU; memory-bound either way).
 
 Interleaved (Llama 4 complex rotation, x viewed as complex pairs (x[2i], x[2i+1]) times freqs_cis[i]): x1 and x2
 are the even and odd columns and c1 = c2 = Re(freqs_cis), s1 = s2 = Im(freqs_cis) (cos/sin rows hold `half`

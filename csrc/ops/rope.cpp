@@ -252,8 +252,9 @@ std::tuple<Tensor, Tensor> apply_cuda(const Tensor& q_in, const Tensor& k_in, co
   const LaunchContext ctx = launch_context(q);
   const auto& v = rope_kernel_get(choose(q.scalar_type(), csdt, half, aligned, mode.interleaved), ctx.arch_slot);
   const int64_t a = v.ALIGN, ca = v.CALIGN;
-  // One program per token; with fewer tokens than ~8 programs per SM (short sequences) each token's head
-  // blocks are split over up to that many programs (grid y), so that enough loads are in flight.
+  // One program per token; with fewer tokens than 8 programs per SM (short sequences) each token's head
+  // blocks are split over more programs (grid y), so that enough loads are in flight. (8: a first guess from
+  // 4-warp programs and 64 resident warps per SM; to be tuned on the H200.)
   const int64_t tokens = batch * seq;
   const int64_t head_blocks = ceil_div(std::max<int64_t>({qc.size(2), kc.size(2), 1}), v.BLOCK_H);
   const int64_t split = std::clamp<int64_t>(ceil_div(int64_t(ctx.sm_count) * 8, tokens), 1, head_blocks);
