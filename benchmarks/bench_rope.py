@@ -7,6 +7,7 @@
 B = 4, 32 query heads, 8 key heads, q/k in Hugging Face's layout (``q_proj(x).view(B, S, H, D).transpose(1, 2)``),
 cos/sin [1, S, D] in q's dtype as LlamaRotaryEmbedding returns them. Bytes counted (what a memory-bound kernel
 must move): fwd reads q, k, cos and sin and writes the two outputs; bwd the same with the gradients; full both.
+Then Qwen2-VL M-RoPE and Llama 4's complex RoPE at S 2048, D 128 against their HF formulas (eager, compiled).
 """
 import argparse
 import sys
@@ -37,6 +38,23 @@ def hf_apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim: int = 1):
     q_embed = (q * cos) + (rotate_half(q) * sin)
     k_embed = (k * cos) + (rotate_half(k) * sin)
     return q_embed, k_embed
+
+
+def hf_apply_multimodal_rotary_pos_emb(q, k, cos, sin, mrope_section, unsqueeze_dim: int = 1):
+    """``apply_multimodal_rotary_pos_emb`` as written in transformers' Qwen2-VL modeling code."""
+    mrope_section = mrope_section * 2
+    cos = torch.cat([m[i % 3] for i, m in enumerate(cos.split(mrope_section, dim=-1))], dim=-1)
+    sin = torch.cat([m[i % 3] for i, m in enumerate(sin.split(mrope_section, dim=-1))], dim=-1)
+    return hf_apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim)
+
+
+def hf_llama4_apply_rotary_emb(xq, xk, freqs_cis):
+    """Llama 4's ``apply_rotary_emb`` as written in transformers."""
+    xq_ = torch.view_as_complex(xq.float().reshape(*xq.shape[:-1], -1, 2))
+    xk_ = torch.view_as_complex(xk.float().reshape(*xk.shape[:-1], -1, 2))
+    xq_out = torch.view_as_real(xq_ * freqs_cis[:, :, None, :]).flatten(3)
+    xk_out = torch.view_as_real(xk_ * freqs_cis[:, :, None, :]).flatten(3)
+    return xq_out.type_as(xq), xk_out.type_as(xk)
 
 
 class Pair:
@@ -71,6 +89,47 @@ def make_case(seq: int, dim: int, dtype: torch.dtype) -> harness.Case:
     qk = 2 * B * (HQ + HK) * seq * dim * e
     cs = 2 * seq * dim * e
     return harness.Case(f"S{seq} D{dim}", make, {"fwd": qk + cs, "bwd": qk + cs, "full": 2 * (qk + cs)})
+
+
+MROPE_SECTION = [16, 24, 24]  # Qwen2-VL / Qwen2.5-VL, D 128
+
+
+def make_variant_case(kind: str, seq: int, dim: int, dtype: torch.dtype) -> harness.Case:
+    """Qwen2-VL M-RoPE (cos/sin [3, B, S, D], HF layout q/k) or Llama 4 ([B, S, H, D] q/k, complex freqs_cis)."""
+    def make() -> harness.Inputs:
+        q0 = torch.randn(B, seq, HQ, dim, device="cuda", dtype=dtype, requires_grad=True)
+        k0 = torch.randn(B, seq, HK, dim, device="cuda", dtype=dtype, requires_grad=True)
+        inv_freq = 1.0 / (10000.0 ** (torch.arange(0, dim, 2, device="cuda", dtype=torch.float32) / dim))
+        if kind == "mrope":
+            pos = torch.randint(0, seq, (3, B, seq), device="cuda").float()
+            emb = torch.cat([pos[..., None] * inv_freq] * 2, dim=-1)
+            q, k = q0.transpose(1, 2), k0.transpose(1, 2)
+            args = (q, k, emb.cos().to(dtype), emb.sin().to(dtype))
+            shapes = ((B, HQ, seq, dim), (B, HK, seq, dim))
+        else:
+            pos = torch.arange(seq, device="cuda", dtype=torch.float32)
+            freqs = (pos[:, None] * inv_freq)[None].expand(B, seq, dim // 2)
+            args = (q0, k0, torch.polar(torch.ones_like(freqs), freqs))
+            shapes = ((B, seq, HQ, dim), (B, seq, HK, dim))
+        grad = Pair(torch.randn(s, device="cuda", dtype=dtype) for s in shapes)
+        return harness.Inputs(args=args, leaves=(q0, k0), grad_out=grad)
+
+    e = torch.empty((), dtype=dtype).element_size()
+    qk = 2 * B * (HQ + HK) * seq * dim * e
+    cs = 6 * B * seq * dim * e if kind == "mrope" else B * seq * dim * 4
+    return harness.Case(f"{kind} S{seq} D{dim}", make, {"fwd": qk + cs, "bwd": qk + cs, "full": 2 * (qk + cs)})
+
+
+def variant_providers(kind: str, liger_aot) -> list:
+    if kind == "mrope":
+        hf = lambda q, k, c, s: Pair(hf_apply_multimodal_rotary_pos_emb(q, k, c, s, MROPE_SECTION))  # noqa: E731
+        ours = lambda q, k, c, s: Pair(liger_aot.ops.qwen2vl_mrope(q, k, c, s, MROPE_SECTION))  # noqa: E731
+    else:
+        hf = lambda q, k, f: Pair(hf_llama4_apply_rotary_emb(q, k, f))  # noqa: E731
+        ours = lambda q, k, f: Pair(liger_aot.ops.llama4_rope(q, k, f))  # noqa: E731
+    found = [harness.Provider("liger_aot", ours)] if liger_aot is not None else []
+    compiled = torch.compile(hf)
+    return found + [harness.Provider("HF eager", hf), harness.Provider("HF torch.compile", compiled, compiled=True)]
 
 
 def check(inputs: harness.Inputs, out: Pair):
@@ -163,6 +222,11 @@ def main() -> None:
         "(bwd: above the retained forward graph as well).\n\n" + table.markdown(),
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
     ]
+    # Qwen2-VL M-RoPE and Llama 4 at the anchor shape (D 128: Qwen2-VL's sections; no check, tests/ cover them)
+    for kind in ("mrope", "llama4"):
+        vt = harness.run([make_variant_case(kind, 2048, 128, dtype)], variant_providers(kind, liger_aot),
+                         harness.MODES, ceiling, notes, warmup=10, rep=40)
+        sections.append(f"{kind}, S 2048, D 128:\n\n" + vt.markdown())
     if notes:
         sections.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
     body = "\n\n".join(sections)
