@@ -62,6 +62,7 @@ class Error:
     op: float = 0.0
     eager: float = 0.0
     scale: float = 0.0
+    slack: float = 0.0  # added to the bound: rounding a summation order may differ in by (see dw)
 
     @torch.no_grad()
     def add(self, op, eager_value, ref, scale):
@@ -73,7 +74,7 @@ class Error:
         self.scale = max(self.scale, scale.abs().max().item())
 
     def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
+        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale + self.slack
         assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
                                   f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
 
@@ -98,6 +99,7 @@ def check_against_reference(x, r, w, offset, mode, y, s, dy, ds_out, dx, dr, dw,
     err_y, err_dx = Error("y", x.dtype), Error("dx", x.dtype)
     dw64, dw_eager = (torch.zeros(hidden, dtype=torch.float64, device=x.device) for _ in range(2))
     dw_terms = torch.zeros((), dtype=torch.float64, device=x.device)
+    dw_abs = torch.zeros(hidden, dtype=torch.float64, device=x.device)  # per column: the sum of |terms|
     step = max(1, chunk_elems // hidden)
     for start in range(0, xs.shape[0], step):
         rows = slice(start, start + step)
@@ -129,7 +131,9 @@ def check_against_reference(x, r, w, offset, mode, y, s, dy, ds_out, dx, dr, dw,
             if len(wanted64) > 1:
                 dw64 += g64[1]
                 dw_eager += ge[1].double()
-                dw_terms = torch.maximum(dw_terms, (dys[rows].double() * s64 * rstd).abs().max())
+                terms = (dys[rows].double() * s64 * rstd).abs()
+                dw_terms = torch.maximum(dw_terms, terms.max())
+                dw_abs += terms.sum(0)
     err_y.check(what)
     err_dx.check(what)
     if w is None:
@@ -140,6 +144,9 @@ def check_against_reference(x, r, w, offset, mode, y, s, dy, ds_out, dx, dr, dw,
     check_output(dw, w)
     err_dw = Error("dw", w.dtype)
     err_dw.add(dw, dw_eager.to(w.dtype), dw64, torch.maximum(dw64.abs().max(), dw_terms))
+    # dW sums over every row in fp32 in the kernels' order (per-program partials, then a column sum): allow
+    # 2 fp32 ulps of the sum of the terms' magnitudes on top (eager's pairwise sum can be much closer).
+    err_dw.slack = 2 * torch.finfo(torch.float32).eps * dw_abs.max().item()
     err_dw.check(what)
 
 
@@ -501,7 +508,7 @@ def make_cuda_layout(layout, rows, hidden, dtype):
                                     "last_dim_strided", "expanded_rows"))
 def test_cuda_strided_and_expanded_inputs(layout, dtype, hidden):
     x = make_cuda_layout(layout, 33, hidden, dtype)
-    r = torch.randn(33, hidden, dtype=dtype, device="cuda")  # contiguous residual beside a strided x
+    r = torch.randn(x.shape, dtype=dtype, device="cuda")  # contiguous residual beside a strided x
     dy = make_cuda_layout(layout, 33, hidden, dtype)
     ds_out = make_cuda_layout(layout, 33, hidden, dtype)
     w = torch.randn(hidden, dtype=dtype, device="cuda")

@@ -286,8 +286,9 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     const auto& r = group_norm_reduce_kernel_get({REDUCE_BLOCK_C}, ctx.arch_slot);
     group_norm_reduce_kernel_launch(r, ctx, Grid{static_cast<uint32_t>(ceil_div(s.c, r.BLOCK_C)), 2},
                                     ptr(partial), ptr(sums), s.n, s.c);
-    if (compute_dw) dw = sums[0].to(param_opts.dtype());
-    if (compute_db) db = sums[1].to(param_opts.dtype());
+    // copies: two views of `sums` would alias each other (and opcheck rejects aliased outputs)
+    if (compute_dw) dw = sums[0].to(param_opts.dtype(), /*non_blocking=*/false, /*copy=*/true);
+    if (compute_db) db = sums[1].to(param_opts.dtype(), /*non_blocking=*/false, /*copy=*/true);
   }
   return {dx, dw, db};
 }
