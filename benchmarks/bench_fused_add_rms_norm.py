@@ -14,6 +14,7 @@ import argparse
 import sys
 
 import torch
+import torch._functorch.config  # noqa: F401  (set below: donated_buffer)
 
 import harness
 

@@ -61,10 +61,11 @@ def package_version(dist: str) -> str:
 
 # ---- device timing
 
-# GPU cycles the stream spins (torch.cuda._sleep) before each timed call: ~0.2 ms at H200 clocks, longer
+# GPU cycles the stream spins (torch.cuda._sleep) before each timed call: ~1 ms at H200 clocks, longer
 # than the host needs to enqueue any provider's forward+backward, so the events time the kernels back to
-# back and not the host's launch latency (autograd hands the backward to its device thread: tens of µs).
-HOLD_CYCLES = 400_000
+# back and not the host's launch latency (autograd hands the backward to its device thread: tens of µs,
+# and 0.2 ms was too short on a slow host: "bwd" alone then measured 4x its share of "fwd+bwd").
+HOLD_CYCLES = 2_000_000
 
 
 def _event_median_ms(fn, warmup: int, rep: int, grad_to_none=None) -> float:
