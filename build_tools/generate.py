@@ -76,11 +76,13 @@ def triton_src_imports(path: Path) -> set:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
             names = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module.startswith("triton_src."):
+            if isinstance(node, ast.ImportFrom):
+                if node.module and node.module.startswith("triton_src."):
                     names = [node.module.split(".", 1)[1]]
-                elif node.level == 1:
+                elif node.level == 1 and node.module:
                     names = [node.module]
+                elif node.module == "triton_src" or (node.level == 1 and not node.module):
+                    names = [a.name for a in node.names]  # from triton_src import _helpers
             elif isinstance(node, ast.Import):
                 names = [a.name.split(".", 1)[1] for a in node.names if a.name.startswith("triton_src.")]
             for name in names:
@@ -93,8 +95,10 @@ def triton_src_imports(path: Path) -> set:
 
 def source_hash(op: str) -> str:
     h = hashlib.sha256()
+    # The op's own file and the triton_src modules it imports (helpers included): editing one op's helper
+    # module does not invalidate the cubins of ops that do not use it.
     own = ROOT / "triton_src" / f"{op}.py"
-    files = [own] + sorted(set((ROOT / "triton_src").glob("_*.py")) | (triton_src_imports(own) - {own}))
+    files = [own] + sorted(triton_src_imports(own) - {own})
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -325,7 +329,8 @@ def generate_op(op, module, archs, compiled, out: Path) -> dict:
                 c.append(f' << "{sep}{n}=" << {n}')
         c.append(' << "]";\n  return s.str();\n}\n\n')
         c.append(f"const {kn}_variant* {kn}_find(const {kn}_key& key, int arch_slot) {{\n"
-                 f"  if (arch_slot < 0 || arch_slot >= {len(archs)}) return nullptr;\n  int64_t idx = 0;\n  int f;\n")
+                 f"  if (arch_slot < 0 || arch_slot >= {len(archs)}) return nullptr;\n  int64_t idx = 0;\n"
+                 + ("  int f;\n" if key_names else ""))  # a kernel with an empty key has nothing to switch on
         for n in key_names:
             if ftypes[n] == "bool":
                 vals = domains[n]

@@ -73,3 +73,6 @@ def test_source_hash_covers_imported_triton_src_modules():
     deps = generate.triton_src_imports(src / "fused_add_rms_norm.py")
     assert src / "rms_norm.py" in deps
     assert generate.triton_src_imports(src / "rms_norm.py") == set()
+    assert src / "_activations.py" in generate.triton_src_imports(src / "swiglu.py")
+    # only what an op imports: rms_norm's cubins do not depend on the activations' helpers
+    assert src / "_activations.py" not in generate.triton_src_imports(src / "rms_norm.py")
