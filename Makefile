@@ -30,8 +30,9 @@ test-gpu:  ## on a GPU box, against the installed package: GPU tests only
 demo: install
 	$(PYTHON) examples/demo.py
 
-bench:  ## on a GPU box
-	$(PYTHON) benchmarks/bench_rms_norm.py
+bench:  ## on a GPU box: every benchmarks/bench_<op>.py (BENCH="rms_norm swiglu" for some), results appended to benchmarks/results/
+	for op in $(or $(BENCH),$(patsubst benchmarks/bench_%.py,%,$(wildcard benchmarks/bench_*.py))); do \
+	  $(PYTHON) benchmarks/bench_$$op.py --results || exit 1; done
 
 clean:
 	rm -rf build dist python/liger_aot/_C*.so python/liger_aot/_build_info.json *.egg-info python/*.egg-info
