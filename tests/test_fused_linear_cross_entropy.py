@@ -112,6 +112,22 @@ def test_no_bias_and_weight_only_grad():
     torch.testing.assert_close(wg.grad, want)
 
 
+def test_frozen_head_and_frozen_input():
+    x, w, b, target, kw = make_inputs((6,), 16, 21, torch.float64, opts="all")
+    for trainable in ((True, False, False), (False, True, True), (False, False, True)):
+        leaves = [t.clone().requires_grad_(r) for t, r in zip((x, w, b), trainable)]
+        call(leaves[0], leaves[1], target, leaves[2], kw, "mean")[0].backward()
+        full = [t.clone().requires_grad_() for t in (x, w, b)]
+        call(full[0], full[1], target, full[2], kw, "mean")[0].backward()
+        for leaf, ref_leaf, r in zip(leaves, full, trainable):
+            assert (leaf.grad is not None) == r
+            if r:
+                assert torch.equal(leaf.grad, ref_leaf.grad)
+    _, _, gi, gw, gb = liger.fused_linear_cross_entropy_fwd(x, w, target, b, None, -100, 0.0, 0.0, None, "mean",
+                                                           [True, False, False])
+    assert gi.shape == x.shape and gw.numel() == 0 and gb.numel() == 0
+
+
 def test_all_targets_ignored_and_single_token():
     x, w, b, target, kw = make_inputs((4,), 8, 12, torch.float64, opts="weight", ignore_some=False)
     target.fill_(kw["ignore_index"])
@@ -181,7 +197,8 @@ def opcheck_samples(device):
                             kw["lse_square_scale"], kw["softcap"], reduction)
                     samples.append(("fused_linear_cross_entropy", args, grad))
                     if not grad:
-                        samples.append(("fused_linear_cross_entropy_fwd", args + (reduction != "none",), False))
+                        mask = [reduction != "none", reduction == "sum", bias and reduction != "none"]
+                        samples.append(("fused_linear_cross_entropy_fwd", args + (mask,), False))
     return samples
 
 

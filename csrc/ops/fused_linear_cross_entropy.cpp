@@ -26,7 +26,7 @@ using namespace liger::gen::cross_entropy;
 TORCH_LIBRARY_FRAGMENT(liger, m) {
   m.def("fused_linear_cross_entropy(Tensor input, Tensor weight, Tensor target, Tensor? bias=None, Tensor? ce_weight=None, int ignore_index=-100, float label_smoothing=0.0, float lse_square_scale=0.0, float? softcap=None, str reduction=\"mean\") -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  m.def("fused_linear_cross_entropy_fwd(Tensor input, Tensor weight, Tensor target, Tensor? bias, Tensor? ce_weight, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction, bool compute_grad) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+  m.def("fused_linear_cross_entropy_fwd(Tensor input, Tensor weight, Tensor target, Tensor? bias, Tensor? ce_weight, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction, bool[3] output_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
 }
 
@@ -78,8 +78,10 @@ using Result = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 Result fwd_cpu(const Tensor& input, const Tensor& weight, const Tensor& target, const optional<Tensor>& bias,
                const optional<Tensor>& ce_weight, int64_t ignore_index, double label_smoothing,
-               double lse_square_scale, optional<double> softcap, c10::string_view reduction, bool compute_grad) {
+               double lse_square_scale, optional<double> softcap, c10::string_view reduction,
+               std::array<bool, 3> mask) {
   check_inputs(input, weight, target, bias, ce_weight);
+  const bool compute_grad = mask[0] || mask[1] || mask[2];
   Options o = options(ignore_index, label_smoothing, lse_square_scale, softcap, reduction, compute_grad);
   const int64_t H = input.size(-1);
   Tensor x = input.reshape({-1, H});
@@ -91,9 +93,10 @@ Result fwd_cpu(const Tensor& input, const Tensor& weight, const Tensor& target, 
   if (!compute_grad) return {loss, z, empty(), empty(), empty()};
   Tensor one = at::ones({}, r.lse.options()), zero = at::zeros({}, r.lse.options());
   Tensor g = grad_cpu(logits, t, ce_weight, r.lse, r.stats, one, zero, o);
-  Tensor grad_input = at::mm(g, weight.to(g.scalar_type())).to(input.scalar_type()).reshape(input.sizes());
-  Tensor grad_weight = at::mm(g.t(), x.to(g.scalar_type())).to(weight.scalar_type());
-  Tensor grad_bias = bias ? g.sum(0).to(bias->scalar_type()) : empty();
+  Tensor grad_input =
+      mask[0] ? at::mm(g, weight.to(g.scalar_type())).to(input.scalar_type()).reshape(input.sizes()) : empty();
+  Tensor grad_weight = mask[1] ? at::mm(g.t(), x.to(g.scalar_type())).to(weight.scalar_type()) : empty();
+  Tensor grad_bias = mask[2] && bias ? g.sum(0).to(bias->scalar_type()) : empty();
   return {loss, z, grad_input, grad_weight, grad_bias};
 }
 
@@ -101,17 +104,19 @@ Result fwd_cpu(const Tensor& input, const Tensor& weight, const Tensor& target, 
 
 Result fwd_meta(const Tensor& input, const Tensor& weight, const Tensor& target, const optional<Tensor>& bias,
                 const optional<Tensor>& ce_weight, int64_t ignore_index, double label_smoothing,
-                double lse_square_scale, optional<double> softcap, c10::string_view reduction, bool compute_grad) {
+                double lse_square_scale, optional<double> softcap, c10::string_view reduction,
+               std::array<bool, 3> mask) {
   check_inputs(input, weight, target, bias, ce_weight);
+  const bool compute_grad = mask[0] || mask[1] || mask[2];
   Options o = options(ignore_index, label_smoothing, lse_square_scale, softcap, reduction, compute_grad);
   auto out_shape = o.reduction == Reduction::None ? target.sym_sizes() : c10::SymIntArrayRef{};
   Tensor loss = at::empty_symint(out_shape, input.options());
   Tensor z = at::empty_symint(out_shape, input.options());
   auto empty = [&] { return at::empty({0}, input.options()); };
   if (!compute_grad) return {loss, z, empty(), empty(), empty()};
-  return {loss, z, at::empty_symint(input.sym_sizes(), input.options()),
-          at::empty_symint(weight.sym_sizes(), weight.options()),
-          bias ? at::empty_symint(bias->sym_sizes(), bias->options()) : empty()};
+  return {loss, z, mask[0] ? at::empty_symint(input.sym_sizes(), input.options()) : empty(),
+          mask[1] ? at::empty_symint(weight.sym_sizes(), weight.options()) : empty(),
+          mask[2] && bias ? at::empty_symint(bias->sym_sizes(), bias->options()) : empty()};
 }
 
 // ---- CUDA launcher
@@ -131,8 +136,10 @@ CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_
 
 Result fwd_cuda(const Tensor& input, const Tensor& weight, const Tensor& target, const optional<Tensor>& bias,
                 const optional<Tensor>& ce_weight, int64_t ignore_index, double label_smoothing,
-                double lse_square_scale, optional<double> softcap, c10::string_view reduction, bool compute_grad) {
+                double lse_square_scale, optional<double> softcap, c10::string_view reduction,
+               std::array<bool, 3> mask) {
   check_inputs(input, weight, target, bias, ce_weight);
+  const bool compute_grad = mask[0] || mask[1] || mask[2];
   Options o = options(ignore_index, label_smoothing, lse_square_scale, softcap, reduction, compute_grad);
   c10::DeviceGuard guard(input.device());
   const int64_t H = input.size(-1), V = weight.size(0);
@@ -147,9 +154,9 @@ Result fwd_cuda(const Tensor& input, const Tensor& weight, const Tensor& target,
   Tensor ce_row = at::empty({N}, f32), z_row = at::empty({N}, f32), lse = at::empty({N}, f32);
   Tensor stats = stats_cuda(t, w32, V, o);
   auto empty = [&] { return at::empty({0}, input.options()); };
-  Tensor grad_input = compute_grad ? at::empty({N, H}, input.options()) : Tensor();
-  Tensor grad_weight = compute_grad ? (N == 0 ? at::zeros_like(w) : at::empty_like(w)) : Tensor();
-  Tensor bias_acc = compute_grad && bias ? at::zeros({V}, f32) : Tensor();
+  Tensor grad_input = mask[0] ? at::empty({N, H}, input.options()) : Tensor();
+  Tensor grad_weight = mask[1] ? (N == 0 ? at::zeros_like(w) : at::empty_like(w)) : Tensor();
+  Tensor bias_acc = mask[2] && bias ? at::zeros({V}, f32) : Tensor();
   const int64_t chunk = chunk_rows(N, V, input.element_size());
   Tensor buffer = at::empty({N == 0 ? 0 : chunk, V}, input.options());
   const LaunchContext ctx = launch_context(input);
@@ -165,12 +172,16 @@ Result fwd_cuda(const Tensor& input, const Tensor& weight, const Tensor& target,
     rows_cuda(logits, V, t.narrow(0, start, n), w32, stats, ce_row.narrow(0, start, n), z_row.narrow(0, start, n),
               lse.narrow(0, start, n), o, compute_grad);
     if (!compute_grad) continue;
-    Tensor grad_input_chunk = grad_input.narrow(0, start, n);
-    at::mm_out(grad_input_chunk, logits, w);
-    if (start == 0) {
-      at::mm_out(grad_weight, logits.t(), xc);
-    } else {
-      grad_weight.addmm_(logits.t(), xc);
+    if (grad_input.defined()) {
+      Tensor grad_input_chunk = grad_input.narrow(0, start, n);
+      at::mm_out(grad_input_chunk, logits, w);
+    }
+    if (grad_weight.defined()) {
+      if (start == 0) {
+        at::mm_out(grad_weight, logits.t(), xc);
+      } else {
+        grad_weight.addmm_(logits.t(), xc);
+      }
     }
     if (bias_acc.defined()) {
       const auto& v = column_sum_accumulate_kernel_get({input.scalar_type()}, ctx.arch_slot);
@@ -182,7 +193,9 @@ Result fwd_cuda(const Tensor& input, const Tensor& weight, const Tensor& target,
   Tensor loss = at::empty(out_shape, input.options()), z = at::empty(out_shape, input.options());
   finalize_cuda(ce_row, z_row, stats, loss, z, o.reduction);
   if (!compute_grad) return {loss, z, empty(), empty(), empty()};
-  return {loss, z, grad_input.view(input.sizes()), grad_weight, bias ? bias_acc.to(bias->scalar_type()) : empty()};
+  return {loss, z, grad_input.defined() ? grad_input.view(input.sizes()) : empty(),
+          grad_weight.defined() ? grad_weight : empty(),
+          bias_acc.defined() ? bias_acc.to(bias->scalar_type()) : empty()};
 }
 
 std::tuple<Tensor, Tensor> flce_cpu(const Tensor& input, const Tensor& weight, const Tensor& target,
@@ -190,7 +203,7 @@ std::tuple<Tensor, Tensor> flce_cpu(const Tensor& input, const Tensor& weight, c
                                     int64_t ignore_index, double label_smoothing, double lse_square_scale,
                                     optional<double> softcap, c10::string_view reduction) {
   auto r = fwd_cpu(input, weight, target, bias, ce_weight, ignore_index, label_smoothing, lse_square_scale, softcap,
-                   reduction, false);
+                   reduction, {false, false, false});
   return {std::get<0>(r), std::get<1>(r)};
 }
 
@@ -199,7 +212,7 @@ std::tuple<Tensor, Tensor> flce_meta(const Tensor& input, const Tensor& weight, 
                                      int64_t ignore_index, double label_smoothing, double lse_square_scale,
                                      optional<double> softcap, c10::string_view reduction) {
   auto r = fwd_meta(input, weight, target, bias, ce_weight, ignore_index, label_smoothing, lse_square_scale, softcap,
-                    reduction, false);
+                    reduction, {false, false, false});
   return {std::get<0>(r), std::get<1>(r)};
 }
 
@@ -208,7 +221,7 @@ std::tuple<Tensor, Tensor> flce_cuda(const Tensor& input, const Tensor& weight, 
                                      int64_t ignore_index, double label_smoothing, double lse_square_scale,
                                      optional<double> softcap, c10::string_view reduction) {
   auto r = fwd_cuda(input, weight, target, bias, ce_weight, ignore_index, label_smoothing, lse_square_scale, softcap,
-                    reduction, false);
+                    reduction, {false, false, false});
   return {std::get<0>(r), std::get<1>(r)};
 }
 
@@ -228,12 +241,17 @@ class FusedLinearCrossEntropyForward : public torch::autograd::Function<FusedLin
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("liger::fused_linear_cross_entropy_fwd", "")
                          .typed<decltype(fwd_cpu)>();
+    // Only the gradients autograd will ask for: a frozen head (LoRA) skips d weight, a third of the work.
+    const std::array<bool, 3> mask{input.requires_grad(), weight.requires_grad(), bias && bias->requires_grad()};
     auto [loss, z, gi, gw, gb] = op.call(input, weight, target, bias, ce_weight, ignore_index, label_smoothing,
-                                         lse_square_scale, softcap, reduction, true);
+                                         lse_square_scale, softcap, reduction, mask);
     ctx->saved_data["grad_input"] = gi;
     ctx->saved_data["grad_weight"] = gw;
     ctx->saved_data["grad_bias"] = gb;
     ctx->saved_data["has_bias"] = bias.has_value();
+    ctx->saved_data["has_grad_input"] = mask[0];
+    ctx->saved_data["has_grad_weight"] = mask[1];
+    ctx->saved_data["has_grad_bias"] = mask[2];
     ctx->mark_non_differentiable({z});
     return {loss, z};
   }
@@ -248,9 +266,9 @@ class FusedLinearCrossEntropyForward : public torch::autograd::Function<FusedLin
     };
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     // needs_input_grad counts the tensors given: input 0, weight 1, target 2, bias 3 when present.
-    Tensor gi = scaled("grad_input", ctx->needs_input_grad(0));
-    Tensor gw = scaled("grad_weight", ctx->needs_input_grad(1));
-    Tensor gb = scaled("grad_bias", has_bias && ctx->needs_input_grad(3));
+    Tensor gi = scaled("grad_input", ctx->needs_input_grad(0) && ctx->saved_data["has_grad_input"].toBool());
+    Tensor gw = scaled("grad_weight", ctx->needs_input_grad(1) && ctx->saved_data["has_grad_weight"].toBool());
+    Tensor gb = scaled("grad_bias", has_bias && ctx->needs_input_grad(3) && ctx->saved_data["has_grad_bias"].toBool());
     if (!keep)
       for (const char* name : {"grad_input", "grad_weight", "grad_bias"}) ctx->saved_data.erase(name);
     return {gi, gw, Tensor(), gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
