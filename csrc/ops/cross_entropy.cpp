@@ -58,7 +58,8 @@ void check_target_and_weight(const char* op, const Tensor& target, c10::SymIntAr
               target.scalar_type());
   TORCH_CHECK(target.device() == device, op, ": target is on ", target.device(), " but the logits are on ", device);
   bool same = target.dim() == static_cast<int64_t>(rows_shape.size());
-  for (int64_t i = 0; same && i < target.dim(); ++i) same = target.sym_size(i).sym_eq(rows_shape[i]).guard_bool(__FILE__, __LINE__);
+  for (int64_t i = 0; same && i < target.dim(); ++i)
+    same = target.sym_size(i).sym_eq(rows_shape[i]).guard_bool(__FILE__, __LINE__);
   TORCH_CHECK(same, op, ": target must have shape ", rows_shape, " (the logits' leading dimensions), got ",
               shape_str(target));
   if (!weight.has_value()) return;
@@ -139,7 +140,8 @@ RowsResult rows_cpu(const Tensor& logits2d, const Tensor& target1d, const option
 std::pair<Tensor, Tensor> finalize_cpu(const RowsResult& r, const Options& o, at::ScalarType dtype,
                                        at::IntArrayRef target_shape) {
   Tensor ce = r.ce, z = r.z;
-  if (o.reduction == Reduction::None) return {(ce + z).to(dtype).reshape(target_shape), z.to(dtype).reshape(target_shape)};
+  if (o.reduction == Reduction::None)
+    return {(ce + z).to(dtype).reshape(target_shape), z.to(dtype).reshape(target_shape)};
   Tensor ce_sum = ce.sum(), z_sum = z.sum();
   if (o.reduction == Reduction::Mean) {
     ce_sum = ce_sum / r.stats[0];
@@ -198,7 +200,8 @@ void check_backward_inputs(const Tensor& grad_loss, const Tensor& grad_z, const 
                            const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, const Options& o) {
   check_inputs("cross_entropy_bwd", logits, target, weight);
   for (const Tensor* g : {&grad_loss, &grad_z}) {
-    TORCH_CHECK(g->device() == logits.device(), "cross_entropy_bwd: the output gradients must be on the logits' device");
+    TORCH_CHECK(g->device() == logits.device(),
+                "cross_entropy_bwd: the output gradients must be on the logits' device");
     if (o.reduction == Reduction::None) {
       TORCH_SYM_CHECK(g->sym_numel().sym_eq(target.sym_numel()),
                       "cross_entropy_bwd: with reduction 'none' the output gradients must have target's shape ",
