@@ -449,6 +449,19 @@ def test_cuda_strided_leading_dims_and_all_ignored(dtype):
 
 
 @gpu
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cuda_offset_views(reduction):
+    # target[1:] starts 8 bytes into its storage: the launcher must take the variants without 16-byte promises
+    logits, target, kw = make_inputs((34,), 32000, torch.bfloat16, "cuda", opts="all")
+    x = logits[1:].detach().requires_grad_()
+    loss, z = call(x, target[1:], kw, reduction)
+    gl = torch.randn(loss.shape, device="cuda").to(torch.bfloat16)
+    gz = torch.randn(z.shape, device="cuda").to(torch.bfloat16)
+    torch.autograd.backward((loss, z), (gl, gz))
+    cpu_reference_check(logits[1:], target[1:], kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
+
+
+@gpu
 def test_cuda_zero_rows_and_out_of_range_target():
     logits = torch.randn(0, 100, device="cuda", requires_grad=True)
     target = torch.zeros(0, dtype=torch.long, device="cuda")

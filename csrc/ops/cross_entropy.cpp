@@ -298,7 +298,9 @@ void rows_cuda(const Tensor& x2d, int64_t row_stride, const Tensor& target1d, co
   const int64_t rows = target1d.numel(), cols = x2d.size(-1);
   if (rows == 0) return;
   const int64_t vec = vec_elems(x2d.scalar_type());
-  const bool aligned = cols % vec == 0 && row_stride % vec == 0 && aligned16(x2d);
+  // Aligned variants promise 16-byte alignment of every pointer (fused_linear_cross_entropy passes row slices).
+  const bool aligned = cols % vec == 0 && row_stride % vec == 0 && aligned16(x2d) && aligned16(target1d) &&
+                       aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
   const LaunchContext ctx = launch_context(x2d);
   const auto& v = cross_entropy_fwd_kernel_get({aligned, row_block(cols), x2d.scalar_type()}, ctx.arch_slot);
   cross_entropy_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(rows)}, ptr(x2d), ptr(target1d), ptr(w32),
@@ -369,7 +371,8 @@ Tensor bwd_cuda(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
   Tensor lse32 = lse.to(at::kFloat).contiguous();
   Tensor st = stats.to(at::kFloat).contiguous();
   const int64_t vec = vec_elems(logits.scalar_type());
-  const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx);
+  const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
+                       aligned16(t) && aligned16(lse32) && aligned16(gl) && aligned16(gz);
   const LaunchContext ctx = launch_context(logits);
   const auto& v = cross_entropy_bwd_kernel_get({aligned, row_block(x.cols), logits.scalar_type()}, ctx.arch_slot);
   cross_entropy_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(x.rows)}, ptr(x.t), ptr(t), ptr(w32), ptr(st),
