@@ -13,7 +13,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerFusedLinearCrossEntropyLoss
-from test_cross_entropy import OPTIONS, REDUCTIONS, dtype_id, reference
+from test_cross_entropy import OPTIONS, REDUCTIONS, dtype_id, poison_freed_blocks, reference
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -299,6 +299,8 @@ def test_bad_inputs():
 def test_cuda_matches_float64_reference(dtype, V, opts, reduction):
     # 1200 tokens: several chunks (512 tokens of 128256 bf16 logits per chunk), the last one partial
     x, w, b, target, kw = make_inputs((1200,), 256, V, dtype, "cuda", opts=opts)
+    poison_freed_blocks(512 * V, dtype)  # NaN where the logits chunk and the gradients will be allocated
+    poison_freed_blocks(V * 256, dtype)
     check_flce(x, w, b, target, kw, reduction)
 
 
