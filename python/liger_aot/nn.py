@@ -256,3 +256,74 @@ class LigerDyT(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.hidden_size}, init_alpha={self.init_alpha}, beta={self.beta is not None}"
+
+
+# ---- cross_entropy, fused_linear_cross_entropy (issue 5) -----------------------------------------------------
+
+from typing import Optional  # noqa: E402  (this section is appended; the file's imports are not ours to edit)
+
+
+class LigerCrossEntropyLoss(nn.Module):
+    """Liger-Kernel's ``LigerCrossEntropyLoss``: ``nn.CrossEntropyLoss`` over the last dimension with a logit
+    soft-cap and the z-loss; ``forward(_input, target)`` returns the loss, or ``(loss, z_loss)`` with
+    ``return_z_loss=True``. ``weight`` holds the class weights (a buffer, not a parameter)."""
+
+    def __init__(self, weight: Optional[torch.Tensor] = None, ignore_index: int = -100, lse_square_scale: float = 0.0,
+                 label_smoothing: float = 0.0, reduction: str = "mean", softcap: Optional[float] = None,
+                 return_z_loss: bool = False):
+        super().__init__()
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"LigerCrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"LigerCrossEntropyLoss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"LigerCrossEntropyLoss: softcap must be > 0 or None, got {softcap}")
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.lse_square_scale = lse_square_scale
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+        self.softcap = softcap
+        self.return_z_loss = return_z_loss
+
+    def forward(self, _input: torch.Tensor, target: torch.Tensor):
+        loss, z_loss = ops.cross_entropy(_input, target, self.weight, self.ignore_index, self.label_smoothing,
+                                         self.lse_square_scale, self.softcap, self.reduction)
+        return (loss, z_loss) if self.return_z_loss else loss
+
+
+class LigerFusedLinearCrossEntropyLoss(nn.Module):
+    """Liger-Kernel's ``LigerFusedLinearCrossEntropyLoss``: ``forward(lin_weight, _input, target, bias=None)`` is
+    the cross-entropy of ``_input @ lin_weight.T + bias`` without holding all logits (see
+    :func:`liger_aot.ops.fused_linear_cross_entropy`). ``ce_weight`` holds the class weights (a buffer)."""
+
+    def __init__(self, ce_weight: Optional[torch.Tensor] = None, ignore_index: int = -100,
+                 lse_square_scale: float = 0.0, label_smoothing: float = 0.0, reduction: str = "mean",
+                 softcap: Optional[float] = None, return_z_loss: bool = False,
+                 accum_dtype: Optional[torch.dtype] = None, use_token_scaling: bool = False):
+        super().__init__()
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"LigerFusedLinearCrossEntropyLoss: label_smoothing must be in [0, 1], got "
+                             f"{label_smoothing}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"LigerFusedLinearCrossEntropyLoss: reduction must be 'mean', 'sum' or 'none', got "
+                             f"{reduction!r}")
+        if softcap is not None and not softcap > 0:
+            raise ValueError(f"LigerFusedLinearCrossEntropyLoss: softcap must be > 0 or None, got {softcap}")
+        if accum_dtype is not None or use_token_scaling:
+            raise NotImplementedError("LigerFusedLinearCrossEntropyLoss: accum_dtype and use_token_scaling are not "
+                                      "supported by liger_aot")
+        self.register_buffer("ce_weight", ce_weight)
+        self.ignore_index = ignore_index
+        self.lse_square_scale = lse_square_scale
+        self.label_smoothing = label_smoothing
+        self.reduction = reduction
+        self.softcap = softcap
+        self.return_z_loss = return_z_loss
+
+    def forward(self, lin_weight: torch.Tensor, _input: torch.Tensor, target: torch.Tensor,
+                bias: Optional[torch.Tensor] = None):
+        loss, z_loss = ops.fused_linear_cross_entropy(_input, lin_weight, target, bias, self.ce_weight,
+                                                      self.ignore_index, self.label_smoothing,
+                                                      self.lse_square_scale, self.softcap, self.reduction)
+        return (loss, z_loss) if self.return_z_loss else loss

@@ -241,3 +241,52 @@ def liger_multimodal_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch
                                     unsqueeze_dim: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """Drop-in for Hugging Face Qwen2-VL ``apply_multimodal_rotary_pos_emb``."""
     return qwen2vl_mrope(q, k, cos, sin, mrope_section, unsqueeze_dim)
+
+
+# ---- cross_entropy, fused_linear_cross_entropy (issue 5) -----------------------------------------------------
+
+_cross_entropy = torch.ops.liger.cross_entropy.default._op
+_fused_linear_cross_entropy = torch.ops.liger.fused_linear_cross_entropy.default._op
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
+                  ignore_index: int = -100, label_smoothing: float = 0.0, lse_square_scale: float = 0.0,
+                  softcap: Optional[float] = None, reduction: str = "mean") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over the last dimension of ``logits`` ``[*, V]`` for int64 class indices ``target`` ``[*]``.
+
+    Returns ``(loss, z_loss)``. ``loss`` is ``F.cross_entropy(x, target, weight, ignore_index=ignore_index,
+    label_smoothing=label_smoothing, reduction=reduction)`` of ``x = softcap * tanh(logits / softcap)`` (``x =
+    logits`` when ``softcap`` is None) plus the z-loss; ``z_loss`` is ``lse_square_scale * logsumexp(x)**2`` per
+    non-ignored row, reduced as Liger-Kernel does ("mean": divided by the number of non-ignored rows, also with
+    class weights). The mean over no rows is NaN, as PyTorch's. A non-ignored target outside ``[0, V)`` gives
+    NaN (checked on the device: no host synchronization, CUDA-graph capturable).
+
+    logits: float32, bfloat16 or float16 (float64 on CPU), fp32 math; outputs in logits' dtype, 0-d or
+    ``target``'s shape for "none". Gradients flow to logits (through both outputs).
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.cross_entropy(logits, target, weight, ignore_index, label_smoothing, lse_square_scale,
+                                             softcap, reduction)
+    return _cross_entropy(logits, target, weight, ignore_index, float(label_smoothing), float(lse_square_scale),
+                          None if softcap is None else float(softcap), reduction)
+
+
+def fused_linear_cross_entropy(input: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                               bias: Optional[torch.Tensor] = None, ce_weight: Optional[torch.Tensor] = None,
+                               ignore_index: int = -100, label_smoothing: float = 0.0, lse_square_scale: float = 0.0,
+                               softcap: Optional[float] = None,
+                               reduction: str = "mean") -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cross_entropy` of ``input @ weight.T + bias`` without holding the logits of all tokens.
+
+    input ``[*, H]``, weight ``[V, H]`` and bias ``[V]`` of one dtype (float32, bfloat16, float16), target
+    ``[*]`` int64, ``ce_weight`` ``[V]`` the class weights. Tokens are processed in chunks whose logits stay
+    within 128 MiB. The gradients for input, weight and bias are computed in the forward and scaled by
+    grad_output in the backward (in place unless ``retain_graph=True``); they need reduction "mean" or "sum" ("none"
+    is forward-only). ``z_loss`` is reported without a gradient (it is part of ``loss``).
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.fused_linear_cross_entropy(input, weight, target, bias, ce_weight, ignore_index,
+                                                          label_smoothing, lse_square_scale, softcap, reduction)
+    return _fused_linear_cross_entropy(input, weight, target, bias, ce_weight, ignore_index, float(label_smoothing),
+                                       float(lse_square_scale), None if softcap is None else float(softcap),
+                                       reduction)

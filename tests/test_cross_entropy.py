@@ -1,0 +1,539 @@
+"""Tests of torch.ops.liger.cross_entropy (and its internal cross_entropy_fwd / cross_entropy_bwd).
+
+The float64 reference below is written from the definitions (F.cross_entropy's weighted, smoothed loss, the
+soft-cap and Liger-Kernel's z-loss); it is itself checked against F.cross_entropy in float64. The op computes in
+fp32 and rounds its results once to the logits' dtype, so its error may be one ulp of that dtype plus the fp32
+accumulation error (TOL: 1e-5 relative covers logsumexp over 256000 classes in fp32), relative to the
+magnitude of the loss terms (|lse|). CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
+"""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.library import opcheck
+
+import liger_aot  # noqa: F401  (loads the operators)
+from liger_aot import functional, ops
+from liger_aot.nn import LigerCrossEntropyLoss
+
+liger = torch.ops.liger
+gpu = pytest.mark.gpu
+
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
+REDUCTIONS = ("mean", "sum", "none")
+# one ulp of the output dtype (rounding once, 2 ulps of slack) + fp32 accumulation, relative to the magnitude
+TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2 * 2**-8 + 1e-5,
+       torch.float16: 2 * 2**-11 + 1e-5}
+
+# (weight, label_smoothing, lse_square_scale, softcap, ignore_index)
+OPTIONS = {
+    "plain": (False, 0.0, 0.0, None, -100),
+    "weight": (True, 0.0, 0.0, None, -100),
+    "smooth": (False, 0.1, 0.0, None, -100),
+    "weight_smooth": (True, 0.2, 0.0, None, 3),
+    "zloss": (False, 0.0, 1e-2, None, -100),
+    "softcap": (False, 0.0, 0.0, 4.0, -1),
+    "all": (True, 0.15, 1e-3, 10.0, 0),
+}
+
+
+def dtype_id(dtype):
+    return str(dtype).removeprefix("torch.")
+
+
+# ---- float64 reference (independent of the op)
+
+
+def reference(logits, target, weight=None, ignore_index=-100, label_smoothing=0.0, lse_square_scale=0.0,
+              softcap=None, reduction="mean"):
+    """(loss, z_loss) in float64 from the definitions; class dimension last."""
+    V = logits.shape[-1]
+    x = logits.double().reshape(-1, V)
+    t = target.reshape(-1)
+    if softcap is not None:
+        x = softcap * torch.tanh(x / softcap)
+    w = torch.ones(V, dtype=torch.float64, device=x.device) if weight is None else weight.double()
+    valid = t != ignore_index
+    ts = torch.where(valid, t, 0)
+    logp = x - torch.logsumexp(x, -1, keepdim=True)
+    nll = -w[ts] * logp.gather(1, ts[:, None])[:, 0]
+    smooth = -(logp * w).sum(-1)
+    ce = torch.where(valid, (1 - label_smoothing) * nll + label_smoothing / V * smooth, 0.0)
+    lse = torch.logsumexp(x, -1)
+    z = torch.where(valid, lse_square_scale * lse * lse, 0.0)
+    if reduction == "none":
+        return (ce + z).reshape(target.shape), z.reshape(target.shape)
+    ce, z = ce.sum(), z.sum()
+    if reduction == "mean":
+        ce = ce / torch.where(valid, w[ts], 0.0).sum()
+        z = z / valid.sum()
+    return ce + z, z
+
+
+def make_inputs(shape, V, dtype, device="cpu", opts="plain", ignore_some=True, scale=3.0):
+    has_weight, ls, zs, cap, ii = OPTIONS[opts]
+    logits = (torch.randn(*shape, V, device=device) * scale).to(dtype)
+    target = torch.randint(0, V, shape, device=device)
+    if ignore_some and target.numel() > 1:
+        target.view(-1)[::4] = ii
+    weight = torch.rand(V, device=device) + 0.5 if has_weight else None
+    kwargs = dict(weight=weight, ignore_index=ii, label_smoothing=ls, lse_square_scale=zs, softcap=cap)
+    return logits, target, kwargs
+
+
+def call(logits, target, kwargs, reduction):
+    return liger.cross_entropy(logits, target, kwargs["weight"], kwargs["ignore_index"], kwargs["label_smoothing"],
+                               kwargs["lse_square_scale"], kwargs["softcap"], reduction)
+
+
+def check_close(got, want, dtype, magnitude, what):
+    assert got.dtype == dtype and got.shape == want.shape, (what, got.dtype, got.shape, want.shape)
+    err = (got.double() - want).abs().max().item() if want.numel() else 0.0
+    bound = TOL[dtype] * max(1.0, magnitude)
+    assert err <= bound, f"{what}: max |op - float64| = {err:.3g} exceeds {bound:.3g}"
+
+
+def check_op(logits, target, kwargs, reduction, *, grad_scale=None):
+    """Forward and backward (random output gradients for both outputs) against the float64 reference."""
+    dtype = logits.dtype
+    x = logits.detach().clone().requires_grad_()
+    loss, z = call(x, target, kwargs, reduction)
+    x64 = logits.detach().double().requires_grad_()
+    rl, rz = reference(x64, target, reduction=reduction, **kwargs)
+    lse_mag = torch.logsumexp(logits.double(), -1).abs().max().item() if logits.numel() else 1.0
+    n = max(1, target.numel()) if reduction == "sum" else 1
+    check_close(loss.detach(), rl.detach(), dtype, lse_mag * n * (1 + kwargs["lse_square_scale"] * lse_mag), "loss")
+    check_close(z.detach(), rz.detach(), dtype, kwargs["lse_square_scale"] * lse_mag**2 * n, "z_loss")
+    gl = torch.randn(rl.shape, dtype=torch.float64, device=logits.device) if grad_scale is None else grad_scale
+    gz = torch.randn(rz.shape, dtype=torch.float64, device=logits.device)
+    torch.autograd.backward((loss, z), (gl.to(dtype), gz.to(dtype)))
+    g64, = torch.autograd.grad((rl, rz), (x64,), (gl.to(dtype).double(), gz.to(dtype).double()))
+    g_mag = g64.abs().max().item() if g64.numel() else 0.0
+    err = (x.grad.double() - g64).abs().max().item() if g64.numel() else 0.0
+    assert x.grad.dtype == dtype and x.grad.shape == logits.shape
+    bound = TOL[dtype] * g_mag + 1e-12
+    assert err <= bound, f"grad: max |op - float64| = {err:.3g} exceeds {bound:.3g} (|grad| {g_mag:.3g})"
+    return loss, z, x.grad
+
+
+# ---- the reference itself
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("opts", ["plain", "weight", "smooth", "weight_smooth"])
+def test_reference_matches_f_cross_entropy(opts, reduction):
+    logits, target, kw = make_inputs((13,), 37, torch.float64, opts=opts)
+    want = F.cross_entropy(logits, target, weight=None if kw["weight"] is None else kw["weight"].double(),
+                           ignore_index=kw["ignore_index"], label_smoothing=kw["label_smoothing"], reduction=reduction)
+    got, z = reference(logits, target, reduction=reduction, **kw)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert not z.any()
+
+
+# ---- CPU numerics
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("opts", list(OPTIONS))
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=dtype_id)
+def test_matches_float64_reference(dtype, opts, reduction):
+    logits, target, kw = make_inputs((29,), 101, dtype, opts=opts)
+    check_op(logits, target, kw, reduction)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64), ids=dtype_id)
+def test_matches_f_cross_entropy(dtype, reduction):
+    logits, target, kw = make_inputs((3, 7), 50, dtype, opts="weight_smooth")
+    loss, z = call(logits, target, kw, reduction)
+    want = F.cross_entropy(logits.reshape(-1, 50), target.reshape(-1), weight=kw["weight"].to(dtype),
+                           ignore_index=kw["ignore_index"], label_smoothing=kw["label_smoothing"], reduction=reduction)
+    torch.testing.assert_close(loss, want.reshape(loss.shape))
+    assert not z.any()
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("opts", ["plain", "weight", "all"])
+def test_all_targets_ignored(opts, reduction):
+    logits, target, kw = make_inputs((6,), 20, torch.float32, opts=opts, ignore_some=False)
+    target.fill_(kw["ignore_index"])
+    x = logits.clone().requires_grad_()
+    loss, z = call(x, target, kw, reduction)
+    want = F.cross_entropy(logits, target, weight=kw["weight"], ignore_index=kw["ignore_index"], reduction=reduction)
+    torch.testing.assert_close(loss, want, equal_nan=True)  # mean of no rows: NaN, as PyTorch
+    if reduction == "mean":
+        assert loss.isnan() and z.isnan()
+    else:
+        assert not loss.any() and not z.any()
+    (loss.nan_to_num() if reduction == "mean" else loss).sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_single_token_and_unbatched(reduction):
+    logits, target, kw = make_inputs((1,), 11, torch.float32, opts="all", ignore_some=False)
+    check_op(logits, target, kw, reduction)
+    check_op(logits[0], target[0], kw, reduction)  # [V] logits, 0-d target (F.cross_entropy's unbatched form)
+
+
+@pytest.mark.parametrize("V", (1, 2, 3, 1023, 1025, 5000))
+def test_vocab_sizes(V):
+    logits, target, kw = make_inputs((9,), V, torch.float32, opts="all")
+    kw["ignore_index"] = -100
+    check_op(logits, target, kw, "mean")
+
+
+def test_leading_dims_and_strided_logits():
+    logits, target, kw = make_inputs((2, 5), 64, torch.float32, opts="all")
+    wide = torch.randn(2, 5, 80)
+    wide[..., :64] = logits
+    check_op(wide[..., :64], target, kw, "none")
+    check_op(logits.transpose(0, 1), target.t(), kw, "mean")
+
+
+def test_out_of_range_target_gives_nan():
+    logits, target, kw = make_inputs((5,), 10, torch.float32, ignore_some=False)
+    target[2] = 10
+    loss, _ = call(logits, target, kw, "none")
+    assert loss[2].isnan() and not loss[[0, 1, 3, 4]].isnan().any()
+    assert call(logits, target, kw, "mean")[0].isnan()
+    target[2] = -5
+    assert call(logits, target, kw, "sum")[0].isnan()
+
+
+def test_python_wrappers_functional_and_module():
+    logits, target, kw = make_inputs((4, 3), 30, torch.float32, opts="all")
+    want, want_z = call(logits, target, kw, "mean")
+    got, got_z = ops.cross_entropy(logits, target, kw["weight"], kw["ignore_index"], kw["label_smoothing"],
+                                   kw["lse_square_scale"], kw["softcap"], "mean")
+    assert torch.equal(got, want) and torch.equal(got_z, want_z)
+    f = functional.liger_cross_entropy(logits, target, kw["weight"], ignore_index=kw["ignore_index"],
+                                       label_smoothing=kw["label_smoothing"], lse_square_scale=kw["lse_square_scale"],
+                                       softcap=kw["softcap"], return_z_loss=True)
+    assert torch.equal(f[0], want) and torch.equal(f[1], want_z)
+    module = LigerCrossEntropyLoss(weight=kw["weight"], ignore_index=kw["ignore_index"],
+                                   lse_square_scale=kw["lse_square_scale"], label_smoothing=kw["label_smoothing"],
+                                   softcap=kw["softcap"])
+    assert torch.equal(module(logits, target), want)
+    plain = LigerCrossEntropyLoss()(logits.reshape(-1, 30), target.reshape(-1).clamp(min=0))
+    torch.testing.assert_close(plain, F.cross_entropy(logits.reshape(-1, 30), target.reshape(-1).clamp(min=0)))
+    with pytest.raises(ValueError, match="reduction"):
+        LigerCrossEntropyLoss(reduction="batchmean")
+
+
+def test_gradcheck():
+    for opts in ("plain", "all", "weight_smooth"):
+        for reduction in REDUCTIONS:
+            logits, target, kw = make_inputs((5,), 7, torch.float64, opts=opts)
+            x = logits.requires_grad_()
+            assert torch.autograd.gradcheck(lambda x: call(x, target, kw, reduction), (x,)), (opts, reduction)
+
+
+def test_double_backward_raises():
+    logits, target, kw = make_inputs((4,), 9, torch.float64)
+    x = logits.requires_grad_()
+    loss, _ = call(x, target, kw, "mean")
+    (g,) = torch.autograd.grad(loss, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="second derivatives are not supported"):
+        g.sum().backward()
+
+
+def test_internal_ops_match():
+    logits, target, kw = make_inputs((6,), 40, torch.float32, opts="all")
+    args = (kw["weight"], kw["ignore_index"], kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"], "sum")
+    loss, z, lse, stats = liger.cross_entropy_fwd(logits, target, *args)
+    assert torch.equal(loss, call(logits, target, kw, "sum")[0])
+    valid = target != kw["ignore_index"]
+    capped = kw["softcap"] * torch.tanh(logits / kw["softcap"])
+    torch.testing.assert_close(lse[valid], torch.logsumexp(capped, -1)[valid])
+    torch.testing.assert_close(stats, torch.stack([kw["weight"][target[valid]].sum(), valid.sum().float(),
+                                                   kw["weight"].sum()]))
+    g = liger.cross_entropy_bwd(torch.tensor(1.0), torch.tensor(0.0), logits, target, kw["weight"], lse, stats,
+                                *args[1:])
+    x = logits.clone().requires_grad_()
+    call(x, target, kw, "sum")[0].backward()
+    torch.testing.assert_close(g, x.grad)
+
+
+# ---- opcheck
+
+
+def opcheck_samples(device):
+    samples = []
+    for dtype in CUDA_DTYPES:
+        for opts in ("plain", "all"):
+            for reduction in REDUCTIONS:
+                for grad in (False, True):
+                    logits, target, kw = make_inputs((3, 4), 37, dtype, device, opts=opts)
+                    logits.requires_grad_(grad)
+                    args = (logits, target, kw["weight"], kw["ignore_index"], kw["label_smoothing"],
+                            kw["lse_square_scale"], kw["softcap"], reduction)
+                    samples.append(("cross_entropy", args, grad))
+                    samples.append(("cross_entropy_fwd", args, grad))
+    logits, target, kw = make_inputs((5,), 33, torch.float32, device, opts="all")
+    args = (kw["weight"], kw["ignore_index"], kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"])
+    for reduction in REDUCTIONS:
+        _, _, lse, stats = liger.cross_entropy_fwd(logits, target, *args, reduction)
+        g = torch.randn(5, device=device) if reduction == "none" else torch.randn((), device=device)
+        samples.append(("cross_entropy_bwd", (g, g.clone(), logits, target, kw["weight"], lse, stats, *args[1:],
+                                              reduction), False))
+    return samples
+
+
+def opcheck_params():
+    params = []
+    for device, marks in (("cpu", []), ("cuda", [gpu])):
+        for i, (name, args, grad) in enumerate(opcheck_samples("cpu")):
+            params.append(pytest.param(device, i, marks=marks, id=f"{device}-{i}-{name}" + ("-grad" if grad else "")))
+    return params
+
+
+@pytest.mark.parametrize("device,index", opcheck_params())
+def test_opcheck(device, index):
+    name, args, grad = opcheck_samples(device)[index]
+    tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+    opcheck(getattr(liger, name).default, args, test_utils=tests)
+
+
+# ---- torch.export, torch.compile
+
+
+class Loss(torch.nn.Module):
+    def forward(self, logits, target, weight):
+        loss, z = torch.ops.liger.cross_entropy(logits * 2.0, target, weight, -100, 0.1, 1e-3, 30.0, "mean")
+        return loss, z
+
+
+def test_export_dynamic_shapes(tmp_path):
+    model = Loss()
+    n = torch.export.Dim("tokens", min=2, max=1 << 20)
+    dims = {"logits": {0: n}, "target": {0: n}, "weight": None}
+    logits, target, kw = make_inputs((6,), 40, torch.float32, opts="weight")
+    ep = torch.export.export(model, (logits, target, kw["weight"]), dynamic_shapes=dims)
+    assert any(node.target is liger.cross_entropy.default for node in ep.graph.nodes)
+    path = tmp_path / "cross_entropy.pt2"
+    torch.export.save(ep, path)
+    loaded = torch.export.load(path)
+    for tokens in (2, 17, 6):
+        logits, target, _ = make_inputs((tokens,), 40, torch.float32)
+        want = model(logits, target, kw["weight"])
+        for m in (ep.module(), loaded.module()):
+            for a, b in zip(m(logits, target, kw["weight"]), want):
+                assert torch.equal(a, b)
+
+
+def compile_params():
+    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
+            pytest.param("cuda", "inductor", None, marks=gpu)]
+
+
+@pytest.mark.parametrize("device,backend,dynamic", compile_params())
+def test_compile_fullgraph(device, backend, dynamic):
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+
+    def f(logits, target, weight):
+        loss, z = liger.cross_entropy(logits * 2.0, target, weight, -100, 0.1, 1e-3, 30.0, "mean")
+        return loss + z
+
+    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    for tokens in (8, 13):
+        logits, target, kw = make_inputs((tokens,), 96, torch.float32, device, opts="weight")
+        results = []
+        for fn in (f, compiled):
+            x = logits.clone().requires_grad_()
+            y = fn(x, target, kw["weight"])
+            y.backward()
+            results.append((y.detach(), x.grad))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+# ---- bad inputs
+
+
+def test_bad_inputs():
+    logits, target = torch.randn(4, 10), torch.randint(0, 10, (4,))
+    cases = [
+        ((logits, target.float()), {}, r"cross_entropy: target must be int64"),
+        ((logits, target[:3]), {}, r"cross_entropy: target must have shape \[4\]"),
+        ((logits.long(), target), {}, r"cross_entropy: logits must be float32, bfloat16 or float16"),
+        ((torch.tensor(1.0), target), {}, r"cross_entropy: logits must have at least one dimension"),
+        ((torch.randn(4, 0), target), {}, r"cross_entropy: logits must have at least one class"),
+        ((logits, target), {"weight": torch.rand(9)}, r"cross_entropy: weight must have shape \[10\]"),
+        ((logits, target), {"weight": torch.rand(10, 1)}, r"cross_entropy: weight must have shape \[10\]"),
+        ((logits, target), {"reduction": "batchmean"}, r"cross_entropy: reduction must be 'mean', 'sum' or 'none'"),
+        ((logits, target), {"label_smoothing": 1.5}, r"cross_entropy: label_smoothing must be in \[0, 1\]"),
+        ((logits, target), {"softcap": 0.0}, r"cross_entropy: softcap must be > 0"),
+        ((logits, target), {"lse_square_scale": -1.0}, r"cross_entropy: lse_square_scale must be >= 0"),
+    ]
+    for args, kwargs, match in cases:
+        with pytest.raises(RuntimeError, match=match):
+            liger.cross_entropy(*args, **kwargs)
+
+
+# =====================================================================================================
+# GPU tests. Run with `pytest -m gpu`.
+
+VOCABS = (32000, 128256, 152064, 256000)
+
+
+def poison_freed_blocks(numel, dtype):
+    """Frees NaN-filled blocks of the outputs' size: the op's next outputs reuse them (see test_rms_norm)."""
+    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
+    del blocks
+
+
+def cpu_reference_check(logits, target, kw, reduction, got_loss, got_z, got_grad, gl, gz):
+    """Checks CUDA results against the float64 reference computed on the GPU in float64."""
+    x64 = logits.detach().double().requires_grad_()
+    rl, rz = reference(x64, target, reduction=reduction, **kw)
+    lse_mag = torch.logsumexp(logits.double(), -1).abs().max().item()
+    n = target.numel() if reduction == "sum" else 1
+    check_close(got_loss, rl.detach(), logits.dtype, lse_mag * n * (1 + kw["lse_square_scale"] * lse_mag), "loss")
+    check_close(got_z, rz.detach(), logits.dtype, kw["lse_square_scale"] * lse_mag**2 * n, "z_loss")
+    g64, = torch.autograd.grad((rl, rz), (x64,), (gl.double(), gz.double()))
+    g_mag = g64.abs().max().item()
+    err = (got_grad.double() - g64).abs().max().item()
+    assert err <= TOL[logits.dtype] * g_mag + 1e-12, f"grad error {err:.3g} (|grad| {g_mag:.3g})"
+
+
+@gpu
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("opts", ["plain", "all", "weight_smooth"])
+@pytest.mark.parametrize("V", VOCABS + (1, 7, 1000, 4097, 50257))
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_matches_float64_reference(dtype, V, opts, reduction):
+    logits, target, kw = make_inputs((37,), V, dtype, "cuda", opts=opts)
+    if V == 1 and kw["ignore_index"] == 0:
+        kw["ignore_index"] = -100  # otherwise every target (all 0) is ignored: test_cuda_strided_..._all_ignored
+    x = logits.clone().requires_grad_()
+    poison_freed_blocks(logits.numel(), dtype)
+    loss, z = call(x, target, kw, reduction)
+    gl = torch.randn(loss.shape, device="cuda").to(dtype)
+    gz = torch.randn(z.shape, device="cuda").to(dtype)
+    poison_freed_blocks(logits.numel(), dtype)
+    torch.autograd.backward((loss, z), (gl, gz))
+    assert not x.grad.isnan().any() and not loss.isnan().any()
+    cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
+    # deterministic, and the same as the CPU reference implementation at fp32 accuracy
+    loss2, _ = call(logits, target, kw, reduction)
+    assert torch.equal(loss.detach(), loss2)
+    cpu_kw = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
+    cpu_loss, _ = call(logits.cpu(), target.cpu(), cpu_kw, reduction)
+    check_close(loss.detach().cpu(), cpu_loss.double(), dtype, 2 * abs(cpu_loss.double()).max().item(), "cpu vs cuda")
+
+
+@gpu
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_strided_leading_dims_and_all_ignored(dtype):
+    logits, target, kw = make_inputs((3, 11), 32000, dtype, "cuda", opts="all")
+    wide = torch.randn(3, 11, 32008, device="cuda").to(dtype)
+    wide[..., :32000] = logits
+    x = wide[..., :32000].detach().requires_grad_()
+    loss, z = call(x, target, kw, "mean")
+    loss.backward()
+    gl, gz = torch.ones((), device="cuda", dtype=dtype), torch.zeros((), device="cuda", dtype=dtype)
+    cpu_reference_check(logits, target, kw, "mean", loss.detach(), z.detach(), x.grad, gl, gz)
+    target.fill_(kw["ignore_index"])
+    x.grad = None
+    loss, z = call(x, target, kw, "mean")
+    assert loss.isnan() and z.isnan()
+    loss.nan_to_num().backward()
+    assert not x.grad.any()
+    assert call(x, target, kw, "sum")[0].item() == 0
+
+
+@gpu
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cuda_offset_views(reduction):
+    # target[1:] starts 8 bytes into its storage: the launcher must take the variants without 16-byte promises
+    logits, target, kw = make_inputs((34,), 32000, torch.bfloat16, "cuda", opts="all")
+    x = logits[1:].detach().requires_grad_()
+    loss, z = call(x, target[1:], kw, reduction)
+    gl = torch.randn(loss.shape, device="cuda").to(torch.bfloat16)
+    gz = torch.randn(z.shape, device="cuda").to(torch.bfloat16)
+    torch.autograd.backward((loss, z), (gl, gz))
+    cpu_reference_check(logits[1:], target[1:], kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
+
+
+@gpu
+def test_cuda_zero_rows_and_out_of_range_target():
+    logits = torch.randn(0, 100, device="cuda", requires_grad=True)
+    target = torch.zeros(0, dtype=torch.long, device="cuda")
+    loss, z = liger.cross_entropy(logits, target)
+    assert loss.isnan()
+    assert liger.cross_entropy(logits, target, reduction="sum")[0].item() == 0
+    assert liger.cross_entropy(logits, target, reduction="none")[0].shape == (0,)
+    logits = torch.randn(4, 100, device="cuda")
+    target = torch.tensor([1, 100, 2, -100], device="cuda")
+    per_row, _ = liger.cross_entropy(logits, target, reduction="none")
+    assert per_row[1].isnan() and not per_row[[0, 2, 3]].isnan().any()
+    assert liger.cross_entropy(logits, target)[0].isnan()
+
+
+@gpu
+def test_cuda_more_than_2_31_logits():
+    rows, V = 8448, 256000  # 2.16e9 bf16 logits
+    logits = torch.randn(rows, V, device="cuda", dtype=torch.bfloat16)
+    target = torch.randint(0, V, (rows,), device="cuda")
+    target[::7] = -100
+    logits.requires_grad_()
+    loss, z = liger.cross_entropy(logits, target, None, -100, 0.05, 1e-4, None, "none")
+    (loss * torch.linspace(0.5, 1.5, rows, device="cuda", dtype=torch.bfloat16)).sum().backward()
+    kw = dict(weight=None, ignore_index=-100, label_smoothing=0.05, lse_square_scale=1e-4, softcap=None)
+    g = torch.linspace(0.5, 1.5, rows, device="cuda", dtype=torch.bfloat16)
+    for sl in (slice(0, 64), slice(rows // 2, rows // 2 + 64), slice(rows - 64, rows)):
+        cpu_reference_check(logits[sl].detach(), target[sl], kw, "none", loss[sl].detach(), z[sl].detach(),
+                            logits.grad[sl], g[sl], torch.zeros(64, device="cuda"))
+
+
+@gpu
+@pytest.mark.parametrize("reduction", ("mean", "none"))
+def test_cuda_graph_capture_and_replay(reduction):
+    logits, target, kw = make_inputs((64,), 128256, torch.bfloat16, "cuda", opts="all")
+    x = logits.clone().requires_grad_()
+    static_target = target.clone()
+
+    def step():
+        loss, z = call(x, static_target, kw, reduction)
+        return (loss, z) + torch.autograd.grad((loss * 1.0).sum(), (x,))
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step()
+    for i in range(3):
+        new_logits, new_target, _ = make_inputs((64,), 128256, torch.bfloat16, "cuda")
+        if i == 1:
+            new_target.fill_(kw["ignore_index"])  # the mean's divisor changes with the data: computed on the device
+        with torch.no_grad():
+            x.copy_(new_logits)
+            static_target.copy_(new_target)
+        graph.replay()
+        torch.cuda.synchronize()
+        xe = new_logits.clone().requires_grad_()
+        loss, z = call(xe, new_target, kw, reduction)
+        (g,) = torch.autograd.grad((loss * 1.0).sum(), (xe,))
+        for got, want in zip(static_out, (loss, z, g)):
+            assert torch.equal(got, want) or (got.isnan().all() and want.isnan().all())
+
+
+@gpu
+def test_cuda_bad_inputs():
+    logits = torch.randn(4, 10, device="cuda")
+    with pytest.raises(RuntimeError, match=r"cross_entropy: target is on cpu"):
+        liger.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+    with pytest.raises(RuntimeError, match=r"cross_entropy: weight is on cpu"):
+        liger.cross_entropy(logits, torch.zeros(4, dtype=torch.long, device="cuda"), torch.ones(10))
+    with pytest.raises(RuntimeError, match=r"float64 on CPU"):
+        liger.cross_entropy(logits.double(), torch.zeros(4, dtype=torch.long, device="cuda"))

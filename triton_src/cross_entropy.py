@@ -1,0 +1,293 @@
+"""Cross-entropy kernels (also the per-chunk kernel of fused_linear_cross_entropy) and their specializations.
+
+For one row x of V logits, target y, class weights w (all ones without a weight), smoothing e and soft-cap c:
+  x' = c * tanh(x / c)  (x' = x without a soft-cap),  lse = logsumexp(x'),  p = softmax(x')
+  ce = (1 - e) * w[y] * (lse - x'[y]) + (e / V) * sum_j w[j] * (lse - x'[j])      (F.cross_entropy's terms)
+  z  = lse_square_scale * lse^2                                                    (z-loss, added to the loss)
+Reductions (as F.cross_entropy for ce, as Liger-Kernel for z): "mean" is sum(ce) / D_loss + sum(z) / D_z
+with D_loss = sum of w[y] over non-ignored rows (their count without weights) and D_z = their count;
+"sum" sums both; "none" gives ce + z per row. Ignored rows contribute 0 and get a zero gradient.
+With a_loss, a_z the scales of one row's ce and z in the reduced loss (grad_output / D for "mean"):
+  d x'[j] = p[j] * (a_loss * ((1 - e) * w[y] + (e / V) * sum(w)) + a_z * 2 * lse_square_scale * lse)
+            - a_loss * (e / V) * w[j] - [j == y] * a_loss * (1 - e) * w[y]
+  d x[j]  = d x'[j] * (1 - (x'[j] / c)^2)
+Everything the reduction needs stays on the device (no host synchronization, CUDA-graph capturable):
+cross_entropy_stats_kernel writes STATS = [D_loss, D_z, sum(w)] before the row kernels run.
+A non-ignored target outside [0, V) gives a NaN loss for its row (and a NaN mean) instead of a fault.
+
+One program per row; the row is streamed in BLOCK_N chunks with an online softmax (per-lane running max
+and rescaled sum, one read). fused_linear_cross_entropy's chunks use store_grad: the forward kernel then
+reads the row a second time and writes the gradient over the logits in place (their only use).
+"""
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src.softmax import _exp
+
+CPP_CONSTANTS = {
+    "ROW_BLOCKS": 3,
+    "STATS_BLOCK": 1024,
+    "FINALIZE_BLOCK": 1024,
+    "COLSUM_BLOCK_N": 128,
+}
+
+# Row block sizes by vocabulary: the smallest that covers V, 8192 (16 warps) beyond. Not yet tuned on the H200.
+ROW_BLOCKS = {1024: 4, 4096: 8, 8192: 16}
+
+
+@triton.jit
+def _softcapped(x, softcap, has_softcap):
+    if has_softcap:
+        x = softcap * libdevice.tanh(x / softcap)
+    return x
+
+
+@triton.jit
+def _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing, lse_square_scale,
+                softcap, has_weight, has_softcap, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+    eps = label_smoothing / n_cols
+    coef_p = a_loss * ((1.0 - label_smoothing) * w_y + eps * w_sum) + a_z * 2.0 * lse_square_scale * lse
+    coef_y = a_loss * (1.0 - label_smoothing) * w_y
+    coef_w = a_loss * eps
+    cols = tl.arange(0, BLOCK_N)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        x = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)
+        dcap = tl.full([BLOCK_N], 1.0, tl.float32)
+        if has_softcap:
+            t = libdevice.tanh(x / softcap)
+            x = softcap * t
+            dcap = 1.0 - t * t
+        g = _exp(x - lse, ACCURATE) * coef_p - tl.where(c == y, coef_y, 0.0)
+        if has_weight:
+            g -= coef_w * tl.load(W + c, mask=cm, other=0.0)
+        else:
+            g -= coef_w
+        g = g * dcap
+        tl.store(dx_row + c, g.to(dx_row.dtype.element_ty), mask=cm)
+
+
+@triton.jit
+def _zero_row(dx_row, n_cols, BLOCK_N: tl.constexpr):
+    cols = tl.arange(0, BLOCK_N)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        tl.store(dx_row + c, tl.zeros([BLOCK_N], dtype=dx_row.dtype.element_ty), mask=c < n_cols)
+
+
+@triton.jit
+def _target(Y, W, row, n_cols, ignore_index, has_weight):
+    # (target, weight of the target): NaN weight for a non-ignored target outside [0, n_cols).
+    y = tl.load(Y + row)
+    in_range = (y >= 0) & (y < n_cols)
+    w_y = tl.where(in_range, 1.0, float("nan"))
+    if has_weight:
+        w_y = tl.where(in_range, tl.load(W + tl.where(in_range, y, 0)), float("nan"))
+    return y, in_range, w_y
+
+
+@triton.jit
+def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr):
+    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring).
+    offs = tl.arange(0, BLOCK)
+    count = tl.zeros([BLOCK], dtype=tl.float32)
+    wsum_y = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, n_rows, BLOCK):
+        r = start + offs
+        y = tl.load(Y + r, mask=r < n_rows, other=ignore_index)
+        valid = (r < n_rows) & (y != ignore_index)
+        count += valid.to(tl.float32)
+        if has_weight:
+            in_range = (y >= 0) & (y < n_cols)
+            w = tl.load(W + tl.where(in_range, y, 0), mask=valid & in_range, other=0.0)
+            wsum_y += tl.where(valid & (~in_range), float("nan"), w)
+    n_valid = tl.sum(count, axis=0)
+    if has_weight:
+        w_all = tl.zeros([BLOCK], dtype=tl.float32)
+        for cstart in range(0, n_cols, BLOCK):
+            c = cstart + offs
+            w_all += tl.load(W + c, mask=c < n_cols, other=0.0)
+        tl.store(STATS, tl.sum(wsum_y, axis=0))
+        tl.store(STATS + 2, tl.sum(w_all, axis=0))
+    else:
+        tl.store(STATS, n_valid)
+        tl.store(STATS + 2, n_cols.to(tl.float32))
+    tl.store(STATS + 1, n_valid)
+
+
+@triton.jit
+def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, stride_x_v, ignore_index,
+                             label_smoothing, lse_square_scale, softcap, has_weight, has_softcap, store_grad, mean,
+                             BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
+    x_row = X + row * (stride_x_v * ALIGN)
+    y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
+    if y == ignore_index:
+        tl.store(LOSS_ROW + row, 0.0)
+        tl.store(Z_ROW + row, 0.0)
+        tl.store(LSE + row, 0.0)
+        if store_grad:
+            _zero_row(x_row, n_cols, BLOCK_N)
+        return
+    x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
+    cols = tl.arange(0, BLOCK_N)
+    # Per-lane online softmax: a lane that has seen only -inf keeps m = -inf and d = 0.
+    m = tl.full([BLOCK_N], -float("inf"), tl.float32)
+    d = tl.zeros([BLOCK_N], dtype=tl.float32)
+    wx = tl.zeros([BLOCK_N], dtype=tl.float32)  # sum of w[j] * x'[j], for label smoothing
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        x = _softcapped(tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32), softcap, has_softcap)
+        x = tl.where(cm, x, -float("inf"))
+        # One exp per element: exp(-|x - m|) either rescales the sum (x is the new max) or is x's own term.
+        # Two (d * exp(m - m_new) + exp(x - m_new)) would double the MUFU work, which at 2 bytes per bf16 logit
+        # costs about as much time as reading them on an H200.
+        grow = x > m
+        e = _exp(tl.where(grow, m - x, x - m), ACCURATE)
+        m_new = tl.maximum(m, x)
+        d = tl.where(m_new != -float("inf"), tl.where(grow, d * e + 1.0, d + e), 0.0)
+        m = m_new
+        if label_smoothing > 0:
+            if has_weight:
+                wx += tl.where(cm, x * tl.load(W + c, mask=cm, other=0.0), 0.0)
+            else:
+                wx += tl.where(cm, x, 0.0)
+    m_row = tl.max(m, axis=0)
+    d_row = tl.sum(tl.where(m != -float("inf"), d * _exp(m - m_row, ACCURATE), 0.0), axis=0)
+    lse = m_row + tl.log(d_row)
+    w_sum = tl.load(STATS + 2)
+    ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
+    if label_smoothing > 0:
+        ce += (label_smoothing / n_cols) * (w_sum * lse - tl.sum(wx, axis=0))
+    ce = tl.where(in_range, ce, float("nan"))
+    tl.store(LOSS_ROW + row, ce)
+    tl.store(Z_ROW + row, lse_square_scale * lse * lse)
+    tl.store(LSE + row, lse)
+    if store_grad:
+        # The gradient of the reduced loss for grad_output 1 (the caller scales it), over the logits.
+        a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+        a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+        _write_grad(x_row, x_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing, lse_square_scale,
+                    softcap, has_weight, has_softcap, BLOCK_N, ACCURATE)
+
+
+@triton.jit
+def cross_entropy_bwd_kernel(X, Y, W, STATS, LSE, GRAD_LOSS, GRAD_Z, DX, n_cols_v, stride_x_v, stride_dx_v,
+                             grad_stride, ignore_index, label_smoothing, lse_square_scale, softcap, has_weight,
+                             has_softcap, mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+    # GRAD_LOSS and GRAD_Z are fp32, one per row (grad_stride 1, reduction "none") or one scalar (stride 0).
+    n_cols = n_cols_v * ALIGN
+    row = tl.program_id(0).to(tl.int64)
+    dx_row = DX + row * (stride_dx_v * ALIGN)
+    y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
+    if y == ignore_index:
+        _zero_row(dx_row, n_cols, BLOCK_N)
+        return
+    g_loss = tl.load(GRAD_LOSS + row * grad_stride)
+    g_z = g_loss + tl.load(GRAD_Z + row * grad_stride)  # z is also part of the loss
+    a_loss = tl.where(mean, g_loss / tl.load(STATS), g_loss)
+    a_z = tl.where(mean, g_z / tl.load(STATS + 1), g_z)
+    _write_grad(X + row * (stride_x_v * ALIGN), dx_row, W, y, n_cols, tl.load(LSE + row), w_y, tl.load(STATS + 2),
+                a_loss, a_z, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE)
+
+
+@triton.jit
+def cross_entropy_finalize_kernel(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, reduction, BLOCK: tl.constexpr):
+    # reduction 0 ("none"): a grid over rows writes ce + z and z per row. 1 ("mean") and 2 ("sum"): one
+    # program writes the two scalars.
+    offs = tl.arange(0, BLOCK)
+    if reduction == 0:
+        r = tl.program_id(0).to(tl.int64) * BLOCK + offs
+        rm = r < n_rows
+        z_r = tl.load(Z_ROW + r, mask=rm, other=0.0)
+        tl.store(LOSS + r, (tl.load(LOSS_ROW + r, mask=rm, other=0.0) + z_r).to(LOSS.dtype.element_ty), mask=rm)
+        tl.store(Z + r, z_r.to(Z.dtype.element_ty), mask=rm)
+    else:
+        acc_ce = tl.zeros([BLOCK], dtype=tl.float32)
+        acc_z = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, n_rows, BLOCK):
+            r = start + offs
+            acc_ce += tl.load(LOSS_ROW + r, mask=r < n_rows, other=0.0)
+            acc_z += tl.load(Z_ROW + r, mask=r < n_rows, other=0.0)
+        mean = reduction == 1
+        ce = tl.sum(acc_ce, axis=0) / tl.where(mean, tl.load(STATS), 1.0)
+        z = tl.sum(acc_z, axis=0) / tl.where(mean, tl.load(STATS + 1), 1.0)
+        tl.store(LOSS, (ce + z).to(LOSS.dtype.element_ty))
+        tl.store(Z, z.to(Z.dtype.element_ty))
+
+
+@triton.jit
+def column_sum_accumulate_kernel(X, ACC, n_rows, n_cols, stride_x, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    # ACC[j] += sum_i X[i, j] in fp32 (fused_linear_cross_entropy's bias gradient, one chunk at a time).
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cm = cols < n_cols
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_rows, BLOCK_M):
+        r = (start + tl.arange(0, BLOCK_M)).to(tl.int64)
+        mask = (r < n_rows)[:, None] & cm[None, :]
+        acc += tl.load(X + r[:, None] * stride_x + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+    tl.store(ACC + cols, tl.load(ACC + cols, mask=cm, other=0.0) + tl.sum(acc, axis=0), mask=cm)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Specializations
+
+
+def _align(dtype):
+    return 16 // ELEMENT_SIZE[dtype]
+
+
+_ROW_SCALARS = {"ignore_index": "i64", "label_smoothing": "fp32", "lse_square_scale": "fp32", "softcap": "fp32",
+                "has_weight": "i1", "has_softcap": "i1"}
+
+
+def _fwd_sig(dt):
+    return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LOSS_ROW": "*fp32", "Z_ROW": "*fp32",
+            "LSE": "*fp32", "n_cols_v": "i32", "stride_x_v": "i64", **_ROW_SCALARS, "store_grad": "i1",
+            "mean": "i1"}
+
+
+def _bwd_sig(dt):
+    return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LSE": "*fp32", "GRAD_LOSS": "*fp32",
+            "GRAD_Z": "*fp32", "DX": f"*{dt}", "n_cols_v": "i32", "stride_x_v": "i64", "stride_dx_v": "i64",
+            "grad_stride": "i64", **_ROW_SCALARS, "mean": "i1"}
+
+
+def _specs():
+    stats = KernelSpec(cross_entropy_stats_kernel)
+    fwd = KernelSpec(cross_entropy_fwd_kernel)
+    bwd = KernelSpec(cross_entropy_bwd_kernel)
+    fin = KernelSpec(cross_entropy_finalize_kernel)
+    colsum = KernelSpec(column_sum_accumulate_kernel)
+    stats.variants.append(Variant(
+        key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "n_rows": "i64", "n_cols": "i32",
+                           "ignore_index": "i64", "has_weight": "i1"},
+        constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"]}, num_warps=4))
+    for dt in ("fp32", "bf16", "fp16"):
+        accurate = dt == "fp32"
+        for block_n, warps in ROW_BLOCKS.items():
+            for aligned in (False, True):
+                common = {"BLOCK_N": block_n, "ALIGN": _align(dt) if aligned else 1, "ACCURATE": accurate}
+                key = {"x_dtype": dt, "block_n": block_n, "aligned": aligned}
+                fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt), constexprs=common, num_warps=warps,
+                                            aligned=aligned))
+                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=common, num_warps=warps,
+                                            aligned=aligned))
+        fin.variants.append(Variant(
+            key={"out_dtype": dt},
+            signature={"LOSS_ROW": "*fp32", "Z_ROW": "*fp32", "STATS": "*fp32", "LOSS": f"*{dt}", "Z": f"*{dt}",
+                       "n_rows": "i64", "reduction": "i32"},
+            constexprs={"BLOCK": CPP_CONSTANTS["FINALIZE_BLOCK"]}, num_warps=4))
+        colsum.variants.append(Variant(
+            key={"x_dtype": dt},
+            signature={"X": f"*{dt}", "ACC": "*fp32", "n_rows": "i32", "n_cols": "i32", "stride_x": "i64"},
+            constexprs={"BLOCK_M": 32, "BLOCK_N": CPP_CONSTANTS["COLSUM_BLOCK_N"]}, num_warps=4))
+    return [stats, fwd, bwd, fin, colsum]
+
+
+KERNELS = _specs()
