@@ -7,7 +7,8 @@
 Device time, GB/s against the copy ceiling and peak memory for fwd / bwd / full of
 ``jsd(input, target, beta=0.5)`` over [BT, V] student / teacher log-probabilities. Bytes counted (what a
 memory-bound kernel must move): fwd reads input and target; bwd reads both again (it recomputes the
-gradient instead of keeping a [BT, V] buffer) and writes d input; full is the sum. Target (issue 5): forward >= 85 % of the copy bandwidth.
+gradient instead of keeping a [BT, V] buffer) and writes d input; full is the sum.
+Target (issue 5): forward >= 85 % of the copy bandwidth.
 """
 import argparse
 import sys

@@ -52,7 +52,8 @@ def providers(liger_aot, liger_kernel) -> list:
         found.append(harness.Provider("liger_aot", lambda x, y: liger_aot.ops.kl_div(x, y, "batchmean")))
     torch._functorch.config.donated_buffer = False  # "bwd" replays one backward with retain_graph=True
     compiled = torch.compile(torch_kl_div, dynamic=False)
-    found += [harness.Provider("torch F.kl_div", torch_kl_div), harness.Provider("torch.compile", compiled, compiled=True)]
+    found += [harness.Provider("torch F.kl_div", torch_kl_div),
+              harness.Provider("torch.compile", compiled, compiled=True)]
     if liger_kernel is not None:
         fn = liger_kernel.LigerKLDivLossFunction
         found.append(harness.Provider("Liger-Kernel", lambda x, y: fn.apply(x, y, "batchmean", False, 1e-10)))

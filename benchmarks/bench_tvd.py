@@ -6,7 +6,8 @@
 
 Device time, GB/s against the copy ceiling and peak memory for fwd / bwd / full of
 ``tvd(p, q, reduction="batchmean")`` over [BT, V] probabilities. Bytes counted (what a memory-bound kernel
-must move): fwd reads p and q; bwd reads p and q and writes d p; full is the sum. Target (issue 5): forward >= 85 % of the copy bandwidth.
+must move): fwd reads p and q; bwd reads p and q and writes d p; full is the sum.
+Target (issue 5): forward >= 85 % of the copy bandwidth.
 """
 import argparse
 import sys

@@ -47,7 +47,10 @@ def reference(si, sw, ti, tw, labels, beta, temperature, ignore_index=-100, comp
     else:
         s, t = si.to(compute) @ sw.to(compute).t(), ti.to(compute) @ tw.to(compute).t()
     x, y = (s / temperature).log_softmax(-1), (t / temperature).log_softmax(-1)
-    live = torch.ones(si.shape[0], dtype=x.dtype, device=x.device) if labels is None else (labels != ignore_index).to(x.dtype)
+    if labels is None:
+        live = torch.ones(si.shape[0], dtype=x.dtype, device=x.device)
+    else:
+        live = (labels != ignore_index).to(x.dtype)
     return (jsd_terms(x, y, beta).sum(-1) * live).sum() / live.sum().clamp(min=1)
 
 
@@ -82,7 +85,8 @@ def check(si, sw, ti, tw, lab, beta, temperature, dloss=1.0, what=""):
     ref = reference(si64, sw64, ti, tw, lab, beta, temperature)
     dsi64, dsw64 = torch.autograd.grad(ref, (si64, sw64), g.double())
     sie, swe = si.detach().requires_grad_(), sw.detach().requires_grad_()
-    eager = reference(sie, swe, ti, tw, lab, beta, temperature, compute=None if si.dtype != torch.float64 else torch.float64)
+    eager_compute = None if si.dtype != torch.float64 else torch.float64
+    eager = reference(sie, swe, ti, tw, lab, beta, temperature, compute=eager_compute)
     dsie, dswe = torch.autograd.grad(eager, (sie, swe), g.to(eager.dtype))
     eps = torch.finfo(si.dtype).eps
     # On CUDA d student_weight is accumulated chunk by chunk in the weight's dtype (addmm_, as Liger-Kernel):

@@ -1,8 +1,8 @@
 """Pieces shared by the distillation losses (kl_div, jsd, tvd, fused_linear_jsd).
 
-Each loss kernel writes one fp32 partial sum per row; loss_sum_kernel adds them up in one program (a fixed
-order: the result is deterministic), counts the rows whose label is not ignore_index on the device (no host
-synchronization) and writes
+Each loss kernel writes one fp32 partial sum per row; loss_sum (run by <op>_sum_kernel) adds them up in one
+program (a fixed order: the result is deterministic), counts the rows whose label is not ignore_index on the
+device (no host synchronization) and writes
 
     out[0] = sum(partials) * mult,    mult = scale / (max(count, 1) if use_count else 1)
     mult_out[0] = mult                (fp32; the backward kernels scale their gradient by it)
@@ -17,8 +17,9 @@ SUM_BLOCK = 1024
 
 
 @triton.jit
-def loss_sum_kernel(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale,
-                    BLOCK: tl.constexpr):
+def loss_sum(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale, BLOCK: tl.constexpr):
+    # The body of each op's <op>_sum_kernel (kernel names must be unique across ops: the cubin tables and
+    # build_info are keyed by kernel name).
     offs = tl.arange(0, BLOCK)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
     cnt = tl.zeros([BLOCK], dtype=tl.int64)

@@ -6,7 +6,7 @@ x = log Q (student, input) and y = log P (teacher, target), per row of a [rows, 
     BETA_MODE 2 (otherwise):   M = beta P + (1 - beta) Q
                                loss = beta P y + (1 - beta) Q x - M log M       dloss/dx = (1 - beta) Q (x - log M)
 The loss is the mean over rows whose shift label is not ignore_index: each row writes its fp32 sum to
-PARTIAL (0 when ignored) and _losses.loss_sum_kernel divides by the count it takes on the device. The
+PARTIAL (0 when ignored) and jsd_sum_kernel divides by the count it takes on the device. The
 backward recomputes dloss/dx from x and y (no [rows, V] buffer is kept between forward and backward) and
 scales it by g * MULT[0] (the incoming gradient and 1/count). One program per row, looped over BLOCK_N columns.
 
@@ -19,10 +19,16 @@ import triton.language as tl
 
 from build_tools.spec import KernelSpec, Variant
 from triton_src._losses import (SUM_BLOCK, align, exp_, inv_count_kernel, inv_count_signature, log_,
-                                loss_sum_kernel, loss_sum_signature, row_live, sig)
+                                loss_sum, loss_sum_signature, row_live, sig)
 
 CPP_CONSTANTS = {"BLOCK_N": 2048, "FUSED_BLOCK_N": 2048, "SUM_BLOCK": SUM_BLOCK}
 
+
+
+@triton.jit
+def jsd_sum_kernel(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale,
+                   BLOCK: tl.constexpr):
+    loss_sum(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale, BLOCK)
 
 @triton.jit
 def _jsd_terms(x, y, beta, BETA_MODE: tl.constexpr, ACCURATE: tl.constexpr):
@@ -162,7 +168,7 @@ _TYPES = {"LABELS": "*i64", "PARTIAL": "*fp32", "G": "*fp32", "MULT": "*fp32", "
 
 def _specs():
     fwd, bwd, fused = KernelSpec(jsd_fwd_kernel), KernelSpec(jsd_bwd_kernel), KernelSpec(fused_linear_jsd_kernel)
-    total, count = KernelSpec(loss_sum_kernel), KernelSpec(inv_count_kernel)
+    total, count = KernelSpec(jsd_sum_kernel), KernelSpec(inv_count_kernel)
     total.variants.append(Variant(key={"out_dtype": "fp32"}, signature=loss_sum_signature("fp32"),
                                   constexprs={"BLOCK": SUM_BLOCK}, num_warps=4))
     count.variants.append(Variant(key={"block": SUM_BLOCK}, signature=inv_count_signature(),

@@ -5,17 +5,23 @@ input x holds log-probabilities, target y probabilities (log-probabilities with 
     dloss/dx = -y                             (LOG_TARGET: -exp(y))
 One program per row of a [rows, n_cols] view, looped over BLOCK_N columns (vocabularies up to 256000 and
 beyond), fp32 math. ELEMENTWISE (reduction "none") stores the loss per element in x's dtype; otherwise each
-row writes its fp32 sum to PARTIAL and _losses.loss_sum_kernel reduces them. Aligned variants are promised
+row writes its fp32 sum to PARTIAL and kl_div_sum_kernel reduces them. Aligned variants are promised
 16-byte aligned pointers and n_cols, strides that are multiples of ALIGN (passed divided by ALIGN).
 """
 import triton
 import triton.language as tl
 
 from build_tools.spec import KernelSpec, Variant
-from triton_src._losses import SUM_BLOCK, align, exp_, log_, loss_sum_kernel, loss_sum_signature, sig
+from triton_src._losses import SUM_BLOCK, align, exp_, log_, loss_sum, loss_sum_signature, sig
 
 CPP_CONSTANTS = {"BLOCK_N": 2048, "SUM_BLOCK": SUM_BLOCK}
 
+
+
+@triton.jit
+def kl_div_sum_kernel(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale,
+                      BLOCK: tl.constexpr):
+    loss_sum(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale, BLOCK)
 
 @triton.jit
 def kl_div_fwd_kernel(X, Y, LOSS, PARTIAL, n_cols_v, stride_x_v, stride_y_v, eps, BLOCK_N: tl.constexpr,
@@ -77,7 +83,7 @@ _BWD_ARGS = ("G", "Y", "DX", "n_cols_v", "stride_g_v", "stride_y_v", "scale")
 
 
 def _specs():
-    fwd, bwd, total = KernelSpec(kl_div_fwd_kernel), KernelSpec(kl_div_bwd_kernel), KernelSpec(loss_sum_kernel)
+    fwd, bwd, total = KernelSpec(kl_div_fwd_kernel), KernelSpec(kl_div_bwd_kernel), KernelSpec(kl_div_sum_kernel)
     for dt in ("fp32", "bf16", "fp16"):
         total.variants.append(Variant(key={"out_dtype": dt}, signature=loss_sum_signature(dt),
                                       constexprs={"BLOCK": SUM_BLOCK}, num_warps=4))

@@ -3,17 +3,23 @@
 p and q are probabilities, per row of a [rows, n_cols] view: loss = 0.5 * |p - q|, dloss/dp = 0.5 if p > q
 else -0.5 (and dloss/dq = -dloss/dp). Rows whose shift label is ignore_index contribute 0 and get 0 gradient.
 ELEMENTWISE (reduction "none") stores the fp32 loss per element; otherwise each row writes its fp32 sum to
-PARTIAL and _losses.loss_sum_kernel reduces them (sum; mean: / (count * V); batchmean: / count, with count
+PARTIAL and tvd_sum_kernel reduces them (sum; mean: / (count * V); batchmean: / count, with count
 the non-ignored rows, taken on the device). The backward scales by G (per element, or G[0] * MULT[0]).
 """
 import triton
 import triton.language as tl
 
 from build_tools.spec import KernelSpec, Variant
-from triton_src._losses import SUM_BLOCK, align, loss_sum_kernel, loss_sum_signature, row_live, sig
+from triton_src._losses import SUM_BLOCK, align, loss_sum, loss_sum_signature, row_live, sig
 
 CPP_CONSTANTS = {"BLOCK_N": 2048, "SUM_BLOCK": SUM_BLOCK}
 
+
+
+@triton.jit
+def tvd_sum_kernel(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale,
+                   BLOCK: tl.constexpr):
+    loss_sum(PARTIAL, LABELS, OUT, MULT, n_rows, ignore_index, has_labels, use_count, scale, BLOCK)
 
 @triton.jit
 def tvd_fwd_kernel(P, Q, LABELS, LOSS, PARTIAL, n_cols_v, stride_p_v, stride_q_v, ignore_index, has_labels,
@@ -79,7 +85,7 @@ _TYPES = {"LABELS": "*i64", "LOSS": "*fp32", "PARTIAL": "*fp32", "G": "*fp32", "
 
 
 def _specs():
-    fwd, bwd, total = KernelSpec(tvd_fwd_kernel), KernelSpec(tvd_bwd_kernel), KernelSpec(loss_sum_kernel)
+    fwd, bwd, total = KernelSpec(tvd_fwd_kernel), KernelSpec(tvd_bwd_kernel), KernelSpec(tvd_sum_kernel)
     total.variants.append(Variant(key={"out_dtype": "fp32"}, signature=loss_sum_signature("fp32"),
                                   constexprs={"BLOCK": SUM_BLOCK}, num_warps=4))
     for dt in ("fp32", "bf16", "fp16"):

@@ -167,7 +167,7 @@ Out fwd_cuda(const Tensor& si_in, const Tensor& sw_in, const Tensor& ti_in, cons
   const int has_labels = labels.has_value() ? 1 : 0;
   const CUdeviceptr lp = labels.has_value() ? ptr(*labels) : CUdeviceptr{0};
   const LaunchContext ctx = launch_context(si);
-  Tensor mult = at::empty({2}, f32);  // [0]: 1 / non-ignored tokens, [1]: scratch for loss_sum_kernel
+  Tensor mult = at::empty({2}, f32);  // [0]: 1 / non-ignored tokens, [1]: scratch for jsd_sum_kernel
   Tensor partial = at::empty({bt}, f32);
   const auto& cv = inv_count_kernel_get({SUM_BLOCK}, ctx.arch_slot);
   inv_count_kernel_launch(cv, ctx, Grid{1}, lp, ptr(mult), bt, ignore_index, has_labels);
@@ -197,8 +197,8 @@ Out fwd_cuda(const Tensor& si_in, const Tensor& sw_in, const Tensor& ti_in, cons
     partial.zero_();  // no vocabulary: every row's loss is 0 (and so are the gradients)
     if (input_grad) gi.zero_();
   }
-  const auto& sv = loss_sum_kernel_get({at::kFloat}, ctx.arch_slot);
-  loss_sum_kernel_launch(sv, ctx, Grid{1}, ptr(partial), CUdeviceptr{0}, ptr(loss), ptr(mult) + 4, bt, 0, 0, 0,
+  const auto& sv = jsd_sum_kernel_get({at::kFloat}, ctx.arch_slot);
+  jsd_sum_kernel_launch(sv, ctx, Grid{1}, ptr(partial), CUdeviceptr{0}, ptr(loss), ptr(mult) + 4, bt, 0, 0, 0,
                          1.0f);
   return {loss, gi, gw};
 }
@@ -207,7 +207,7 @@ Out fwd_cuda(const Tensor& si_in, const Tensor& sw_in, const Tensor& ti_in, cons
 const VariantCheck variant_check("fused_linear_jsd", [](int arch_slot) {
   std::vector<std::string> missing;
   if (!inv_count_kernel_find({SUM_BLOCK}, arch_slot)) missing.push_back(inv_count_kernel_key{SUM_BLOCK}.str());
-  if (!loss_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(loss_sum_kernel_key{at::kFloat}.str());
+  if (!jsd_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(jsd_sum_kernel_key{at::kFloat}.str());
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool aligned : {false, true})
       for (double beta : {0.0, 1.0, 0.5})

@@ -181,8 +181,8 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& input, const Tensor& target, c
                           ptr(partial), x.cols / v.ALIGN, x.row_stride / v.ALIGN, y.row_stride / v.ALIGN,
                           ignore_index, has_labels, static_cast<float>(beta));
   }
-  const auto& v = loss_sum_kernel_get({at::kFloat}, ctx.arch_slot);
-  loss_sum_kernel_launch(v, ctx, Grid{1}, ptr(partial), labels_ptr(labels), ptr(loss), ptr(mult), x.rows,
+  const auto& v = jsd_sum_kernel_get({at::kFloat}, ctx.arch_slot);
+  jsd_sum_kernel_launch(v, ctx, Grid{1}, ptr(partial), labels_ptr(labels), ptr(loss), ptr(mult), x.rows,
                          ignore_index, has_labels, 1, 1.0f);
   return {loss, mult};
 }
@@ -220,7 +220,7 @@ Tensor bwd_cuda(const Tensor& grad, const Tensor& mult, const Tensor& input, con
 // Every key the launchers can ask for, per arch slot, must have been built (fused_linear_jsd checks its own).
 const VariantCheck variant_check("jsd", [](int arch_slot) {
   std::vector<std::string> missing;
-  if (!loss_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(loss_sum_kernel_key{at::kFloat}.str());
+  if (!jsd_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(jsd_sum_kernel_key{at::kFloat}.str());
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool aligned : {false, true})
       for (double beta : {0.0, 1.0, 0.5}) {

@@ -160,8 +160,8 @@ Tensor kl_div_cuda(const Tensor& input, const Tensor& target, c10::string_view r
   }
   if (!elementwise) {
     Tensor mult = at::empty({1}, input.options().dtype(at::kFloat));
-    const auto& v = loss_sum_kernel_get({input.scalar_type()}, ctx.arch_slot);
-    loss_sum_kernel_launch(v, ctx, Grid{1}, ptr(partial), CUdeviceptr{0}, ptr(out), ptr(mult), x.rows, 0, 0, 0,
+    const auto& v = kl_div_sum_kernel_get({input.scalar_type()}, ctx.arch_slot);
+    kl_div_sum_kernel_launch(v, ctx, Grid{1}, ptr(partial), CUdeviceptr{0}, ptr(out), ptr(mult), x.rows, 0, 0, 0,
                            static_cast<float>(reduction_scale(r, input)));
   }
   return out;
@@ -192,7 +192,7 @@ Tensor bwd_cuda(const Tensor& grad, const Tensor& target, c10::string_view reduc
 const VariantCheck variant_check("kl_div", [](int arch_slot) {
   std::vector<std::string> missing;
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    if (!loss_sum_kernel_find({dt}, arch_slot)) missing.push_back(loss_sum_kernel_key{dt}.str());
+    if (!kl_div_sum_kernel_find({dt}, arch_slot)) missing.push_back(kl_div_sum_kernel_key{dt}.str());
     for (bool aligned : {false, true})
       for (bool elementwise : {false, true})
         for (bool log_target : {false, true}) {

@@ -188,10 +188,10 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& p_in, const Tensor& q_in, cons
   if (elementwise) {
     mult.fill_(1.0);
   } else {
-    const auto& v = loss_sum_kernel_get({at::kFloat}, ctx.arch_slot);
+    const auto& v = tvd_sum_kernel_get({at::kFloat}, ctx.arch_slot);
     const bool use_count = r != Reduction::kSum;
     const double scale = r == Reduction::kMean ? 1.0 / static_cast<double>(p.cols) : 1.0;
-    loss_sum_kernel_launch(v, ctx, Grid{1}, ptr(partial), labels_ptr(labels), ptr(loss), ptr(mult), p.rows,
+    tvd_sum_kernel_launch(v, ctx, Grid{1}, ptr(partial), labels_ptr(labels), ptr(loss), ptr(mult), p.rows,
                            ignore_index, labels.has_value() ? 1 : 0, use_count ? 1 : 0, static_cast<float>(scale));
   }
   return {loss, mult};
@@ -232,7 +232,7 @@ Tensor bwd_cuda(const Tensor& grad, const Tensor& mult, const Tensor& p_in, cons
 // Every key the launchers can ask for, per arch slot, must have been built.
 const VariantCheck variant_check("tvd", [](int arch_slot) {
   std::vector<std::string> missing;
-  if (!loss_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(loss_sum_kernel_key{at::kFloat}.str());
+  if (!tvd_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(tvd_sum_kernel_key{at::kFloat}.str());
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool aligned : {false, true})
       for (bool elementwise : {false, true}) {

@@ -23,7 +23,8 @@ def liger_jsd(input: torch.Tensor, target: torch.Tensor, shift_labels: Optional[
 def liger_fused_linear_jsd(student_input: torch.Tensor, student_weight: torch.Tensor, teacher_input: torch.Tensor,
                            teacher_weight: torch.Tensor, shift_labels: Optional[torch.Tensor] = None,
                            jsd_beta: float = 0.5, ignore_index: int = -100, temperature: float = 1.0) -> torch.Tensor:
-    """JSD of the two lm-heads' log-softmax at ``temperature`` without the logits (see liger_aot.ops.fused_linear_jsd)."""
+    """JSD of the two lm-heads' log_softmax at ``temperature``, logits never materialized
+    (see liger_aot.ops.fused_linear_jsd)."""
     return ops.fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weight, shift_labels, jsd_beta,
                                 ignore_index, temperature)
 
