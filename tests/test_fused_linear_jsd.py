@@ -314,8 +314,12 @@ def test_cuda_peak_memory_bounded_by_a_chunk():
     liger.fused_linear_jsd(si, sw, ti, tw, lab).backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
-    full_logits = bt * v * 2
-    assert extra < full_logits / 2, f"peak extra {extra / 2**20:.0f} MiB vs logits {full_logits / 2**20:.0f} MiB"
+    # eager holds several fp32 [BT, V] tensors; the fused op one chunk of logits plus the gradients
+    # (d input, d weight and their scaled copies in the backward)
+    fp32_logits = bt * v * 4
+    grads = 2 * (si.numel() + sw.numel()) * si.element_size()
+    assert extra < grads + fp32_logits / 4, (f"peak extra {extra / 2**20:.0f} MiB vs gradients {grads / 2**20:.0f} "
+                                             f"MiB + a quarter of the fp32 logits {fp32_logits / 2**22:.0f} MiB")
 
 
 @gpu
