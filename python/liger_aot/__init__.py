@@ -7,7 +7,7 @@ from ._library import build_info, load_library
 
 load_library()
 
-from . import nn, ops  # noqa: E402
+from . import functional, nn, ops  # noqa: E402
 
 __version__ = build_info()["version"]
-__all__ = ["build_info", "nn", "ops", "__version__"]
+__all__ = ["build_info", "functional", "nn", "ops", "__version__"]

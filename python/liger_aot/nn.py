@@ -327,3 +327,57 @@ class LigerFusedLinearCrossEntropyLoss(nn.Module):
                                                       self.ignore_index, self.label_smoothing,
                                                       self.lse_square_scale, self.softcap, self.reduction)
         return (loss, z_loss) if self.return_z_loss else loss
+
+
+# ---- distillation losses (issue 5): Liger-Kernel's names and constructor arguments
+
+
+class LigerKLDIVLoss(nn.KLDivLoss):
+    """``nn.KLDivLoss`` on liger::kl_div: ``forward(y_pred, y_true)`` with y_pred log-probabilities."""
+
+    def __init__(self, eps: float = 1e-10, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    def forward(self, y_pred: torch.Tensor, y_true: torch.Tensor) -> torch.Tensor:
+        return ops.kl_div(y_pred, y_true, self.reduction, self.log_target, self.eps)
+
+
+class LigerJSD(nn.Module):
+    """Generalized JSD, ``forward(log_q, log_p, shift_labels=None)``: student then teacher log-probabilities."""
+
+    def __init__(self, beta: float = 0.5, ignore_index: int = -100):
+        super().__init__()
+        self.beta = beta
+        self.ignore_index = ignore_index
+
+    def forward(self, log_q: torch.Tensor, log_p: torch.Tensor, shift_labels=None) -> torch.Tensor:
+        return ops.jsd(log_q, log_p, shift_labels, self.beta, self.ignore_index)
+
+
+class LigerFusedLinearJSD(nn.Module):
+    """Fused lm-head + generalized JSD, ``forward(student_input, student_weight, teacher_input, teacher_weight,
+    shift_labels=None)``; the logits are never materialized."""
+
+    def __init__(self, jsd_beta: float = 0.5, ignore_index: int = -100, temperature: float = 1.0):
+        super().__init__()
+        self.jsd_beta = jsd_beta
+        self.ignore_index = ignore_index
+        self.temperature = temperature
+
+    def forward(self, student_input: torch.Tensor, student_weight: torch.Tensor, teacher_input: torch.Tensor,
+                teacher_weight: torch.Tensor, shift_labels=None) -> torch.Tensor:
+        return ops.fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weight, shift_labels,
+                                    self.jsd_beta, self.ignore_index, self.temperature)
+
+
+class LigerTVDLoss(nn.Module):
+    """Total variation distance, ``forward(p, q, shift_labels=None)``."""
+
+    def __init__(self, reduction: str = "batchmean", ignore_index: int = -100):
+        super().__init__()
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+
+    def forward(self, p: torch.Tensor, q: torch.Tensor, shift_labels=None) -> torch.Tensor:
+        return ops.tvd(p, q, shift_labels, self.reduction, self.ignore_index)

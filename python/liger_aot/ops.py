@@ -290,3 +290,71 @@ def fused_linear_cross_entropy(input: torch.Tensor, weight: torch.Tensor, target
     return _fused_linear_cross_entropy(input, weight, target, bias, ce_weight, ignore_index, float(label_smoothing),
                                        float(lse_square_scale), None if softcap is None else float(softcap),
                                        reduction)
+
+
+# ---- distillation losses: kl_div, jsd, fused_linear_jsd, tvd (issue 5)
+
+_kl_div = torch.ops.liger.kl_div.default._op
+_jsd = torch.ops.liger.jsd.default._op
+_fused_linear_jsd = torch.ops.liger.fused_linear_jsd.default._op
+_tvd = torch.ops.liger.tvd.default._op
+
+
+def kl_div(input: torch.Tensor, target: torch.Tensor, reduction: str = "batchmean", log_target: bool = False,
+           eps: float = 1e-10) -> torch.Tensor:
+    """KL divergence with ``F.kl_div(input, target, reduction=..., log_target=...)`` semantics.
+
+    input: log-probabilities; target: probabilities (log-probabilities with ``log_target=True``), same shape
+    and dtype (float32, bfloat16 or float16; float64 too on CPU), any shape with at least one dimension. The
+    loss is ``target * (log(max(target, eps)) - input)`` per element (``exp(target) * (target - input)`` with
+    log_target), reduced by ``"none"``, ``"sum"``, ``"mean"`` (over elements) or ``"batchmean"`` (over
+    ``input.shape[0]``); the result has input's dtype, computed in fp32. Gradients flow to input and target.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.kl_div(input, target, reduction, log_target, eps)
+    return _kl_div(input, target, reduction, log_target, eps)
+
+
+def jsd(input: torch.Tensor, target: torch.Tensor, shift_labels: Optional[torch.Tensor] = None, beta: float = 0.5,
+        ignore_index: int = -100) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence of Liger-Kernel's ``LigerJSD``.
+
+    input: the student's log-probabilities, target: the teacher's, both ``[BT, V]`` of one dtype (float32,
+    bfloat16 or float16; float64 too on CPU). ``beta * KL(P || M) + (1 - beta) * KL(Q || M)`` with
+    ``M = beta * P + (1 - beta) * Q``; ``beta=0`` is the forward KL(P || Q), ``beta=1`` the reverse KL(Q || P).
+    Mean over the rows whose ``shift_labels`` (int64 ``[BT]``, optional) is not ignore_index (0 when every row
+    is ignored), counted on the device. Returns an fp32 scalar; gradients flow to input only.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.jsd(input, target, shift_labels, beta, ignore_index)
+    return _jsd(input, target, shift_labels, beta, ignore_index)
+
+
+def fused_linear_jsd(student_input: torch.Tensor, student_weight: torch.Tensor, teacher_input: torch.Tensor,
+                     teacher_weight: torch.Tensor, shift_labels: Optional[torch.Tensor] = None, beta: float = 0.5,
+                     ignore_index: int = -100, temperature: float = 1.0) -> torch.Tensor:
+    """``jsd(log_softmax(student_input @ student_weight.T / T), log_softmax(teacher_input @ teacher_weight.T / T))``
+    without materializing the ``[BT, V]`` logits (chunks over tokens, Liger-Kernel's ``LigerFusedLinearJSD``).
+
+    student_input ``[BT, H]``, student_weight ``[V, H]``, teacher_input ``[BT, H_t]``, teacher_weight ``[V, H_t]``,
+    one dtype. Returns an fp32 scalar. Gradients flow to student_input and student_weight; the teacher must
+    not require grad.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weight,
+                                                shift_labels, beta, ignore_index, temperature)
+    return _fused_linear_jsd(student_input, student_weight, teacher_input, teacher_weight, shift_labels, beta,
+                             ignore_index, temperature)
+
+
+def tvd(p: torch.Tensor, q: torch.Tensor, shift_labels: Optional[torch.Tensor] = None, reduction: str = "batchmean",
+        ignore_index: int = -100) -> torch.Tensor:
+    """Total variation distance ``0.5 * |p - q|`` of Liger-Kernel's ``LigerTVDLoss``.
+
+    p, q: probabilities ``[BT, V]`` of one dtype. Rows whose ``shift_labels`` is ignore_index count 0.
+    reduction: ``"none"`` (fp32 ``[BT, V]``), ``"sum"``, ``"mean"`` (over non-ignored elements) or
+    ``"batchmean"`` (over non-ignored rows); the count is taken on the device. Gradients flow to p and q.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.tvd(p, q, shift_labels, reduction, ignore_index)
+    return _tvd(p, q, shift_labels, reduction, ignore_index)
