@@ -358,10 +358,12 @@ def _specs():
                     key={**base, "aligned": aligned}, signature=_fwd_sig(xd, wd),
                     constexprs={"CASTING": mode, "BLOCK_N": loop_n, "ALIGN": align},
                     num_warps=8, aligned=aligned))
+                # 8 rows x 1024 columns per step, 4 warps, 8 programs per SM: 700 us at 8192 x 32768 bf16 on
+                # H200 (sweep: scripts/tune_rms_norm.py looped; 1 row x 4096, 8 warps, 1 program per SM: 1740)
                 bwd_loop.variants.append(Variant(
                     key={**base, "aligned": aligned}, signature=_bwd_sig(xd, wd),
-                    constexprs={"CASTING": mode, "ROWS": 8, "BLOCK_N": 512, "ALIGN": align},
-                    num_warps=8, aligned=aligned))
+                    constexprs={"CASTING": mode, "ROWS": 8, "BLOCK_N": 1024, "ALIGN": align},
+                    num_warps=4, aligned=aligned))
     # dW reduction: 16 columns x 32 partial rows per step, 4 warps (H200, 264 x 4096 and 132 x 8192 fp32
     # partials: 7-9 us, vs 13-17 us for torch.sum + cast; 64 columns per program was slower, too few programs)
     dw = KernelSpec(rms_norm_dw_kernel)

@@ -311,7 +311,9 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x_in, con
                                x.row_stride / v.ALIGN, x.cols / v.ALIGN, offset, has_w, compute_dw);
   } else {
     const auto& v = rms_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    const int64_t programs = std::min<int64_t>(ceil_div(x.rows, v.ROWS), max_resident_programs(v.image, ctx));
+    // Latency-bound (each step waits for its loads): more programs per SM help up to 8 (H200 sweep).
+    const int64_t programs = std::min<int64_t>(
+        {ceil_div(x.rows, v.ROWS), max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * 8});
     make_partial(programs);
     rms_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t), ptr(x.t),
                                       ptr(w.w), ptr(rstd), ptr(dx), ptr(partial), x.rows, x.cols / v.ALIGN,
