@@ -78,6 +78,28 @@ def _scale(n, w, offset, has_weight, CASTING: tl.constexpr, DT: tl.constexpr, WD
 
 
 @triton.jit
+def _fwd_row(X, W, Y, RSTD, row, cols, n_cols, stride_x_v, stride_y_v, eps, offset, has_weight, store_rstd,
+             CASTING: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    DT: tl.constexpr = X.dtype.element_ty
+    WDT: tl.constexpr = W.dtype.element_ty
+    col_mask = cols < n_cols
+    xf = tl.load(X + row * (stride_x_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
+    rstd = _rstd_from_sumsq(tl.sum(_square(xf, CASTING, DT), axis=0), n_cols, eps, CASTING, DT)
+    if CASTING == 2:
+        rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(xf * xf, axis=0) / n_cols + eps)
+    else:
+        rstd_saved = rstd
+    if has_weight:
+        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)
+    else:
+        w = tl.zeros([BLOCK_N], dtype=tl.float32)
+    y = _scale(_normed(xf, rstd, CASTING, DT), w, offset, has_weight, CASTING, DT, WDT)
+    tl.store(Y + row * (stride_y_v * ALIGN) + cols, y.to(DT), mask=col_mask)
+    if store_rstd:
+        tl.store(RSTD + row, rstd_saved)
+
+
+@triton.jit
 def rms_norm_fwd_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, offset, has_weight,
                         store_rstd, CASTING: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                         ALIGN: tl.constexpr):
@@ -86,30 +108,36 @@ def rms_norm_fwd_kernel(X, W, Y, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v,
     WDT: tl.constexpr = W.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
-    row_mask = rows < n_rows
-    col_mask = cols < n_cols
-    mask = row_mask[:, None] & col_mask[None, :]
-    rows64 = rows.to(tl.int64)
-    x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
-    xf = x.to(tl.float32)
-    rstd = _rstd_from_sumsq(tl.sum(_square(xf, CASTING, DT), axis=1), n_cols, eps, CASTING, DT)
-    if CASTING == 2:
-        # The backward gets the unrounded rstd: with the rounded one, dx = rstd*(dn - x*rstd^2*mean(dn*x))
-        # cancels badly where x*rstd is near 1 (hidden 1: dx error of 2 at magnitude 739 in fp16).
-        rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(xf * xf, axis=1) / n_cols + eps)
+    if BLOCK_M == 1:
+        # One row per program, written with 1-D tensors: 2-3 % faster than the [1, BLOCK_N] form on H200
+        # (8192 rows bf16: 38.0 vs 38.9 us at 4096, 134.0 vs 136.9 at 16384; scripts/tune_rms_norm.py ab).
+        _fwd_row(X, W, Y, RSTD, pid.to(tl.int64), cols, n_cols, stride_x_v, stride_y_v, eps, offset, has_weight,
+                 store_rstd, CASTING, BLOCK_N, ALIGN)
     else:
-        rstd_saved = rstd
-    n = _normed(xf, rstd[:, None], CASTING, DT)
-    if has_weight:
-        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    else:
-        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
-    y = _scale(n, w, offset, has_weight, CASTING, DT, WDT)
-    tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(DT), mask=mask)
-    if store_rstd:
-        tl.store(RSTD + rows, rstd_saved, mask=row_mask)
+        rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        col_mask = cols < n_cols
+        mask = row_mask[:, None] & col_mask[None, :]
+        rows64 = rows.to(tl.int64)
+        x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+        xf = x.to(tl.float32)
+        rstd = _rstd_from_sumsq(tl.sum(_square(xf, CASTING, DT), axis=1), n_cols, eps, CASTING, DT)
+        if CASTING == 2:
+            # The backward gets the unrounded rstd: with the rounded one, dx = rstd*(dn - x*rstd^2*mean(dn*x))
+            # cancels badly where x*rstd is near 1 (hidden 1: dx error of 2 at magnitude 739 in fp16).
+            rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(xf * xf, axis=1) / n_cols + eps)
+        else:
+            rstd_saved = rstd
+        n = _normed(xf, rstd[:, None], CASTING, DT)
+        if has_weight:
+            w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+        else:
+            w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+        y = _scale(n, w, offset, has_weight, CASTING, DT, WDT)
+        tl.store(Y + rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :], y.to(DT), mask=mask)
+        if store_rstd:
+            tl.store(RSTD + rows, rstd_saved, mask=row_mask)
 
 
 @triton.jit
