@@ -184,6 +184,32 @@ def test_rope_output_keeps_dense_layout():
     assert oq.stride() == q.stride() and ok.stride() == k.stride()
 
 
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradients_take_the_inputs_layout(device):
+    # HF's q/k are transposed views of [B, S, H, D] projections: their gradients are produced in that layout
+    # (whatever the incoming gradient's), so q_proj's backward and AccumulateGrad need no copy.
+    q0 = torch.randn(2, 5, 4, 16, device=device, requires_grad=True)
+    k0 = torch.randn(2, 2, 5, 16, device=device, requires_grad=True)  # a contiguous [B, H, S, D] k
+    cos, sin = torch.randn(1, 5, 16, device=device), torch.randn(1, 5, 16, device=device)
+    q = q0.transpose(1, 2)
+    seen = {}
+    q.register_hook(lambda g: seen.__setitem__("q", g))
+    k0.register_hook(lambda g: seen.__setitem__("k", g))
+    oq, ok = liger.rope(q, k0, cos, sin, 1)
+    gq = torch.randn_like(oq, memory_format=torch.contiguous_format)  # [B, H, S, D] contiguous: not q's layout
+    gk = torch.randn(2, 5, 2, 16, device=device).transpose(1, 2)  # not k's layout either
+    torch.autograd.backward((oq, ok), (gq, gk))
+    assert seen["q"].stride() == q.stride() and seen["k"].stride() == k0.stride()
+    # values: the transpose of the forward map applied to the gradients (float64 reference)
+    qd, kd = q.detach().double().requires_grad_(), k0.detach().double().requires_grad_()
+    torch.autograd.backward(hf_rope(qd, kd, cos.double(), sin.double()),
+                            (gq.double(), gk.double()))
+    torch.testing.assert_close(q0.grad.transpose(1, 2).double(), qd.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(k0.grad.double(), kd.grad, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="q_order must be empty or a permutation"):
+        liger.rope_bwd(gq, ok, cos, sin, 1, [0, 1, 1, 3], [])
+
+
 def test_wrappers_and_drop_ins():
     q, k, cos, sin, _ = make_case("bhsd", torch.float32)
     expected = liger.rope(q, k, cos, sin, 1)
@@ -313,6 +339,9 @@ def opcheck_samples(device):
                                      t(1, 5, 8, grad=grad), t(1, 5, 8, grad=grad), 2), grad))
             samples.append(("rope_bwd", (t(2, 4, 5, 16, dtype=dtype), t(2, 2, 5, 16, dtype=dtype),
                                          t(2, 5, 16, dtype=dtype), t(2, 5, 16, dtype=dtype), 1), False))
+            samples.append(("rope_bwd", (t(2, 4, 5, 16, dtype=dtype), t(2, 2, 5, 16, dtype=dtype),
+                                         t(1, 5, 16, dtype=dtype), t(1, 5, 16, dtype=dtype), 1, [0, 2, 1, 3],
+                                         [0, 2, 1, 3]), False))
             samples.append(("llama4_rope", (t(2, 5, 3, 8, dtype=dtype, grad=grad),
                                             t(2, 5, 1, 8, dtype=dtype, grad=grad), t(2, 5, 4, grad=grad),
                                             t(2, 5, 4, grad=grad)), grad))

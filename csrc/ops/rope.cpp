@@ -11,6 +11,7 @@
 #include "runtime/kernel.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace liger::rope {
 
@@ -22,7 +23,10 @@ using namespace liger::gen::rope;
 TORCH_LIBRARY_FRAGMENT(liger, m) {
   m.def("rope(Tensor q, Tensor k, Tensor cos, Tensor sin, int unsqueeze_dim=1) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  m.def("rope_bwd(Tensor dq, Tensor dk, Tensor cos, Tensor sin, int unsqueeze_dim) -> (Tensor, Tensor)",
+  // q_order/k_order: the dims of the forward's q/k from the largest stride to the smallest; the gradients are
+  // laid out that way (HF's q is a transposed view: a dq in its layout reaches q_proj's backward without a copy).
+  m.def("rope_bwd(Tensor dq, Tensor dk, Tensor cos, Tensor sin, int unsqueeze_dim, int[] q_order=[], "
+        "int[] k_order=[]) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
   m.def("llama4_rope(Tensor q, Tensor k, Tensor freqs_cos, Tensor freqs_sin) -> (Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
@@ -104,6 +108,34 @@ void check_inputs(const Tensor& q, const Tensor& k, const Tensor& cos, const Ten
   }
 }
 
+// ---- gradient layouts
+
+// The dims of t from the largest stride to the smallest (ties keep the logical order): the layout its gradient
+// is given. Empty when the strides are symbolic (torch.compile and export choose layouts themselves).
+std::vector<int64_t> layout_order(const Tensor& t) {
+  if (t.unsafeGetTensorImpl()->has_symbolic_sizes_strides()) return {};
+  std::vector<int64_t> order(t.dim());
+  std::iota(order.begin(), order.end(), 0);
+  const auto st = t.strides();
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return st[a] > st[b]; });
+  return order;
+}
+
+// An empty tensor of t's sizes laid out in `order` (outermost first); empty_like(t) when order is empty.
+Tensor empty_in_order(const Tensor& t, at::IntArrayRef order, const char* op, const char* name) {
+  if (order.empty()) return at::empty_like(t);
+  std::vector<int64_t> inv(order.size(), -1);
+  bool perm = static_cast<int64_t>(order.size()) == t.dim();
+  for (size_t i = 0; perm && i < order.size(); ++i) {
+    perm = order[i] >= 0 && order[i] < t.dim() && inv[order[i]] < 0;
+    if (perm) inv[order[i]] = static_cast<int64_t>(i);
+  }
+  TORCH_CHECK(perm, op, ": ", name, " must be empty or a permutation of the ", t.dim(), " dims, got ", order);
+  std::vector<c10::SymInt> sizes;
+  for (int64_t o : order) sizes.push_back(t.sym_size(o));
+  return at::empty_symint(sizes, t.options()).permute(inv);
+}
+
 // ---- CPU reference (ATen ops; the kernels' arithmetic: fp32, one rounding at the end)
 
 c10::ScalarType acc_dtype(const Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -120,7 +152,7 @@ std::array<Tensor, 4> coefficients(const Tensor& cos, const Tensor& sin, int64_t
   return backward ? std::array<Tensor, 4>{c1, c2, s2, -s1} : std::array<Tensor, 4>{c1, c2, -s1, s2};
 }
 
-Tensor rotate_cpu(const Tensor& x, const std::array<Tensor, 4>& co, int64_t rot, bool interleaved) {
+Tensor rotate_cpu(const Tensor& x, const std::array<Tensor, 4>& co, int64_t rot, bool interleaved, Tensor y) {
   const auto acc = acc_dtype(x);
   Tensor xf = x.to(acc);
   const auto& [c1, c2, a1, a2] = co;
@@ -134,17 +166,18 @@ Tensor rotate_cpu(const Tensor& x, const std::array<Tensor, 4>& co, int64_t rot,
     Tensor x1 = xf.narrow(-1, 0, h), x2 = xf.narrow(-1, h, h);
     out = at::cat({x1 * c1 + x2 * a1, x2 * c2 + x1 * a2, xf.narrow(-1, rot, x.size(-1) - rot)}, -1);
   }
-  // Same strides as the CUDA path's empty_like(x).
-  Tensor y = at::empty_like(x);
+  // The CUDA path's output layout.
   y.copy_(out);
   return y;
 }
 
 std::tuple<Tensor, Tensor> apply_cpu(const Tensor& q, const Tensor& k, const Tensor& cos, const Tensor& sin,
-                                     int64_t udim, Mode mode, bool backward) {
+                                     int64_t udim, Mode mode, bool backward, at::IntArrayRef q_order = {},
+                                     at::IntArrayRef k_order = {}) {
   const auto co = coefficients(cos, sin, udim, mode.interleaved, backward, acc_dtype(q));
   const int64_t rot = mode.interleaved ? q.size(-1) : cos.size(-1);
-  return {rotate_cpu(q, co, rot, mode.interleaved), rotate_cpu(k, co, rot, mode.interleaved)};
+  return {rotate_cpu(q, co, rot, mode.interleaved, empty_in_order(q, q_order, mode.op, "q_order")),
+          rotate_cpu(k, co, rot, mode.interleaved, empty_in_order(k, k_order, mode.op, "k_order"))};
 }
 
 constexpr Mode ROPE{"rope", false};
@@ -160,10 +193,10 @@ std::tuple<Tensor, Tensor> rope_cpu(const Tensor& q, const Tensor& k, const Tens
 }
 
 std::tuple<Tensor, Tensor> rope_bwd_cpu(const Tensor& dq, const Tensor& dk, const Tensor& cos, const Tensor& sin,
-                                        int64_t unsqueeze_dim) {
+                                        int64_t unsqueeze_dim, at::IntArrayRef q_order, at::IntArrayRef k_order) {
   const int64_t udim = norm_unsqueeze_dim(unsqueeze_dim, ROPE_BWD.op);
   check_inputs(dq, dk, cos, sin, udim, ROPE_BWD, "dq", "dk");
-  return apply_cpu(dq, dk, cos, sin, udim, ROPE_BWD, true);
+  return apply_cpu(dq, dk, cos, sin, udim, ROPE_BWD, true, q_order, k_order);
 }
 
 std::tuple<Tensor, Tensor> llama4_cpu(const Tensor& q, const Tensor& k, const Tensor& fc, const Tensor& fs) {
@@ -185,9 +218,9 @@ std::tuple<Tensor, Tensor> rope_meta(const Tensor& q, const Tensor& k, const Ten
 }
 
 std::tuple<Tensor, Tensor> rope_bwd_meta(const Tensor& dq, const Tensor& dk, const Tensor& cos, const Tensor& sin,
-                                         int64_t unsqueeze_dim) {
+                                         int64_t unsqueeze_dim, at::IntArrayRef q_order, at::IntArrayRef k_order) {
   check_inputs(dq, dk, cos, sin, norm_unsqueeze_dim(unsqueeze_dim, ROPE_BWD.op), ROPE_BWD, "dq", "dk");
-  return {at::empty_like(dq), at::empty_like(dk)};
+  return {empty_in_order(dq, q_order, ROPE_BWD.op, "q_order"), empty_in_order(dk, k_order, ROPE_BWD.op, "k_order")};
 }
 
 std::tuple<Tensor, Tensor> llama4_meta(const Tensor& q, const Tensor& k, const Tensor& fc, const Tensor& fs) {
@@ -225,12 +258,13 @@ int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::ele
 Tensor unit_last(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous(); }
 
 std::tuple<Tensor, Tensor> apply_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& cos_in,
-                                      const Tensor& sin_in, int64_t udim, Mode mode, bool backward) {
+                                      const Tensor& sin_in, int64_t udim, Mode mode, bool backward,
+                                      at::IntArrayRef q_order = {}, at::IntArrayRef k_order = {}) {
   TORCH_CHECK(is_half_or_float(q_in.scalar_type()), mode.op,
               ": the CUDA kernels take float32, bfloat16 or float16 tensors, got ", q_in.scalar_type());
   c10::DeviceGuard guard(q_in.device());
   const Tensor q = unit_last(q_in), k = unit_last(k_in);
-  Tensor oq = at::empty_like(q), ok = at::empty_like(k);
+  Tensor oq = empty_in_order(q, q_order, mode.op, "q_order"), ok = empty_in_order(k, k_order, mode.op, "k_order");
   if (q.numel() == 0 && k.numel() == 0) return {oq, ok};
   const auto csdt = kernel_cs_dtype(q.scalar_type(), cos_in.scalar_type(), mode.interleaved);
   const Tensor cos = unit_last(cos_in.scalar_type() == csdt ? cos_in : cos_in.to(csdt));
@@ -275,10 +309,10 @@ std::tuple<Tensor, Tensor> rope_cuda(const Tensor& q, const Tensor& k, const Ten
 }
 
 std::tuple<Tensor, Tensor> rope_bwd_cuda(const Tensor& dq, const Tensor& dk, const Tensor& cos, const Tensor& sin,
-                                         int64_t unsqueeze_dim) {
+                                         int64_t unsqueeze_dim, at::IntArrayRef q_order, at::IntArrayRef k_order) {
   const int64_t udim = norm_unsqueeze_dim(unsqueeze_dim, ROPE_BWD.op);
   check_inputs(dq, dk, cos, sin, udim, ROPE_BWD, "dq", "dk");
-  return apply_cuda(dq, dk, cos, sin, udim, ROPE_BWD, true);
+  return apply_cuda(dq, dk, cos, sin, udim, ROPE_BWD, true, q_order, k_order);
 }
 
 std::tuple<Tensor, Tensor> llama4_cuda(const Tensor& q, const Tensor& k, const Tensor& fc, const Tensor& fs) {
@@ -332,7 +366,9 @@ std::array<Tensor, 2> cos_sin_grads(const Tensor& x, const Tensor& g, const Tens
 class RopeBackward : public torch::autograd::Function<RopeBackward> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext*, const Tensor& dq, const Tensor& dk,
-                                                const Tensor& cos, const Tensor& sin, int64_t udim, bool interleaved) {
+                                                const Tensor& cos, const Tensor& sin, int64_t udim, bool interleaved,
+                                                const std::vector<int64_t>& q_order = {},
+                                                const std::vector<int64_t>& k_order = {}) {
     at::AutoDispatchBelowADInplaceOrView guard;
     std::tuple<Tensor, Tensor> out;
     if (interleaved) {
@@ -343,7 +379,7 @@ class RopeBackward : public torch::autograd::Function<RopeBackward> {
     } else {
       static auto op =
           c10::Dispatcher::singleton().findSchemaOrThrow("liger::rope_bwd", "").typed<decltype(rope_bwd_cpu)>();
-      out = op.call(dq, dk, cos, sin, udim);
+      out = op.call(dq, dk, cos, sin, udim, q_order, k_order);
     }
     return {std::get<0>(out), std::get<1>(out)};
   }
@@ -371,6 +407,8 @@ class RopeForward : public torch::autograd::Function<RopeForward> {
     ctx->save_for_backward({cos, sin, cs_grad ? q : Tensor(), cs_grad ? k : Tensor()});
     ctx->saved_data["udim"] = udim;
     ctx->saved_data["interleaved"] = interleaved;
+    ctx->saved_data["q_order"] = layout_order(q);
+    ctx->saved_data["k_order"] = layout_order(k);
     return {std::get<0>(out), std::get<1>(out)};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
@@ -380,7 +418,8 @@ class RopeForward : public torch::autograd::Function<RopeForward> {
     const bool interleaved = ctx->saved_data["interleaved"].toBool();
     Tensor dq, dk, dcos, dsin;
     if (ctx->needs_input_grad(0) || ctx->needs_input_grad(1)) {
-      auto out = RopeBackward::apply(grads[0], grads[1], saved[0], saved[1], udim, interleaved);
+      auto out = RopeBackward::apply(grads[0], grads[1], saved[0], saved[1], udim, interleaved,
+                                     ctx->saved_data["q_order"].toIntVector(), ctx->saved_data["k_order"].toIntVector());
       dq = out[0];
       dk = out[1];
     }
@@ -428,8 +467,9 @@ std::tuple<Tensor, Tensor> llama4_autograd(c10::DispatchKeySet ks, const Tensor&
 }
 
 std::tuple<Tensor, Tensor> rope_bwd_autograd(const Tensor& dq, const Tensor& dk, const Tensor& cos, const Tensor& sin,
-                                             int64_t unsqueeze_dim) {
-  auto out = RopeBackward::apply(dq, dk, cos, sin, norm_unsqueeze_dim(unsqueeze_dim, ROPE_BWD.op), false);
+                                             int64_t unsqueeze_dim, at::IntArrayRef q_order, at::IntArrayRef k_order) {
+  auto out = RopeBackward::apply(dq, dk, cos, sin, norm_unsqueeze_dim(unsqueeze_dim, ROPE_BWD.op), false,
+                                 q_order.vec(), k_order.vec());
   return {out[0], out[1]};
 }
 
