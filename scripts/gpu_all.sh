@@ -28,11 +28,11 @@ if has cpp; then
   echo "cpp example rc=$?"; tail -5 "$OUT/cpp.log"
 fi
 if has bench; then
-  # BENCH="rms_norm swiglu ..." picks benchmarks/bench_<op>.py files (default: all of them)
+  # BENCH="rms_norm swiglu ..." picks benchmarks/bench_<op>.py files (default: all of them); BENCH_ARGS="--quick"
   if [[ -n "${BENCH:-}" ]]; then files=$(printf 'benchmarks/bench_%s.py ' $BENCH); else files=$(ls benchmarks/bench_*.py); fi
   for f in $files; do
     op=$(basename "$f" .py); op=${op#bench_}
-    timeout "${BENCH_TIMEOUT:-300}" python3 "$f" --results "$OUT/h200.md" > "$OUT/bench_$op.log" 2>&1
+    timeout "${BENCH_TIMEOUT:-300}" python3 "$f" ${BENCH_ARGS:-} --results "$OUT/h200.md" > "$OUT/bench_$op.log" 2>&1
     echo "== $f rc=$?"; grep -E "MISSED|met|failed|Error" "$OUT/bench_$op.log" | head -8
   done
 fi
