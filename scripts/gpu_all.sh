@@ -17,8 +17,15 @@ if has build; then
 fi
 if has test; then
   # TESTS="tests/test_a.py tests/test_b.py" narrows the GPU run (default: every test file)
-  timeout "${TEST_TIMEOUT:-420}" python3 -m pytest ${TESTS:-tests} -m gpu -q -p no:cacheprovider -rs --durations=15 2>&1 \
-    | tee "$OUT/gpu_tests.log" | tail -45
+  # One pytest process per file (a crash loses one file, not the run); -v lines in $OUT/gpu_tests.log.
+  end=$(( $(date +%s) + ${TEST_TIMEOUT:-420} ))
+  for f in ${TESTS:-tests/test_*.py}; do
+    left=$(( end - $(date +%s) )); (( left > 5 )) || { echo "SKIPPED (time): $f"; continue; }
+    timeout "$left" python3 -m pytest "$f" -m gpu -v -p no:cacheprovider -rfE --tb=short > "$OUT/gpu_$(basename "$f" .py).log" 2>&1
+    rc=$?
+    echo "$f rc=$rc: $(tail -1 "$OUT/gpu_$(basename "$f" .py).log")" | tee -a "$OUT/gpu_tests.log"
+    grep -E "^(FAILED|ERROR) " "$OUT/gpu_$(basename "$f" .py).log" | head -8 | cut -c1-300
+  done
 fi
 if has cpp; then
   (cmake -S . -B /tmp/cb -G Ninja -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" \

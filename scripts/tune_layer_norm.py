@@ -1,0 +1,125 @@
+"""Sweep launch configurations of the layer_norm kernels with Triton's JIT (same source as the AOT build),
+timed like the benchmarks (do_bench flushes L2). 8192 rows, bf16, weight and bias; prints the best configs.
+
+    python scripts/tune_layer_norm.py [hidden ...]      # on the GPU box
+"""
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+import triton.testing as tt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from triton_src.layer_norm import layer_norm_bwd_kernel, layer_norm_fwd_kernel  # noqa: E402
+
+ROWS = 8192
+DT = torch.bfloat16
+SMS = torch.cuda.get_device_properties(0).multi_processor_count
+
+
+def bench(fn):
+    return tt.do_bench(fn, warmup=10, rep=50, return_mode="median")
+
+
+@triton.jit
+def _pair_add(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
+def fwd_1d_kernel(X, W, B, Y, MEAN, RSTD, n_cols, eps, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                  FUSED: tl.constexpr):
+    # Experiment: one row as 1-D tensors; FUSED computes (sum xc, sum xc^2) as one two-operand reduction.
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    cm = cols < n_cols
+    xf = tl.load(X + row * n_cols + cols, mask=cm, other=0.0).to(tl.float32)
+    mean = tl.sum(xf, axis=0) / n_cols
+    xc = tl.where(cm, xf - mean, 0.0)
+    if FUSED:
+        s1, s2 = tl.reduce((xc, xc * xc), 0, _pair_add)
+    else:
+        s1 = tl.sum(xc, axis=0)
+        s2 = tl.sum(xc * xc, axis=0)
+    c = s1 / n_cols
+    var = tl.maximum(s2 / n_cols - c * c, 0.0)
+    rstd = 1.0 / tl.sqrt_rn(var + eps)
+    w = tl.load(W + cols, mask=cm, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=cm, other=0.0).to(tl.float32)
+    y = (xc - c) * rstd * w + b
+    tl.store(Y + row * n_cols + cols, y.to(Y.dtype.element_ty), mask=cm)
+    tl.store(MEAN + row, mean + c)
+    tl.store(RSTD + row, rstd)
+
+
+def tune_fwd(n):
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    mean = torch.empty(ROWS, device="cuda", dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    ref = torch.nn.functional.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
+    block_n = triton.next_power_of_2(n)
+    res = []
+    for bm in (1, 2, 4):
+        for nw in (4, 8, 16):
+            if bm * block_n // (32 * nw) < 2 or bm * block_n > 32768:
+                continue
+            grid = (triton.cdiv(ROWS, bm),)
+            fn = lambda: layer_norm_fwd_kernel[grid](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5,
+                                                     True, True, True, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8,
+                                                     num_warps=nw)
+            res.append((bench(fn), f"2d bm={bm} nw={nw}"))
+    for fused in (False, True):
+        for nw in (4, 8, 16):
+            fn = lambda: fwd_1d_kernel[(ROWS,)](x, w, b, y, mean, rstd, n, 1e-5, BLOCK_N=block_n, ALIGN=8,
+                                                FUSED=fused, num_warps=nw)
+            fn()
+            err = (y.float() - ref).abs().max().item()
+            res.append((bench(fn), f"1d fused={fused} nw={nw} (max err {err:.3g})"))
+    copy_t = bench(lambda: y.copy_(x))
+    res.sort()
+    gbs = lambda t: 2 * x.numel() * 2 / t / 1e6
+    print(f"fwd n={n}: copy {copy_t*1e3:.1f}us; " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s" for t, c in res[:6]),
+          flush=True)
+    try:
+        from liger_kernel.ops.layer_norm import layer_norm_forward
+        t = bench(lambda: layer_norm_forward(x, w, b, 1e-5))
+        print(f"fwd n={n}: Liger-Kernel layer_norm_forward {t*1e3:.1f}us", flush=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"Liger-Kernel: {str(e)[:100]}")
+
+
+def tune_bwd(n):
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    dy = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    w = torch.rand(n, device="cuda", dtype=DT)
+    dx = torch.empty_like(x)
+    mean = x.float().mean(1)
+    rstd = torch.rsqrt(x.float().var(1, unbiased=False) + 1e-5)
+    block_n = triton.next_power_of_2(n)
+    res = []
+    for nw in (4, 8, 16):
+        for pre in (0, 1, 2):
+            for per_sm in (1, 2, 3, 4):
+                progs = SMS * per_sm
+                part = torch.empty(2, progs, n, device="cuda", dtype=torch.float32)
+                fn = lambda: layer_norm_bwd_kernel[(progs,)](dy, x, w, mean, rstd, dx, part[0], part[1], ROWS, n // 8,
+                                                             n // 8, n // 8, n // 8, True, True, True, BLOCK_M=1,
+                                                             BLOCK_N=block_n, ALIGN=8, PREFETCH=pre, num_warps=nw)
+                try:
+                    res.append((bench(fn), f"nw={nw} prefetch={pre} progs/SM={per_sm}"))
+                except Exception as e:  # noqa: BLE001
+                    print(f"bwd nw={nw} pre={pre} per_sm={per_sm}: {str(e)[:80]}")
+    res.sort()
+    gbs = lambda t: 3 * x.numel() * 2 / t / 1e6
+    print(f"bwd n={n} (kernel only, no column sum): " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s"
+                                                               for t, c in res[:6]), flush=True)
+
+
+if __name__ == "__main__":
+    for n in [int(a) for a in sys.argv[1:]] or [4096]:
+        tune_fwd(n)
+        tune_bwd(n)
