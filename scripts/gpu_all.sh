@@ -21,7 +21,7 @@ if has test; then
   end=$(( $(date +%s) + ${TEST_TIMEOUT:-420} ))
   for f in ${TESTS:-tests/test_*.py}; do
     left=$(( end - $(date +%s) )); (( left > 5 )) || { echo "SKIPPED (time): $f"; continue; }
-    timeout "$left" python3 -m pytest "$f" -m gpu -v -p no:cacheprovider -rfE --tb=short > "$OUT/gpu_$(basename "$f" .py).log" 2>&1
+    timeout "$left" python3 -m pytest "$f" -m gpu -v -p no:cacheprovider -rfE --tb=short ${PYTEST_ARGS:-} > "$OUT/gpu_$(basename "$f" .py).log" 2>&1
     rc=$?
     echo "$f rc=$rc: $(tail -1 "$OUT/gpu_$(basename "$f" .py).log")" | tee -a "$OUT/gpu_tests.log"
     grep -E "^(FAILED|ERROR) " "$OUT/gpu_$(basename "$f" .py).log" | head -8 | cut -c1-300

@@ -31,6 +31,7 @@ CPP_CONSTANTS = {
     "BWD_LOOP_BLOCK_M": 2,
     "BWD_LOOP_BLOCK_N": 2048,
     "COLSUM_BLOCK_N": 64,
+    "BWD_WARPS_PER_SM": 8,
 }
 
 # (x dtype, parameter dtype) pairs built; weight and bias share the parameter dtype, which is x's own when
@@ -49,12 +50,44 @@ def _affine(xhat, w, b, has_weight, has_bias):
 
 
 @triton.jit
+def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y, eps, has_weight, has_bias,
+                        store_stats, BLOCK_N: tl.constexpr):
+    cols = tl.arange(0, BLOCK_N)
+    cm = cols < n_cols
+    xf = tl.load(X + row * stride_x + cols, mask=cm, other=0.0).to(tl.float32)
+    mean = tl.sum(xf, axis=0) / n_cols
+    xc = tl.where(cm, xf - mean, 0.0)
+    c = tl.sum(xc, axis=0) / n_cols
+    var = tl.maximum(tl.sum(xc * xc, axis=0) / n_cols - c * c, 0.0)
+    rstd = 1.0 / tl.sqrt_rn(var + eps)
+    if has_weight:
+        w = tl.load(W + cols, mask=cm, other=0.0).to(tl.float32)
+    else:
+        w = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if has_bias:
+        b = tl.load(B + cols, mask=cm, other=0.0).to(tl.float32)
+    else:
+        b = tl.zeros([BLOCK_N], dtype=tl.float32)
+    y = _affine((xc - c) * rstd, w, b, has_weight, has_bias)
+    tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
+    if store_stats:
+        tl.store(MEAN + row, mean + c)
+        tl.store(RSTD + row, rstd)
+
+
+@triton.jit
 def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
                           has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
     # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment.
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
+    if BLOCK_M == 1:
+        # One row as 1-D tensors: 39 us vs 46 us for the [1, N] form at 8192x4096 bf16 on H200
+        # (scripts/tune_layer_norm.py; fewer layout conversions around the three row sums).
+        _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, pid.to(tl.int64), n_cols, stride_x_v * ALIGN,
+                            stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N)
+        return
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_mask = rows < n_rows
@@ -146,8 +179,8 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
                           BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, PREFETCH: tl.constexpr):
     # Persistent: program p handles row blocks p, p + G, ... and writes one row of dw and db partial sums.
     # PREFETCH (0, 1 or 2) is how many blocks ahead x and dy are loaded while the current block is reduced.
-    # Registers cap the 4096-element tile at one 16-warp program per SM (93 registers with one block ahead):
-    # two blocks ahead keep two rows in flight per SM, as two programs with one ahead would (101 registers).
+    # The launcher runs about 8 resident warps per SM (BWD_WARPS_PER_SM): at 4096, two 4-warp programs per SM
+    # with one block ahead were the fastest of the H200 sweep (scripts/tune_layer_norm.py).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -324,12 +357,15 @@ def _rows_per_program(block_n):
 # tiles live than RMSNorm (w, b; the backward's dw and db sums), so rms_norm's measured table gave 128
 # registers for the 4096 forward at 4 warps and 176 (one program per SM) for the 4096 backward at 8.
 # Beyond 16384 (forward) and 8192 (backward) elements a single block spilled at 32 warps: looped variants.
-_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
-_BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
+# H200 sweep at 8192x4096 bf16 (scripts/tune_layer_norm.py): forward 4 warps 39.3 us, 8 warps 41.0; backward
+# 4 warps, one row ahead, 2 programs per SM 71.1 us (16 warps, two ahead, 1 per SM: > 80 us). 8192 and 16384
+# keep 32 elements per thread (not measured).
+_FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16}
+_BWD_WARPS = {1024: 4, 2048: 4, 4096: 4, 8192: 16}
 
 
 def _prefetch(tile_elems):
-    return 2 if tile_elems == 4096 else (1 if tile_elems <= 8192 else 0)
+    return 1 if tile_elems <= 8192 else 0
 
 
 def _warps(table, tile_elems):

@@ -337,9 +337,9 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   int64_t programs;
   if (!c.looped) {
     const auto& v = layer_norm_bwd_kernel_get(c.single, ctx.arch_slot);
-    // About 16 resident warps per SM, as rms_norm measured on H200 (each more program adds a row of fp32
-    // partial sums to write and reduce).
-    const int64_t per_sm = std::max<int64_t>(1, 16 / v.image.num_warps);
+    // About 8 resident warps per SM (H200 sweep at 4096: 2 four-warp programs per SM 71 us, 4 of them 74 us;
+    // each more program adds a row of fp32 partial sums to write and reduce).
+    const int64_t per_sm = std::max<int64_t>(1, BWD_WARPS_PER_SM / v.image.num_warps);
     programs = std::min<int64_t>(
         {ceil_div(x.rows, v.BLOCK_M), max_resident_programs(v.image, ctx), ctx.sm_count * per_sm});
     make_partial(programs);
