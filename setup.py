@@ -41,6 +41,12 @@ class GenerateThenBuild(BuildExtension):
         super().run()
 
 
+# libstdc++ is linked as the shared library torch itself uses. A toolchain that links it statically by
+# default (the H200 box's /opt/gcc wrapper does) gives the extension a second copy of the iostream and locale
+# machinery: formatting an error message (c10::str of a number) then crashes on facets registered by the
+# other copy, so every bad-input error became a segfault on that box.
+SHARED_LIBSTDCXX = ["-Wl,--push-state,--no-as-needed,-l:libstdc++.so.6,--pop-state"]
+
 setup(
     name="liger-aot",
     version=VERSION,
@@ -54,6 +60,7 @@ setup(
             sources(),
             include_dirs=[str(ROOT / "csrc"), str(GEN), triton_include()],
             extra_compile_args={"cxx": ["-O2", "-fvisibility=hidden", "-Wno-unused-function"]},
+            extra_link_args=SHARED_LIBSTDCXX,
             py_limited_api=True,
         ),
         # Direct Python bindings of the hottest ops (host time); links libtorch_python for the Tensor
@@ -63,6 +70,7 @@ setup(
             ["csrc/python/fast.cpp"],
             libraries=["torch_python"],
             extra_compile_args={"cxx": ["-O2", "-fvisibility=hidden"]},
+            extra_link_args=SHARED_LIBSTDCXX,
             py_limited_api=True,
         ),
     ],

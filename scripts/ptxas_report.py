@@ -1,6 +1,9 @@
-"""Registers and spills of the rms_norm kernels as ptxas reports them (no GPU needed).
+"""Registers and spills of an op's kernels as ptxas reports them (no GPU needed).
 
-    python scripts/ptxas_report.py [arch]      # default 90; bf16 input and weight, casting llama
+    python scripts/ptxas_report.py [arch] [op]   # default 90 rms_norm; bf16 variants (casting llama), aligned
+
+Registers decide how many programs an SM holds: a memory-bound kernel that needs more than ~64 per thread at 4
+warps (128 at 8...) halves its resident loads (layer_norm's forward had 106 from branches on runtime flags).
 
 Compiles the variants with triton.compile for the given arch and runs the bundled ptxas with -v on the PTX.
 """
@@ -16,7 +19,7 @@ from triton.backends.nvidia.compiler import get_ptxas
 from triton.compiler import ASTSource
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import triton_src.rms_norm as op  # noqa: E402
+import importlib  # noqa: E402
 
 
 def report(kernel, v, arch):
@@ -42,16 +45,18 @@ def report(kernel, v, arch):
 
 def main():
     arch = int(sys.argv[1]) if len(sys.argv) > 1 else 90
+    op = importlib.import_module("triton_src." + (sys.argv[2] if len(sys.argv) > 2 else "rms_norm"))
     print(f"| kernel | key | warps | registers | spill bytes st/ld |\n|---|---|--:|--:|--:|")
     for kernel in op.KERNELS:
         for v in kernel.variants:
             k = v.key
-            if k.get("x_dtype", "bf16") != "bf16" or k.get("w_dtype", "bf16") != "bf16" or k.get("casting", 0) != 0:
+            dtypes = [val for name, val in k.items() if name.endswith("dtype")]
+            if any(d != "bf16" for d in dtypes) or k.get("casting", 0) != 0:
                 continue
             if k.get("aligned") is False:
                 continue
             regs, spill = report(kernel, v, arch)
-            key = ",".join(f"{a}={b}" for a, b in sorted(k.items()) if a not in ("x_dtype", "w_dtype", "casting"))
+            key = ",".join(f"{a}={b}" for a, b in sorted(k.items()) if not a.endswith("dtype") and a != "casting")
             print(f"| {kernel.name} | {key} | {v.num_warps} | {regs} | {spill} |", flush=True)
 
 

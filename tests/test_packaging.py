@@ -100,3 +100,20 @@ def test_current_gpu_arch_is_built():
     major, minor = torch.cuda.get_device_capability()
     built = liger._built_archs()
     assert any(a.rstrip("a") == f"sm_{major}{minor}" for a in built) or (major == 8 and "sm_80" in built), built
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ELF dynamic section")
+def test_libstdcxx_is_the_shared_one():
+    # A toolchain that links libstdc++ statically (the H200 box's) gave the extension its own iostreams: every
+    # error message with a number in it then crashed the process. setup.py links the shared library.
+    import shutil
+
+    from liger_aot._library import library_path
+    if shutil.which("readelf") is None:
+        pytest.skip("readelf not installed")
+    dynamic = subprocess.run(["readelf", "-d", library_path()], capture_output=True, text=True, check=True).stdout
+    assert "libstdc++.so" in dynamic
+    with pytest.raises(RuntimeError, match=r"q_order must be empty or a permutation of the 4 dims"):
+        g = torch.randn(2, 4, 5, 16)
+        torch.ops.liger.rope_bwd(g, torch.randn(2, 2, 5, 16), torch.randn(1, 5, 16), torch.randn(1, 5, 16), 1,
+                                 [0, 1, 1, 3], [])

@@ -17,7 +17,10 @@ gpu = pytest.mark.gpu
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
-FLOOR_ULPS = 2  # the op and the baseline may each round a final result once the other way
+# The op and the baseline may each round a final result once the other way (2 ulps). In fp32 the kernels'
+# own arithmetic shows as well: libdevice expf (<= 2 ulps), the reciprocal of the sum and the product with
+# it (1 each): 4 ulps (an H200 run measured 4.5 ulps of the result on one row of an expanded batch).
+FLOOR_ULPS = {torch.float32: 4}
 
 
 def dtype_id(dtype):
@@ -48,7 +51,7 @@ class Error:
         self.scale = max(self.scale, scale.abs().max().item())
 
     def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
+        bound = 2 * self.eager + FLOOR_ULPS.get(self.dtype, 2) * torch.finfo(self.dtype).eps * self.scale
         assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
                                   f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
 
