@@ -14,6 +14,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerFusedAddRMSNorm
+from _shared import opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -325,15 +326,7 @@ def opcheck_samples(device):
     return samples
 
 
-def opcheck_params():
-    params = []
-    for device, marks in (("cpu", []), ("cuda", [gpu])):
-        for i, (name, _, grad) in enumerate(opcheck_samples("cpu")):
-            params.append(pytest.param(device, i, marks=marks, id=f"{device}-{i}-{name}" + ("-grad" if grad else "")))
-    return params
-
-
-@pytest.mark.parametrize("device,index", opcheck_params())
+@pytest.mark.parametrize("device,index", opcheck_params(opcheck_samples))
 def test_opcheck(device, index):
     name, args, grad = opcheck_samples(device)[index]
     tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")

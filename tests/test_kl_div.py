@@ -12,6 +12,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerKLDIVLoss
+from _shared import opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -182,15 +183,7 @@ def opcheck_samples(device):
     return samples
 
 
-def opcheck_params():
-    params = []
-    for device, marks in (("cpu", []), ("cuda", [gpu])):
-        for i, (name, _, grad) in enumerate(opcheck_samples("cpu")):
-            params.append(pytest.param(device, i, marks=marks, id=f"{device}-{i}-{name}" + ("-grad" if grad else "")))
-    return params
-
-
-@pytest.mark.parametrize("device,index", opcheck_params())
+@pytest.mark.parametrize("device,index", opcheck_params(opcheck_samples))
 def test_opcheck(device, index):
     name, args, _ = opcheck_samples(device)[index]
     opcheck(getattr(liger, name).default, args)
