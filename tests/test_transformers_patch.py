@@ -347,8 +347,11 @@ GROUPS = {"llama-like": ["llama", "mistral", "qwen2", "qwen3", "smollm3", "grani
           "moe": ["mixtral", "qwen3_moe", "llama4"], "vl": ["qwen2_vl", "qwen2_5_vl"]}
 
 
+LR = 2e-3  # 3e-3 made bf16 runs chaotic (curves 10 % apart after 30 steps, measured on the CPU)
+
+
 def _train(model, steps, batches):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
     model.train()
     losses = []
     for step in range(steps):
@@ -364,43 +367,84 @@ def _train(model, steps, batches):
 @gpu
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_convergence_bf16(group):
-    """30 AdamW steps in bf16 on a 4-layer model of each family of the group, patched (classes) and unpatched from
-    the same weights over the same batches, which are learnable (the unpatched loss must drop by > 30 %).
-    Tolerance: the two runs round differently in bf16 (2^-8 relative per op), which compounds over the steps but
-    stays a few 1e-3 of the loss; 5 % (relative) at every step after the first, 2 % at the end, catch a wrong
-    variant (a missing offset, a dropped soft-cap or scaling) without flagging rounding."""
-    steps, dev = 30, "cuda"
+    """30 AdamW steps (lr 2e-3) in bf16 on a 4-layer model of each family of the group, patched (classes) and
+    unpatched from the same weights over the same learnable batches (the unpatched loss must drop by > 15 %).
+    Tolerance, measured with the CPU reference of the ops in bf16 (8 of the families): the curves differ by at most
+    1.8 % at any step and 0.5 % on the mean of the last 10 steps (the ops round differently from eager, and training
+    compounds it); 4 % and 1.5 % leave room for the GPU kernels' own rounding and still catch a wrong variant."""
     for name in GROUPS[group]:
-        monkey_patch._revert_patches()
-        config = _config(name)
-        tc = config.get_text_config()
-        tc.num_hidden_layers = 4
-        if hasattr(tc, "layer_types") and tc.layer_types is not None:
-            tc.layer_types = (list(tc.layer_types) * 2)[:4]
-        if hasattr(tc, "no_rope_layers") and tc.no_rope_layers is not None:
-            tc.no_rope_layers = (list(tc.no_rope_layers) * 2)[:4]
-        g = torch.Generator().manual_seed(0)
-        batches = []
-        for _ in range(4):  # rows count up by a random stride modulo 37: learnable in 30 steps
-            start, stride = torch.randint(0, 37, (4, 1), generator=g), torch.randint(1, 6, (4, 1), generator=g)
-            ids = 3 + (start + stride * torch.arange(64)) % 37
-            mask = torch.ones_like(ids)
-            mask[0, :8] = 0
-            labels = ids.masked_fill(mask == 0, -100)
-            batches.append((ids.to(dev), mask.to(dev), labels.to(dev)))
+        base, got = _convergence(name, "cuda", torch.bfloat16, 30)
+        assert base[-1] < 0.85 * base[0], f"{name}: the unpatched run did not learn ({base[0]:.3f} -> {base[-1]:.3f})"
+        rel = (got - base).abs() / base
+        assert rel.max() < 0.04, f"{name}: loss curves differ by {rel.max():.3f} (relative) at step {rel.argmax()}"
+        tail = abs(got[-10:].mean() - base[-10:].mean()) / base[-10:].mean()
+        assert tail < 0.015, f"{name}: mean loss of the last 10 steps differs by {tail:.4f} (relative)"
+
+
+def _convergence(name, dev, dtype, steps):
+    """(unpatched, patched) loss curves of ``steps`` AdamW steps of a 4-layer ``name`` model."""
+    monkey_patch._revert_patches()
+    config = _config(name)
+    tc = config.get_text_config()
+    tc.num_hidden_layers = 4
+    for attr in ("layer_types", "no_rope_layers", "mlp_only_layers"):
+        if isinstance(getattr(tc, attr, None), list) and len(getattr(tc, attr)) == LAYERS:
+            setattr(tc, attr, getattr(tc, attr) * 2)
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(4):  # rows count up by a random stride modulo 37: learnable in 30 steps
+        start, stride = torch.randint(0, 37, (4, 1), generator=g), torch.randint(1, 6, (4, 1), generator=g)
+        ids = 3 + (start + stride * torch.arange(64)) % 37
+        mask = torch.ones_like(ids)
+        mask[0, :8] = 0
+        labels = ids.masked_fill(mask == 0, -100)
+        batches.append((ids.to(dev), mask.to(dev), labels.to(dev)))
+    torch.manual_seed(0)
+    ref = _model_class(config).from_config(config, attn_implementation="sdpa").to(dev, dtype)
+    state = copy.deepcopy(ref.state_dict())
+    base = _train(ref, steps, batches)
+    del ref
+    fn, kw = _apply_kwargs(name)
+    fn(**kw)
+    try:
         torch.manual_seed(0)
-        ref = _model_class(config).from_config(config, attn_implementation="sdpa").to(dev, torch.bfloat16)
-        state = copy.deepcopy(ref.state_dict())
-        base = _train(ref, steps, batches)
-        del ref
-        fn, kw = _apply_kwargs(name)
-        fn(**kw)
-        torch.manual_seed(0)
-        model = _model_class(config).from_config(config, attn_implementation="sdpa").to(dev, torch.bfloat16)
+        model = _model_class(config).from_config(config, attn_implementation="sdpa").to(dev, dtype)
         model.load_state_dict(state)
         got = _train(model, steps, batches)
+    finally:
         monkey_patch._revert_patches()
-        assert base[-1] < 0.7 * base[0], f"{name}: the unpatched run did not learn ({base[0]:.3f} -> {base[-1]:.3f})"
-        rel = ((got - base).abs() / base.abs())[1:]
-        assert rel.max() < 0.05, f"{name}: loss curves differ by {rel.max():.3f} (rel) at step {rel.argmax() + 1}"
-        assert abs(got[-1] - base[-1]) / base[-1] < 0.02, f"{name}: final loss {got[-1]:.4f} vs {base[-1]:.4f}"
+    return base, got
+
+
+@gpu
+def test_fused_loss_never_builds_logits_gpu():
+    """Training step of a 2-layer Llama with a 32 k vocabulary at 2 x 4096 tokens in bf16: HF holds the bf16 logits
+    and their fp32 copy (6 bytes per logit, 1.5 GiB here); the patched step's peak must be lower by at least the
+    bf16 logits (the fused loss's chunk buffer is bounded at 128 MiB)."""
+    config = transformers.LlamaConfig(**_common(vocab_size=32000, hidden_size=512, intermediate_size=1024,
+                                                max_position_embeddings=8192))
+    ids = torch.randint(0, 32000, (2, 4096), device="cuda")
+
+    def peak(model):
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()  # warm-up: gradients allocated
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base, out
+
+    torch.manual_seed(0)
+    ref = transformers.AutoModelForCausalLM.from_config(config).to("cuda", torch.bfloat16)
+    hf_peak, hf_out = peak(ref)
+    state = ref.state_dict()
+    del ref, hf_out
+    lt.apply_liger_kernel_to_llama()
+    model = transformers.AutoModelForCausalLM.from_config(config).to("cuda", torch.bfloat16)
+    model.load_state_dict(state)
+    ours, out = peak(model)
+    assert out.logits is None
+    logits_bytes = ids.numel() * 32000 * 2
+    assert ours < hf_peak - logits_bytes, f"peak {ours / 2**30:.2f} GiB vs HF {hf_peak / 2**30:.2f} GiB"
