@@ -202,8 +202,8 @@ def tables(results: dict, shapes, search: bool) -> str:
         if "tokens_per_s" in a and "tokens_per_s" in k:
             speed, mem = a["tokens_per_s"] / k["tokens_per_s"], a["peak_gb"] / k["peak_gb"]
             ok = speed >= 1.15 and mem <= 1.0
-            lines.append(f"- {shape[0]}x{shape[1]}: liger_aot / Liger-Kernel = {speed:.2f}x tokens/s at {mem:.2f}x peak "
-                         f"memory (target >= 1.15x at <= 1.00x): {'met' if ok else 'NOT met'}")
+            lines.append(f"- {shape[0]}x{shape[1]}: liger_aot / Liger-Kernel = {speed:.2f}x tokens/s at {mem:.2f}x "
+                         f"peak memory (target >= 1.15x at <= 1.00x): {'met' if ok else 'NOT met'}")
     if search:
         s = {p: results.get(p, {}).get("search") for p in PROVIDERS}
         cells = [f"{LABEL[p]} {v['max_seq']}" + (" (cap)" if v.get("capped") else "") for p, v in s.items() if v]
@@ -211,7 +211,8 @@ def tables(results: dict, shapes, search: bool) -> str:
             out.append("Longest sequence at batch 1 (multiple of 2048, one training step): " + ", ".join(cells) + ".")
         if s["liger_aot"] and s["huggingface"]:
             r = s["liger_aot"]["max_seq"] / s["huggingface"]["max_seq"]
-            lines.append(f"- longest sequence, liger_aot / HF = {r:.2f}x (target >= 2x): {'met' if r >= 2 else 'NOT met'}")
+            lines.append(f"- longest sequence, liger_aot / HF = {r:.2f}x (target >= 2x): "
+                         f"{'met' if r >= 2 else 'NOT met'}")
     if lines:
         out.append("Targets of issue 7:\n\n" + "\n".join(lines))
     return "\n\n".join(out)
@@ -223,7 +224,8 @@ def main() -> None:
     parser.add_argument("--no-search", dest="search", action="store_false", help="skip the sequence-length search")
     parser.add_argument("--providers", default=",".join(PROVIDERS), help="comma-separated subset of " +
                         ", ".join(PROVIDERS))
-    parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES), help="BxS,... (default: %(default)s)")
+    parser.add_argument("--shapes", default=",".join(f"{b}x{s}" for b, s in SHAPES),
+                        help="BxS,... (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",

@@ -230,8 +230,9 @@ def main():
               f"{losses[-1]:>11.4f}")
     if device == "cuda":
         print(f"liger_aot: {ours[1] / hf[1]:.2f}x the tokens/s at {ours[2] / hf[2]:.2f}x the peak memory")
-    print(f"largest loss difference over the {args.steps} steps: {diff:.2e} "
-          f"({'bf16 rounding' if dtype == torch.bfloat16 else 'fp32 rounding'}; loss {hf[0][0]:.2f} -> {hf[0][-1]:.2f})")
+    rounding = "bf16 rounding" if dtype == torch.bfloat16 else "fp32 rounding"
+    print(f"largest loss difference over the {args.steps} steps: {diff:.2e} ({rounding}; "
+          f"loss {hf[0][0]:.2f} -> {hf[0][-1]:.2f})")
     if not all(map(math.isfinite, ours[0])):
         sys.exit("the patched run produced a non-finite loss")
 

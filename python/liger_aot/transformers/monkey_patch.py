@@ -142,8 +142,8 @@ def _check_liger_flash() -> None:
     if LIGER_FLASH not in ALL_ATTENTION_FUNCTIONS:
         raise RuntimeError(
             f"flash_attention=True selects the attention implementation {LIGER_FLASH!r}, which is not registered with "
-            "transformers' AttentionInterface in this installation of liger_aot (no FlashAttention op was built): "
-            "leave flash_attention=False to keep the model's attention (SDPA by default)")
+            "transformers' AttentionInterface: this liger_aot has no FlashAttention operator to register. Leave "
+            "flash_attention=False to keep the model's attention (SDPA by default)")
 
 
 def _set_attn_implementation(model, name: str) -> None:

@@ -97,8 +97,9 @@ FAMILIES: Tuple[Family, ...] = (
     Family("qwen2_5_vl", ("qwen2_5_vl",), _m("qwen2_5_vl"), Norm(("Qwen2_5_VLRMSNorm",)),
            (Mlp("Qwen2MLP"), Mlp("Qwen2_5_VLMLP")), ("Qwen2_5_VLForConditionalGeneration",), _ROPE),
     # Llama 4 text: complex RoPE on [B, S, H, D]; the weight-free L2 qk-norm is an RMSNorm without weight.
-    Family("llama4", ("llama4_text", "llama4"), _m("llama4"), Norm(("Llama4TextRMSNorm", "Llama4TextL2Norm"),
-           eps_attr="eps"), (Mlp("Llama4TextMLP", "gated", "activation_fn"), Mlp("Llama4TextExperts", "llama4_experts")),
+    Family("llama4", ("llama4_text", "llama4"), _m("llama4"),
+           Norm(("Llama4TextRMSNorm", "Llama4TextL2Norm"), eps_attr="eps"),
+           (Mlp("Llama4TextMLP", "gated", "activation_fn"), Mlp("Llama4TextExperts", "llama4_experts")),
            ("Llama4ForCausalLM",), ("apply_rotary_emb", "llama4_rotary_emb"),
            notes="text model; Llama4ForConditionalGeneration gets the layer patches but keeps its own loss"),
 )
