@@ -340,6 +340,42 @@ def test_auto_model_and_instance_entry_points():
     assert "forward" in other.__dict__
 
 
+@pytest.mark.parametrize("how", ["class", "instance"])
+def test_qwen2_vl_vision_layer_norm(how):
+    """layer_norm=True reaches the vision tower's torch.nn.LayerNorm (text-only inputs never run it)."""
+    ref = _build("qwen2_vl")
+    px, grid = torch.randn(4, 12), torch.tensor([[1, 2, 2]])  # 4 patches of 3 x 2 x 2
+    want = ref.model.visual(px, grid_thw=grid).last_hidden_state
+    if how == "class":
+        lt.apply_liger_kernel_to_qwen2_vl()
+        model = _build("qwen2_vl", seed=9)
+        model.load_state_dict(ref.state_dict())
+    else:
+        model = ref
+        lt.apply_liger_kernel_to_qwen2_vl(model=model)
+    from liger_aot.transformers import forwards
+
+    norms = [m for m in model.model.visual.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(m.forward.__func__ is forwards.layer_norm_forward for m in norms)
+    torch.testing.assert_close(model.model.visual(px, grid_thw=grid).last_hidden_state, want, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_model_from_pretrained(tmp_path):
+    """AutoLigerKernelForCausalLM.from_pretrained reads model_type from the checkpoint's config and patches first."""
+    ref = _build("smollm3")
+    ref.save_pretrained(tmp_path)
+    ids, mask, labels = _inputs()
+    ref.train()
+    want = ref(input_ids=ids, attention_mask=mask, labels=labels).loss  # before the patch (class-wide forward)
+    model = lt.AutoLigerKernelForCausalLM.from_pretrained(tmp_path, rms_norm=False)
+    assert type(model.model.norm).__name__ == "SmolLM3RMSNorm"  # rms_norm=False honoured
+    assert type(model.model.layers[0].mlp).__name__ == "LigerSmolLM3MLP"
+    model.train()
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert out.logits is None
+    torch.testing.assert_close(out.loss, want, rtol=1e-5, atol=1e-6)
+
+
 # ---- GPU: bf16 convergence, patched vs unpatched --------------------------------------------------------------
 
 GROUPS = {"llama-like": ["llama", "mistral", "qwen2", "qwen3", "smollm3", "granite", "olmo2"],
