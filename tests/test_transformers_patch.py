@@ -185,7 +185,9 @@ def _patched(name, how):
     else:
         model = _build(name, seed=123)
         model.load_state_dict(state)
+        params = list(model.parameters())
         fn(model=model, **kw)
+        assert all(a is b for a, b in zip(params, model.parameters())), "instance patching must keep the parameters"
     return model
 
 
