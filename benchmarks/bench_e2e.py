@@ -246,8 +246,8 @@ def main() -> None:
     header = harness.environment_header("end-to-end training step, Llama-3-style 1.5 B, bf16, AdamW"
                                         + (" (--quick)" if args.quick else ""))
     alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    header += (f"\n- transformers {transformers.__version__}; {args.warmup} warm-up + {args.steps} timed steps per shape; "
-               f"workers run with PYTORCH_CUDA_ALLOC_CONF={alloc}")
+    header += (f"\n- transformers {transformers.__version__}; {args.warmup} warm-up + {args.steps} timed steps per "
+               f"shape; workers run with PYTORCH_CUDA_ALLOC_CONF={alloc}")
     body = ("Tokens/s over the timed steps (forward, backward, AdamW step; wall clock, synchronized), peak "
             "torch.cuda.max_memory_allocated during them.\n\n" + tables(results, shapes, args.search))
     if notes:
