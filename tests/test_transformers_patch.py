@@ -264,6 +264,16 @@ def test_num_items_in_batch_positional_and_tuple_output():
         ref(input_ids=ids, skip_logits=True)
 
 
+@pytest.mark.parametrize("name", ["llama", "gemma2", "llama4"])
+def test_generate_matches(name):
+    """Greedy generation with the KV cache (one-token steps through the patched RoPE, norms and MLPs)."""
+    ref = _build(name).eval()
+    ids = torch.randint(3, V - 4, (1, 5))
+    want = ref.generate(ids, max_new_tokens=8, do_sample=False)
+    lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"](model=ref)
+    assert torch.equal(ref.generate(ids, max_new_tokens=8, do_sample=False), want)
+
+
 def test_cross_entropy_flag_patches_hf_loss():
     ids, mask, labels = _inputs()
     model = _build("qwen2")
