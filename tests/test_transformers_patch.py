@@ -298,6 +298,7 @@ def test_signatures_follow_liger_kernel():
     assert "geglu" in inspect.signature(lt.apply_liger_kernel_to_gemma2).parameters
     assert inspect.signature(lt.apply_liger_kernel_to_glm4).parameters["rope"].default is False
     assert "layer_norm" in inspect.signature(lt.apply_liger_kernel_to_qwen2_vl).parameters
+    assert all(getattr(lt, n) is fn for n, fn in lt.APPLY_FUNCTIONS.items())  # every row is exported by name
     for fam in lt.FAMILIES:  # every row names classes and functions that exist in this transformers
         import importlib
 
