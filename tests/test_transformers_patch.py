@@ -418,16 +418,19 @@ def _train(model, steps, batches):
 def test_convergence_bf16(group):
     """30 AdamW steps (lr 2e-3) in bf16 on a 4-layer model of each family of the group, patched (classes) and
     unpatched from the same weights over the same learnable batches (the unpatched loss must drop by > 15 %).
-    Tolerance, measured with the CPU reference of the ops in bf16 (8 of the families): the curves differ by at most
-    1.8 % at any step and 0.5 % on the mean of the last 10 steps (the ops round differently from eager, and training
-    compounds it); 4 % and 1.5 % leave room for the GPU kernels' own rounding and still catch a wrong variant."""
+    Tolerances, from the same test run on the CPU reference of the ops in bf16 (all 17 families): the first loss
+    (same weights, same batch: forward rounding only) differed by <= 0.3 %, the curves by <= 4.1 % at any step
+    (Qwen2.5-VL; <= 1.8 % for the others) and <= 1.3 % on the mean of the last 10 steps, as the rounding differences
+    compound through training. Bounds 1 %, 6 % and 2.5 % leave room for the GPU kernels' own rounding; a wrong
+    variant or gradient moves the first loss or stops the patched run from learning."""
     for name in GROUPS[group]:
         base, got = _convergence(name, "cuda", torch.bfloat16, 30)
         assert base[-1] < 0.85 * base[0], f"{name}: the unpatched run did not learn ({base[0]:.3f} -> {base[-1]:.3f})"
         rel = (got - base).abs() / base
-        assert rel.max() < 0.04, f"{name}: loss curves differ by {rel.max():.3f} (relative) at step {rel.argmax()}"
+        assert rel[0] < 0.01, f"{name}: first loss {got[0]:.4f} vs {base[0]:.4f}"
+        assert rel.max() < 0.06, f"{name}: loss curves differ by {rel.max():.3f} (relative) at step {rel.argmax()}"
         tail = abs(got[-10:].mean() - base[-10:].mean()) / base[-10:].mean()
-        assert tail < 0.015, f"{name}: mean loss of the last 10 steps differs by {tail:.4f} (relative)"
+        assert tail < 0.025, f"{name}: mean loss of the last 10 steps differs by {tail:.4f} (relative)"
 
 
 def _convergence(name, dev, dtype, steps):

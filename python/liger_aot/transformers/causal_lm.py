@@ -22,6 +22,8 @@ def causal_lm_loss(hidden_states: torch.Tensor, lm_head: torch.nn.Module, labels
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])
+    if hidden.dtype != lm_head.weight.dtype:  # e.g. fp32 weights under autocast: the fused op takes one dtype
+        hidden = hidden.to(lm_head.weight.dtype)
     if logits_scaling is not None and logits_scaling != 1:
         hidden = hidden * (1.0 / logits_scaling)  # (h W^T) / s == (h / s) W^T
     reduction = "sum" if num_items_in_batch is not None else "mean"
