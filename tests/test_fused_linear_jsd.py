@@ -13,7 +13,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerFusedLinearJSD
-from _shared import opcheck_params
+from _shared import compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -226,11 +226,6 @@ def test_export_dynamic_shapes(tmp_path):
         a = (a[0], sw, a[2], tw, a[4])
         assert torch.equal(ep.module()(*a), model(*a))
         assert torch.equal(loaded.module()(*a), model(*a))
-
-
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())

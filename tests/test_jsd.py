@@ -12,7 +12,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerJSD
-from _shared import opcheck_params
+from _shared import compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -223,11 +223,6 @@ def test_export_dynamic_shapes(tmp_path):
         a = (torch.randn(rows, v), torch.randn(rows, v), torch.randint(-1, 2, (rows,)) * 100)
         assert torch.equal(ep.module()(*a), model(*a))
         assert torch.equal(loaded.module()(*a), model(*a))
-
-
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())

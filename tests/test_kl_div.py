@@ -12,7 +12,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerKLDIVLoss
-from _shared import opcheck_params
+from _shared import compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -217,11 +217,6 @@ def test_torchscript():
     x, y = torch.randn(3, 48, requires_grad=True), torch.rand(3, 48)
     scripted(x, y).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
-
-
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())

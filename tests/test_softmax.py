@@ -10,7 +10,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSoftmax
-from _shared import opcheck_params
+from _shared import compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -250,11 +250,6 @@ def test_torchscript_save_load_and_backward(tmp_path):
         outputs.append((y.detach(), xg.grad))
     for a, b in zip(*outputs):
         assert torch.equal(a, b)
-
-
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
