@@ -17,6 +17,8 @@ if has build; then
 fi
 if has test; then
   # TESTS="tests/test_a.py tests/test_b.py" narrows the GPU run (default: every test file)
+  # The packaging tests' CPU cases too: they catch toolchain problems of this box (error paths, libstdc++).
+  python3 -m pytest tests/test_packaging.py -q -p no:cacheprovider 2>&1 | tail -1 | tee -a "$OUT/gpu_tests.log"
   # One pytest process per file (a crash loses one file, not the run); -v lines in $OUT/gpu_tests.log.
   end=$(( $(date +%s) + ${TEST_TIMEOUT:-420} ))
   for f in ${TESTS:-tests/test_*.py}; do
