@@ -9,7 +9,7 @@ WHEEL_GLOB = dist/liger_aot-*-cp39-abi3-*.whl
 .PHONY: deps wheel install build test test-gpu demo bench clean
 
 deps:  ## build and test dependencies; the wheel itself needs only torch at run time
-	$(PYTHON) -m pip install -q "$(TORCH_PIN)" "triton==3.6.0" ninja wheel "setuptools>=64" pytest numpy
+	$(PYTHON) -m pip install -q "$(TORCH_PIN)" "triton==3.6.0" ninja wheel "setuptools>=64" pytest numpy "transformers==5.17.0"
 
 wheel: deps  ## dist/liger_aot-*-cp39-abi3-*.whl with the cubins inside, pinned to this torch minor
 	rm -f $(WHEEL_GLOB)

@@ -1,0 +1,294 @@
+"""``apply_liger_kernel_to_<family>`` for every row of table.py, and ``_apply_liger_kernel_to_instance``.
+
+Two ways to patch, as in Liger-Kernel:
+- ``model=None`` (before building a model): the family's norm/MLP classes are replaced, in the modeling module's
+  namespace, by subclasses whose forward runs liger_aot's ops (models built afterwards use them; isinstance checks
+  and parameter names are unchanged); the causal-LM class's forward is replaced in place.
+- ``model=<instance>``: the forwards of that model's modules are rebound in place; parameters, buffers and hooks
+  stay, so state dicts load unchanged and an optimizer built before still holds the right tensors.
+RoPE (and ``cross_entropy``) replace a module-level function, which no instance owns: that patch reaches every model
+of the family in the process, as in Liger-Kernel.
+"""
+import importlib
+import inspect
+import logging
+from types import MethodType
+from typing import Callable, Dict, List, Tuple
+
+from torch import nn
+
+from . import forwards
+from .causal_lm import make_lce_forward
+from .table import FAMILIES, Family
+
+logger = logging.getLogger(__name__)
+
+LIGER_FLASH = "liger_flash"
+
+# (owner, attribute, previous value or _MISSING): what _revert_patches undoes, newest last.
+_MISSING = object()
+_applied: List[Tuple[object, str, object]] = []
+
+
+def _set(owner, name: str, value) -> None:
+    _applied.append((owner, name, vars(owner).get(name, _MISSING)))
+    setattr(owner, name, value)
+
+
+def _revert_patches() -> None:
+    """Undo every class-level and module-level patch of this process (instance patches stay: rebuild the model).
+    Meant for tests that compare patched and unpatched models in one process."""
+    while _applied:
+        owner, name, old = _applied.pop()
+        if old is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, old)
+
+
+def _original(module, name: str):
+    """The family's own class or function, also when the module attribute was already swapped by us."""
+    value = getattr(module, name)
+    return getattr(value, "__liger_original__", value)
+
+
+# ---- norms -------------------------------------------------------------------------------------------------------
+
+def _norm_attrs(family: Family) -> Dict[str, object]:
+    n = family.norm
+    return {"_liger_offset": n.offset, "_liger_casting_mode": n.casting_mode, "_liger_eps_attr": n.eps_attr}
+
+
+def _patch_norm_classes(module, family: Family) -> None:
+    for name in family.norm.classes:
+        cls = _original(module, name)
+        sub = type(f"Liger{cls.__name__}", (cls,), {"forward": forwards.rms_norm_forward, "__liger_original__": cls,
+                                                     "__module__": cls.__module__, **_norm_attrs(family)})
+        _set(module, name, sub)
+
+
+def _bind(module: nn.Module, name: str, fn: Callable) -> None:
+    module.__dict__[name] = MethodType(fn, module)
+
+
+def _patch_norm_instance(m: nn.Module, family: Family) -> None:
+    m.__dict__.update(_norm_attrs(family))
+    _bind(m, "forward", forwards.rms_norm_forward)
+
+
+# ---- LayerNorm (vision towers) -------------------------------------------------------------------------------------
+
+def _patch_layer_norm_classes(module, family: Family) -> None:
+    for name in family.layer_norms:
+        cls = _original(module, name)
+        _set(module, name, type(f"Liger{cls.__name__}", (cls,), {"forward": forwards.layer_norm_forward,
+                                                                  "__liger_original__": cls,
+                                                                  "__module__": cls.__module__}))
+
+
+# ---- MLPs ----------------------------------------------------------------------------------------------------------
+
+_MLP_FORWARD = {"gated": forwards.gated_mlp_forward, "fused_gate_up": forwards.fused_gate_up_mlp_forward,
+                "llama4_experts": forwards.llama4_experts_forward}
+_WANTED = {"swiglu": ("silu",), "geglu": ("tanh", "none")}
+
+
+def _mlp_methods(spec, base_forward) -> Dict[str, Callable]:
+    if spec.kind == "experts":
+        return {"forward": forwards.experts_forward, "_apply_gate": forwards.experts_apply_gate,
+                "_liger_dispatch_forward": base_forward}
+    return {"forward": _MLP_FORWARD[spec.kind]}
+
+
+def _mlp_act(m: nn.Module, spec, family: Family):
+    kind = forwards.activation_kind(getattr(m, spec.act_attr, None))
+    return kind if kind in _WANTED[family.activation] else None
+
+
+def _patch_mlp_classes(module, family: Family) -> None:
+    for spec in family.mlps:
+        cls = _original(module, spec.cls)
+        methods = _mlp_methods(spec, cls.forward)
+
+        def __init__(self, *args, _cls=cls, _spec=spec, _methods=methods, **kwargs):
+            _cls.__init__(self, *args, **kwargs)
+            act = _mlp_act(self, _spec, family)
+            if act is None:  # an activation no fused op computes: keep Hugging Face's methods for this module
+                for k in _methods:
+                    if k != "_liger_dispatch_forward":
+                        self.__dict__[k] = MethodType(getattr(_cls, k), self)
+            self._liger_act = act
+
+        _set(module, spec.cls, type(f"Liger{cls.__name__}", (cls,), {
+            "__init__": __init__, "__liger_original__": cls, "__module__": cls.__module__, **methods}))
+
+
+def _patch_mlp_instance(m: nn.Module, spec, family: Family) -> None:
+    act = _mlp_act(m, spec, family)
+    if act is None:
+        logger.warning("liger_aot: %s keeps its forward: its activation %s has no fused %s op", type(m).__name__,
+                       type(getattr(m, spec.act_attr, None)).__name__, family.activation)
+        return
+    m._liger_act = act
+    for k, fn in _mlp_methods(spec, type(m).forward).items():
+        _bind(m, k, fn)
+
+
+# ---- attention --------------------------------------------------------------------------------------------------
+
+def _check_liger_flash() -> None:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if LIGER_FLASH not in ALL_ATTENTION_FUNCTIONS:
+        raise RuntimeError(
+            f"flash_attention=True selects the attention implementation {LIGER_FLASH!r}, which is not registered with "
+            "transformers' AttentionInterface: this liger_aot has no FlashAttention operator to register. Leave "
+            "flash_attention=False to keep the model's attention (SDPA by default)")
+
+
+def _set_attn_implementation(model, name: str) -> None:
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(name)
+    else:
+        model.config._attn_implementation = name
+
+
+# ---- one family ------------------------------------------------------------------------------------------------
+
+def _apply(family: Family, *, rope: bool, cross_entropy: bool, fused_linear_cross_entropy: bool, rms_norm: bool,
+           mlp: bool, layer_norm: bool, flash_attention: bool, model) -> None:
+    if cross_entropy and fused_linear_cross_entropy:
+        raise ValueError("cross_entropy and fused_linear_cross_entropy cannot both be True")
+    if flash_attention:
+        _check_liger_flash()
+    module = importlib.import_module(family.module)
+
+    if rope and family.rope is not None:
+        fn_name, adapter = family.rope
+        if not hasattr(getattr(module, fn_name), "__liger_original__"):
+            _set(module, fn_name, _with_original(getattr(forwards, adapter), getattr(module, fn_name)))
+    if cross_entropy:
+        from transformers.loss import loss_utils
+
+        if getattr(loss_utils.fixed_cross_entropy, "__liger_original__", None) is None:
+            _set(loss_utils, "fixed_cross_entropy",
+                 _with_original(forwards.fixed_cross_entropy, loss_utils.fixed_cross_entropy))
+
+    if model is None:
+        if rms_norm and family.norm is not None:
+            _patch_norm_classes(module, family)
+        if mlp:
+            _patch_mlp_classes(module, family)
+        if layer_norm:
+            _patch_layer_norm_classes(module, family)
+        if fused_linear_cross_entropy:
+            for name in family.causal_lms:
+                cls = getattr(module, name)
+                original = getattr(cls.forward, "__liger_original__", cls.forward)
+                _set(cls, "forward", make_lce_forward(original, family))
+        if flash_attention:
+            logger.warning("liger_aot: flash_attention=True without model=: build the model with "
+                           "attn_implementation=%r (AutoLigerKernelForCausalLM does)", LIGER_FLASH)
+        return
+
+    norm_classes = tuple(_original(module, n) for n in family.norm.classes) if family.norm else ()
+    mlp_classes = {_original(module, s.cls): s for s in family.mlps}
+    ln_classes = tuple(_original(module, n) for n in family.layer_norms)
+    for m in model.modules():
+        if rms_norm and isinstance(m, norm_classes):
+            _patch_norm_instance(m, family)
+        elif mlp and isinstance(m, tuple(mlp_classes)):
+            _patch_mlp_instance(m, next(s for c, s in mlp_classes.items() if isinstance(m, c)), family)
+        elif layer_norm and ln_classes and isinstance(m, ln_classes):
+            _bind(m, "forward", forwards.layer_norm_forward)
+    if fused_linear_cross_entropy:
+        lce_classes = tuple(getattr(module, n) for n in family.causal_lms)
+        if isinstance(model, lce_classes):
+            original = getattr(type(model).forward, "__liger_original__", type(model).forward)
+            model.__dict__["forward"] = MethodType(make_lce_forward(original, family), model)
+        else:
+            logger.warning("liger_aot: %s is not one of %s: fused_linear_cross_entropy not applied",
+                           type(model).__name__, ", ".join(family.causal_lms))
+    if flash_attention:
+        _set_attn_implementation(model, LIGER_FLASH)
+
+
+def _with_original(fn: Callable, original: Callable) -> Callable:
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__, wrapper.__liger_original__ = fn.__name__, fn.__doc__, original
+    return wrapper
+
+
+# ---- the public functions, one per row -------------------------------------------------------------------------
+
+_P = inspect.Parameter
+
+
+def _make_apply(family: Family) -> Callable:
+    params = [_P("rope", _P.KEYWORD_ONLY, default=family.rope_default),
+              _P("cross_entropy", _P.KEYWORD_ONLY, default=False),
+              _P("fused_linear_cross_entropy", _P.KEYWORD_ONLY, default=True),
+              _P("rms_norm", _P.KEYWORD_ONLY, default=True),
+              _P(family.activation, _P.KEYWORD_ONLY, default=True)]
+    if family.layer_norms:
+        params.append(_P("layer_norm", _P.KEYWORD_ONLY, default=True))
+    params += [_P("flash_attention", _P.KEYWORD_ONLY, default=False), _P("model", _P.KEYWORD_ONLY, default=None)]
+    signature = inspect.Signature([p.replace(kind=_P.POSITIONAL_OR_KEYWORD) for p in params])
+
+    def apply(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = dict(bound.arguments)
+        if family.rope is None and a["rope"]:
+            raise NotImplementedError(f"apply_liger_kernel_to_{family.name}: no liger_aot RoPE for this family")
+        _apply(family, rope=a["rope"], cross_entropy=a["cross_entropy"],
+               fused_linear_cross_entropy=a["fused_linear_cross_entropy"], rms_norm=a["rms_norm"],
+               mlp=a[family.activation], layer_norm=a.get("layer_norm", False),
+               flash_attention=a["flash_attention"], model=a["model"])
+
+    apply.__name__ = apply.__qualname__ = f"apply_liger_kernel_to_{family.name}"
+    apply.__signature__ = signature
+    apply.__doc__ = (
+        f"Swap Hugging Face's {family.name} modules for liger_aot's (table.py's row {family.name!r}).\n\n"
+        f"rope: RoPE ({family.rope[0] if family.rope else 'none'}); cross_entropy: liger cross-entropy in HF's loss; "
+        f"fused_linear_cross_entropy: the causal-LM forward computes the loss without logits when training with "
+        f"labels (not with cross_entropy); rms_norm: {', '.join(family.norm.classes) if family.norm else '-'}; "
+        f"{family.activation}: {', '.join(s.cls for s in family.mlps)}"
+        + ("; layer_norm: the vision tower's LayerNorm" if family.layer_norms else "")
+        + f"; flash_attention: attention implementation {LIGER_FLASH!r}; model: patch this instance in place "
+          "instead of the classes.\n" + (f"\nNote: {family.notes}.\n" if family.notes else ""))
+    return apply
+
+
+APPLY_FUNCTIONS: Dict[str, Callable] = {f"apply_liger_kernel_to_{f.name}": _make_apply(f) for f in FAMILIES}
+MODEL_TYPE_TO_APPLY_LIGER_FN: Dict[str, Callable] = {
+    t: APPLY_FUNCTIONS[f"apply_liger_kernel_to_{f.name}"] for f in FAMILIES for t in f.model_types}
+
+
+def _filter_kwargs(fn: Callable, kwargs: dict) -> dict:
+    names = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _apply_liger_kernel(model_type: str, **kwargs) -> None:
+    """Patch the classes of ``model_type``'s family (before a model is built); unknown types are left alone."""
+    fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+    if fn is None:
+        logger.warning("liger_aot: no patch for model_type %r; supported: %s", model_type,
+                       ", ".join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN)))
+        return
+    fn(**_filter_kwargs(fn, {k: v for k, v in kwargs.items() if k != "model"}))
+
+
+def _apply_liger_kernel_to_instance(model, **kwargs) -> None:
+    """Patch an existing model in place, choosing the family by ``model.config.model_type`` (Liger-Kernel's entry
+    point for trainers); keyword arguments that the family's function does not take are ignored."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+    if fn is None:
+        logger.warning("liger_aot: no patch for model_type %r; supported: %s", model_type,
+                       ", ".join(sorted(MODEL_TYPE_TO_APPLY_LIGER_FN)))
+        return
+    fn(**_filter_kwargs(fn, kwargs), model=model)
