@@ -28,8 +28,6 @@ LOG2E = 1.4426950408889634
 
 CPP_CONSTANTS = {
     "ALIGN_ELEMS": 8,
-    "TILE_COMPACT": 0,  # fits the ~99 KB of shared memory of sm_80 (on 8.6/8.9 parts too) and sm_120
-    "TILE_LARGE": 1,  # Hopper / Blackwell datacenter parts (227 KB)
 }
 
 HEAD_DIMS = (64, 96, 128, 256)
@@ -124,10 +122,12 @@ def _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_ks, stride_vs, offs_m, o
                seqlen_k, diag, wl, wr, qk_scale, softcap, MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
                EVEN_D: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
+    # 64-bit row offsets are formed once; each step adds a scalar
+    k_tile = k_base + offs_n.to(tl.int64)[:, None] * stride_ks + offs_d[None, :]
+    v_tile = v_base + offs_n.to(tl.int64)[:, None] * stride_vs + offs_d[None, :]
     for n0 in range(start, stop, BLOCK_N):
         cols = n0 + offs_n
-        k = _load_tile(k_base + cols.to(tl.int64)[:, None] * stride_ks + offs_d[None, :], cols < seqlen_k, d_mask,
-                       MASKED, EVEN_D)
+        k = _load_tile(k_tile + n0 * stride_ks, cols < seqlen_k, d_mask, MASKED, EVEN_D)
         qk = tl.dot(q, tl.trans(k))
         s, _ = _scores(qk, qk_scale, softcap, HAS_SOFTCAP)
         if MASKED:
@@ -137,8 +137,7 @@ def _fwd_inner(acc, m_i, l_i, q, k_base, v_base, stride_ks, stride_vs, offs_m, o
         p = tl.exp2(s - m_safe[:, None])
         alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_base + cols.to(tl.int64)[:, None] * stride_vs + offs_d[None, :], cols < seqlen_k, d_mask,
-                       MASKED, EVEN_D)
+        v = _load_tile(v_tile + n0 * stride_vs, cols < seqlen_k, d_mask, MASKED, EVEN_D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     return acc, m_i, l_i
@@ -239,11 +238,12 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qs, 
                 HAS_SOFTCAP: tl.constexpr, EVEN_D: tl.constexpr, BLOCK_M: tl.constexpr):
     # Works on transposed scores (keys x queries) so that dK and dV accumulate as [BLOCK_N, D] tiles.
     offs_m0 = tl.arange(0, BLOCK_M)
+    q_tile = q_base + offs_m0.to(tl.int64)[:, None] * stride_qs + offs_d[None, :]
+    do_tile = do_base + offs_m0.to(tl.int64)[:, None] * stride_dos + offs_d[None, :]
     for m0 in range(start, stop, BLOCK_M):
         offs_m = m0 + offs_m0
         row_mask = offs_m < seqlen_q
-        q = _load_tile(q_base + offs_m.to(tl.int64)[:, None] * stride_qs + offs_d[None, :], row_mask, d_mask,
-                       MASKED, EVEN_D)
+        q = _load_tile(q_tile + m0 * stride_qs, row_mask, d_mask, MASKED, EVEN_D)
         if MASKED:
             lse = tl.load(lse_base + offs_m, mask=row_mask, other=float("inf"))
         else:
@@ -255,8 +255,7 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qs, 
             allowedT = (offs_n[:, None] < seqlen_k) & (offs_m[None, :] < seqlen_q) \
                 & (offs_n[:, None] - (offs_m[None, :] + diag) >= -wl) & (offs_n[:, None] - (offs_m[None, :] + diag) <= wr)
             pT = tl.where(allowedT, pT, 0.0)
-        do = _load_tile(do_base + offs_m.to(tl.int64)[:, None] * stride_dos + offs_d[None, :], row_mask, d_mask,
-                        MASKED, EVEN_D)
+        do = _load_tile(do_tile + m0 * stride_dos, row_mask, d_mask, MASKED, EVEN_D)
         dv += tl.dot(pT.to(do.dtype), do)
         if MASKED:
             delta = tl.load(delta_base + offs_m, mask=row_mask, other=0.0)
@@ -345,12 +344,12 @@ def _dq_inner(dq, q, do, lse2, delta, k_base, v_base, stride_ks, stride_vs, offs
               seqlen_k, diag, wl, wr, qk_scale, softcap, MASKED: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
               EVEN_D: tl.constexpr, BLOCK_N: tl.constexpr):
     offs_n = tl.arange(0, BLOCK_N)
+    k_tile = k_base + offs_n.to(tl.int64)[:, None] * stride_ks + offs_d[None, :]
+    v_tile = v_base + offs_n.to(tl.int64)[:, None] * stride_vs + offs_d[None, :]
     for n0 in range(start, stop, BLOCK_N):
         cols = n0 + offs_n
-        k = _load_tile(k_base + cols.to(tl.int64)[:, None] * stride_ks + offs_d[None, :], cols < seqlen_k, d_mask,
-                       MASKED, EVEN_D)
-        v = _load_tile(v_base + cols.to(tl.int64)[:, None] * stride_vs + offs_d[None, :], cols < seqlen_k, d_mask,
-                       MASKED, EVEN_D)
+        k = _load_tile(k_tile + n0 * stride_ks, cols < seqlen_k, d_mask, MASKED, EVEN_D)
+        v = _load_tile(v_tile + n0 * stride_vs, cols < seqlen_k, d_mask, MASKED, EVEN_D)
         qk = tl.dot(q, tl.trans(k))
         s, t = _scores(qk, qk_scale, softcap, HAS_SOFTCAP)
         p = tl.exp2(s - lse2[:, None])
@@ -425,21 +424,15 @@ def flash_attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, CU_Q, CU_K, seqlen_q_f
 # ---------------------------------------------------------------------------------------------------
 # Specializations
 #
-# Per kernel and padded head dim: (BLOCK_M, BLOCK_N, num_warps, num_stages). TILE_LARGE is for sm_90/sm_100
-# (227 KB of shared memory per block), TILE_COMPACT for sm_80 (whose cubins also run on 8.6/8.9 parts with
-# ~99 KB) and sm_120 (~99 KB); the launcher picks by the device's arch. Every variant is built for every
-# arch, so the compact tiles also keep sm_90 builds working if a large tile is ever refused at load.
+# Per kernel and padded head dim: (BLOCK_M, BLOCK_N, num_warps, num_stages). Every variant is built for every
+# arch, so one table must fit the smallest shared memory among them: ~99 KB per block (sm_120, and the 8.6/8.9
+# parts that run the sm_80 cubins). Tiles are sized as Q + stages * (K + V) <= 96 KB for the forward and
+# dQ, K + V + stages * (Q + dO) <= 96 KB for dK/dV. BLOCK_M of 128 with 8 warps gives Hopper's wgmma two
+# warpgroups of 64 rows each.
 TILES = {
-    CPP_CONSTANTS["TILE_LARGE"]: {
-        "fwd": {64: (128, 128, 8, 3), 128: (128, 128, 8, 2), 256: (128, 64, 8, 2)},
-        "dkdv": {64: (64, 128, 8, 2), 128: (64, 128, 8, 2), 256: (64, 64, 8, 2)},
-        "dq": {64: (128, 64, 8, 2), 128: (128, 64, 8, 2), 256: (64, 64, 8, 2)},
-    },
-    CPP_CONSTANTS["TILE_COMPACT"]: {
-        "fwd": {64: (128, 64, 4, 2), 128: (128, 32, 8, 2), 256: (64, 32, 4, 2)},
-        "dkdv": {64: (32, 64, 4, 2), 128: (32, 64, 4, 2), 256: (32, 32, 4, 1)},
-        "dq": {64: (64, 32, 4, 2), 128: (64, 32, 4, 2), 256: (32, 32, 4, 1)},
-    },
+    "fwd": {64: (128, 128, 8, 2), 128: (128, 64, 8, 2), 256: (64, 32, 4, 2)},
+    "dkdv": {64: (32, 128, 4, 3), 128: (32, 64, 4, 3), 256: (32, 32, 4, 1)},
+    "dq": {64: (128, 64, 8, 2), 128: (64, 32, 4, 3), 256: (32, 32, 4, 1)},
 }
 PREPROCESS_BLOCK_M = 64
 
@@ -489,19 +482,17 @@ def _specs():
         for hd in HEAD_DIMS:
             bd = _block_d(hd)
             pre.variants.append(Variant(
-                key={"dtype": dt, "head_dim": hd}, signature=_preprocess_sig(dt),
+                key={"qkv_dtype": dt, "head_dim": hd}, signature=_preprocess_sig(dt),
                 constexprs={"HEAD_D": hd, "BLOCK_D": bd, "BLOCK_M": PREPROCESS_BLOCK_M, "ALIGN": 8},
                 num_warps=4, aligned=True))
-            for tile, table in TILES.items():
-                for spec, sig, kind in ((fwd, _fwd_sig, "fwd"), (dkdv, _dkdv_sig, "dkdv"), (dq, _dq_sig, "dq")):
-                    bm, bn, warps, stages = table[kind][bd]
-                    for softcap in (False, True):
-                        spec.variants.append(Variant(
-                            key={"dtype": dt, "head_dim": hd, "softcap": softcap, "tile": tile},
-                            signature=sig(dt),
-                            constexprs={"HEAD_D": hd, "BLOCK_D": bd, "BLOCK_M": bm, "BLOCK_N": bn,
-                                        "HAS_SOFTCAP": softcap, "ALIGN": 8},
-                            num_warps=warps, num_stages=stages, aligned=True))
+            for spec, sig, kind in ((fwd, _fwd_sig, "fwd"), (dkdv, _dkdv_sig, "dkdv"), (dq, _dq_sig, "dq")):
+                bm, bn, warps, stages = TILES[kind][bd]
+                for softcap in (False, True):
+                    spec.variants.append(Variant(
+                        key={"qkv_dtype": dt, "head_dim": hd, "softcap": softcap}, signature=sig(dt),
+                        constexprs={"HEAD_D": hd, "BLOCK_D": bd, "BLOCK_M": bm, "BLOCK_N": bn,
+                                    "HAS_SOFTCAP": softcap, "ALIGN": 8},
+                        num_warps=warps, num_stages=stages, aligned=True))
     return [fwd, pre, dkdv, dq]
 
 
