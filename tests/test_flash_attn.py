@@ -437,8 +437,9 @@ def test_cuda_windows(causal, window, d):
 @pytest.mark.parametrize("causal,window_left", [(False, -1), (True, -1), (True, 100)])
 def test_cuda_softcap(causal, window_left, d, dtype):
     kw = dict(causal=causal, window_left=window_left, softcap=30.0, softmax_scale=1.0)  # scores up to ~30
-    run_and_check(lambda q, k, v: ops.flash_attn(q, k, v, **kw), lambda q, k, v: attention(
-        q, k, v, causal=causal, window_left=window_left, softcap=30.0, scale=1.0), cuda_qkv(2, 555, 555, 2, 2, d, dtype))
+    ref_kw = dict(causal=causal, window_left=window_left, softcap=30.0, scale=1.0)
+    run_and_check(lambda q, k, v: ops.flash_attn(q, k, v, **kw), lambda q, k, v: attention(q, k, v, **ref_kw),
+                  cuda_qkv(2, 555, 555, 2, 2, d, dtype))
 
 
 @gpu

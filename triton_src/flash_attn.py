@@ -252,8 +252,8 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, stride_qs, 
         sT, tT = _scores(qkT, qk_scale, softcap, HAS_SOFTCAP)
         pT = tl.exp2(sT - (lse * 1.4426950408889634)[None, :])
         if MASKED:
-            allowedT = (offs_n[:, None] < seqlen_k) & (offs_m[None, :] < seqlen_q) \
-                & (offs_n[:, None] - (offs_m[None, :] + diag) >= -wl) & (offs_n[:, None] - (offs_m[None, :] + diag) <= wr)
+            relT = offs_n[:, None] - (offs_m[None, :] + diag)
+            allowedT = (offs_n[:, None] < seqlen_k) & (offs_m[None, :] < seqlen_q) & (relT >= -wl) & (relT <= wr)
             pT = tl.where(allowedT, pT, 0.0)
         do = _load_tile(do_tile + m0 * stride_dos, row_mask, d_mask, MASKED, EVEN_D)
         dv += tl.dot(pT.to(do.dtype), do)
