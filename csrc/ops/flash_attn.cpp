@@ -409,7 +409,13 @@ Key attn_key(const Tensor& q, const Attn& a) {
   return key;
 }
 
-Tensor cu_tensor(const optional<Tensor>& cu) { return cu.has_value() ? cu->contiguous() : Tensor(); }
+// Contiguous and 16-byte aligned, as every pointer of the (aligned) variants is promised to be.
+Tensor aligned_contiguous(const Tensor& t) {
+  Tensor c = t.contiguous();
+  return aligned16(c) ? c : c.clone();
+}
+
+Tensor cu_tensor(const optional<Tensor>& cu) { return cu.has_value() ? aligned_contiguous(*cu) : Tensor(); }
 
 std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const optional<Tensor>& cu_q, const optional<Tensor>& cu_k, SymInt max_q,
@@ -469,7 +475,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dout_in, const Tensor&
   Operand q = operand(q_in, varlen), k = operand(k_in, varlen), v = operand(v_in, varlen);
   Operand o = operand(out_in, varlen), dout = operand(dout_in, varlen);
   Operand dq = output(dq_t, varlen), dk = output(dk_t, varlen), dv = output(dv_t, varlen);
-  Tensor lse = lse_in.contiguous();
+  Tensor lse = aligned_contiguous(lse_in);
   Tensor delta = at::empty(lse.sizes(), lse.options());
   Tensor cq = cu_tensor(cu_q), ck = cu_tensor(cu_k);
   const int64_t lse_b = varlen ? 0 : s.hq * s.max_q;
