@@ -6,6 +6,10 @@ CPU path) may be at most twice the error of the same computation done by eager P
 the rounding error of values of the output's magnitude. CPU tests run in CI; tests marked `gpu` need CUDA.
 """
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -599,3 +603,83 @@ def test_cuda_hugging_face_liger_flash_matches_sdpa():
         got = model(input_ids=ids, attention_mask=mask).logits.float()
     valid = mask.bool()
     assert (got[valid] - want[valid]).abs().max() < 0.1 * want[valid].abs().max()
+
+
+@gpu
+def test_cuda_two_streams():
+    streams = [torch.cuda.Stream(), torch.cuda.Stream()]
+    bases = [cuda_qkv(2, n, n, 4, 2, 128, torch.bfloat16) for n in (300, 1000)]
+    douts = [torch.randn_like(b[0]) for b in bases]
+
+    def fwd_bwd(q, k, v, dout):
+        q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
+        out = ops.flash_attn(q, k, v, causal=True)
+        out.backward(dout)
+        return out, q.grad, k.grad, v.grad
+
+    expected = [fwd_bwd(*(t * 2 for t in b), d) for b, d in zip(bases, douts)]
+    results = [None, None]
+    for s in streams:
+        s.wait_stream(torch.cuda.current_stream())
+    for i, s in enumerate(streams):
+        with torch.cuda.stream(s):
+            # ~10 ms of spinning on s before its inputs exist: a launch on another stream would read them early
+            torch.cuda._sleep(20_000_000)
+            results[i] = fwd_bwd(*(t * 2 for t in bases[i]), douts[i])
+    for s in streams:
+        torch.cuda.current_stream().wait_stream(s)
+    for got, want in zip(results, expected):
+        for a, b in zip(got, want):
+            assert torch.equal(a, b)
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+from liger_aot import ops
+
+torch.manual_seed(0)
+for d in (64, 96, 128, 256):
+    for s_q, s_k, causal, wl in ((1, 1, False, -1), (17, 33, True, -1), (130, 67, True, 5), (65, 129, False, 16)):
+        fused = torch.randn(2, max(s_q, s_k), 3, 4, d, dtype=torch.bfloat16, device="cuda")
+        q = fused[:, :s_q, 0].detach().requires_grad_()
+        k = fused[:, :s_k, 1, :2].detach().requires_grad_()
+        v = fused[:, :s_k, 2, :2].detach().requires_grad_()
+        out = ops.flash_attn(q, k, v, causal=causal, window_left=wl, softcap=10.0 if wl > 0 else 0.0)
+        out.backward(torch.randn_like(out))
+        cu_q = torch.tensor([0, 0, s_q, s_q + 3], dtype=torch.int32, device="cuda")
+        cu_k = torch.tensor([0, 5, 5 + s_k, 5 + s_k + 3], dtype=torch.int32, device="cuda")
+        qv = torch.randn(s_q + 3, 4, d, dtype=torch.float16, device="cuda", requires_grad=True)
+        kv = torch.randn(s_k + 8, 2, d, dtype=torch.float16, device="cuda", requires_grad=True)
+        vv = torch.randn(s_k + 8, 2, d, dtype=torch.float16, device="cuda", requires_grad=True)
+        outv = ops.flash_attn_varlen(qv, kv, vv, cu_q, cu_k, max(s_q, 3), max(s_k, 5), causal=causal, window_left=wl)
+        outv.backward(torch.randn_like(outv))
+        torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+def find_compute_sanitizer():
+    found = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not found and candidate and os.path.exists(candidate):
+            found = candidate
+    return found
+
+
+@gpu
+def test_cuda_compute_sanitizer_memcheck(tmp_path):
+    sanitizer = find_compute_sanitizer()
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(SANITIZER_SCRIPT)
+    # No caching allocator: every tensor is its own allocation, so an out-of-bounds access is caught.
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]
