@@ -69,10 +69,10 @@ def rounding_atol(ref, dtype):
     return 2 * ((ref + 0.3 - 0.3).to(dtype).double() - ref).abs().max().item() + 1e-6
 
 
-def check_rule(name, got, base, ref):
+def check_rule(name, got, base, ref, floor=0.0):
     err = (got.double() - ref).abs().max().item()
     err_base = (base.double() - ref).abs().max().item()
-    atol = rounding_atol(ref, got.dtype)
+    atol = rounding_atol(ref, got.dtype) + floor
     assert err <= 2 * err_base + atol, f"{name}: error {err:.3e} > 2 x eager error {err_base:.3e} + {atol:.2e}"
 
 
@@ -91,8 +91,12 @@ def run_and_check(fn, ref_fn, inputs, grads=True):
     out.backward(dout)
     ref.backward(dout.double())
     base.backward(dout)
+    # FA2's backward forms dS = P * (dP - D) with D = rowsum(dO * O), not as softmax's backward does: where the
+    # exact gradient cancels to 0 (a query that sees one key), eager is exact and the kernel is left with the fp32
+    # rounding of length-D dot products. Floor: 2^-23 * D * the largest reference gradient.
+    floor = 2.0 ** -23 * inputs[0].shape[-1] * max(r.grad.abs().max().item() for r in ins64 if r.grad.numel())
     for name, a, r, e in zip(("dq", "dk", "dv"), ins, ins64, insb):
-        check_rule(name, a.grad, e.grad, r.grad)
+        check_rule(name, a.grad, e.grad, r.grad, floor)
 
 
 def qkv(b, s_q, s_k, h, h_k, d, dtype, device="cpu"):
