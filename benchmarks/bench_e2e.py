@@ -147,7 +147,7 @@ def run_provider(provider: str, args, notes) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", provider, "--shapes", args.shapes,
-           "--warmup", str(args.warmup), "--steps", str(args.steps)] + (["--search"] if args.search else [])
+           "--warmup", str(args.warmup), "--steps", str(args.steps)] + ([] if args.search else ["--no-search"])
     print(f"== {LABEL[provider]}", flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     out = {"shapes": {}}

@@ -19,7 +19,7 @@ import harness
 
 B, HQ, HK = 4, 32, 8
 # (S, D): every D at the short, anchor and longest S (each shape costs torch.compile one fwd+bwd compile)
-SHAPES = [(s, d) for s in (128, 2048, 32768) for d in (64, 128, 256)]
+SHAPES = [(s, d) for s in (128, 2048, 32768) for d in (64, 128, 256)] + [(512, 128), (8192, 128)]
 QUICK = [(2048, 128)]
 # sanity check only (tests/ hold the numerics): HF's bf16 formula rounds each product, the kernels once
 TOL = {torch.bfloat16: 2**-5, torch.float16: 2**-8, torch.float32: 1e-5}
@@ -221,6 +221,7 @@ def main() -> None:
         "Device time, median of CUDA events after an L2 flush; peak MB above the inputs "
         "(bwd: above the retained forward graph as well).\n\n" + table.markdown(),
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
+        table.fastest("full"),
     ]
     # Qwen2-VL M-RoPE and Llama 4 at the anchor shape (D 128: Qwen2-VL's sections; no check, tests/ cover them)
     for kind in ("mrope", "llama4"):

@@ -231,6 +231,27 @@ class Table:
         return "\n".join(lines)
 
 
+    def fastest(self, mode: str, ours: str = "liger_aot") -> str:
+        """One line: at how many cases ``ours`` beats the best other provider in ``mode``, and where it does not."""
+        ms = {}
+        for r in self.rows:
+            if r.mode == mode and r.ms is not None:
+                ms.setdefault(r.case, {})[r.provider] = r.ms
+        won, lost = 0, []
+        for case, by in ms.items():
+            others = {p: v for p, v in by.items() if p != ours}
+            if ours not in by or not others:
+                continue
+            best = min(others, key=others.get)
+            if by[ours] < others[best]:
+                won += 1
+            else:
+                lost.append(f"{case} ({by[ours]:.4g} ms vs {best} {others[best]:.4g})")
+        verdict = "met" if won and not lost else "MISSED"
+        return (f"{ours} faster than the best other provider ({mode}) at {won}/{won + len(lost)} cases ({verdict})"
+                + (": slower at " + ", ".join(lost) if lost else ""))
+
+
 def run(cases: Sequence[Case], providers: Sequence[Provider], modes: Sequence[str], ceiling_gbps: float,
         notes: List[str], check: Optional[Callable[[Inputs, torch.Tensor], Optional[str]]] = None,
         warmup: int = 25, rep: int = 100) -> Table:

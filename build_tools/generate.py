@@ -390,6 +390,9 @@ def main(argv=None) -> None:
                                                                            ROOT / "build" / "cubin_cache")))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--ops", default="", help="comma-separated subset of triton_src ops (default: all)")
+    parser.add_argument("--pack", type=Path, default=None,
+                        help="also copy this build's cubins into PACK, a cache directory to hand to another "
+                             "builder (LIGER_CUBIN_CACHE=PACK there compiles nothing that is already in it)")
     args = parser.parse_args(argv)
 
     archs = parse_archs(args.archs)
@@ -453,6 +456,12 @@ def main(argv=None) -> None:
     write_if_changed(out / "liger_gen" / "archs.h", "".join(arch_h))
     write_if_changed(out / "archs.cpp", "".join(arch_c))
     write_if_changed(out / "build_info.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    if args.pack:
+        for job in jobs:
+            for src in (job[4], job[4].with_suffix(".json")):
+                dst = args.pack.resolve() / src.relative_to(cache)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(src.read_bytes())
     print(f"[liger_aot] generated {out} in {time.time() - start:.1f}s", flush=True)
 
 

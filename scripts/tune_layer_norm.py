@@ -1,7 +1,7 @@
 """Sweep launch configurations of the layer_norm kernels with Triton's JIT (same source as the AOT build),
 timed like the benchmarks (do_bench flushes L2). 8192 rows, bf16, weight and bias; prints the best configs.
 
-    python scripts/tune_layer_norm.py [hidden ...]      # on the GPU box
+    python scripts/tune_layer_norm.py [fwd|bwd] [hidden ...]      # on the GPU box
 """
 import sys
 from pathlib import Path
@@ -101,18 +101,18 @@ def tune_bwd(n):
     rstd = torch.rsqrt(x.float().var(1, unbiased=False) + 1e-5)
     block_n = triton.next_power_of_2(n)
     res = []
-    for nw in (4, 8, 16):
+    for bm, nw in ((1, 4), (1, 8), (2, 4), (2, 8), (4, 8)):
         for pre in (0, 1, 2):
             for per_sm in (1, 2, 3, 4):
                 progs = SMS * per_sm
                 part = torch.empty(2, progs, n, device="cuda", dtype=torch.float32)
                 fn = lambda: layer_norm_bwd_kernel[(progs,)](dy, x, w, mean, rstd, dx, part[0], part[1], ROWS, n // 8,
-                                                             n // 8, n // 8, n // 8, True, True, True, BLOCK_M=1,
+                                                             n // 8, n // 8, n // 8, True, True, True, BLOCK_M=bm,
                                                              BLOCK_N=block_n, ALIGN=8, PREFETCH=pre, num_warps=nw)
                 try:
-                    res.append((bench(fn), f"nw={nw} prefetch={pre} progs/SM={per_sm}"))
+                    res.append((bench(fn), f"bm={bm} nw={nw} prefetch={pre} progs/SM={per_sm}"))
                 except Exception as e:  # noqa: BLE001
-                    print(f"bwd nw={nw} pre={pre} per_sm={per_sm}: {str(e)[:80]}")
+                    print(f"bwd bm={bm} nw={nw} pre={pre} per_sm={per_sm}: {str(e)[:80]}")
     res.sort()
     gbs = lambda t: 3 * x.numel() * 2 / t / 1e6
     print(f"bwd n={n} (kernel only, no column sum): " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s"
@@ -120,6 +120,9 @@ def tune_bwd(n):
 
 
 if __name__ == "__main__":
-    for n in [int(a) for a in sys.argv[1:]] or [4096]:
-        tune_fwd(n)
-        tune_bwd(n)
+    only = {a for a in sys.argv[1:] if a in ("fwd", "bwd")} or {"fwd", "bwd"}
+    for n in [int(a) for a in sys.argv[1:] if a.isdigit()] or [4096]:
+        if "fwd" in only:
+            tune_fwd(n)
+        if "bwd" in only:
+            tune_bwd(n)

@@ -15,8 +15,8 @@ Everything the reduction needs stays on the device (no host synchronization, CUD
 cross_entropy_stats_kernel writes STATS = [D_loss, D_z, sum(w)] before the row kernels run.
 A non-ignored target outside [0, V) gives a NaN loss for its row (and a NaN mean) instead of a fault.
 
-One program per row; the row is streamed in BLOCK_N chunks with an online softmax (per-lane running max
-and rescaled sum, one read). fused_linear_cross_entropy's chunks use store_grad: the forward kernel then
+One program per row; the row is streamed in BLOCK_N chunks with an online softmax (running row max and
+rescaled sum, one read). fused_linear_cross_entropy's chunks use store_grad: the forward kernel then
 reads the row a second time and writes the gradient over the logits in place (their only use).
 """
 import triton
@@ -135,35 +135,32 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
         return
     x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
     cols = tl.arange(0, BLOCK_N)
-    # Per-lane online softmax: a lane that has seen only -inf keeps m = -inf and d = 0.
-    m = tl.full([BLOCK_N], -float("inf"), tl.float32)
-    d = tl.zeros([BLOCK_N], dtype=tl.float32)
-    wx = tl.zeros([BLOCK_N], dtype=tl.float32)  # sum of w[j] * x'[j], for label smoothing
+    # Online softmax over BLOCK_N chunks with a running row max m and sum d (scalars): one exp per element and
+    # one per chunk. (A per-lane running max kept [BLOCK_N] tiles of m and d live: 114 registers at 8192 x 16
+    # warps, one program per SM, and twice the instructions per element; ptxas via scripts/ptxas_report.py.)
+    m = tl.max(tl.full([BLOCK_N], -float("inf"), tl.float32), axis=0)
+    d = tl.sum(tl.zeros([BLOCK_N], dtype=tl.float32), axis=0)
+    wx = d  # sum of w[j] * x'[j], for label smoothing
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         cm = c < n_cols
         x = _softcapped(tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32), softcap, has_softcap)
         x = tl.where(cm, x, -float("inf"))
-        # One exp per element: exp(-|x - m|) either rescales the sum (x is the new max) or is x's own term.
-        # Two (d * exp(m - m_new) + exp(x - m_new)) would double the MUFU work, which at 2 bytes per bf16 logit
-        # costs about as much time as reading them on an H200.
-        grow = x > m
-        e = _exp(tl.where(grow, m - x, x - m), ACCURATE)
-        m_new = tl.maximum(m, x)
-        d = tl.where(m_new != -float("inf"), tl.where(grow, d * e + 1.0, d + e), 0.0)
+        m_new = tl.maximum(m, tl.max(x, axis=0))
+        # A row that is -inf so far keeps m = -inf: shift by 0 then, so that exp(-inf - shift) is 0, not NaN.
+        shift = tl.where(m_new == -float("inf"), 0.0, m_new)
+        d = d * _exp(m - shift, ACCURATE) + tl.sum(_exp(x - shift, ACCURATE), axis=0)
         m = m_new
         if label_smoothing > 0:
             if has_weight:
-                wx += tl.where(cm, x * tl.load(W + c, mask=cm, other=0.0), 0.0)
+                wx += tl.sum(tl.where(cm, x * tl.load(W + c, mask=cm, other=0.0), 0.0), axis=0)
             else:
-                wx += tl.where(cm, x, 0.0)
-    m_row = tl.max(m, axis=0)
-    d_row = tl.sum(tl.where(m != -float("inf"), d * _exp(m - m_row, ACCURATE), 0.0), axis=0)
-    lse = m_row + tl.log(d_row)
+                wx += tl.sum(tl.where(cm, x, 0.0), axis=0)
+    lse = m + tl.log(d)
     w_sum = tl.load(STATS + 2)
     ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
     if label_smoothing > 0:
-        ce += (label_smoothing / n_cols) * (w_sum * lse - tl.sum(wx, axis=0))
+        ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
     ce = tl.where(in_range, ce, float("nan"))
     tl.store(LOSS_ROW + row, ce)
     tl.store(Z_ROW + row, lse_square_scale * lse * lse)

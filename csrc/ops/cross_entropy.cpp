@@ -267,10 +267,6 @@ Tensor bwd_meta(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
 
 namespace {
 
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
-
-CUdeviceptr ptr(const Tensor& t) { return t.defined() ? reinterpret_cast<CUdeviceptr>(t.const_data_ptr()) : 0; }
-
 int64_t row_block(int64_t cols) { return cols <= 1024 ? 1024 : (cols <= 4096 ? 4096 : 8192); }
 
 void check_cuda_sizes(const char* op, int64_t rows, int64_t cols) {

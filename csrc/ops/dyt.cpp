@@ -117,8 +117,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_meta(const Tensor& dy, const Tens
 // ---- CUDA launcher
 // x and dy are made contiguous (a copy only for strided or expanded ones) and seen as [rows, C].
 
-CUdeviceptr ptr(const Tensor& t) { return t.defined() ? reinterpret_cast<CUdeviceptr>(t.const_data_ptr()) : 0; }
-
 // The parameters as the kernels take them: contiguous, all in x's dtype or all in fp32.
 struct KernelParams {
   Tensor alpha, gamma, beta;  // beta undefined when absent
@@ -141,8 +139,6 @@ void check_cuda(const Tensor& x, int64_t rows, int64_t cols, const char* op) {
   TORCH_CHECK(ceil_div(cols, LARGE_BLOCK_N) <= 65535, op, ": at most ", 65535 * LARGE_BLOCK_N,
               " columns are supported, got ", cols);
 }
-
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
 
 int64_t block_n_for(int64_t cols) { return cols <= SMALL_BLOCK_N ? SMALL_BLOCK_N : LARGE_BLOCK_N; }
 

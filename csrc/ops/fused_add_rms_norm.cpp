@@ -208,8 +208,6 @@ KernelWeight kernel_weight(const Tensor& x, const optional<Tensor>& weight) {
   return {w.contiguous(), wdt};
 }
 
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
-
 void check_cuda_dtype(const Tensor& x, const char* op) {
   TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
               x.scalar_type());
@@ -253,8 +251,6 @@ BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t cols, boo
 }
 
 c10::ScalarType colsum_dtype(c10::ScalarType t) { return is_half_or_float(t) ? t : at::kFloat; }
-
-CUdeviceptr ptr(const Tensor& t) { return t.defined() ? reinterpret_cast<CUdeviceptr>(t.const_data_ptr()) : 0; }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const Tensor& r_in,
                                                  const optional<Tensor>& weight, double eps, double offset,

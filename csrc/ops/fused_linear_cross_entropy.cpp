@@ -132,8 +132,6 @@ int64_t chunk_rows(int64_t rows, int64_t vocab, int64_t elem) {
   return std::min(c, std::max<int64_t>(rows, 1));
 }
 
-CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
-
 Result fwd_cuda(const Tensor& input, const Tensor& weight, const Tensor& target, const optional<Tensor>& bias,
                 const optional<Tensor>& ce_weight, int64_t ignore_index, double label_smoothing,
                 double lse_square_scale, optional<double> softcap, c10::string_view reduction,

@@ -139,8 +139,6 @@ Out fwd_meta(const Tensor& si, const Tensor& sw, const Tensor& ti, const Tensor&
 
 // ---- CUDA launcher
 
-CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
-
 // Tokens per chunk: Liger-Kernel's rule, chunk logits about the size of the hidden states
 // (BT / ceil(V / H), rounded up to a power of 2), so the extra memory stays ~2 x BT x H.
 int64_t chunk_rows(int64_t bt, int64_t v, int64_t h) {

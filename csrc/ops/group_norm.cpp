@@ -173,10 +173,6 @@ std::tuple<Tensor, Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& x, i
 
 // ---- CUDA launcher
 
-CUdeviceptr ptr(const Tensor& t) { return t.defined() ? reinterpret_cast<CUdeviceptr>(t.const_data_ptr()) : 0; }
-
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
-
 // The kernels read weight and bias as fp32, contiguous.
 Tensor fp32_param(const optional<Tensor>& p) {
   if (!p.has_value()) return Tensor();

@@ -173,8 +173,6 @@ KernelParams kernel_params(const Tensor& x, const optional<Tensor>& weight, cons
   return {prepare(weight), prepare(bias), pdt};
 }
 
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
-
 void check_cuda_dtype(const Tensor& x, const char* op) {
   TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
               x.scalar_type());
@@ -219,8 +217,6 @@ BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, boo
 
 // The dtype column_sum_kernel writes for a gradient of dtype t (fp64 parameters get fp32, then converted).
 c10::ScalarType colsum_dtype(c10::ScalarType t) { return is_half_or_float(t) ? t : at::kFloat; }
-
-CUdeviceptr ptr(const Tensor& t) { return t.defined() ? reinterpret_cast<CUdeviceptr>(t.const_data_ptr()) : 0; }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optional<Tensor>& weight,
                                                  const optional<Tensor>& bias, double eps, bool store_stats) {

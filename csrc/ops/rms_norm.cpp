@@ -177,8 +177,6 @@ int64_t kernel_casting(const Tensor& x, c10::string_view mode) {
   return x.scalar_type() == at::kFloat ? CASTING_LLAMA : casting_code(mode);
 }
 
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
-
 void check_cuda_dtype(const Tensor& x, const char* op) {
   TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
               x.scalar_type());
@@ -223,8 +221,6 @@ BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t casting, 
   c.loop.aligned = aligned;
   return c;
 }
-
-CUdeviceptr ptr(const Tensor& t) { return t.defined() ? reinterpret_cast<CUdeviceptr>(t.const_data_ptr()) : 0; }
 
 std::tuple<Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optional<Tensor>& weight, double eps,
                                          double offset, c10::string_view mode, bool store_rstd) {

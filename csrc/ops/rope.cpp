@@ -235,8 +235,6 @@ std::tuple<Tensor, Tensor> llama4_bwd_meta(const Tensor& dq, const Tensor& dk, c
 
 // ---- CUDA launcher
 
-CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
-
 // The cos/sin dtype the kernels take: q's own or fp32 (interleaved: always fp32); others are converted.
 c10::ScalarType kernel_cs_dtype(c10::ScalarType x, c10::ScalarType cs, bool interleaved) {
   return (!interleaved && cs == x) ? x : at::kFloat;
@@ -251,8 +249,6 @@ rope_kernel_key choose(c10::ScalarType xdt, c10::ScalarType csdt, int64_t half, 
   key.interleaved = interleaved;
   return key;
 }
-
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
 
 // The last dimension must be dense; any other stride (0 included) is passed to the kernel as it is.
 Tensor unit_last(const Tensor& t) { return t.size(-1) <= 1 || t.stride(-1) == 1 ? t : t.contiguous(); }

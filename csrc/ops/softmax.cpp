@@ -74,10 +74,6 @@ Tensor bwd_meta(const Tensor& dy, const Tensor& y) {
 
 // ---- CUDA launcher
 
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
-
-CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
-
 void check_cuda(const Tensor& x, const char* op, int64_t rows, int64_t cols) {
   TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16, got ",
               x.scalar_type());

@@ -80,8 +80,6 @@ std::tuple<Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& gate, const 
 // ---- CUDA launcher
 // Inputs are made contiguous (a copy only for strided or expanded ones) and seen as flat arrays.
 
-CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
-
 void check_cuda_dtype(const Tensor& t, const char* op) {
   TORCH_CHECK(is_half_or_float(t.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 gate, got ",
               t.scalar_type());

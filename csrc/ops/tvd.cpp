@@ -147,11 +147,7 @@ Tensor bwd_meta(const Tensor& grad, const Tensor& mult, const Tensor& p, const T
 
 // ---- CUDA launcher
 
-CUdeviceptr ptr(const Tensor& t) { return reinterpret_cast<CUdeviceptr>(t.const_data_ptr()); }
-
 CUdeviceptr labels_ptr(const optional<Tensor>& labels) { return labels.has_value() ? ptr(*labels) : CUdeviceptr{0}; }
-
-int64_t vec_elems(c10::ScalarType t) { return 16 / static_cast<int64_t>(c10::elementSize(t)); }
 
 void check_cuda(const Tensor& p, const char* op, int64_t rows, int64_t cols) {
   TORCH_CHECK(is_half_or_float(p.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16, got ",

@@ -358,3 +358,47 @@ def tvd(p: torch.Tensor, q: torch.Tensor, shift_labels: Optional[torch.Tensor] =
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.tvd(p, q, shift_labels, reduction, ignore_index)
     return _tvd(p, q, shift_labels, reduction, ignore_index)
+
+
+# ---- flash_attn, flash_attn_varlen (issue 6) ------------------------------------------------------------------
+
+_flash_attn = torch.ops.liger.flash_attn.default._op
+_flash_attn_varlen = torch.ops.liger.flash_attn_varlen.default._op
+
+
+def flash_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+               softmax_scale: Optional[float] = None, window_left: int = -1, window_right: int = -1,
+               softcap: float = 0.0) -> torch.Tensor:
+    """FlashAttention-2: ``softmax(mask(softcap(softmax_scale * q @ k^T))) @ v`` per head.
+
+    q ``[batch, seqlen_q, heads_q, head_dim]``, k and v ``[batch, seqlen_k, heads_k, head_dim]`` with heads_q a
+    multiple of heads_k (MHA, GQA, MQA). Query i sees key j iff
+    ``i + seqlen_k - seqlen_q - window_left <= j <= i + seqlen_k - seqlen_q + window_right`` (a window of -1 is
+    unbounded); ``causal=True`` is ``window_right=0``, aligned to the bottom-right corner when
+    seqlen_q != seqlen_k, as flash-attn. A query that sees no key gets 0. ``softmax_scale`` defaults to
+    ``head_dim ** -0.5``; ``softcap > 0`` caps the scores as ``softcap * tanh(s / softcap)`` (Gemma 2).
+
+    CUDA: bfloat16/float16, head_dim 64, 96, 128 or 256, any strides (views of a fused QKV need no copy).
+    CPU: a float32 (float64 for float64 inputs) math reference. Returns ``[batch, seqlen_q, heads_q,
+    head_dim]`` in q's dtype, contiguous. Gradients flow to q, k and v.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.flash_attn(q, k, v, causal, softmax_scale, window_left, window_right, softcap)
+    return _flash_attn(q, k, v, causal, softmax_scale, window_left, window_right, softcap)
+
+
+def flash_attn_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                      cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool = False,
+                      softmax_scale: Optional[float] = None, window_left: int = -1, window_right: int = -1,
+                      softcap: float = 0.0) -> torch.Tensor:
+    """:func:`flash_attn` over packed sequences: q ``[total_q, heads_q, head_dim]``, k/v ``[total_k, heads_k,
+    head_dim]``; sequence b holds rows ``cu_seqlens_q[b]:cu_seqlens_q[b + 1]`` of q and the matching rows of
+    k/v (int32 ``[batch + 1]`` offsets, empty sequences allowed). ``max_seqlen_q``/``max_seqlen_k`` must bound
+    every sequence's length (they size the CUDA grid; the kernels trust them, as flash-attn does). Rows of q
+    outside every sequence get 0.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                                 causal, softmax_scale, window_left, window_right, softcap)
+    return _flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
+                              softmax_scale, window_left, window_right, softcap)
