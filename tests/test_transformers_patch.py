@@ -310,16 +310,22 @@ def test_signatures_follow_liger_kernel():
         assert all(t in lt.MODEL_TYPE_TO_APPLY_LIGER_FN for t in fam.model_types)
 
 
-def test_flash_attention_needs_registration():
+def test_flash_attention_selects_liger_flash():
+    """flash_attention=True registers "liger_flash" itself (no import of liger_aot.attention needed) and selects it;
+    the patched model's CPU forward (the op's math reference) matches SDPA's."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    if lt.LIGER_FLASH in ALL_ATTENTION_FUNCTIONS:
-        model = _build("llama")
-        lt.apply_liger_kernel_to_llama(flash_attention=True, model=model)
-        assert model.config._attn_implementation == lt.LIGER_FLASH
-    else:
-        with pytest.raises(RuntimeError, match="liger_flash"):
-            lt.apply_liger_kernel_to_llama(flash_attention=True)
+    ref = _build("llama")
+    ids, mask, _ = _inputs()
+    want = ref(input_ids=ids, attention_mask=mask).logits
+    model = _build("llama")
+    lt.apply_liger_kernel_to_llama(flash_attention=True, rope=False, rms_norm=False, swiglu=False,
+                                   fused_linear_cross_entropy=False, model=model)
+    assert lt.LIGER_FLASH in ALL_ATTENTION_FUNCTIONS
+    assert model.config._attn_implementation == lt.LIGER_FLASH
+    got = model(input_ids=ids, attention_mask=mask).logits
+    valid = mask.bool()  # padded positions are not compared (SDPA and FlashAttention treat them differently)
+    torch.testing.assert_close(got[valid], want[valid], rtol=1e-4, atol=1e-4)
 
 
 def test_state_dict_and_repeat_application():

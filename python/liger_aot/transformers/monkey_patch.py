@@ -139,10 +139,12 @@ def _patch_mlp_instance(m: nn.Module, spec, family: Family) -> None:
 def _check_liger_flash() -> None:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+    from .. import attention  # noqa: F401  (importing it registers "liger_flash")
+
     if LIGER_FLASH not in ALL_ATTENTION_FUNCTIONS:
         raise RuntimeError(
-            f"flash_attention=True selects the attention implementation {LIGER_FLASH!r}, which is not registered with "
-            "transformers' AttentionInterface: this liger_aot has no FlashAttention operator to register. Leave "
+            f"flash_attention=True selects the attention implementation {LIGER_FLASH!r}, which could not be "
+            "registered with transformers' AttentionInterface (liger_aot.attention.register() failed). Leave "
             "flash_attention=False to keep the model's attention (SDPA by default)")
 
 
