@@ -248,15 +248,10 @@ def main() -> None:
     alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     header += (f"\n- transformers {transformers.__version__}; {args.warmup} warm-up + {args.steps} timed steps per "
                f"shape; workers run with PYTORCH_CUDA_ALLOC_CONF={alloc}")
-    body = ("Tokens/s over the timed steps (forward, backward, AdamW step; wall clock, synchronized), peak "
-            "torch.cuda.max_memory_allocated during them.\n\n" + tables(results, shapes, args.search))
-    if notes:
-        body += "\n\nNotes:\n\n" + "\n".join(f"- {n}" for n in notes)
-    print("\n" + header + "\n\n" + body)
-    if args.results is not None:
-        path = args.results or harness.default_results_path()
-        harness.append_results(path, header + "\n\n" + body)
-        print(f"\nappended to {path}")
+    print("\n" + header)
+    harness.report(header, ["Tokens/s over the timed steps (forward, backward, AdamW step; wall clock, synchronized), "
+                            "peak torch.cuda.max_memory_allocated during them.\n\n" + tables(results, shapes, args.search)],
+                   notes, args.results)
 
 
 if __name__ == "__main__":

@@ -114,14 +114,7 @@ def main() -> None:
         + table.markdown(),
         "fwd+bwd, TFLOP/s over the four matmuls (8·BT·H·V):\n\n" + tflops_table(table, shapes),
     ]
-    if notes:
-        sections.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
-    body = "\n\n".join(sections)
-    print("\n" + body)
-    if args.results is not None:
-        path = args.results or harness.default_results_path()
-        harness.append_results(path, header + "\n\n" + body)
-        print(f"\nappended to {path}")
+    harness.report(header, sections, notes, args.results)
 
 
 if __name__ == "__main__":

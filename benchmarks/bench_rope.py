@@ -228,14 +228,7 @@ def main() -> None:
         vt = harness.run([make_variant_case(kind, 2048, 128, dtype)], variant_providers(kind, liger_aot),
                          harness.MODES, ceiling, notes, warmup=10, rep=40)
         sections.append(f"{kind}, S 2048, D 128:\n\n" + vt.markdown())
-    if notes:
-        sections.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
-    body = "\n\n".join(sections)
-    print("\n" + body)
-    if args.results is not None:
-        path = args.results or harness.default_results_path()
-        harness.append_results(path, header + "\n\n" + body)
-        print(f"\nappended to {path}")
+    harness.report(header, sections, notes, args.results)
 
 
 if __name__ == "__main__":

@@ -125,14 +125,7 @@ def main() -> None:
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
         "Host time per call (2000 calls in a loop, median of 5):\n\n" + launch_bound(liger_aot, liger_kernel, dtype, notes),
     ]
-    if notes:
-        sections.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
-    body = "\n\n".join(sections)
-    print("\n" + body)
-    if args.results is not None:
-        path = args.results or harness.default_results_path()
-        harness.append_results(path, header + "\n\n" + body)
-        print(f"\nappended to {path}")
+    harness.report(header, sections, notes, args.results)
 
 
 if __name__ == "__main__":

@@ -89,14 +89,7 @@ def main() -> None:
         "fwd at a glance (target: liger_aot >= 85 % of copy):\n\n" + table.pivot("fwd"),
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
     ]
-    if notes:
-        sections.append("Notes:\n\n" + "\n".join(f"- {n}" for n in notes))
-    body = "\n\n".join(sections)
-    print("\n" + body)
-    if args.results is not None:
-        path = args.results or harness.default_results_path()
-        harness.append_results(path, header + "\n\n" + body)
-        print(f"\nappended to {path}")
+    harness.report(header, sections, notes, args.results)
 
 
 if __name__ == "__main__":

@@ -351,6 +351,19 @@ def environment_header(title: str) -> str:
     ])
 
 
+def report(header: str, sections: List[str], notes: List[str], results: Optional[str]) -> None:
+    """Prints the sections (and the notes) and, when ``results`` is not None, appends header + body to that
+    markdown file ("": benchmarks/results/<gpu>.md): the common ending of every benchmark."""
+    if notes:
+        sections = list(sections) + ["Notes:\n\n" + "\n".join(f"- {n}" for n in notes)]
+    body = "\n\n".join(sections)
+    print("\n" + body)
+    if results is not None:
+        path = results or default_results_path()
+        append_results(path, header + "\n\n" + body)
+        print(f"\nappended to {path}")
+
+
 def append_results(path: str, markdown: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as f:
