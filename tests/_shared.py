@@ -19,3 +19,33 @@ def compile_params():
     inductor on CUDA (marked `gpu`)."""
     return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
             pytest.param("cuda", "inductor", None, marks=pytest.mark.gpu)]
+
+
+def run_memcheck(script_text, tmp_path, timeout=600):
+    """Runs ``script_text`` (a Python program that prints "sanitizer script ok" at its end) under
+    compute-sanitizer memcheck and asserts that it reports no error; skips where compute-sanitizer is missing."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    sanitizer = shutil.which("compute-sanitizer")
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
+        if not sanitizer and candidate and os.path.exists(candidate):
+            sanitizer = candidate
+    if sanitizer is None:
+        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
+    script = tmp_path / "sanitize.py"
+    script.write_text(script_text)
+    # Without the caching allocator every tensor is its own allocation, so an out-of-bounds access is caught
+    # instead of landing in a neighbouring block of the same pool.
+    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
+    # --report-api-errors no: benign failed CUDA API probes inside torch are not memory errors; the op's own
+    # API failures raise (check_cu) and fail the script.
+    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
+               sys.executable, str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-5000:]
+    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]
