@@ -13,6 +13,7 @@ during them (weights, gradients, AdamW state and activations). A configuration t
 as OOM. The longest sequence at batch 1 is found by doubling from 4096 and bisecting to a multiple of 2048.
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -41,7 +42,13 @@ DEVICE = "cuda"
 
 # ---- worker: one provider, in its own process -------------------------------------------------------------------
 
-def _patch(provider: str) -> None:
+ATTENTION = ("sdpa", "sdpa-cudnn", "liger_flash")
+_FORWARD_CONTEXT = contextlib.nullcontext  # what every forward runs under (--attention sdpa-cudnn: a backend order)
+
+
+def _patch(provider: str, attention: str) -> str:
+    """Applies the provider's patch; returns the attn_implementation to build the model with."""
+    global _FORWARD_CONTEXT
     if provider == "liger_kernel":
         from liger_kernel.transformers import apply_liger_kernel_to_llama
         apply_liger_kernel_to_llama()
@@ -49,14 +56,24 @@ def _patch(provider: str) -> None:
         harness.import_liger_aot()
         from liger_aot.transformers import apply_liger_kernel_to_llama
         apply_liger_kernel_to_llama()
+        if attention == "liger_flash":
+            import liger_aot.attention  # noqa: F401,F811  (registers "liger_flash")
+            return "liger_flash"
+        if attention == "sdpa-cudnn":
+            # SDPA tries FlashAttention first; this puts cuDNN's kernels first (shapes it cannot serve fall back).
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+            order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                     SDPBackend.MATH]
+            _FORWARD_CONTEXT = lambda: sdpa_kernel(order, set_priority=True)  # noqa: E731
+    return "sdpa"
 
 
-def _build():
+def _build(attn_implementation: str = "sdpa"):
     import transformers
     config = transformers.LlamaConfig(**MODEL)
     torch.manual_seed(0)
     with torch.device(DEVICE):
-        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa",
+        model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation,
                                                               dtype=torch.bfloat16)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
@@ -70,7 +87,8 @@ def _steps(model, opt, batch: int, seq: int, n: int) -> float:
     torch.cuda.synchronize()
     t = time.perf_counter()
     for _ in range(n):
-        loss = model(input_ids=ids, labels=ids).loss
+        with _FORWARD_CONTEXT():
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -124,17 +142,45 @@ def _max_seq(model, opt, start: int = 4096, granule: int = 2048, limit: int = 26
     return {"max_seq": ok, "first_oom": bad}
 
 
+def _profile(model, opt, batch: int, seq: int) -> None:
+    """One training step under torch.profiler: GPU time by kernel family (to stderr-free stdout, for the log)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        _steps(model, opt, batch, seq, 1)
+    # first match wins: attention kernels (PyTorch flash, cuDNN, liger_flash), cuBLAS/CUTLASS, the fused AdamW,
+    # other ATen kernels, then Triton kernels (ours or Liger-Kernel's: names end in _kernel), then the rest
+    families = {"attention": ("flash", "fmha", "attn", "sdpa", "cudnn"),
+                "gemm": ("gemm", "sm90_xmma", "cutlass", "nvjet", "cublas"), "adamw": ("adam", "multi_tensor"),
+                "aten": ("at::native", "void at::", "at_cuda"), "triton": ("_kernel",), "other": ("",)}
+    total, by = 0.0, {k: 0.0 for k in families}
+    kernels = {}
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", 0.0) or getattr(e, "cuda_time_total", 0.0)
+        if t <= 0 or e.key.startswith("cuda") or "Memcpy" in e.key or "Memset" in e.key:
+            continue
+        total += t
+        kernels[e.key] = kernels.get(e.key, 0.0) + t
+        name = e.key.lower()
+        by[next(k for k, subs in families.items() if any(x in name for x in subs))] += t
+    print(f"  profile {batch}x{seq}: GPU {total / 1e3:.1f} ms/step: "
+          + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in by.items()), flush=True)
+    for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"    {v / 1e3:8.2f} ms  {k[:110]}", flush=True)
+
+
 def worker(args) -> None:
     try:
-        _patch(args.worker)
+        attn = _patch(args.worker, args.attention)
     except Exception as e:  # noqa: BLE001  (an optional provider may fail to import for any reason)
         print(RESULT + json.dumps({"skipped": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}),
               flush=True)
         return
-    model, opt = _build()
+    model, opt = _build(attn)
     for batch, seq in (tuple(map(int, s.split("x"))) for s in args.shapes.split(",") if s):
         r = _measure(model, opt, batch, seq, args.warmup, args.steps)
         print(RESULT + json.dumps({"shape": [batch, seq], **r}), flush=True)
+        if args.profile:
+            _profile(model, opt, batch, seq)
     if args.search:
         print(RESULT + json.dumps({"search": _max_seq(model, opt)}), flush=True)
 
@@ -147,12 +193,15 @@ def run_provider(provider: str, args, notes) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (path, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", provider, "--shapes", args.shapes,
-           "--warmup", str(args.warmup), "--steps", str(args.steps)] + ([] if args.search else ["--no-search"])
+           "--warmup", str(args.warmup), "--steps", str(args.steps), "--attention", args.attention] \
+        + ([] if args.search else ["--no-search"]) + (["--profile"] if args.profile else [])
     print(f"== {LABEL[provider]}", flush=True)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     out = {"shapes": {}}
     for line in proc.stdout.splitlines():
         if not line.startswith(RESULT):
+            if line.startswith("  profile") or line.startswith("    "):
+                print(line, flush=True)  # --profile's lines
             continue
         r = json.loads(line[len(RESULT):])
         if "skipped" in r:
@@ -230,6 +279,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",
                         help="append the markdown to PATH (no PATH: benchmarks/results/<gpu>.md)")
+    parser.add_argument("--attention", choices=ATTENTION, default="sdpa",
+                        help="liger_aot's attention: HF's SDPA as is (default), SDPA with cuDNN first, or liger_flash")
+    parser.add_argument("--profile", action="store_true", help="after each shape, one profiled step per provider: "
+                        "GPU time by kernel family and the top kernels")
     parser.add_argument("--worker", choices=PROVIDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -247,7 +300,8 @@ def main() -> None:
                                         + (" (--quick)" if args.quick else ""))
     alloc = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     header += (f"\n- transformers {transformers.__version__}; {args.warmup} warm-up + {args.steps} timed steps per "
-               f"shape; workers run with PYTORCH_CUDA_ALLOC_CONF={alloc}")
+               f"shape; workers run with PYTORCH_CUDA_ALLOC_CONF={alloc}"
+               + (f"; liger_aot's attention: {args.attention}" if args.attention != "sdpa" else ""))
     print("\n" + header)
     harness.report(header, ["Tokens/s over the timed steps (forward, backward, AdamW step; wall clock, synchronized), "
                             "peak torch.cuda.max_memory_allocated during them.\n\n" + tables(results, shapes, args.search)],
