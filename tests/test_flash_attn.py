@@ -6,10 +6,6 @@ CPU path) may be at most twice the error of the same computation done by eager P
 the rounding error of values of the output's magnitude. CPU tests run in CI; tests marked `gpu` need CUDA.
 """
 import math
-import os
-import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +13,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot import ops
+from _shared import run_memcheck  # noqa: E402
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -663,27 +660,6 @@ print("sanitizer script ok")
 """
 
 
-def find_compute_sanitizer():
-    found = shutil.which("compute-sanitizer")
-    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
-        if not found and candidate and os.path.exists(candidate):
-            found = candidate
-    return found
-
-
 @gpu
 def test_cuda_compute_sanitizer_memcheck(tmp_path):
-    sanitizer = find_compute_sanitizer()
-    if sanitizer is None:
-        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
-    script = tmp_path / "sanitize.py"
-    script.write_text(SANITIZER_SCRIPT)
-    # No caching allocator: every tensor is its own allocation, so an out-of-bounds access is caught.
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")
-    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
-               sys.executable, str(script)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-5000:]
-    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]
+    run_memcheck(SANITIZER_SCRIPT, tmp_path, timeout=900)

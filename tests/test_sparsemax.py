@@ -11,7 +11,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSparsemax
-from _shared import compile_params, opcheck_params
+from _shared import compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -480,24 +480,4 @@ print("sanitizer script ok")
 
 @gpu
 def test_cuda_compute_sanitizer_memcheck(tmp_path):
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    sanitizer = shutil.which("compute-sanitizer")
-    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
-        candidate = os.path.join(root, "bin", "compute-sanitizer") if root else None
-        if not sanitizer and candidate and os.path.exists(candidate):
-            sanitizer = candidate
-    if sanitizer is None:
-        pytest.skip("compute-sanitizer not found on PATH, in $CUDA_HOME/bin or /usr/local/cuda/bin")
-    script = tmp_path / "sanitize.py"
-    script.write_text(SANITIZER_SCRIPT)
-    env = dict(os.environ, PYTORCH_NO_CUDA_MEMORY_CACHING="1")  # each tensor its own allocation: OOB is caught
-    command = [sanitizer, "--tool", "memcheck", "--error-exitcode", "1", "--report-api-errors", "no",
-               sys.executable, str(script)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, out[-5000:]
-    assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]
+    run_memcheck(SANITIZER_SCRIPT, tmp_path)
