@@ -212,15 +212,18 @@ def key_value_str(v) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
 
 
-def generate_op(op, module, archs, compiled, out: Path) -> dict:
-    """compiled[(k_idx, v_idx, arch)] = (cubin bytes, meta). Returns {kernel: variant count}."""
+def generate_op(op, module, archs, compiled, out: Path, arch_specific: dict) -> dict:
+    """compiled[(k_idx, v_idx, arch)] = (cubin bytes, meta). Returns {kernel: variant count}; records the keys
+    built for only some archs in arch_specific[kernel][key label] = [arch names]."""
     kernels = module.KERNELS
     ns = f"liger::gen::{op}"
     blob = bytearray()
     offsets = {}
     for k_idx, kernel in enumerate(kernels):
-        for v_idx, _ in enumerate(kernel.variants):
+        for v_idx, v in enumerate(kernel.variants):
             for arch in archs:
+                if not v.built_for(arch):
+                    continue
                 cubin, _ = compiled[(k_idx, v_idx, arch)]
                 while len(blob) % 16:
                     blob.append(0)
@@ -245,7 +248,11 @@ def generate_op(op, module, archs, compiled, out: Path) -> dict:
     for k_idx, kernel in enumerate(kernels):
         kn = kernel.name
         variants = kernel.variants
-        counts[kn] = len(variants) * len(archs)
+        built = [(v_idx, a_idx, arch) for v_idx, v in enumerate(variants)
+                 for a_idx, arch in enumerate(archs) if v.built_for(arch)]
+        if not built:
+            raise RuntimeError(f"{op}.{kn}: no variant is built for any of the archs {archs}")
+        counts[kn] = len(built)
         key_names = sorted(variants[0].key)
         cexpr_names = sorted(variants[0].constexprs)
         for v in variants:
@@ -287,32 +294,36 @@ def generate_op(op, module, archs, compiled, out: Path) -> dict:
         dense = 1
         for n in key_names:
             dense *= len(domains[n])
-        c.append(f"static liger::FunctionCache {kn}_cache[{len(variants) * len(archs)}];\n")
+        c.append(f"static liger::FunctionCache {kn}_cache[{len(built)}];\n")
         c.append(f"static const {kn}_variant {kn}_variants[] = {{\n")
         table = {}
         i = 0
-        for v_idx, v in enumerate(variants):
-            for a_idx, arch in enumerate(archs):
-                off, size = offsets[(k_idx, v_idx, arch)]
-                meta = compiled[(k_idx, v_idx, arch)][1]
-                label = kn + "[" + ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names) + "]"
-                cd = meta["cluster_dims"]
-                c.append(
-                    f'  {{{{"{meta["name"]}", "{label}", "{arch_name(arch)}", {arch}, liger_cubins_{op} + {off}, '
-                    f'{size}, {meta["num_warps"]}, {meta["num_ctas"]}, {{{cd[0]}, {cd[1]}, {cd[2]}}}, '
-                    f'{meta["shared"]}, {meta["global_scratch_size"]}, {meta["global_scratch_align"]}, '
-                    f'{meta["profile_scratch_size"]}, {meta["profile_scratch_align"]}, '
-                    f'{cpp_literal(meta["launch_pdl"])}, {cpp_literal(meta["launch_cooperative_grid"])}, '
-                    f'&{kn}_cache[{i}]}}')
-                for n in cexpr_names:
-                    c.append(f", {int(v.constexprs[n])}")
-                c.append("},\n")
-                idx = 0
-                for n in key_names:
-                    idx = idx * len(domains[n]) + domains[n].index(v.key[n])
-                table[a_idx * dense + idx] = i
-                i += 1
+        for v_idx, a_idx, arch in built:
+            v = variants[v_idx]
+            off, size = offsets[(k_idx, v_idx, arch)]
+            meta = compiled[(k_idx, v_idx, arch)][1]
+            label = kn + "[" + ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names) + "]"
+            cd = meta["cluster_dims"]
+            c.append(
+                f'  {{{{"{meta["name"]}", "{label}", "{arch_name(arch)}", {arch}, liger_cubins_{op} + {off}, '
+                f'{size}, {meta["num_warps"]}, {meta["num_ctas"]}, {{{cd[0]}, {cd[1]}, {cd[2]}}}, '
+                f'{meta["shared"]}, {meta["global_scratch_size"]}, {meta["global_scratch_align"]}, '
+                f'{meta["profile_scratch_size"]}, {meta["profile_scratch_align"]}, '
+                f'{cpp_literal(meta["launch_pdl"])}, {cpp_literal(meta["launch_cooperative_grid"])}, '
+                f'&{kn}_cache[{i}]}}')
+            for n in cexpr_names:
+                c.append(f", {int(v.constexprs[n])}")
+            c.append("},\n")
+            idx = 0
+            for n in key_names:
+                idx = idx * len(domains[n]) + domains[n].index(v.key[n])
+            table[a_idx * dense + idx] = i
+            i += 1
         c.append("};\n\n")
+        for v in variants:
+            if v.archs:
+                label = ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names)
+                arch_specific.setdefault(kn, {})[label] = [arch_name(a) for a in archs if v.built_for(a)]
         c.append(f"static const int16_t {kn}_table[{len(archs) * dense}] = {{")
         c.append(", ".join(str(table.get(j, -1)) for j in range(len(archs) * dense)))
         c.append("};\n\n")
@@ -365,7 +376,7 @@ def generate_op(op, module, archs, compiled, out: Path) -> dict:
                  f"  liger::launch(v.image, ctx, grid, params, {len(slots) + 2});\n}}\n\n")
         # all keys, for tests and build_info
         c.append(f"static const liger::KernelTable {kn}_registration(\"{op}\", \"{kn}\", "
-                 f"&{kn}_variants[0].image, sizeof({kn}_variant), {len(variants) * len(archs)});\n\n")
+                 f"&{kn}_variants[0].image, sizeof({kn}_variant), {len(built)});\n\n")
     h.append(f"}}  // namespace {ns}\n")
     c.append(f"}}  // namespace {ns}\n")
     write_if_changed(out / "liger_gen" / f"{op}.h", "".join(h))
@@ -420,6 +431,8 @@ def main(argv=None) -> None:
         for k_idx, kernel in enumerate(_OPS[op].KERNELS):
             for v_idx, v in enumerate(kernel.variants):
                 for arch in archs:
+                    if not v.built_for(arch):
+                        continue
                     key = hashlib.sha256("|".join([src_hash, triton.__version__, str(arch), variant_repr(kernel, v)])
                                          .encode()).hexdigest()
                     cache_file = cache / key[:2] / f"{key}.cubin"
@@ -439,11 +452,11 @@ def main(argv=None) -> None:
                 _progress(n, len(todo), start, f"{job[0]}.{_OPS[job[0]].KERNELS[job[1]].name} {arch_name(job[3])}")
 
     info = {"archs": [arch_name(a) for a in archs], "kernels": {}, "triton_version": triton.__version__,
-            "ptxas_version": {arch_name(a): ptxas_version(a) for a in archs}, "ops": ops}
+            "ptxas_version": {arch_name(a): ptxas_version(a) for a in archs}, "ops": ops, "arch_specific": {}}
     for op in ops:
         compiled = {(j[1], j[2], j[3]): (j[4].read_bytes(), json.loads(j[4].with_suffix(".json").read_text()))
                     for j in jobs if j[0] == op}
-        info["kernels"].update(generate_op(op, _OPS[op], archs, compiled, out))
+        info["kernels"].update(generate_op(op, _OPS[op], archs, compiled, out, info["arch_specific"]))
 
     arch_h = [GENERATED_HEADER.format(op="*"), "#pragma once\n\nnamespace liger::gen {\n",
               f"constexpr int kNumArchs = {len(archs)};\n",

@@ -21,6 +21,9 @@ class Variant:
     signature:  runtime arguments in kernel order -> Triton type ("*bf16", "i32", "i64", "fp32", "i1").
     constexprs: constexpr arguments -> int or bool; exposed to C++ as fields of the variant.
     aligned:    every pointer argument is promised 16-byte aligned (the launcher re-checks it).
+    archs:      compute capabilities (e.g. ``(90,)``) this variant is built for; empty means every arch of
+                the build. A key with no variant for the running arch is looked up as missing (``*_find``
+                returns nullptr), so the launcher must fall back to a variant every arch has.
     """
 
     key: dict
@@ -29,6 +32,10 @@ class Variant:
     num_warps: int
     num_stages: int = 1
     aligned: bool = False
+    archs: tuple = ()
+
+    def built_for(self, arch: int) -> bool:
+        return not self.archs or arch in self.archs
 
     def key_items(self):
         return tuple(sorted(self.key.items()))

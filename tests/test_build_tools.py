@@ -76,3 +76,33 @@ def test_source_hash_covers_imported_triton_src_modules():
     assert src / "_activations.py" in generate.triton_src_imports(src / "swiglu.py")
     # only what an op imports: rms_norm's cubins do not depend on the activations' helpers
     assert src / "_activations.py" not in generate.triton_src_imports(src / "rms_norm.py")
+
+
+def test_arch_specific_variants(tmp_path):
+    """A variant that names its archs is built, tabled and counted for those archs only."""
+    from types import SimpleNamespace
+
+    from build_tools.spec import KernelSpec, Variant
+
+    fn = SimpleNamespace(__name__="toy_kernel", arg_names=["x_ptr", "n", "BLOCK"])
+    sig = {"x_ptr": "*fp32", "n": "i32"}
+    variants = [Variant(key={"big": False}, signature=sig, constexprs={"BLOCK": 256}, num_warps=4),
+                Variant(key={"big": True}, signature=sig, constexprs={"BLOCK": 1024}, num_warps=8, archs=(90,))]
+    module = SimpleNamespace(KERNELS=[KernelSpec(fn=fn, variants=variants)])
+    archs = [80, 90]
+    meta = {"name": "toy", "num_warps": 4, "num_ctas": 1, "shared": 0, "global_scratch_size": 0,
+            "global_scratch_align": 1, "profile_scratch_size": 0, "profile_scratch_align": 1,
+            "launch_pdl": False, "launch_cooperative_grid": False, "cluster_dims": [1, 1, 1]}
+    compiled = {(0, v_idx, arch): (bytes([v_idx + 1, arch]) * 8, meta)
+                for v_idx, v in enumerate(variants) for arch in archs if v.built_for(arch)}
+    assert len(compiled) == 3
+    specific = {}
+    counts = generate.generate_op("toy", module, archs, compiled, tmp_path, specific)
+    assert counts == {"toy_kernel": 3}
+    assert specific == {"toy_kernel": {"big=true": ["sm_90a"]}}
+    assert (tmp_path / "toy.cubins").stat().st_size == 3 * 16
+    cpp = (tmp_path / "toy_kernels.cpp").read_text()
+    # dense table: arch slot 0 (sm_80) has only big=false, slot 1 (sm_90a) both
+    assert "static const int16_t toy_kernel_table[4] = {0, -1, 1, 2};" in cpp
+    assert "static liger::FunctionCache toy_kernel_cache[3];" in cpp
+    assert '"sm_80", 80' in cpp and cpp.count('"sm_90a", 90') == 2
