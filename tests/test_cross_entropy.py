@@ -573,13 +573,17 @@ def test_cuda_fused_scaled_gradient(dtype, V, grads, reduction):
         torch.autograd.backward((loss, z), (gl, gz))
     assert torch.equal(x.detach(), logits)
     cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
-    # bit for bit the general backward's, from the fused forward's lse
+    # the general backward's from the fused forward's lse: bit for bit when the backward rewrote the gradient
+    # (the same kernel), to rounding for (1, 0) (the forward's copy of the gradient code, compiled separately)
     lse, stats = liger.cross_entropy_fwd_grad(logits, target, kw["weight"], kw["ignore_index"],
                                               kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"],
                                               reduction)[2:4]
     g = liger.cross_entropy_bwd(gl, gz, logits, target, kw["weight"], lse, stats, kw["ignore_index"],
                                 kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"], reduction)
-    assert torch.equal(x.grad, g)
+    if grads == (1.0, 0.0):
+        torch.testing.assert_close(x.grad, g, rtol=2 * TOL[dtype], atol=1e-7)
+    else:
+        assert torch.equal(x.grad, g)
 
 
 @gpu
