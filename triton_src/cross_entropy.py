@@ -55,21 +55,28 @@ def _softcapped(x, softcap, has_softcap):
 def _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing, lse_square_scale,
                 softcap, has_weight, has_softcap, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr,
                 STREAM: tl.constexpr = False):
-    # STREAM (the fused forward's second read of a row, from L2): the next chunk is loaded before this one is
-    # processed, and the row and its gradient are marked first to leave L2 (no further use).
+    # STREAM (the fused forward's second read of a row, from L2): chunks last to first, the most recently read
+    # first (should the rows in flight outgrow L2, an LRU cache then still holds the row's tail instead of
+    # evicting each chunk just before its reuse); the next chunk is loaded before this one is processed; the row
+    # and its gradient are marked first to leave L2 (no further use).
     eps = label_smoothing / n_cols
     coef_p = a_loss * ((1.0 - label_smoothing) * w_y + eps * w_sum) + a_z * 2.0 * lse_square_scale * lse
     coef_y = a_loss * (1.0 - label_smoothing) * w_y
     coef_w = a_loss * eps
     cols = tl.arange(0, BLOCK_N)
     if STREAM:
-        x_next = tl.load(x_row + cols, mask=cols < n_cols, other=0.0, eviction_policy="evict_first")
-    for start in range(0, n_cols, BLOCK_N):
+        last = tl.cdiv(n_cols, BLOCK_N) * BLOCK_N - BLOCK_N
+        x_next = tl.load(x_row + last + cols, mask=last + cols < n_cols, other=0.0, eviction_policy="evict_first")
+    for i in range(0, n_cols, BLOCK_N):
+        if STREAM:
+            start = last - i
+        else:
+            start = i
         c = start + cols
         cm = c < n_cols
         if STREAM:
             x = x_next.to(tl.float32)
-            x_next = tl.load(x_row + BLOCK_N + c, mask=c + BLOCK_N < n_cols, other=0.0, eviction_policy="evict_first")
+            x_next = tl.load(x_row + c - BLOCK_N, mask=c >= BLOCK_N, other=0.0, eviction_policy="evict_first")
         else:
             x = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)
         dcap = tl.full([BLOCK_N], 1.0, tl.float32)
