@@ -1,4 +1,5 @@
-"""Tests of torch.ops.liger.cross_entropy (and its internal cross_entropy_fwd / cross_entropy_bwd).
+"""Tests of torch.ops.liger.cross_entropy (and its internal cross_entropy_fwd / cross_entropy_bwd, and the training
+path's cross_entropy_fwd_grad / cross_entropy_bwd_into: "mean"/"sum" with a gradient compute it in the forward).
 
 The float64 reference below is written from the definitions (F.cross_entropy's weighted, smoothed loss, the
 soft-cap and Liger-Kernel's z-loss); it is itself checked against F.cross_entropy in float64. The op computes in
@@ -277,6 +278,60 @@ def test_internal_ops_match():
     torch.testing.assert_close(g, x.grad)
 
 
+def test_fused_internal_ops_match():
+    # cross_entropy_fwd_grad's gradient is cross_entropy_bwd's for output gradients (1, 0); cross_entropy_bwd_into
+    # keeps it for (1, 0) and rewrites it with cross_entropy_bwd's for any other.
+    for reduction in ("mean", "sum"):
+        logits, target, kw = make_inputs((6,), 40, torch.float32, opts="all")
+        args = (kw["weight"], kw["ignore_index"], kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"],
+                reduction)
+        loss, z, lse, stats, g = liger.cross_entropy_fwd_grad(logits, target, *args)
+        want = liger.cross_entropy_fwd(logits, target, *args)
+        for a, b in zip((loss, z, lse, stats), want):
+            assert torch.equal(a, b)
+        one, zero = torch.tensor(1.0), torch.tensor(0.0)
+        torch.testing.assert_close(g, liger.cross_entropy_bwd(one, zero, logits, target, kw["weight"], lse, stats,
+                                                              *args[1:]))
+        kept = g.clone()
+        liger.cross_entropy_bwd_into(g, one, zero, logits, target, kw["weight"], lse, stats, *args[1:])
+        assert torch.equal(g, kept)
+        for gl, gz in ((0.37, 0.0), (1.0, 0.5), (2.0, -1.0)):
+            gl, gz = torch.tensor(gl), torch.tensor(gz)
+            liger.cross_entropy_bwd_into(g, gl, gz, logits, target, kw["weight"], lse, stats, *args[1:])
+            assert torch.equal(g, liger.cross_entropy_bwd(gl, gz, logits, target, kw["weight"], lse, stats,
+                                                          *args[1:]))
+    with pytest.raises(RuntimeError, match="cross_entropy_fwd_grad: reduction must be 'mean' or 'sum'"):
+        liger.cross_entropy_fwd_grad(logits, target, *args[:-1], "none")
+    with pytest.raises(RuntimeError, match="cross_entropy_fwd_grad is not differentiable"):
+        liger.cross_entropy_fwd_grad(logits.requires_grad_(), target, *args)
+    with pytest.raises(RuntimeError, match="grad_logits must have the logits' shape"):
+        liger.cross_entropy_bwd_into(g[1:], one, zero, logits.detach(), target, kw["weight"], lse, stats, *args[1:])
+
+
+@pytest.mark.parametrize("reduction", ("mean", "sum"))
+def test_fused_retained_graph_and_logits_intact(reduction):
+    # The forward keeps the gradient for (1, 0); a retained graph must give the right gradient at every backward
+    # (and not rewrite the tensor an earlier torch.autograd.grad returned); the logits are never written.
+    logits, target, kw = make_inputs((9,), 50, torch.float32, opts="all")
+    x = logits.clone().requires_grad_()
+    loss, z = call(x, target, kw, reduction)
+    x64 = logits.double().requires_grad_()
+    rl, rz = reference(x64, target, reduction=reduction, **kw)
+    results = []
+    for gl, gz in ((1.0, 0.0), (0.37, 0.0), (1.0, 0.0), (2.0, 0.5)):
+        (g,) = torch.autograd.grad((loss, z), (x,), (torch.tensor(gl), torch.tensor(gz)), retain_graph=True)
+        (g64,) = torch.autograd.grad((rl, rz), (x64,), (torch.tensor(gl).double(), torch.tensor(gz).double()),
+                                     retain_graph=True)
+        torch.testing.assert_close(g.double(), g64, rtol=1e-5, atol=1e-7)
+        results.append((g, g.clone()))
+    for g, copy in results:
+        assert torch.equal(g, copy)
+    (loss * 0.5 + z).backward()  # the last backward frees the graph: the kept buffer is completed in place
+    (g64,) = torch.autograd.grad((rl, rz), (x64,), (torch.tensor(0.5).double(), torch.tensor(1.0).double()))
+    torch.testing.assert_close(x.grad.double(), g64, rtol=1e-5, atol=1e-7)
+    assert torch.equal(x.detach(), logits)
+
+
 # ---- opcheck
 
 
@@ -299,6 +354,18 @@ def opcheck_samples(device):
         g = torch.randn(5, device=device) if reduction == "none" else torch.randn((), device=device)
         samples.append(("cross_entropy_bwd", (g, g.clone(), logits, target, kw["weight"], lse, stats, *args[1:],
                                               reduction), False))
+    for dtype in CUDA_DTYPES:
+        for opts in ("plain", "all"):
+            for reduction in ("mean", "sum"):
+                logits, target, kw = make_inputs((3, 4), 37, dtype, device, opts=opts)
+                args = (kw["weight"], kw["ignore_index"], kw["label_smoothing"], kw["lse_square_scale"],
+                        kw["softcap"], reduction)
+                samples.append(("cross_entropy_fwd_grad", (logits, target, *args), False))
+                _, _, lse, stats, g = liger.cross_entropy_fwd_grad(logits, target, *args)
+                for gl, gz in ((1.0, 0.0), (0.37, 0.5)):
+                    grads = (torch.tensor(gl, device=device, dtype=dtype), torch.tensor(gz, device=device, dtype=dtype))
+                    samples.append(("cross_entropy_bwd_into", (g.clone(), *grads, logits, target, kw["weight"], lse,
+                                                               stats, *args[1:]), False))
     return samples
 
 
@@ -442,12 +509,98 @@ def test_cuda_matches_float64_reference(dtype, V, opts, reduction):
     torch.autograd.backward((loss, z), (gl, gz))
     assert not x.grad.isnan().any() and not loss.isnan().any()
     cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
-    # deterministic, and the same as the CPU reference implementation at fp32 accuracy
-    loss2, _ = call(logits, target, kw, reduction)
-    assert torch.equal(loss.detach(), loss2)
+    # deterministic, and the same as the CPU reference implementation at fp32 accuracy ("mean"/"sum" with a
+    # gradient take the fused training forward, whose logsumexp may differ in the last bit from inference's)
+    loss2, _ = call(logits.clone().requires_grad_(), target, kw, reduction)
+    assert torch.equal(loss.detach(), loss2.detach())
+    loss_inference, _ = call(logits, target, kw, reduction)
+    check_close(loss_inference, loss.detach().double(), dtype, 2 * loss.detach().double().abs().max().item(),
+                "inference vs training forward")
     cpu_kw = {k: (v.cpu() if torch.is_tensor(v) else v) for k, v in kw.items()}
     cpu_loss, _ = call(logits.cpu(), target.cpu(), cpu_kw, reduction)
     check_close(loss.detach().cpu(), cpu_loss.double(), dtype, 2 * abs(cpu_loss.double()).max().item(), "cpu vs cuda")
+
+
+@gpu
+@pytest.mark.parametrize("reduction", ("mean", "sum"))
+@pytest.mark.parametrize("opts", ["plain", "all", "weight_smooth", "zloss", "softcap"])
+@pytest.mark.parametrize("V", VOCABS + (1, 7, 4097))
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_fused_unit_gradient(dtype, V, opts, reduction):
+    # loss.backward() with z_loss unused: the gradient the forward wrote is returned as is; the logits stay intact.
+    logits, target, kw = make_inputs((37,), V, dtype, "cuda", opts=opts)
+    if V == 1 and kw["ignore_index"] == 0:
+        kw["ignore_index"] = -100
+    target[5] = kw["ignore_index"]
+    x = logits.clone().requires_grad_()
+    poison_freed_blocks(logits.numel(), dtype)
+    loss, z = call(x, target, kw, reduction)
+    poison_freed_blocks(logits.numel(), dtype)
+    loss.backward()
+    assert torch.equal(x.detach(), logits)
+    assert not x.grad.isnan().any() and not x.grad[5].any()
+    ones, zeros = torch.ones((), device="cuda", dtype=dtype), torch.zeros((), device="cuda", dtype=dtype)
+    cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, ones, zeros)
+    # close to the separate forward and backward kernels (inference forward + general backward)
+    with torch.no_grad():
+        loss_inference = call(logits, target, kw, reduction)[0]
+    check_close(loss_inference, loss.detach().double(), dtype, 2 * loss.detach().double().abs().item(),
+                "inference vs training forward")
+    xr = logits.clone().requires_grad_()
+    lr, zr = call(xr, target, kw, reduction)
+    (g,) = torch.autograd.grad(lr, xr, retain_graph=True)  # a retained graph takes the general backward
+    torch.testing.assert_close(x.grad, g, rtol=2 * TOL[dtype], atol=1e-7)
+
+
+@gpu
+@pytest.mark.parametrize("reduction", ("mean", "sum"))
+@pytest.mark.parametrize("grads", [(0.37, None), (2.0, None), (1.0, 0.5), (0.37, -1.5), (1.0, 0.0)], ids=str)
+@pytest.mark.parametrize("V", (32000, 128256, 4097))
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_fused_scaled_gradient(dtype, V, grads, reduction):
+    # Output gradients other than (1, 0) (loss scaling, a gradient through z_loss): the backward rewrites the
+    # gradient the forward kept, with the same rounding as the general backward.
+    logits, target, kw = make_inputs((37,), V, dtype, "cuda", opts="all")
+    x = logits.clone().requires_grad_()
+    loss, z = call(x, target, kw, reduction)
+    gl_value, gz_value = grads
+    gl = torch.tensor(gl_value, device="cuda", dtype=dtype)
+    if gz_value is None:
+        (loss * gl).backward()
+        gz = torch.zeros((), device="cuda", dtype=dtype)
+    else:
+        gz = torch.tensor(gz_value, device="cuda", dtype=dtype)
+        torch.autograd.backward((loss, z), (gl, gz))
+    assert torch.equal(x.detach(), logits)
+    cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
+    # the general backward's from the fused forward's lse: bit for bit when the backward rewrote the gradient
+    # (the same kernel), to rounding for (1, 0) (the forward's copy of the gradient code, compiled separately)
+    lse, stats = liger.cross_entropy_fwd_grad(logits, target, kw["weight"], kw["ignore_index"],
+                                              kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"],
+                                              reduction)[2:4]
+    g = liger.cross_entropy_bwd(gl, gz, logits, target, kw["weight"], lse, stats, kw["ignore_index"],
+                                kw["label_smoothing"], kw["lse_square_scale"], kw["softcap"], reduction)
+    if grads == (1.0, 0.0):
+        torch.testing.assert_close(x.grad, g, rtol=2 * TOL[dtype], atol=1e-7)
+    else:
+        assert torch.equal(x.grad, g)
+
+
+@gpu
+def test_cuda_fused_large_logit_resum():
+    # A logit ~120 above the target's overflows exp(x - x[y]) in fp32: that row is summed again behind its max.
+    for dtype in CUDA_DTYPES:
+        logits, target, kw = make_inputs((16,), 32000, dtype, "cuda", opts="plain")
+        logits[3, 17] = 120.0
+        logits[7, :] = float("-inf")
+        logits[7, target[7]] = 0.0
+        x = logits.clone().requires_grad_()
+        loss, z = call(x, target, kw, "sum")
+        loss.backward()
+        ones, zeros = torch.ones((), device="cuda", dtype=dtype), torch.zeros((), device="cuda", dtype=dtype)
+        finite = torch.isfinite(logits)
+        cpu_reference_check(logits.masked_fill(~finite, -1e4), target, kw, "sum", loss.detach(), z.detach(),
+                            x.grad, ones, zeros)
 
 
 @gpu
@@ -515,15 +668,40 @@ def test_cuda_more_than_2_31_logits():
 
 
 @gpu
-@pytest.mark.parametrize("reduction", ("mean", "none"))
-def test_cuda_graph_capture_and_replay(reduction):
+def test_cuda_fused_more_than_2_31_logits():
+    rows, V = 8448, 256000  # 2.16e9 bf16 logits, and as many in the kept gradient
+    logits = torch.randn(rows, V, device="cuda", dtype=torch.bfloat16)
+    target = torch.randint(0, V, (rows,), device="cuda")
+    target[::7] = -100
+    logits.requires_grad_()
+    loss, z = liger.cross_entropy(logits, target, None, -100, 0.05, 1e-4, None, "sum")
+    loss.backward()
+    kw = dict(weight=None, ignore_index=-100, label_smoothing=0.05, lse_square_scale=1e-4, softcap=None)
+    ones = torch.ones((), device="cuda", dtype=torch.bfloat16)
+    for sl in (slice(0, 64), slice(rows // 2, rows // 2 + 64), slice(rows - 64, rows)):
+        x64 = logits[sl].detach().double().requires_grad_()
+        rl, rz = reference(x64, target[sl], reduction="sum", **kw)
+        (g64,) = torch.autograd.grad(rl, x64)
+        err = (logits.grad[sl].double() - g64).abs().max().item()
+        assert err <= grad_bound(g64, target[sl], kw, "sum", ones, 0.0, 12.0, torch.bfloat16), err
+    with torch.no_grad():
+        per_row, _ = liger.cross_entropy(logits, target, None, -100, 0.05, 1e-4, None, "none")
+    want = per_row.double().sum()
+    assert abs(loss.double() - want) <= 2 * 2**-8 * want.abs() + 1e-3
+
+
+@gpu
+@pytest.mark.parametrize("scale", (1.0, 0.37))
+@pytest.mark.parametrize("reduction", ("mean", "sum", "none"))
+def test_cuda_graph_capture_and_replay(reduction, scale):
+    # scale 1: the fused forward's gradient is returned as is; 0.37: the backward rewrites it (both captured)
     logits, target, kw = make_inputs((64,), 128256, torch.bfloat16, "cuda", opts="all")
     x = logits.clone().requires_grad_()
     static_target = target.clone()
 
     def step():
         loss, z = call(x, static_target, kw, reduction)
-        return (loss, z) + torch.autograd.grad((loss * 1.0).sum(), (x,))
+        return (loss, z) + torch.autograd.grad((loss * scale).sum(), (x,))
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -545,9 +723,10 @@ def test_cuda_graph_capture_and_replay(reduction):
         torch.cuda.synchronize()
         xe = new_logits.clone().requires_grad_()
         loss, z = call(xe, new_target, kw, reduction)
-        (g,) = torch.autograd.grad((loss * 1.0).sum(), (xe,))
+        (g,) = torch.autograd.grad((loss * scale).sum(), (xe,))
         for got, want in zip(static_out, (loss, z, g)):
             torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(x.detach(), new_logits)
 
 
 @gpu

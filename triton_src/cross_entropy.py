@@ -15,9 +15,16 @@ Everything the reduction needs stays on the device (no host synchronization, CUD
 cross_entropy_stats_kernel writes STATS = [D_loss, D_z, sum(w)] before the row kernels run.
 A non-ignored target outside [0, V) gives a NaN loss for its row (and a NaN mean) instead of a fault.
 
-One program per row; the row is streamed in BLOCK_N chunks with an online softmax (running row max and
-rescaled sum, one read). fused_linear_cross_entropy's chunks use store_grad: the forward kernel then
-reads the row a second time and writes the gradient over the logits in place (their only use).
+cross_entropy_fwd_kernel (inference, reduction "none", and fused_linear_cross_entropy's chunks): one program
+per row; the row is streamed in BLOCK_N chunks with an online softmax (running row max and rescaled sum, one
+read). fused_linear_cross_entropy's chunks use store_grad: the kernel then reads the row a second time and writes
+the gradient over the logits in place (their only use).
+
+Training with "mean"/"sum" (cross_entropy_fwd_grad_kernel): the forward also writes the gradient for
+grad_output 1 into a new buffer (read the logits once from memory and once from L2, write the gradient once:
+2 bytes moved per logit byte instead of 3 for separate passes). The backward (cross_entropy_bwd_kernel with
+skip_unit) returns at once when grad_loss == 1 and grad_z == 0, read on the device; otherwise it recomputes
+the general gradient into that buffer.
 """
 import triton
 import triton.language as tl
@@ -46,16 +53,32 @@ def _softcapped(x, softcap, has_softcap):
 
 @triton.jit
 def _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing, lse_square_scale,
-                softcap, has_weight, has_softcap, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+                softcap, has_weight, has_softcap, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr,
+                STREAM: tl.constexpr = False):
+    # STREAM (the fused forward's second read of a row, from L2): chunks last to first, the most recently read
+    # first (should the rows in flight outgrow L2, an LRU cache then still holds the row's tail instead of
+    # evicting each chunk just before its reuse); the next chunk is loaded before this one is processed; the row
+    # and its gradient are marked first to leave L2 (no further use).
     eps = label_smoothing / n_cols
     coef_p = a_loss * ((1.0 - label_smoothing) * w_y + eps * w_sum) + a_z * 2.0 * lse_square_scale * lse
     coef_y = a_loss * (1.0 - label_smoothing) * w_y
     coef_w = a_loss * eps
     cols = tl.arange(0, BLOCK_N)
-    for start in range(0, n_cols, BLOCK_N):
+    if STREAM:
+        last = tl.cdiv(n_cols, BLOCK_N) * BLOCK_N - BLOCK_N
+        x_next = tl.load(x_row + last + cols, mask=last + cols < n_cols, other=0.0, eviction_policy="evict_first")
+    for i in range(0, n_cols, BLOCK_N):
+        if STREAM:
+            start = last - i
+        else:
+            start = i
         c = start + cols
         cm = c < n_cols
-        x = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)
+        if STREAM:
+            x = x_next.to(tl.float32)
+            x_next = tl.load(x_row + c - BLOCK_N, mask=c >= BLOCK_N, other=0.0, eviction_policy="evict_first")
+        else:
+            x = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)
         dcap = tl.full([BLOCK_N], 1.0, tl.float32)
         if has_softcap:
             t = libdevice.tanh(x / softcap)
@@ -67,7 +90,10 @@ def _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label
         else:
             g -= coef_w
         g = g * dcap
-        tl.store(dx_row + c, g.to(dx_row.dtype.element_ty), mask=cm)
+        if STREAM:
+            tl.store(dx_row + c, g.to(dx_row.dtype.element_ty), mask=cm, eviction_policy="evict_first")
+        else:
+            tl.store(dx_row + c, g.to(dx_row.dtype.element_ty), mask=cm)
 
 
 @triton.jit
@@ -87,6 +113,41 @@ def _target(Y, W, row, n_cols, ignore_index, has_weight):
     if has_weight:
         w_y = tl.where(in_range, tl.load(W + tl.where(in_range, y, 0)), float("nan"))
     return y, in_range, w_y
+
+
+@triton.jit
+def _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight, has_softcap,
+                  BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+    # (sum_j exp(x'[j] - shift), sum_j w[j] * x'[j]) of one row. Per-lane accumulators and no reduction inside
+    # the loop: no barrier between chunks, so the loads stream like the backward's (the next chunk is loaded
+    # before this one is summed). The loads ask L2 to keep the row: the gradient pass reads it again.
+    cols = tl.arange(0, BLOCK_N)
+    d = tl.zeros([BLOCK_N], dtype=tl.float32)
+    wx = tl.zeros([BLOCK_N], dtype=tl.float32)
+    x_next = tl.load(x_row + cols, mask=cols < n_cols, other=0.0, eviction_policy="evict_last")
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        cm = c < n_cols
+        x = _softcapped(x_next.to(tl.float32), softcap, has_softcap)
+        x_next = tl.load(x_row + BLOCK_N + c, mask=c + BLOCK_N < n_cols, other=0.0, eviction_policy="evict_last")
+        d += tl.where(cm, _exp(x - shift, ACCURATE), 0.0)
+        if label_smoothing > 0:
+            if has_weight:
+                wx += tl.where(cm, x * tl.load(W + c, mask=cm, other=0.0), 0.0)
+            else:
+                wx += tl.where(cm, x, 0.0)
+    return tl.sum(d, axis=0), tl.sum(wx, axis=0)
+
+
+@triton.jit
+def _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N: tl.constexpr):
+    cols = tl.arange(0, BLOCK_N)
+    m = tl.full([BLOCK_N], -float("inf"), tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        x = _softcapped(tl.load(x_row + c, mask=c < n_cols, other=0.0).to(tl.float32), softcap, has_softcap)
+        m = tl.maximum(m, tl.where(c < n_cols, x, -float("inf")))
+    return tl.max(m, axis=0)
 
 
 @triton.jit
@@ -174,23 +235,77 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
 
 
 @triton.jit
-def cross_entropy_bwd_kernel(X, Y, W, STATS, LSE, GRAD_LOSS, GRAD_Z, DX, n_cols_v, stride_x_v, stride_dx_v,
-                             grad_stride, ignore_index, label_smoothing, lse_square_scale, softcap, has_weight,
-                             has_softcap, mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
-    # GRAD_LOSS and GRAD_Z are fp32, one per row (grad_stride 1, reduction "none") or one scalar (stride 0).
+def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
+                                  ignore_index, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap,
+                                  mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+    # The training forward of "mean"/"sum": per-row loss terms as cross_entropy_fwd_kernel, and the gradient of
+    # the reduced loss for grad_output 1 into DX (a new buffer: the logits stay intact). Persistent: each program
+    # takes rows pid, pid + programs, ...; about one row per SM is in flight, so that the gradient pass's second
+    # read of the row (256 KB at 128256 bf16 classes, 33 MB over 132 SMs) is served by L2.
+    # lse without a running max: the sum of exp(x' - x'[y]) (the target's own logit as the shift, so the sum is
+    # >= 1 and nothing underflows to a wrong result) cannot overflow unless a logit exceeds the target's by ~88;
+    # then (or for a NaN/inf logit) the row is summed again behind its exact max.
     n_cols = n_cols_v * ALIGN
-    row = tl.program_id(0).to(tl.int64)
-    dx_row = DX + row * (stride_dx_v * ALIGN)
-    y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
-    if y == ignore_index:
-        _zero_row(dx_row, n_cols, BLOCK_N)
-        return
-    g_loss = tl.load(GRAD_LOSS + row * grad_stride)
-    g_z = g_loss + tl.load(GRAD_Z + row * grad_stride)  # z is also part of the loss
-    a_loss = tl.where(mean, g_loss / tl.load(STATS), g_loss)
-    a_z = tl.where(mean, g_z / tl.load(STATS + 1), g_z)
-    _write_grad(X + row * (stride_x_v * ALIGN), dx_row, W, y, n_cols, tl.load(LSE + row), w_y, tl.load(STATS + 2),
-                a_loss, a_z, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE)
+    w_sum = tl.load(STATS + 2)
+    a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+    a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        row = tl.cast(r, tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
+        x_row = X + row * (stride_x_v * ALIGN)
+        dx_row = DX + row * (stride_dx_v * ALIGN)
+        y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
+        if y == ignore_index:
+            tl.store(LOSS_ROW + row, 0.0)
+            tl.store(Z_ROW + row, 0.0)
+            tl.store(LSE + row, 0.0)
+            _zero_row(dx_row, n_cols, BLOCK_N)
+        else:
+            x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
+            d, wx = _shifted_sums(x_row, W, n_cols, x_y, label_smoothing, softcap, has_weight, has_softcap,
+                                  BLOCK_N, ACCURATE)
+            lse = x_y + tl.log(d)
+            if (d < 0.5) | (d > 3.0e38) | (d != d):
+                m = _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N)
+                shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
+                d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight, has_softcap,
+                                      BLOCK_N, ACCURATE)
+                lse = shift + tl.log(d)
+            ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
+            if label_smoothing > 0:
+                ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
+            ce = tl.where(in_range, ce, float("nan"))
+            tl.store(LOSS_ROW + row, ce)
+            tl.store(Z_ROW + row, lse_square_scale * lse * lse)
+            tl.store(LSE + row, lse)
+            _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
+                        lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
+
+
+@triton.jit
+def cross_entropy_bwd_kernel(X, Y, W, STATS, LSE, GRAD_LOSS, GRAD_Z, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
+                             grad_stride, ignore_index, label_smoothing, lse_square_scale, softcap, has_weight,
+                             has_softcap, mean, skip_unit, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                             ACCURATE: tl.constexpr):
+    # GRAD_LOSS and GRAD_Z (the logits' dtype) hold one value per row (grad_stride 1, reduction "none") or one
+    # scalar (grad_stride 0). Rows pid, pid + programs, ... With skip_unit, DX already holds the gradient for
+    # grad_loss 1 and grad_z 0 (cross_entropy_fwd_grad_kernel's): every program reads the two scalars and
+    # returns when they are exactly that, which the host cannot know without a synchronization.
+    n_cols = n_cols_v * ALIGN
+    unit = skip_unit & (tl.load(GRAD_LOSS).to(tl.float32) == 1.0) & (tl.load(GRAD_Z).to(tl.float32) == 0.0)
+    for r in range(tl.program_id(0), tl.where(unit, 0, n_rows), tl.num_programs(0)):
+        row = tl.cast(r, tl.int64)
+        dx_row = DX + row * (stride_dx_v * ALIGN)
+        y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
+        if y == ignore_index:
+            _zero_row(dx_row, n_cols, BLOCK_N)
+        else:
+            g_loss = tl.load(GRAD_LOSS + row * grad_stride).to(tl.float32)
+            g_z = g_loss + tl.load(GRAD_Z + row * grad_stride).to(tl.float32)  # z is also part of the loss
+            a_loss = tl.where(mean, g_loss / tl.load(STATS), g_loss)
+            a_z = tl.where(mean, g_z / tl.load(STATS + 1), g_z)
+            _write_grad(X + row * (stride_x_v * ALIGN), dx_row, W, y, n_cols, tl.load(LSE + row), w_y,
+                        tl.load(STATS + 2), a_loss, a_z, label_smoothing, lse_square_scale, softcap, has_weight,
+                        has_softcap, BLOCK_N, ACCURATE)
 
 
 @triton.jit
@@ -249,15 +364,22 @@ def _fwd_sig(dt):
             "mean": "i1"}
 
 
+def _fwd_grad_sig(dt):
+    return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LOSS_ROW": "*fp32", "Z_ROW": "*fp32",
+            "LSE": "*fp32", "DX": f"*{dt}", "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64",
+            "stride_dx_v": "i64", **_ROW_SCALARS, "mean": "i1"}
+
+
 def _bwd_sig(dt):
-    return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LSE": "*fp32", "GRAD_LOSS": "*fp32",
-            "GRAD_Z": "*fp32", "DX": f"*{dt}", "n_cols_v": "i32", "stride_x_v": "i64", "stride_dx_v": "i64",
-            "grad_stride": "i64", **_ROW_SCALARS, "mean": "i1"}
+    return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LSE": "*fp32", "GRAD_LOSS": f"*{dt}",
+            "GRAD_Z": f"*{dt}", "DX": f"*{dt}", "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64",
+            "stride_dx_v": "i64", "grad_stride": "i64", **_ROW_SCALARS, "mean": "i1", "skip_unit": "i1"}
 
 
 def _specs():
     stats = KernelSpec(cross_entropy_stats_kernel)
     fwd = KernelSpec(cross_entropy_fwd_kernel)
+    fwd_grad = KernelSpec(cross_entropy_fwd_grad_kernel)
     bwd = KernelSpec(cross_entropy_bwd_kernel)
     fin = KernelSpec(cross_entropy_finalize_kernel)
     colsum = KernelSpec(column_sum_accumulate_kernel)
@@ -273,6 +395,8 @@ def _specs():
                 key = {"x_dtype": dt, "block_n": block_n, "aligned": aligned}
                 fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt), constexprs=common, num_warps=warps,
                                             aligned=aligned))
+                fwd_grad.variants.append(Variant(key=key, signature=_fwd_grad_sig(dt), constexprs=common,
+                                                 num_warps=warps, aligned=aligned))
                 bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=common, num_warps=warps,
                                             aligned=aligned))
         fin.variants.append(Variant(
@@ -284,7 +408,7 @@ def _specs():
             key={"x_dtype": dt},
             signature={"X": f"*{dt}", "ACC": "*fp32", "n_rows": "i32", "n_cols": "i32", "stride_x": "i64"},
             constexprs={"BLOCK_M": 32, "BLOCK_N": CPP_CONSTANTS["COLSUM_BLOCK_N"]}, num_warps=4))
-    return [stats, fwd, bwd, fin, colsum]
+    return [stats, fwd, fwd_grad, bwd, fin, colsum]
 
 
 KERNELS = _specs()

@@ -1,11 +1,16 @@
 // Cross-entropy over the last dimension with F.cross_entropy's class weights, ignore_index, label smoothing and
 // reductions, plus a logit soft-cap and the z-loss (math in triton_src/cross_entropy.py). No host synchronization:
 // the mean's divisor is computed and used on the device, so the op can be captured in a CUDA graph.
+// Training with reduction "mean"/"sum" runs cross_entropy_fwd_grad: the forward also writes the gradient for
+// grad_output 1 into a buffer kept until the backward, whose cross_entropy_bwd_into keeps it when the output
+// gradients are (1, 0) (checked on the device) and rewrites it otherwise.
 #include "ops/cross_entropy.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/graph_task.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include "liger_gen/cross_entropy.h"
@@ -26,6 +31,10 @@ TORCH_LIBRARY_FRAGMENT(liger, m) {
   m.def("cross_entropy_fwd(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> (Tensor, Tensor, Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
   m.def("cross_entropy_bwd(Tensor grad_loss, Tensor grad_z_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, Tensor stats, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def("cross_entropy_fwd_grad(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  m.def("cross_entropy_bwd_into(Tensor(a!) grad_logits, Tensor grad_loss, Tensor grad_z_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, Tensor stats, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> ()",
         {at::Tag::pt2_compliant_tag});
 }
 
@@ -228,6 +237,54 @@ Tensor bwd_cpu(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logi
   return g.to(logits.scalar_type()).reshape(logits.sizes());
 }
 
+void check_reduced(const char* op, const Options& o) {
+  TORCH_CHECK(o.reduction != Reduction::None, op, ": reduction must be 'mean' or 'sum' (the gradient of 'none' ",
+              "depends on a gradient per row), got 'none'");
+}
+
+void check_grad_logits(const Tensor& grad_logits, const Tensor& logits) {
+  TORCH_CHECK(grad_logits.device() == logits.device() && grad_logits.scalar_type() == logits.scalar_type(),
+              "cross_entropy_bwd_into: grad_logits must be ", logits.scalar_type(), " on ", logits.device(),
+              " like the logits, got ", grad_logits.scalar_type(), " on ", grad_logits.device());
+  bool same = grad_logits.dim() == logits.dim();
+  for (int64_t i = 0; same && i < logits.dim(); ++i)
+    same = grad_logits.sym_size(i).sym_eq(logits.sym_size(i)).guard_bool(__FILE__, __LINE__);
+  TORCH_CHECK(same, "cross_entropy_bwd_into: grad_logits must have the logits' shape ", shape_str(logits), ", got ",
+              shape_str(grad_logits));
+}
+
+// (loss, z_loss, lse, stats, gradient of loss w.r.t. the logits for grad_loss 1 and grad_z_loss 0).
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cpu(const Tensor& logits, const Tensor& target,
+                                                                const optional<Tensor>& weight, int64_t ignore_index,
+                                                                double label_smoothing, double lse_square_scale,
+                                                                optional<double> softcap, c10::string_view reduction) {
+  Options o = make_options("cross_entropy", ignore_index, label_smoothing, lse_square_scale, softcap,
+                           std::string(reduction));
+  check_reduced("cross_entropy_fwd_grad", o);
+  auto [loss, z, lse, stats] =
+      fwd_cpu(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
+  const int64_t V = logits.size(-1);
+  Tensor g = grad_cpu(logits.reshape({-1, V}), target.reshape({-1}), weight, lse, stats, at::ones({}, lse.options()),
+                      at::zeros({}, lse.options()), o);
+  return {loss, z, lse, stats, g.to(logits.scalar_type()).reshape(logits.sizes()).contiguous()};
+}
+
+// grad_logits holds the gradient for (grad_loss, grad_z_loss) = (1, 0) (cross_entropy_fwd_grad's); for other
+// output gradients it is rewritten with theirs.
+void bwd_into_cpu(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits,
+                  const Tensor& target, const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
+                  int64_t ignore_index, double label_smoothing, double lse_square_scale, optional<double> softcap,
+                  c10::string_view reduction) {
+  Options o = make_options("cross_entropy_bwd_into", ignore_index, label_smoothing, lse_square_scale, softcap,
+                           std::string(reduction));
+  check_reduced("cross_entropy_bwd_into", o);
+  check_backward_inputs(grad_loss, grad_z, logits, target, weight, lse, stats, o);
+  check_grad_logits(grad_logits, logits);
+  if (grad_loss.item<double>() == 1.0 && grad_z.item<double>() == 0.0) return;  // a CPU read: no device sync
+  grad_logits.copy_(bwd_cpu(grad_loss, grad_z, logits, target, weight, lse, stats, ignore_index, label_smoothing,
+                            lse_square_scale, softcap, reduction));
+}
+
 // ---- Meta (SymInt-clean)
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> fwd_meta(const Tensor& logits, const Tensor& target,
@@ -253,6 +310,30 @@ std::tuple<Tensor, Tensor> cross_entropy_meta(const Tensor& logits, const Tensor
   return {loss, z};
 }
 
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_meta(const Tensor& logits, const Tensor& target,
+                                                                 const optional<Tensor>& weight, int64_t ignore_index,
+                                                                 double label_smoothing, double lse_square_scale,
+                                                                 optional<double> softcap,
+                                                                 c10::string_view reduction) {
+  Options o = make_options("cross_entropy", ignore_index, label_smoothing, lse_square_scale, softcap,
+                           std::string(reduction));
+  check_reduced("cross_entropy_fwd_grad", o);
+  auto [loss, z, lse, stats] =
+      fwd_meta(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
+  return {loss, z, lse, stats, at::empty_symint(logits.sym_sizes(), logits.options())};
+}
+
+void bwd_into_meta(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits,
+                   const Tensor& target, const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
+                   int64_t ignore_index, double label_smoothing, double lse_square_scale, optional<double> softcap,
+                   c10::string_view reduction) {
+  Options o = make_options("cross_entropy_bwd_into", ignore_index, label_smoothing, lse_square_scale, softcap,
+                           std::string(reduction));
+  check_reduced("cross_entropy_bwd_into", o);
+  check_backward_inputs(grad_loss, grad_z, logits, target, weight, lse, stats, o);
+  check_grad_logits(grad_logits, logits);
+}
+
 Tensor bwd_meta(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
                 const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                 double label_smoothing, double lse_square_scale, optional<double> softcap,
@@ -268,6 +349,9 @@ Tensor bwd_meta(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
 namespace {
 
 int64_t row_block(int64_t cols) { return cols <= 1024 ? 1024 : (cols <= 4096 ? 4096 : 8192); }
+
+// Resident warps per SM of the fused forward (see fwd_grad_cuda).
+constexpr int64_t kFwdGradWarpsPerSm = 16;
 
 void check_cuda_sizes(const char* op, int64_t rows, int64_t cols) {
   TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
@@ -348,6 +432,82 @@ std::tuple<Tensor, Tensor> cross_entropy_cuda(const Tensor& logits, const Tensor
   return {loss, z};
 }
 
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& logits, const Tensor& target,
+                                                                 const optional<Tensor>& weight, int64_t ignore_index,
+                                                                 double label_smoothing, double lse_square_scale,
+                                                                 optional<double> softcap,
+                                                                 c10::string_view reduction) {
+  check_inputs("cross_entropy", logits, target, weight);
+  Options o = make_options("cross_entropy", ignore_index, label_smoothing, lse_square_scale, softcap,
+                           std::string(reduction));
+  check_reduced("cross_entropy_fwd_grad", o);
+  c10::DeviceGuard guard(logits.device());
+  Rows x = as_rows(logits);
+  check_cuda_sizes("cross_entropy", x.rows, x.cols);
+  Tensor t = target.reshape({-1}).contiguous();
+  Tensor w32 = weight32(weight);
+  auto f32 = logits.options().dtype(at::kFloat);
+  Tensor ce_row = at::empty({x.rows}, f32), z_row = at::empty({x.rows}, f32), lse = at::empty({x.rows}, f32);
+  Tensor dx = at::empty(logits.sizes(), logits.options());
+  Tensor stats = stats_cuda(t, w32, x.cols, o);
+  if (x.rows > 0) {
+    const int64_t vec = vec_elems(logits.scalar_type());
+    const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
+                         aligned16(t) && aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
+    const LaunchContext ctx = launch_context(logits);
+    const auto& v =
+        cross_entropy_fwd_grad_kernel_get({aligned, row_block(x.cols), logits.scalar_type()}, ctx.arch_slot);
+    // About one row per SM in flight (16 warps): the gradient pass re-reads the row from L2, which holds
+    // 132 rows of 256 KB (128256 bf16 classes) but not the 4 per SM that occupancy alone would admit.
+    const int64_t per_sm = std::max<int64_t>(1, kFwdGradWarpsPerSm / v.image.num_warps);
+    const int64_t programs =
+        std::min<int64_t>({x.rows, max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * per_sm});
+    cross_entropy_fwd_grad_kernel_launch(
+        v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(t), ptr(w32), ptr(stats), ptr(ce_row),
+        ptr(z_row), ptr(lse), ptr(dx), static_cast<int32_t>(x.rows), static_cast<int32_t>(x.cols / v.ALIGN),
+        x.row_stride / v.ALIGN, x.cols / v.ALIGN, o.ignore_index, static_cast<float>(o.label_smoothing),
+        static_cast<float>(o.lse_square_scale), static_cast<float>(o.softcap.value_or(1.0)), w32.defined(),
+        o.softcap.has_value(), o.reduction == Reduction::Mean);
+  }
+  Tensor loss = at::empty({}, logits.options()), z = at::empty({}, logits.options());
+  finalize_cuda(ce_row, z_row, stats, loss, z, o.reduction);
+  return {loss, z, lse, stats, dx};
+}
+
+namespace {
+
+// The general gradient into dx (contiguous, the logits' shape). skip_unit: dx holds the gradient for output
+// gradients (1, 0) already, and each program returns when they are that (a persistent grid of one wave, so the
+// skip costs one launch); otherwise one program per row.
+void bwd_launch(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+                const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, const Options& o,
+                const Tensor& dx, bool skip_unit) {
+  Rows x = as_rows(logits);
+  if (x.rows == 0) return;
+  check_cuda_sizes("cross_entropy_bwd", x.rows, x.cols);
+  Tensor t = target.reshape({-1}).contiguous();
+  Tensor w32 = weight32(weight);
+  Tensor gl = grad_loss.to(logits.scalar_type()).reshape({-1}).contiguous();
+  Tensor gz = grad_z.to(logits.scalar_type()).reshape({-1}).contiguous();
+  Tensor lse32 = lse.to(at::kFloat).contiguous();
+  Tensor st = stats.to(at::kFloat).contiguous();
+  const int64_t vec = vec_elems(logits.scalar_type());
+  const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
+                       aligned16(t) && aligned16(lse32) && aligned16(gl) && aligned16(gz);
+  const LaunchContext ctx = launch_context(logits);
+  const auto& v = cross_entropy_bwd_kernel_get({aligned, row_block(x.cols), logits.scalar_type()}, ctx.arch_slot);
+  const int64_t programs = skip_unit ? std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx)) : x.rows;
+  cross_entropy_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(t), ptr(w32), ptr(st),
+                                  ptr(lse32), ptr(gl), ptr(gz), ptr(dx), static_cast<int32_t>(x.rows),
+                                  static_cast<int32_t>(x.cols / v.ALIGN), x.row_stride / v.ALIGN, x.cols / v.ALIGN,
+                                  o.reduction == Reduction::None ? 1 : 0, o.ignore_index,
+                                  static_cast<float>(o.label_smoothing), static_cast<float>(o.lse_square_scale),
+                                  static_cast<float>(o.softcap.value_or(1.0)), w32.defined(), o.softcap.has_value(),
+                                  o.reduction == Reduction::Mean, skip_unit);
+}
+
+}  // namespace
+
 Tensor bwd_cuda(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
                 const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                 double label_smoothing, double lse_square_scale, optional<double> softcap,
@@ -357,27 +517,22 @@ Tensor bwd_cuda(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
   check_backward_inputs(grad_loss, grad_z, logits, target, weight, lse, stats, o);
   c10::DeviceGuard guard(logits.device());
   Tensor dx = at::empty(logits.sizes(), logits.options());
-  Rows x = as_rows(logits);
-  if (x.rows == 0) return dx;
-  check_cuda_sizes("cross_entropy_bwd", x.rows, x.cols);
-  Tensor t = target.reshape({-1}).contiguous();
-  Tensor w32 = weight32(weight);
-  Tensor gl = grad_loss.to(at::kFloat).reshape({-1}).contiguous();
-  Tensor gz = grad_z.to(at::kFloat).reshape({-1}).contiguous();
-  Tensor lse32 = lse.to(at::kFloat).contiguous();
-  Tensor st = stats.to(at::kFloat).contiguous();
-  const int64_t vec = vec_elems(logits.scalar_type());
-  const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
-                       aligned16(t) && aligned16(lse32) && aligned16(gl) && aligned16(gz);
-  const LaunchContext ctx = launch_context(logits);
-  const auto& v = cross_entropy_bwd_kernel_get({aligned, row_block(x.cols), logits.scalar_type()}, ctx.arch_slot);
-  cross_entropy_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(x.rows)}, ptr(x.t), ptr(t), ptr(w32), ptr(st),
-                                  ptr(lse32), ptr(gl), ptr(gz), ptr(dx), static_cast<int32_t>(x.cols / v.ALIGN),
-                                  x.row_stride / v.ALIGN, x.cols / v.ALIGN, o.reduction == Reduction::None ? 1 : 0,
-                                  o.ignore_index, static_cast<float>(o.label_smoothing),
-                                  static_cast<float>(o.lse_square_scale), static_cast<float>(o.softcap.value_or(1.0)),
-                                  w32.defined(), o.softcap.has_value(), o.reduction == Reduction::Mean);
+  bwd_launch(grad_loss, grad_z, logits, target, weight, lse, stats, o, dx, false);
   return dx;
+}
+
+void bwd_into_cuda(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits,
+                   const Tensor& target, const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
+                   int64_t ignore_index, double label_smoothing, double lse_square_scale, optional<double> softcap,
+                   c10::string_view reduction) {
+  Options o = make_options("cross_entropy_bwd_into", ignore_index, label_smoothing, lse_square_scale, softcap,
+                           std::string(reduction));
+  check_reduced("cross_entropy_bwd_into", o);
+  check_backward_inputs(grad_loss, grad_z, logits, target, weight, lse, stats, o);
+  check_grad_logits(grad_logits, logits);
+  TORCH_CHECK(grad_logits.is_contiguous(), "cross_entropy_bwd_into: grad_logits must be contiguous");
+  c10::DeviceGuard guard(logits.device());
+  bwd_launch(grad_loss, grad_z, logits, target, weight, lse, stats, o, grad_logits, true);
 }
 
 // Every key the launchers can ask for, per arch slot, must have been built.
@@ -389,6 +544,8 @@ const VariantCheck variant_check("cross_entropy", [](int arch_slot) {
       for (bool aligned : {false, true}) {
         cross_entropy_fwd_kernel_key fk{aligned, row_block(cols), dt};
         if (!cross_entropy_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+        cross_entropy_fwd_grad_kernel_key gk{aligned, row_block(cols), dt};
+        if (!cross_entropy_fwd_grad_kernel_find(gk, arch_slot)) missing.push_back(gk.str());
         cross_entropy_bwd_kernel_key bk{aligned, row_block(cols), dt};
         if (!cross_entropy_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
       }
@@ -407,6 +564,20 @@ namespace {
 const auto& fwd_op() {
   static auto op =
       c10::Dispatcher::singleton().findSchemaOrThrow("liger::cross_entropy_fwd", "").typed<decltype(fwd_cpu)>();
+  return op;
+}
+
+const auto& fwd_grad_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("liger::cross_entropy_fwd_grad", "")
+                       .typed<decltype(fwd_grad_cpu)>();
+  return op;
+}
+
+const auto& bwd_into_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("liger::cross_entropy_bwd_into", "")
+                       .typed<decltype(bwd_into_cpu)>();
   return op;
 }
 
@@ -432,17 +603,25 @@ class CrossEntropyBackward : public torch::autograd::Function<CrossEntropyBackwa
 };
 
 // Gradients for the logits only: target and the class weights are not differentiated (as F.cross_entropy's
-// weight, they are constants of the loss).
+// weight, they are constants of the loss). fuse ("mean"/"sum" while training): the forward also computes the
+// gradient for output gradients (1, 0) and keeps it (memory: one logits-sized tensor from forward to backward,
+// the size of the gradient the backward would allocate anyway; it becomes logits.grad without a copy).
 class CrossEntropyForward : public torch::autograd::Function<CrossEntropyForward> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& logits,
                                                 const Tensor& target, const optional<Tensor>& weight,
                                                 int64_t ignore_index, double label_smoothing, double lse_square_scale,
-                                                optional<double> softcap, std::string reduction) {
+                                                optional<double> softcap, std::string reduction, bool fuse) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, z, lse, stats] =
-        fwd_op().call(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
-    ctx->save_for_backward({logits, target, weight.value_or(Tensor()), lse, stats});
+    Tensor loss, z, lse, stats, grad;
+    if (fuse) {
+      std::tie(loss, z, lse, stats, grad) = fwd_grad_op().call(logits, target, weight, ignore_index, label_smoothing,
+                                                               lse_square_scale, softcap, reduction);
+    } else {
+      std::tie(loss, z, lse, stats) =
+          fwd_op().call(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
+    }
+    ctx->save_for_backward({logits, target, weight.value_or(Tensor()), lse, stats, grad});
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["label_smoothing"] = label_smoothing;
     ctx->saved_data["lse_square_scale"] = lse_square_scale;
@@ -459,14 +638,25 @@ class CrossEntropyForward : public torch::autograd::Function<CrossEntropyForward
     if (saved[2].defined()) weight = saved[2];
     optional<double> softcap;
     if (ctx->saved_data["has_softcap"].toBool()) softcap = ctx->saved_data["softcap"].toDouble();
+    const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
+    const double label_smoothing = ctx->saved_data["label_smoothing"].toDouble();
+    const double lse_square_scale = ctx->saved_data["lse_square_scale"].toDouble();
+    const std::string& reduction = ctx->saved_data["reduction"].toStringRef();
     Tensor dlogits;
-    if (ctx->needs_input_grad(0))
+    if (!ctx->needs_input_grad(0)) {
+    } else if (saved[5].defined() && !torch::autograd::get_current_graph_task_keep_graph() &&
+               !at::GradMode::is_enabled()) {
+      // The graph is freed after this backward, so the kept gradient can be completed in place and handed out
+      // (a retained graph, or create_graph, takes the general path below: a second backward must find the
+      // buffer as the forward left it, and a second derivative must raise).
+      dlogits = saved[5];
+      bwd_into_op().call(dlogits, grads[0], grads[1], saved[0], saved[1], weight, saved[3], saved[4], ignore_index,
+                         label_smoothing, lse_square_scale, softcap, reduction);
+    } else {
       dlogits = CrossEntropyBackward::apply(grads[0], grads[1], saved[0], saved[1], weight, saved[3], saved[4],
-                                            ctx->saved_data["ignore_index"].toInt(),
-                                            ctx->saved_data["label_smoothing"].toDouble(),
-                                            ctx->saved_data["lse_square_scale"].toDouble(), softcap,
-                                            ctx->saved_data["reduction"].toStringRef())[0];
-    return {dlogits, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+                                            ignore_index, label_smoothing, lse_square_scale, softcap, reduction)[0];
+    }
+    return {dlogits, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -480,8 +670,9 @@ std::tuple<Tensor, Tensor> cross_entropy_autograd(const Tensor& logits, const Te
                                                lse_square_scale, softcap, reduction);
     return {loss, z};
   }
+  const bool fuse = reduction != "none";
   auto out = CrossEntropyForward::apply(logits, target, weight, ignore_index, label_smoothing, lse_square_scale,
-                                        softcap, std::string(reduction));
+                                        softcap, std::string(reduction), fuse);
   return {out[0], out[1]};
 }
 
@@ -490,7 +681,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> fwd_autograd(const Tensor& logits, co
                                                         double label_smoothing, double lse_square_scale,
                                                         optional<double> softcap, c10::string_view reduction) {
   auto out = CrossEntropyForward::apply(logits, target, weight, ignore_index, label_smoothing, lse_square_scale,
-                                        softcap, std::string(reduction));
+                                        softcap, std::string(reduction), false);
   return {out[0], out[1], out[2], out[3]};
 }
 
@@ -502,30 +693,83 @@ Tensor bwd_autograd(const Tensor& grad_loss, const Tensor& grad_z, const Tensor&
                                      label_smoothing, lse_square_scale, softcap, std::string(reduction))[0];
 }
 
+// The fused pieces compute a gradient; they have none themselves.
+void check_not_differentiated(const char* op, std::initializer_list<const Tensor*> inputs) {
+  if (!at::GradMode::is_enabled()) return;
+  for (const Tensor* t : inputs)
+    TORCH_CHECK(!(t->defined() && t->requires_grad()), "liger::", op,
+                " is not differentiable (it computes the logits' gradient): call liger::cross_entropy");
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_autograd(const Tensor& logits, const Tensor& target,
+                                                                     const optional<Tensor>& weight,
+                                                                     int64_t ignore_index, double label_smoothing,
+                                                                     double lse_square_scale, optional<double> softcap,
+                                                                     c10::string_view reduction) {
+  check_not_differentiated("cross_entropy_fwd_grad", {&logits, weight ? &*weight : &logits});
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return fwd_grad_op().call(logits, target, weight, ignore_index, label_smoothing, lse_square_scale, softcap,
+                            reduction);
+}
+
+void bwd_into_autograd(c10::DispatchKeySet ks, const Tensor& grad_logits, const Tensor& grad_loss,
+                       const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+                       const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
+                       double label_smoothing, double lse_square_scale, optional<double> softcap,
+                       c10::string_view reduction) {
+  check_not_differentiated("cross_entropy_bwd_into", {&grad_logits, &grad_loss, &grad_z, &logits});
+  bwd_into_op().redispatch(ks & c10::after_autograd_keyset, grad_logits, grad_loss, grad_z, logits, target, weight,
+                           lse, stats, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
+}
+
+// grad_logits is written in place: bump its version, as ATen's in-place ops do.
+void bwd_into_ad_inplace(c10::DispatchKeySet ks, const Tensor& grad_logits, const Tensor& grad_loss,
+                         const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+                         const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
+                         double label_smoothing, double lse_square_scale, optional<double> softcap,
+                         c10::string_view reduction) {
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    bwd_into_op().redispatch(ks & c10::after_ADInplaceOrView_keyset, grad_logits, grad_loss, grad_z, logits, target,
+                             weight, lse, stats, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
+  }
+  torch::autograd::impl::bump_version(grad_logits);
+}
+
 // ---- registrations
 
 TORCH_LIBRARY_IMPL(liger, CPU, m) {
   m.impl("cross_entropy", &cross_entropy_cpu);
   m.impl("cross_entropy_fwd", &fwd_cpu);
   m.impl("cross_entropy_bwd", &bwd_cpu);
+  m.impl("cross_entropy_fwd_grad", &fwd_grad_cpu);
+  m.impl("cross_entropy_bwd_into", &bwd_into_cpu);
 }
 
 TORCH_LIBRARY_IMPL(liger, Meta, m) {
   m.impl("cross_entropy", &cross_entropy_meta);
   m.impl("cross_entropy_fwd", &fwd_meta);
   m.impl("cross_entropy_bwd", &bwd_meta);
+  m.impl("cross_entropy_fwd_grad", &fwd_grad_meta);
+  m.impl("cross_entropy_bwd_into", &bwd_into_meta);
 }
 
 TORCH_LIBRARY_IMPL(liger, CUDA, m) {
   m.impl("cross_entropy", &cross_entropy_cuda);
   m.impl("cross_entropy_fwd", &fwd_cuda);
   m.impl("cross_entropy_bwd", &bwd_cuda);
+  m.impl("cross_entropy_fwd_grad", &fwd_grad_cuda);
+  m.impl("cross_entropy_bwd_into", &bwd_into_cuda);
 }
 
 TORCH_LIBRARY_IMPL(liger, Autograd, m) {
   m.impl("cross_entropy", &cross_entropy_autograd);
   m.impl("cross_entropy_fwd", &fwd_autograd);
   m.impl("cross_entropy_bwd", &bwd_autograd);
+  m.impl("cross_entropy_fwd_grad", &fwd_grad_autograd);
+  m.impl("cross_entropy_bwd_into", &bwd_into_autograd);
 }
+
+TORCH_LIBRARY_IMPL(liger, ADInplaceOrView, m) { m.impl("cross_entropy_bwd_into", &bwd_into_ad_inplace); }
 
 }  // namespace liger::cross_entropy
