@@ -22,7 +22,9 @@ import torch.nn.functional as F
 import harness
 
 SHAPES = ((8192, 4096, 128256), (4096, 4096, 128256), (8192, 4096, 152064))
-TARGET = ("8192x4096x128256", 36.0, 1.1e3 * 1e6 / 2**20)  # bf16 fwd+bwd ms, peak MB
+# bf16 fwd+bwd ms, peak MiB. "1.1 GB" read as GiB: the issue gives Liger-Kernel's peak as 1.1 GB, and it measures
+# 1129 MiB here (1.10 GiB, 1.18e9 bytes).
+TARGET = ("8192x4096x128256", 36.0, 1.1 * 1024)
 MODES = ("fwd", "full")
 # sanity check only: the loss in bf16 (logits rounded to bf16 by every implementation)
 TOL = {torch.bfloat16: 2**-6, torch.float16: 2**-9, torch.float32: 1e-4}
@@ -104,15 +106,20 @@ def rate_table(table, shapes, matmul) -> str:
     return "\n".join(lines)
 
 
-def target_line(table) -> str:
+def target_line(table, shapes, matmul) -> str:
+    """Issue 5: <= 36 ms, i.e. >= 90 % of the matmul rate (both judged: this run's three products give the rate),
+    and peak extra <= 1.1 GiB."""
     case, limit_ms, limit_mb = TARGET
     rows = {r.provider: r for r in table.rows if r.case == case and r.mode == "full"}
     mine = rows.get("liger_aot")
     if mine is None or mine.ms is None:
-        return f"Target {case} fwd+bwd ≤ {limit_ms} ms, peak ≤ {limit_mb:.0f} MB: not measured"
-    ok = mine.ms <= limit_ms and mine.peak_mb <= limit_mb
-    return (f"Target {case} fwd+bwd ≤ {limit_ms} ms and peak ≤ {limit_mb:.0f} MB (1.1 GB): "
-            f"liger_aot {mine.ms:.4g} ms, {mine.peak_mb:.0f} MB ({'met' if ok else 'MISSED'})")
+        return f"Target {case} fwd+bwd ≤ {limit_ms} ms, peak ≤ {limit_mb:.0f} MiB: not measured"
+    mm = dict(zip(("x".join(map(str, s)) for s in shapes), matmul)).get(case)
+    rate = "" if mm is None else (f", {100 * mm / mine.ms:.0f} % of the matmul rate (3 products alone {mm:.4g} ms; "
+                                  f"90 % is {mm / 0.9:.4g} ms: {'met' if mine.ms <= mm / 0.9 else 'MISSED'})")
+    return (f"Target {case} fwd+bwd ≤ {limit_ms} ms and peak ≤ {limit_mb:.0f} MiB (1.1 GiB): liger_aot "
+            f"{mine.ms:.4g} ms ({'met' if mine.ms <= limit_ms else 'MISSED'}){rate}, {mine.peak_mb:.0f} MiB "
+            f"({'met' if mine.peak_mb <= limit_mb else 'MISSED'})")
 
 
 def _load_liger_kernel():
@@ -150,7 +157,7 @@ def main() -> None:
         "Device time, median of CUDA events after an L2 flush; peak MB above the inputs (x, w, target).\n\n"
         + table.markdown(),
         "fwd+bwd against the bf16 matrix-product rate measured in this run:\n\n" + rate_table(table, shapes, matmul),
-        target_line(table),
+        target_line(table, shapes, matmul),
     ]
     harness.report(header, sections, notes, args.results)
 
