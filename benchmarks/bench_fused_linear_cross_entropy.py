@@ -13,6 +13,7 @@ backward per forward. GB/s counts reading x and w (fwd) and also writing their g
 (issue 5): bf16 8192 x 4096 x 128256 fwd+bwd <= 36 ms (>= 90 % of the matmul rate), peak extra <= 1.1 GB.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -56,11 +57,28 @@ def check(inputs: harness.Inputs, loss: torch.Tensor):
     return None
 
 
-def providers(liger_aot, liger_kernel) -> list:
+def _with_chunk(mb, fn):
+    """fn under LIGER_FLCE_CHUNK_MB=mb (the launcher reads it at every call)."""
+    def run(*args):
+        old = os.environ.get("LIGER_FLCE_CHUNK_MB")
+        os.environ["LIGER_FLCE_CHUNK_MB"] = str(mb)
+        try:
+            return fn(*args)
+        finally:
+            if old is None:
+                del os.environ["LIGER_FLCE_CHUNK_MB"]
+            else:
+                os.environ["LIGER_FLCE_CHUNK_MB"] = old
+    return run
+
+
+def providers(liger_aot, liger_kernel, chunk_mb=()) -> list:
     found = []
     if liger_aot is not None:
-        found.append(harness.Provider(
-            "liger_aot", lambda x, w, t: liger_aot.ops.fused_linear_cross_entropy(x, w, t)[0].float()))
+        fused = lambda x, w, t: liger_aot.ops.fused_linear_cross_entropy(x, w, t)[0].float()  # noqa: E731
+        found.append(harness.Provider("liger_aot", fused))
+        # the backward runs inside the forward call, so the chunk size set around the call applies to both
+        found += [harness.Provider(f"liger_aot, {mb} MiB chunks", _with_chunk(mb, fused)) for mb in chunk_mb]
     torch._functorch.config.donated_buffer = False
     compiled = torch.compile(torch_linear_cross_entropy, dynamic=False)
     found += [
@@ -122,6 +140,26 @@ def target_line(table, shapes, matmul) -> str:
             f"({'met' if mine.peak_mb <= limit_mb else 'MISSED'})")
 
 
+def profile(liger_aot, shape, dtype) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    inputs = make_case(*shape, dtype).make()
+    x, w, t = inputs.args
+
+    def step():
+        loss = liger_aot.ops.fused_linear_cross_entropy(x, w, t)[0]
+        loss.backward()
+    step()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    rows = [(e.device_time_total, e.count, e.key) for e in prof.key_averages() if e.device_time_total > 0]
+    total = sum(r[0] for r in rows)
+    print(f"profile {'x'.join(map(str, shape))}: GPU {total / 1e3:.2f} ms in kernels", flush=True)
+    for us, count, key in sorted(rows, reverse=True)[:12]:
+        print(f"  {us / 1e3:8.3f} ms  x{count:<4d} {key[:100]}", flush=True)
+
+
 def _load_liger_kernel():
     from liger_kernel.ops.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyFunction
     return argparse.Namespace(LigerFusedLinearCrossEntropyFunction=LigerFusedLinearCrossEntropyFunction)
@@ -131,6 +169,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=sorted(harness.DTYPES), default="bf16")
     parser.add_argument("--quick", action="store_true", help="8192 x 4096 x 128256 only (< 1 min)")
+    parser.add_argument("--chunk-mb", default="", help="comma-separated chunk sizes (MiB) to run liger_aot with "
+                        "as well (LIGER_FLCE_CHUNK_MB), e.g. 32,64,96")
+    parser.add_argument("--profile", action="store_true", help="one liger_aot fwd+bwd of the first shape under "
+                        "torch.profiler: the top kernels by GPU time")
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",
                         help="append the markdown to PATH (no PATH: benchmarks/results/<gpu>.md)")
     args = parser.parse_args()
@@ -151,7 +193,10 @@ def main() -> None:
     for s, mm in zip(shapes, matmul):
         print(f"3 matmuls of {s}: {mm:.3f} ms, {3 * 2 * s[0] * s[1] * s[2] / mm / 1e9:.0f} TFLOP/s", flush=True)
     cases = [make_case(*s, dtype) for s in shapes]
-    table = harness.run(cases, providers(liger_aot, liger_kernel), MODES, ceiling, notes, check=check,
+    chunk_mb = [int(v) for v in args.chunk_mb.split(",") if v]
+    if args.profile and liger_aot is not None:
+        profile(liger_aot, shapes[0], dtype)
+    table = harness.run(cases, providers(liger_aot, liger_kernel, chunk_mb), MODES, ceiling, notes, check=check,
                         warmup=100, rep=500)
     sections = [
         "Device time, median of CUDA events after an L2 flush; peak MB above the inputs (x, w, target).\n\n"

@@ -10,7 +10,10 @@ import triton.language as tl
 
 @triton.jit
 def block_start(BLOCK: tl.constexpr, INT64: tl.constexpr):
-    """First element of this program's block: 64-bit when the last block's end may pass INT32_MAX."""
+    """First element of this program's block: 64-bit when the last block's end may pass INT32_MAX.
+
+    Kernels add it to their pointers and index the block with 32-bit offsets (masked against n - start): 64-bit
+    offsets per element took 153 registers instead of 80 in swiglu's backward (ptxas, sm_90a)."""
     pid = tl.program_id(0)
     if INT64:
         start = pid.to(tl.int64) * BLOCK

@@ -74,21 +74,23 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX: tl.constexpr, MASKED: tl.conste
 @triton.jit
 def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
     start = block_start(BLOCK, INT64)
-    offs = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:
-        _fwd_tile(G, U, Y, offs, n, APPROX, False)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _fwd_tile(G + start, U + start, Y + start, offs, rem, APPROX, False)
     else:
-        _fwd_tile(G, U, Y, offs, n, APPROX, True)
+        _fwd_tile(G + start, U + start, Y + start, offs, rem, APPROX, True)
 
 
 @triton.jit
 def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
     start = block_start(BLOCK, INT64)
-    offs = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:
-        _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX, False)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _bwd_tile(DY + start, G + start, U + start, DG + start, DU + start, offs, rem, APPROX, False)
     else:
-        _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX, True)
+        _bwd_tile(DY + start, G + start, U + start, DG + start, DU + start, offs, rem, APPROX, True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -33,21 +33,23 @@ def _bwd_tile(DY, X, DX, offs, n, MASKED: tl.constexpr):
 @triton.jit
 def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
     start = block_start(BLOCK, INT64)
-    offs = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:
-        _fwd_tile(X, Y, offs, n, False)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _fwd_tile(X + start, Y + start, offs, rem, False)
     else:
-        _fwd_tile(X, Y, offs, n, True)
+        _fwd_tile(X + start, Y + start, offs, rem, True)
 
 
 @triton.jit
 def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
     start = block_start(BLOCK, INT64)
-    offs = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:
-        _bwd_tile(DY, X, DX, offs, n, False)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _bwd_tile(DY + start, X + start, DX + start, offs, rem, False)
     else:
-        _bwd_tile(DY, X, DX, offs, n, True)
+        _bwd_tile(DY + start, X + start, DX + start, offs, rem, True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ in one pass: dup = dy * silu(gate), dgate = dy * up * s * (1 + gate * (1 - s)) w
 The launcher makes its inputs contiguous; the kernels see flat arrays of n elements. Each program owns
 BLOCK consecutive elements: every program but the last loads and stores without a mask, so with
 16-byte aligned pointers (the `aligned` variants) Triton emits 16-byte vector accesses; only the last
-program takes the masked path. INT64 variants compute offsets in 64 bits (n > 2^31 - MAX_BLOCK).
+program takes the masked path. INT64 variants form the block start in 64 bits (n > 2^31 - MAX_BLOCK).
 """
 import triton
 import triton.language as tl
@@ -44,21 +44,23 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, MASKED: tl.constexpr):
 @triton.jit
 def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
     start = block_start(BLOCK, INT64)
-    offs = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:
-        _fwd_tile(G, U, Y, offs, n, False)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _fwd_tile(G + start, U + start, Y + start, offs, rem, False)
     else:
-        _fwd_tile(G, U, Y, offs, n, True)
+        _fwd_tile(G + start, U + start, Y + start, offs, rem, True)
 
 
 @triton.jit
 def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
     start = block_start(BLOCK, INT64)
-    offs = start + tl.arange(0, BLOCK)
-    if start + BLOCK <= n:
-        _bwd_tile(DY, G, U, DG, DU, offs, n, False)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _bwd_tile(DY + start, G + start, U + start, DG + start, DU + start, offs, rem, False)
     else:
-        _bwd_tile(DY, G, U, DG, DU, offs, n, True)
+        _bwd_tile(DY + start, G + start, U + start, DG + start, DU + start, offs, rem, True)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // logits with their gradient, and cuBLAS turns that into the chunk's d input and adds its share of d weight.
 // The gradients are computed in the forward (for grad_output 1) and scaled by grad_output in the backward, so the
 // reductions with gradients are "mean" and "sum"; "none" is forward-only. z_loss is reported, not differentiable.
+#include <cstdlib>
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
@@ -124,10 +125,21 @@ Result fwd_meta(const Tensor& input, const Tensor& weight, const Tensor& target,
 // Tokens per chunk: the chunk's logits stay within 128 MiB. Each chunk reads and writes all of grad_weight in its
 // addmm (0.5 GB each way at 128256 x 4096 bf16), so chunks much smaller than ~512 tokens make that product
 // memory-bound; 512 x 128256 bf16 logits are 125 MiB, a peak of about grad_weight + 0.13 GB.
+// LIGER_FLCE_CHUNK_MB (read at every call, 1 to 4096) trades that peak for speed.
 constexpr int64_t kChunkBytes = int64_t(1) << 27;
 
+int64_t chunk_bytes() {
+  const char* env = std::getenv("LIGER_FLCE_CHUNK_MB");
+  if (env == nullptr || *env == '\0') return kChunkBytes;
+  char* end = nullptr;
+  const long long mb = std::strtoll(env, &end, 10);
+  TORCH_CHECK(end != env && *end == '\0' && mb >= 1 && mb <= 4096, kOp,
+              ": LIGER_FLCE_CHUNK_MB must be a whole number of MiB from 1 to 4096, got '", env, "'");
+  return int64_t(mb) << 20;
+}
+
 int64_t chunk_rows(int64_t rows, int64_t vocab, int64_t elem) {
-  int64_t c = std::max<int64_t>(1, kChunkBytes / (vocab * elem));
+  int64_t c = std::max<int64_t>(1, chunk_bytes() / (vocab * elem));
   if (c >= 128) c -= c % 128;  // whole cuBLAS tiles
   return std::min(c, std::max<int64_t>(rows, 1));
 }
