@@ -590,9 +590,9 @@ def test_wheel_in_fresh_venv_without_triton(tmp_path):
     wanted = ["torch", "pytest", "numpy"] + (["transformers"] if importlib.util.find_spec("transformers") else [])
     _link_packages(_distribution_closure(wanted), tmp_path / "linked")
     (site / "linked_packages.pth").write_text(str(tmp_path / "linked") + "\n")
-    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], timeout=600)
-
+    # nothing of this checkout on the path (a source tree's python/*.egg-info would pass for an installed liger-aot)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", CHILD_ENV)}
+    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], timeout=600, env=env, cwd=tmp_path)
     probe = _run([python, "-c", "import importlib.util, json, liger_aot; print(json.dumps({'file': liger_aot.__file__, "
                   "'triton': importlib.util.find_spec('triton') is not None, 'info': liger_aot.build_info()}))"],
                  timeout=300, env=env, cwd=tmp_path)
