@@ -21,7 +21,9 @@ def graphed_decode(model: TinyLlama, cache, batch: int = 1):
     The logits tensor it returns is the graph's output buffer: the next replay overwrites it."""
     device = model.lm_head.weight.device
     token = torch.zeros(batch, 1, dtype=torch.long, device=device)
-    position = torch.zeros(1, dtype=torch.long, device=device)
+    # The warm-up below really runs and writes its k/v at this position: the cache's last slot, which a step
+    # reaching it overwrites before attending to it (slots after a step's position are masked out).
+    position = torch.full((1,), model.config.max_seq_len - 1, dtype=torch.long, device=device)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side), torch.no_grad():  # warm-up off the capture (loads the kernels)
