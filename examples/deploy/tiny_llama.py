@@ -151,7 +151,33 @@ class LigerKernelMLP(TorchMLP):
         return self.down_proj(LigerSiLUMulFunction.apply(self.gate_proj(x), self.up_proj(x)))
 
 
-# ---- attention
+# ---- attention over q [B, S, Hq, D], k/v [B, S or max_seq_len, Hk, D] (GQA: Hq a multiple of Hk)
+
+
+class SDPAttention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                              is_causal=True, enable_gqa=True).transpose(1, 2)
+
+    @torch.jit.unused
+    def decode(self, q, k_cache, v_cache, seen):
+        """q [B, 1, Hq, D] against the whole cache; seen: bool [1, max_seq_len], the positions it may attend to."""
+        return F.scaled_dot_product_attention(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2),
+                                              attn_mask=seen, enable_gqa=True).transpose(1, 2)
+
+
+class LigerFlashAttention(nn.Module):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return liger_aot.ops.flash_attn(q, k, v, True)
+
+    @torch.jit.unused
+    def decode(self, q, k_cache, v_cache, seen):
+        """Batch 1: the cache's rows 0..position as one packed sequence; seen: (cu_seqlens_q, cu_seqlens_k)."""
+        cu_q, cu_k = seen
+        hk, d = k_cache.shape[-2], k_cache.shape[-1]
+        o = liger_aot.ops.flash_attn_varlen(q.view(1, -1, d), k_cache.view(-1, hk, d), v_cache.view(-1, hk, d), cu_q,
+                                            cu_k, 1, k_cache.shape[1], False)
+        return o.unsqueeze(0)
 
 
 class Attention(nn.Module):
@@ -166,7 +192,7 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, config.num_kv_heads * d, bias=False)
         self.o_proj = nn.Linear(config.num_heads * d, h, bias=False)
         self.rope = rope
-        self.flash = attention == "liger_flash"
+        self.attend = LigerFlashAttention() if attention == "liger_flash" else SDPAttention()
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor,
              sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -177,24 +203,16 @@ class Attention(nn.Module):
         q, k = self.rope(q, k, cos, sin)
         return q, k, v
 
-    def _causal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self.flash:
-            o = liger_aot.ops.flash_attn(q, k, v, True)
-        else:
-            o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                               is_causal=True, enable_gqa=True).transpose(1, 2)
-        return self.o_proj(o.reshape(q.shape[0], q.shape[1], -1))
-
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         q, k, v = self._qkv(x, cos, sin)
-        return self._causal(q, k, v)
+        return self.o_proj(self.attend(q, k, v).flatten(2))
 
     @torch.jit.unused
     def prefill(self, x, cos, sin, k_cache, v_cache):
         q, k, v = self._qkv(x, cos, sin)
         k_cache[:, :x.shape[1]].copy_(k)
         v_cache[:, :x.shape[1]].copy_(v)
-        return self._causal(q, k, v)
+        return self.o_proj(self.attend(q, k, v).flatten(2))
 
     @torch.jit.unused
     def decode(self, x, cos, sin, k_cache, v_cache, position, seen):
@@ -202,16 +220,7 @@ class Attention(nn.Module):
         q, k, v = self._qkv(x, cos, sin)
         k_cache.index_copy_(1, position, k)
         v_cache.index_copy_(1, position, v)
-        b = x.shape[0]
-        if self.flash:
-            cu_q, cu_k = seen
-            o = liger_aot.ops.flash_attn_varlen(q.view(b, self.num_heads, self.head_dim), k_cache.view(
-                -1, self.num_kv_heads, self.head_dim), v_cache.view(-1, self.num_kv_heads, self.head_dim), cu_q, cu_k,
-                1, k_cache.shape[1], False)
-        else:
-            o = F.scaled_dot_product_attention(q.transpose(1, 2), k_cache.transpose(1, 2), v_cache.transpose(1, 2),
-                                               attn_mask=seen, enable_gqa=True).transpose(1, 2)
-        return self.o_proj(o.reshape(b, 1, -1))
+        return self.o_proj(self.attend.decode(q, k_cache, v_cache, seen).flatten(2))
 
 
 class DecoderLayer(nn.Module):
