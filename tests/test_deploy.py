@@ -23,7 +23,8 @@ code and the exported or scripted graphs all round differently from eager in the
 cover outputs where eager's own error happens to be tiny.
 
 C++: examples/cpp is built on its own (CMake, Ninja) against libtorch and the loaded liger_aot's own library
-(liger_aot/_C*.so), so no kernel is compiled; the build directory persists under build/examples_deploy/.
+(liger_aot/_C*.so), so no kernel is compiled; the build directory persists under build/examples_deploy/ (or is
+$LIGER_DEPLOY_CPP_BUILD).
 """
 import hashlib
 import importlib.metadata
@@ -34,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
@@ -289,7 +291,7 @@ def cpp_programs():
     from liger_aot._library import library_path
     library = library_path()
     key = hashlib.sha1(f"{library}|{torch.utils.cmake_prefix_path}|{sys.executable}".encode()).hexdigest()[:12]
-    build = ROOT / "build" / "examples_deploy" / key
+    build = Path(os.environ.get("LIGER_DEPLOY_CPP_BUILD") or ROOT / "build" / "examples_deploy" / key)
     _run([cmake, "-S", CPP, "-B", build, "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
           f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", f"-DLIGER_AOT_LIBRARY={library}"], timeout=600)
     names = ["liger_llama_torchscript", "liger_llama_aoti"]
@@ -332,36 +334,43 @@ def test_cpp_runs_aoti_package(cpp_programs, cpu_package, tmp_path, cpu_models):
 
 
 @in_child
-def test_hf_llama_patched_export_and_compile():
+@pytest.mark.parametrize("device,flash", [("cpu", False), ("cpu", True), pytest.param("cuda", True, marks=gpu)])
+def test_hf_llama_patched_export_and_compile(device, flash):
+    # LlamaForCausalLM patched in place by apply_liger_kernel_to_llama (RMSNorm, RoPE, SwiGLU; flash_attention=True:
+    # attention "liger_flash"), then torch.export with dynamic batch and sequence length, and
+    # torch.compile(fullgraph=True) with the aot_eager backend (Dynamo and AOTAutograd, no Inductor: no Triton).
     transformers = pytest.importorskip("transformers")
     import liger_aot.transformers as lt
     from liger_aot.transformers import monkey_patch
 
-    config = transformers.LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    config = transformers.LlamaConfig(vocab_size=128, hidden_size=256, intermediate_size=256, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                      tie_word_embeddings=False)
+                                      tie_word_embeddings=False)  # head_dim 64: one the CUDA flash kernels take
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
+    model = transformers.LlamaForCausalLM(config)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.normal_(1.0, 0.3)
-    ref = transformers.LlamaForCausalLM(config).double().eval()
+    ref = transformers.LlamaForCausalLM(config)
     ref.load_state_dict(model.state_dict())
-    models = Models()  # for the precision only
-    shapes = ((1, 1), (2, 12), (3, 30))
+    ref = ref.to(device, torch.float64).eval()
+    model = model.to(device, dtype).eval()
+    models = types.SimpleNamespace(dtype=dtype)  # what check() reads
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randint(0, 128, s, generator=g) for s in shapes]
-    with torch.no_grad():
+    inputs = [torch.randint(0, 128, s, generator=g).to(device) for s in ((1, 1), (2, 12), (3, 30))]
+    with torch.no_grad():  # before patching: RoPE is patched module-wide, also for `ref`
         expected = [(ref(ids, use_cache=False).logits, model(ids, use_cache=False).logits) for ids in inputs]
     try:
-        lt.apply_liger_kernel_to_llama(model=model)
+        lt.apply_liger_kernel_to_llama(model=model, flash_attention=flash)
         batch = torch.export.Dim("batch", min=1, max=16)
         seq = torch.export.Dim("seq", min=1, max=64)
         with torch.no_grad():
             ep = torch.export.export(model, (inputs[1],), {"use_cache": False},
-                                     dynamic_shapes=({0: batch, 1: seq}, None))
-        assert {"rms_norm", "rope", "swiglu"} <= set(tl.liger_ops_in(str(ep.graph))), str(ep.graph)
+                                     dynamic_shapes={"input_ids": {0: batch, 1: seq}, "use_cache": None})
+        wanted = {"rms_norm", "rope", "swiglu"} | ({"flash_attn"} if flash else set())
+        assert wanted <= set(tl.liger_ops_in(str(ep.graph))), str(ep.graph)
         torch._dynamo.reset()
         compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
         with torch.no_grad():
@@ -609,6 +618,7 @@ def test_wheel_in_fresh_venv_without_triton(tmp_path):
     print("wheel build_info:", json.dumps({k: info[k] for k in ("version", "archs", "triton_version")}))
 
     env[CHILD_ENV] = "1"
+    env["LIGER_DEPLOY_CPP_BUILD"] = str(tmp_path / "cpp_build")  # not kept: it links this venv's paths
     proc = subprocess.run([python, *child_command()], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stdout[-12000:]
