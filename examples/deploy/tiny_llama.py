@@ -331,6 +331,7 @@ class TinyLlama(nn.Module):
                                                                                   position, seen))
 
     def _layers(self, input_ids, attend) -> torch.Tensor:
+        # forward's loop with the attention call passed in (forward keeps its own copy: TorchScript takes no callables)
         h = self.embed_tokens(input_ids)
         residual = None
         for i, layer in enumerate(self.layers):
