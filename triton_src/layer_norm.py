@@ -354,6 +354,10 @@ def _rows_per_program(block_n):
 # keep 32 elements per thread (not measured).
 _FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16}
 _BWD_WARPS = {1024: 4, 2048: 4, 4096: 4, 8192: 16}
+# Backward tiles chosen by a sweep rather than the rules above, block_n -> (rows per step, warps, rows ahead):
+# H200, 8192 x 4096 bf16, kernel alone (scripts/tune_layer_norm.py bwd): 4 rows x 8 warps, one step ahead, one
+# program per SM 68.4 us; the rule's 1 row x 4 warps, 2 per SM was not among the six best (>= 73 us).
+_BWD_TILE = {4096: (4, 8, 1)}
 
 
 def _prefetch(tile_elems):
@@ -394,11 +398,12 @@ def _specs():
                 num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
         for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
+            block_m, warps, prefetch = _BWD_TILE.get(block_n, (block_m, _warps(_BWD_WARPS, block_m * block_n),
+                                                               _prefetch(block_m * block_n)))
             bwd.variants.append(Variant(
                 key={**base, "block_n": block_n}, signature=_bwd_sig(xd, pd),
-                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd),
-                            "PREFETCH": _prefetch(block_m * block_n)},
-                num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
+                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd), "PREFETCH": prefetch},
+                num_warps=warps, aligned=True))
         for aligned in (False, True):
             align = _align(xd) if aligned else 1
             fwd_loop.variants.append(Variant(
