@@ -120,6 +120,24 @@ def make_steps(model, mode: str, context: int):
     return step, logits
 
 
+def host_profile(model, context: int, steps: int = 20, top: int = 18) -> str:
+    """The ops of one eager decode step by host (CPU) time, self and total, per step: what to cut to reach the
+    issue's host figures."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step, _ = make_steps(model, "eager", context)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+            torch.cuda.synchronize()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    lines = [f"    {'op':<44} {'calls/step':>10} {'self µs/step':>13} {'total µs/step':>14}"]
+    for e in rows:
+        lines.append(f"    {e.key[:44]:<44} {e.count / steps:10.1f} {e.self_cpu_time_total / steps:13.1f} "
+                     f"{e.cpu_time_total / steps:14.1f}")
+    return "\n".join(lines)
+
+
 def _load_liger_kernel():
     # what tiny_llama's "liger_kernel" backend imports
     from liger_kernel.ops import rms_norm, rope, swiglu
@@ -135,6 +153,8 @@ def main() -> None:
     parser.add_argument("--attention", choices=("liger_flash", "sdpa"), default="liger_flash",
                         help="liger_aot's decode attention (the others use SDPA)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile(mode='reduce-overhead') rows")
+    parser.add_argument("--profile", action="store_true",
+                        help="also list where each provider's eager step spends host time (torch.profiler, CPU side)")
     parser.add_argument("--results", nargs="?", const=True, default=None,
                         help="append the table to benchmarks/results/<gpu>.md (or to the path given)")
     args = parser.parse_args()
@@ -185,6 +205,8 @@ def main() -> None:
                 step = None
                 torch.cuda.empty_cache()
             rows.append((name, mode, host, device, wall))
+            if args.profile and mode == "eager":
+                print(host_profile(model, args.context), flush=True)
             print(f"  {label:<44} host {host:8.1f} µs   GPU {device:8.1f} µs   step {wall:8.1f} µs", flush=True)
 
     by = {(n, m): (h, g, w) for n, m, h, g, w in rows}
