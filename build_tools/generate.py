@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import hashlib
 import importlib
 import json
@@ -118,6 +119,7 @@ _OPS = {}
 
 
 def _compile_job(job):
+    t0 = time.time()
     op, k_idx, v_idx, arch, cache_file = job
     import triton
     from triton.backends.compiler import GPUTarget
@@ -155,7 +157,7 @@ def _compile_job(job):
     tmp.write_bytes(cubin)
     tmp.replace(cache_file)
     cache_file.with_suffix(".json").write_text(json.dumps(meta, sort_keys=True))
-    return job
+    return job, time.time() - t0
 
 
 def _progress(done: int, total: int, start: float, label: str):
@@ -448,8 +450,14 @@ def main(argv=None) -> None:
     if todo:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(max(1, args.jobs)) as pool:
-            for n, job in enumerate(pool.imap_unordered(_compile_job, todo, chunksize=1), 1):
-                _progress(n, len(todo), start, f"{job[0]}.{_OPS[job[0]].KERNELS[job[1]].name} {arch_name(job[3])}")
+            seconds = collections.Counter()
+            for n, (job, took) in enumerate(pool.imap_unordered(_compile_job, todo, chunksize=1), 1):
+                kernel = f"{job[0]}.{_OPS[job[0]].KERNELS[job[1]].name}"
+                seconds[kernel] += took
+                _progress(n, len(todo), start, f"{kernel} {arch_name(job[3])}")
+        # where the build time goes (CPU seconds per kernel, over its variants and archs)
+        print("[liger_aot] compile seconds by kernel: " + ", ".join(f"{k} {s:.0f}" for k, s in seconds.most_common(8))
+              + f"; total {sum(seconds.values()):.0f}", flush=True)
 
     info = {"archs": [arch_name(a) for a in archs], "kernels": {}, "triton_version": triton.__version__,
             "ptxas_version": {arch_name(a): ptxas_version(a) for a in archs}, "ops": ops, "arch_specific": {}}

@@ -16,6 +16,9 @@ if has build; then
   fi
 fi
 if has test; then
+  # AOTInductor and the deploy tests' CMake programs compile with $CXX: on this box, through the wrapper that
+  # links the shared libstdc++ (the box's g++ links it statically; a loaded AOTInductor model then segfaults).
+  export LIGER_REAL_CXX="${CXX:-g++}" CXX="$PWD/scripts/cxx_shared_libstdcxx.sh"
   # TESTS="tests/test_a.py tests/test_b.py" narrows the GPU run (default: every test file)
   # The packaging tests' CPU cases too: they catch toolchain problems of this box (error paths, libstdc++).
   python3 -m pytest tests/test_packaging.py -q -p no:cacheprovider 2>&1 | tail -1 | tee -a "$OUT/gpu_tests.log"
