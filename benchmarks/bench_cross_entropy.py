@@ -122,7 +122,7 @@ def main() -> None:
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
         target_line(table),
     ]
-    harness.report(header, sections, notes, args.results)
+    harness.report(header, sections + [table.verdicts()], notes, args.results)
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def main() -> None:
         + table.markdown(),
         "fwd+bwd, TFLOP/s over the four matmuls (8·BT·H·V):\n\n" + tflops_table(table, shapes),
     ]
-    harness.report(header, sections, notes, args.results)
+    harness.report(header, sections + [table.verdicts()], notes, args.results)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def main() -> None:
         "fwd at a glance (target: liger_aot >= 85 % of copy):\n\n" + table.pivot("fwd"),
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
     ]
-    harness.report(header, sections, notes, args.results)
+    harness.report(header, sections + [table.verdicts()], notes, args.results)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,7 @@ def main() -> None:
         "fwd at a glance (target: ≥ 85 % of the copy ceiling at the large shape):\n\n" + table.pivot("fwd"),
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
     ]
-    harness.report(header, sections, notes, args.results)
+    harness.report(header, sections + [table.verdicts()], notes, args.results)
 
 
 if __name__ == "__main__":

@@ -231,7 +231,7 @@ def main() -> None:
         "First call after import (fresh interpreter, CUDA already initialised):\n\n"
         + first_calls(liger_aot, liger_kernel, dtype, notes),
     ]
-    harness.report(header, sections, notes, args.results)
+    harness.report(header, sections + [table.verdicts()], notes, args.results)
 
 
 if __name__ == "__main__":

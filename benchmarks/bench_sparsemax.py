@@ -125,7 +125,7 @@ def main() -> None:
         "fwd+bwd at a glance:\n\n" + table.pivot("full"),
         "Host time per call (2000 calls in a loop, median of 5):\n\n" + launch_bound(liger_aot, liger_kernel, dtype, notes),
     ]
-    harness.report(header, sections, notes, args.results)
+    harness.report(header, sections + [table.verdicts()], notes, args.results)
 
 
 if __name__ == "__main__":

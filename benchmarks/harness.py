@@ -231,6 +231,21 @@ class Table:
         return "\n".join(lines)
 
 
+    def verdicts(self, copy_target: float = 85.0, ours: str = "liger_aot",
+                 modes: Sequence[str] = ("fwd", "full")) -> str:
+        """The issues' per-op checks, one line each: ``ours``' forward at the case that moves the most bytes against
+        ``copy_target`` % of the copy bandwidth, then :meth:`fastest` for each of ``modes``."""
+        lines = []
+        fwd = [r for r in self.rows if r.provider == ours and r.mode == "fwd" and r.ms is not None and r.gbps
+               and r.pct is not None]
+        if fwd:
+            large = max(fwd, key=lambda r: r.gbps * r.ms)  # bytes moved
+            ok = large.pct >= copy_target
+            lines.append(f"{ours} fwd at the largest case {large.case}: {large.pct:.0f} % of copy "
+                         f"(target >= {copy_target:.0f} %: {'met' if ok else 'MISSED'})")
+        lines += [self.fastest(m, ours) for m in modes]
+        return "Targets:\n\n" + "\n".join(f"- {line}" for line in lines)
+
     def fastest(self, mode: str, ours: str = "liger_aot") -> str:
         """One line: at how many cases ``ours`` beats the best other provider in ``mode``, and where it does not."""
         ms = {}
