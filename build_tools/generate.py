@@ -235,7 +235,7 @@ def generate_op(op, module, archs, compiled, out: Path, arch_specific: dict) -> 
     write_if_changed(blob_path, bytes(blob))
     blob_sha = hashlib.sha256(blob).hexdigest()
 
-    h = [GENERATED_HEADER.format(op=op), "#pragma once\n", '#include "runtime/kernel.h"\n\n',
+    h = [GENERATED_HEADER.format(op=op), "#pragma once\n", '#include "runtime/kernel_image.h"\n\n',
          f"namespace {ns} {{\n\n"]
     for name, value in sorted(getattr(module, "CPP_CONSTANTS", {}).items()):
         h.append(f"constexpr int64_t {name} = {int(value)};\n")
