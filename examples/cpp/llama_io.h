@@ -1,10 +1,12 @@
-// What liger_llama_torchscript and liger_llama_aoti share: reading a tensor saved by Python's torch.save, and
-// printing logits in the format tests/test_deploy.py parses.
+// What liger_llama_torchscript and liger_llama_aoti share: their command line, the check that the liger::
+// operators are registered, reading a tensor saved by Python's torch.save, and printing logits in the format
+// tests/test_deploy.py parses.
 #pragma once
 
 #include <torch/script.h>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <stdexcept>
@@ -12,6 +14,37 @@
 #include <vector>
 
 namespace liger_example {
+
+struct Args {
+  std::string model, ids, device = "cpu";
+};
+
+// "<program> <model> <ids.pt> [--device cpu|cuda]"; false (usage printed) otherwise.
+inline bool parse_args(int argc, char** argv, const char* model_file, Args& args) {
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
+      args.device = argv[++i];
+    } else {
+      positional.emplace_back(argv[i]);
+    }
+  }
+  if (positional.size() != 2) {
+    std::fprintf(stderr, "usage: %s <%s> <ids.pt> [--device cpu|cuda]\n", argv[0], model_file);
+    return false;
+  }
+  args.model = positional[0];
+  args.ids = positional[1];
+  return true;
+}
+
+// The operators register when libliger_aot loads; a program linked without --no-as-needed drops the library.
+inline bool operators_registered(const char* program) {
+  if (c10::Dispatcher::singleton().findSchema({"liger::rms_norm", ""}).has_value()) return true;
+  std::fprintf(stderr, "%s: the liger:: operators are not registered: libliger_aot was not loaded (link it with "
+                       "-Wl,--no-as-needed, CMake target liger_aot::ops, or dlopen it)\n", program);
+  return false;
+}
 
 // A tensor saved from Python with torch.save(tensor, path).
 inline torch::Tensor load_tensor(const std::string& path) {

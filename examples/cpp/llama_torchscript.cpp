@@ -18,34 +18,18 @@
 #include "llama_io.h"
 
 #include <cstdio>
-#include <cstring>
 #include <string>
 #include <vector>
 
 int main(int argc, char** argv) {
-  std::vector<std::string> positional;
-  std::string device_name = "cpu";
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--device") == 0 && i + 1 < argc) {
-      device_name = argv[++i];
-    } else {
-      positional.emplace_back(argv[i]);
-    }
-  }
-  if (positional.size() != 2) {
-    std::fprintf(stderr, "usage: %s <model.pt> <ids.pt> [--device cpu|cuda]\n", argv[0]);
-    return 2;
-  }
-  if (!c10::Dispatcher::singleton().findSchema({"liger::rms_norm", ""}).has_value()) {
-    std::fprintf(stderr, "liger_llama_torchscript: the liger:: operators are not registered: libliger_aot was not "
-                         "loaded (link it with -Wl,--no-as-needed, CMake target liger_aot::ops, or dlopen it)\n");
-    return 1;
-  }
+  liger_example::Args args;
+  if (!liger_example::parse_args(argc, argv, "model.pt", args)) return 2;
+  if (!liger_example::operators_registered("liger_llama_torchscript")) return 1;
   try {
-    const torch::Device device(device_name);
-    torch::jit::Module model = torch::jit::load(positional[0], device);
+    const torch::Device device(args.device);
+    torch::jit::Module model = torch::jit::load(args.model, device);
     model.eval();
-    torch::Tensor ids = liger_example::load_tensor(positional[1]).to(device);
+    torch::Tensor ids = liger_example::load_tensor(args.ids).to(device);
     std::printf("liger_llama_torchscript: libtorch %s, device %s, ids %s\n", TORCH_VERSION, device.str().c_str(),
                 c10::str(ids.sizes()).c_str());
     torch::NoGradGuard no_grad;
