@@ -49,3 +49,15 @@ def run_memcheck(script_text, tmp_path, timeout=600):
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-5000:]
     assert "ERROR SUMMARY: 0 errors" in out and "sanitizer script ok" in out, out[-5000:]
+
+
+def run_checked(cmd, timeout, **kwargs):
+    """Runs ``cmd`` (items converted with str), stdout and stderr together; fails the test with the output's tail
+    when it exits non-zero, else returns the output."""
+    import subprocess
+
+    proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout, **kwargs)
+    if proc.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n{proc.stdout[-6000:]}")
+    return proc.stdout

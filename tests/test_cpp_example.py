@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import liger_aot
+from _shared import run_checked  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "cpp"
@@ -26,14 +27,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning"),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the CMake build targets Linux (GNU ld flags)"),
 ]
-
-
-def _run(cmd, timeout, **kwargs):
-    proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, **kwargs)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n{proc.stdout[-6000:]}")
-    return proc.stdout
 
 
 def _load_make_model():
@@ -57,11 +50,11 @@ def demo(tmp_path_factory):
     build = tmp_path_factory.mktemp("cmake_build")
     env = dict(os.environ)
     env.setdefault("LIGER_CUBIN_CACHE", str(ROOT / "build" / "cubin_cache"))
-    _run([cmake, "-S", ROOT, "-B", build, "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
+    run_checked([cmake, "-S", ROOT, "-B", build, "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
           f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", f"-DPython3_EXECUTABLE={sys.executable}",
           "-DLIGER_BUILD_EXAMPLES=ON", "-DLIGER_CUDA_ARCHS=9.0"], timeout=600, env=env)
     jobs = max(1, min(os.cpu_count() or 1, 8))
-    _run([cmake, "--build", build, "-j", str(jobs)], timeout=3600, env=env)
+    run_checked([cmake, "--build", build, "-j", str(jobs)], timeout=3600, env=env)
     binary = build / "examples" / "cpp" / "liger_rms_norm_demo"
     assert binary.is_file(), f"{binary} was not built"
     return binary
@@ -74,7 +67,7 @@ def model_files(tmp_path_factory):
     env = dict(os.environ)
     package_parent = str(Path(liger_aot.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [package_parent, env.get("PYTHONPATH", "")] if p)
-    _run([sys.executable, EXAMPLE / "make_model.py", "--model", out / "model.pt", "--input", out / "input.pt"],
+    run_checked([sys.executable, EXAMPLE / "make_model.py", "--model", out / "model.pt", "--input", out / "input.pt"],
          timeout=300, env=env)
     return out / "model.pt", out / "input.pt"
 
@@ -123,14 +116,14 @@ def check_same(cpp_text, model_path, x):
 
 def test_cpp_demo_matches_python_on_saved_input(demo, model_files):
     model_path, input_path = model_files
-    out = _run([demo, model_path, input_path], timeout=120)
+    out = run_checked([demo, model_path, input_path], timeout=120)
     assert "device cpu" in out.splitlines()[0]
     check_same(out, model_path, torch.load(str(input_path)))
 
 
 def test_cpp_demo_matches_python_on_builtin_input(demo, model_files):
     model_path, _ = model_files
-    out = _run([demo, model_path], timeout=120)
+    out = run_checked([demo, model_path], timeout=120)
     check_same(out, model_path, _load_make_model().demo_input())
 
 

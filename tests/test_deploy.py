@@ -55,6 +55,7 @@ CPP = ROOT / "examples" / "cpp"
 sys.path.insert(0, str(DEPLOY))
 
 import tiny_llama as tl  # noqa: E402
+from _shared import run_checked  # noqa: E402
 
 
 def _load_example(name):
@@ -187,14 +188,9 @@ def _dynamo_graph(model, *args):
     return str(explanation.graphs[0].graph)
 
 
-@in_child
-def test_compile_fullgraph_forward_and_training_step(cpu_models):
-    # Inductor on the CPU (C++ code, no Triton). One compiled function returns the logits and the loss; its
-    # backward is the compiled backward graph, calling the ops' C++ backward.
-    torch._dynamo.reset()
-    model = tl.same_weights(cpu_models.liger, "liger_aot").train()
-    ids, labels = _ids(2, 17)[:, :-1], _ids(2, 17)[:, 1:]
-    assert LIGER_OPS <= set(tl.liger_ops_in(_dynamo_graph(model, ids)))
+def _check_compiled_training_step(models, model, ids, labels, label):
+    """One torch.compile(fullgraph=True) step (logits and loss, then backward) of `model` checked against the
+    float64 reference and the unpatched model; returns the compiled function and the loss."""
 
     def step(model, ids, labels):
         logits = model(ids)
@@ -205,8 +201,20 @@ def test_compile_fullgraph_forward_and_training_step(cpu_models):
     loss, logits = compiled(model, ids, labels)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    check(logits, cpu_models, *cpu_models.logits(ids), "torch.compile logits")
-    check_training(cpu_models, ids, labels, loss, grads, "torch.compile training step")
+    check(logits, models, *models.logits(ids), f"{label} logits")
+    check_training(models, ids, labels, loss, grads, f"{label} training step")
+    return compiled, loss
+
+
+@in_child
+def test_compile_fullgraph_forward_and_training_step(cpu_models):
+    # Inductor on the CPU (C++ code, no Triton). One compiled function returns the logits and the loss; its
+    # backward is the compiled backward graph, calling the ops' C++ backward.
+    torch._dynamo.reset()
+    model = tl.same_weights(cpu_models.liger, "liger_aot").train()
+    ids, labels = _ids(2, 17)[:, :-1], _ids(2, 17)[:, 1:]
+    assert LIGER_OPS <= set(tl.liger_ops_in(_dynamo_graph(model, ids)))
+    compiled, loss = _check_compiled_training_step(cpu_models, model, ids, labels, "torch.compile")
     # the optimizer's step and a second training step reuse the compiled code
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     optimizer.step()
@@ -277,14 +285,6 @@ def test_torchscript_saved_loaded_and_trained(tmp_path, cpu_models):
 # ---- C++ programs (examples/cpp, built on their own against this liger_aot's library)
 
 
-def _run(cmd, timeout, **kwargs):
-    proc = subprocess.run([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout, **kwargs)
-    if proc.returncode != 0:
-        pytest.fail(f"{' '.join(map(str, cmd))} exited with {proc.returncode}:\n{proc.stdout[-6000:]}")
-    return proc.stdout
-
-
 @pytest.fixture(scope="module")
 def cpp_programs():
     """Builds examples/cpp standalone (the two Llama programs only); returns {name: path}."""
@@ -295,10 +295,10 @@ def cpp_programs():
     library = library_path()
     key = hashlib.sha1(f"{library}|{torch.utils.cmake_prefix_path}|{sys.executable}".encode()).hexdigest()[:12]
     build = Path(os.environ.get("LIGER_DEPLOY_CPP_BUILD") or ROOT / "build" / "examples_deploy" / key)
-    _run([cmake, "-S", CPP, "-B", build, "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
+    run_checked([cmake, "-S", CPP, "-B", build, "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}",
           f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}", f"-DLIGER_AOT_LIBRARY={library}"], timeout=600)
     names = ["liger_llama_torchscript", "liger_llama_aoti"]
-    _run([cmake, "--build", build, "-j", str(max(1, min(os.cpu_count() or 1, 8))), "--target", *names], timeout=1800)
+    run_checked([cmake, "--build", build, "-j", str(max(1, min(os.cpu_count() or 1, 8))), "--target", *names], timeout=1800)
     return {name: build / name for name in names}
 
 
@@ -320,7 +320,7 @@ def test_cpp_runs_scripted_model(cpp_programs, tmp_path, cpu_models):
     torch.jit.script(cpu_models.liger).save(str(tmp_path / "llama.pt"))
     ids = _ids(2, 16)
     torch.save(ids, tmp_path / "ids.pt")
-    out = _run([cpp_programs["liger_llama_torchscript"], tmp_path / "llama.pt", tmp_path / "ids.pt"], timeout=300)
+    out = run_checked([cpp_programs["liger_llama_torchscript"], tmp_path / "llama.pt", tmp_path / "ids.pt"], timeout=300)
     assert "device cpu" in out.splitlines()[0]
     check(parse_logits(out), cpu_models, *cpu_models.logits(ids), "C++ TorchScript")
 
@@ -329,7 +329,7 @@ def test_cpp_runs_scripted_model(cpp_programs, tmp_path, cpu_models):
 def test_cpp_runs_aoti_package(cpp_programs, cpu_package, tmp_path, cpu_models):
     ids = _ids(3, 9)
     torch.save(ids, tmp_path / "ids.pt")
-    out = _run([cpp_programs["liger_llama_aoti"], cpu_package, tmp_path / "ids.pt"], timeout=300)
+    out = run_checked([cpp_programs["liger_llama_aoti"], cpu_package, tmp_path / "ids.pt"], timeout=300)
     check(parse_logits(out), cpu_models, *cpu_models.logits(ids), "C++ AOTInductor")
 
 
@@ -453,7 +453,7 @@ def test_gpu_export_torchscript_and_cpp(cuda_models, cpp_programs, tmp_path):
             check(loaded(ids), m, ref, baseline, f"CUDA TorchScript {batch}x{seq}")
     ids = _ids(2, 16, "cuda")
     torch.save(ids.cpu(), tmp_path / "ids.pt")
-    out = _run([cpp_programs["liger_llama_torchscript"], tmp_path / "llama.pt", tmp_path / "ids.pt", "--device",
+    out = run_checked([cpp_programs["liger_llama_torchscript"], tmp_path / "llama.pt", tmp_path / "ids.pt", "--device",
                 "cuda"], timeout=300)
     assert "device cuda" in out.splitlines()[0]
     check(parse_logits(out), m, *m.logits(ids), "C++ TorchScript on CUDA")
@@ -467,18 +467,7 @@ def test_gpu_compile_fullgraph_forward_and_training_step(cuda_models):
     model = tl.same_weights(m.liger, "liger_aot").train()
     ids, labels = _ids(2, 33, "cuda")[:, :-1], _ids(2, 33, "cuda")[:, 1:]
     assert LIGER_OPS | {"flash_attn"} <= set(tl.liger_ops_in(_dynamo_graph(model, ids)))
-
-    def step(model, ids, labels):
-        logits = model(ids)
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten()), logits
-
-    compiled = torch.compile(step, fullgraph=True)
-    model.zero_grad(set_to_none=True)
-    loss, logits = compiled(model, ids, labels)
-    loss.backward()
-    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-    check(logits, m, *m.logits(ids), "CUDA torch.compile logits")
-    check_training(m, ids, labels, loss, grads, "CUDA torch.compile training step")
+    _check_compiled_training_step(m, model, ids, labels, "CUDA torch.compile")
 
 
 @gpu
@@ -511,7 +500,7 @@ def test_gpu_aoti_package_from_python_and_cpp(cuda_models, cpp_programs, tmp_pat
             check(runner(ids), m, *m.logits(ids), f"CUDA AOTInductor {batch}x{seq}")
     ids = _ids(2, 16, "cuda")
     torch.save(ids.cpu(), tmp_path / "ids.pt")
-    out = _run([cpp_programs["liger_llama_aoti"], path, tmp_path / "ids.pt", "--device", "cuda"], timeout=300)
+    out = run_checked([cpp_programs["liger_llama_aoti"], path, tmp_path / "ids.pt", "--device", "cuda"], timeout=300)
     check(parse_logits(out), m, *m.logits(ids), "C++ AOTInductor on CUDA")
 
 
@@ -596,16 +585,16 @@ def test_wheel_in_fresh_venv_without_triton(tmp_path):
     wheel = Path(os.environ["LIGER_WHEEL"]).resolve()
     assert wheel.is_file(), f"LIGER_WHEEL={wheel} is not a file"
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", venv], timeout=300)
+    run_checked([sys.executable, "-m", "venv", venv], timeout=300)
     python = venv / "bin" / "python"
-    site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60).strip())
+    site = Path(run_checked([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], timeout=60).strip())
     wanted = ["torch", "pytest", "numpy"] + (["transformers"] if importlib.util.find_spec("transformers") else [])
     _link_packages(_distribution_closure(wanted), tmp_path / "linked")
     (site / "linked_packages.pth").write_text(str(tmp_path / "linked") + "\n")
     # nothing of this checkout on the path (a source tree's python/*.egg-info would pass for an installed liger-aot)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", CHILD_ENV)}
-    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], timeout=600, env=env, cwd=tmp_path)
-    probe = _run([python, "-c", "import importlib.util, json, liger_aot; print(json.dumps({'file': liger_aot.__file__, "
+    run_checked([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], timeout=600, env=env, cwd=tmp_path)
+    probe = run_checked([python, "-c", "import importlib.util, json, liger_aot; print(json.dumps({'file': liger_aot.__file__, "
                   "'triton': importlib.util.find_spec('triton') is not None, 'info': liger_aot.build_info()}))"],
                  timeout=300, env=env, cwd=tmp_path)
     found = json.loads(probe.strip().splitlines()[-1])
