@@ -3,7 +3,11 @@
 y = gelu(gate) * up, elementwise over two tensors of one shape, with GELU's two forms (APPROX):
   tanh (0): gelu(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   (gelu_pytorch_tanh, Gemma)
   none (1): gelu(x) = 0.5 x (1 + erf(x / sqrt(2)))                         (exact)
-Computed in fp32 and rounded once. The backward recomputes gelu and its derivative from gate and
+Computed in fp32 and rounded once. The tanh form is evaluated as 0.5 (1 + tanh(z)) = sigmoid(2 z):
+  gelu = x sigmoid(2 z),  d gelu / dx = sigmoid(2 z) + 2 x sigmoid(2 z) (1 - sigmoid(2 z)) dz/dx,
+one exp and one reciprocal per element with no cancellation in either tail. (Built from tanh with its
+cancellation-free pieces and a series near 0 it took ~44 SASS instructions per element and held the bf16
+forward at 72 % of the copy rate: at HBM rate a 16-bit read-read-write leaves ~47 per element.) The backward recomputes gelu and its derivative from gate and
 writes dup = dy * gelu(gate), dgate = dy * up * gelu'(gate) in one pass.
 
 Same flat layout as swiglu.py: contiguous inputs, BLOCK elements per program, unmasked 16-byte
@@ -13,7 +17,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import block_start, load_f32, store, tanh_parts
+from triton_src._activations import block_start, load_f32, sigmoid_parts, store
 
 APPROX_TANH = 0
 APPROX_NONE = 1
@@ -24,7 +28,7 @@ CPP_CONSTANTS = {"MAX_BLOCK": 4096, "APPROX_TANH": APPROX_TANH, "APPROX_NONE": A
 _BLOCK = {"fp32": 2048, "bf16": 4096, "fp16": 4096}
 _ELEMS_PER_THREAD = 16
 
-SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)
+TWO_SQRT_2_OVER_PI = tl.constexpr(2 * 0.7978845608028654)
 SQRT_1_2 = tl.constexpr(0.7071067811865476)
 INV_SQRT_2PI = tl.constexpr(0.3989422804014327)
 
@@ -34,9 +38,9 @@ def _gelu_and_grad(x, APPROX: tl.constexpr):
     """gelu(x) and d gelu / dx, in fp32."""
     if APPROX == 0:
         x2 = x * x
-        _, one_plus_t, sech2 = tanh_parts(SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x2))
-        gelu = 0.5 * x * one_plus_t
-        grad = 0.5 * one_plus_t + 0.5 * x * sech2 * (SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x2))
+        s, s1ms = sigmoid_parts(TWO_SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x2))
+        gelu = x * s
+        grad = s + x * s1ms * (TWO_SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x2))
     else:
         cdf = 0.5 * (1.0 + tl.erf(x * SQRT_1_2))
         gelu = x * cdf
@@ -47,8 +51,8 @@ def _gelu_and_grad(x, APPROX: tl.constexpr):
 @triton.jit
 def _gelu(x, APPROX: tl.constexpr):
     if APPROX == 0:
-        _, one_plus_t, _ = tanh_parts(SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x))
-        gelu = 0.5 * x * one_plus_t
+        s, _ = sigmoid_parts(TWO_SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x))
+        gelu = x * s
     else:
         gelu = 0.5 * x * (1.0 + tl.erf(x * SQRT_1_2))
     return gelu
