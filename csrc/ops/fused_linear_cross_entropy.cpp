@@ -267,18 +267,28 @@ class FusedLinearCrossEntropyForward : public torch::autograd::Function<FusedLin
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
-    const Tensor& g = grads[0];
+    const Tensor& g = grads[0];  // 0-dim: reductions with gradients are "mean" and "sum"
     const bool keep = torch::autograd::get_current_graph_task_keep_graph();
+    // In place, same-dtype contiguous gradients go through one _foreach_mul_ with g as a device scalar: a
+    // vectorized kernel. t.mul_(g) broadcasts a 0-dim CUDA tensor, which TensorIterator cannot vectorize:
+    // 1.4 ms for the 1 GB grad_weight of 128256 x 4096 bf16 on an H200 (torch.profiler), ~3x its copy time.
+    std::vector<Tensor> batch;
     auto scaled = [&](const char* name, bool needed) {
       if (!needed) return Tensor();
       Tensor t = ctx->saved_data[name].toTensor();
-      return keep ? t * g : t.mul_(g);
+      if (keep) return t * g;
+      if (t.is_cuda() && g.is_cuda() && t.scalar_type() == g.scalar_type() && t.is_contiguous()) {
+        batch.push_back(t);
+        return t;
+      }
+      return t.mul_(g);
     };
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     // needs_input_grad counts the tensors given: input 0, weight 1, target 2, bias 3 when present.
     Tensor gi = scaled("grad_input", ctx->needs_input_grad(0) && ctx->saved_data["has_grad_input"].toBool());
     Tensor gw = scaled("grad_weight", ctx->needs_input_grad(1) && ctx->saved_data["has_grad_weight"].toBool());
     Tensor gb = scaled("grad_bias", has_bias && ctx->needs_input_grad(3) && ctx->saved_data["has_grad_bias"].toBool());
+    if (!batch.empty()) at::_foreach_mul_(batch, g);
     if (!keep)
       for (const char* name : {"grad_input", "grad_weight", "grad_bias"}) ctx->saved_data.erase(name);
     return {gi, gw, Tensor(), gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
