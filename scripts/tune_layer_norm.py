@@ -2,6 +2,9 @@
 timed like the benchmarks (do_bench flushes L2). 8192 rows, bf16, weight and bias; prints the best configs.
 
     python scripts/tune_layer_norm.py [fwd|bwd] [hidden ...]      # on the GPU box
+
+Wide rows (hidden > 8192) also sweep the looped kernels (the build uses them above 16384 forward and 8192
+backward): forward BLOCK_N x warps, backward BLOCK_M x BLOCK_N x warps x programs per SM, with the output checked.
 """
 import sys
 from pathlib import Path
@@ -12,7 +15,8 @@ import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.layer_norm import layer_norm_bwd_kernel, layer_norm_fwd_kernel  # noqa: E402
+from triton_src.layer_norm import (layer_norm_bwd_kernel, layer_norm_bwd_looped_kernel,  # noqa: E402
+                                   layer_norm_fwd_kernel, layer_norm_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
@@ -64,7 +68,7 @@ def tune_fwd(n):
     block_n = triton.next_power_of_2(n)
     res = []
     for bm in (1, 2, 4):
-        for nw in (4, 8, 16):
+        for nw in (4, 8, 16, 32):
             if bm * block_n // (32 * nw) < 2 or bm * block_n > 32768:
                 continue
             grid = (triton.cdiv(ROWS, bm),)
@@ -79,6 +83,18 @@ def tune_fwd(n):
             fn()
             err = (y.float() - ref).abs().max().item()
             res.append((bench(fn), f"1d fused={fused} nw={nw} (max err {err:.3g})"))
+    if n > 8192:
+        for loop_n in (1024, 2048, 4096, 8192):
+            for nw in (4, 8, 16):
+                if loop_n // (32 * nw) < 2:
+                    continue
+                fn = lambda: layer_norm_fwd_looped_kernel[(ROWS,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8,
+                                                                   1e-5, True, True, True, BLOCK_N=loop_n, ALIGN=8,
+                                                                   num_warps=nw)
+                y.fill_(float("nan"))
+                fn()
+                err = (y.float() - ref).abs().max().item()
+                res.append((bench(fn), f"looped BLOCK_N={loop_n} nw={nw} (max err {err:.3g})"))
     copy_t = bench(lambda: y.copy_(x))
     res.sort()
     gbs = lambda t: 2 * x.numel() * 2 / t / 1e6
@@ -101,7 +117,8 @@ def tune_bwd(n):
     rstd = torch.rsqrt(x.float().var(1, unbiased=False) + 1e-5)
     block_n = triton.next_power_of_2(n)
     res = []
-    for bm, nw in ((1, 4), (1, 8), (2, 4), (2, 8), (4, 8)):
+    single = [] if block_n > 16384 else [(1, 4), (1, 8), (2, 4), (2, 8), (4, 8)] + ([(1, 16), (1, 32)] if n > 8192 else [])
+    for bm, nw in single:
         for pre in (0, 1, 2):
             for per_sm in (1, 2, 3, 4):
                 progs = SMS * per_sm
@@ -113,6 +130,29 @@ def tune_bwd(n):
                     res.append((bench(fn), f"bm={bm} nw={nw} prefetch={pre} progs/SM={per_sm}"))
                 except Exception as e:  # noqa: BLE001
                     print(f"bwd bm={bm} nw={nw} pre={pre} per_sm={per_sm}: {str(e)[:80]}")
+    if n > 8192:
+        ref_dx = None
+        for bm in (1, 2, 4, 8):
+            for loop_n in (1024, 2048, 4096):
+                for nw in (4, 8, 16):
+                    if bm * loop_n // (32 * nw) < 2 or bm * loop_n > 16384:
+                        continue
+                    for per_sm in (1, 2, 4, 8):
+                        progs = min(SMS * per_sm, triton.cdiv(ROWS, bm))
+                        part = torch.empty(2, progs, n, device="cuda", dtype=torch.float32)
+                        fn = lambda: layer_norm_bwd_looped_kernel[(progs,)](
+                            dy, x, w, mean, rstd, dx, part[0], part[1], ROWS, n // 8, n // 8, n // 8, n // 8, True,
+                            True, True, BLOCK_M=bm, BLOCK_N=loop_n, ALIGN=8, num_warps=nw)
+                        try:
+                            dx.fill_(float("nan"))
+                            fn()
+                            if ref_dx is None:
+                                ref_dx = dx.float().clone()
+                            err = (dx.float() - ref_dx).abs().max().item()
+                            res.append((bench(fn), f"looped bm={bm} BLOCK_N={loop_n} nw={nw} progs/SM={per_sm} "
+                                                   f"(dx vs first {err:.3g})"))
+                        except Exception as e:  # noqa: BLE001
+                            print(f"bwd looped bm={bm} n={loop_n} nw={nw} per_sm={per_sm}: {str(e)[:80]}")
     res.sort()
     gbs = lambda t: 3 * x.numel() * 2 / t / 1e6
     print(f"bwd n={n} (kernel only, no column sum): " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s"
