@@ -127,7 +127,7 @@ def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, strid
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
     for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = r.to(tl.int64)
+        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
         x_row = X + row * (stride_x_v * ALIGN)
         y_row = Y + row * (stride_y_v * ALIGN)
         shift = tl.load(x_row).to(tl.float32)
@@ -251,7 +251,7 @@ def layer_norm_bwd_rowstats_kernel(DY, X, W, MEAN, RSTD, STATS, n_rows, n_cols_v
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
     for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = r.to(tl.int64)
+        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
         x_row = X + row * (stride_x_v * ALIGN)
         dy_row = DY + row * (stride_dy_v * ALIGN)
         mean = tl.load(MEAN + row)
