@@ -1,5 +1,5 @@
-"""Throwaway: the wide-row LayerNorm kernels (persistent looped forward, rowstats + cols backward) run by Triton's
-CPU interpreter against float64 LayerNorm and its autograd. No GPU needed.
+"""Throwaway: the wide-row LayerNorm and fused add+RMSNorm kernels (persistent looped forward, rowstats + cols
+backward) run by Triton's CPU interpreter against float64 formulas and autograd. No GPU needed.
 
     python3 scripts/ln_wide_interp.py
 """
@@ -24,6 +24,7 @@ _src = _src.replace("""def _implicit_cvt(arg):
 exec(compile(_src, interp.__file__, "exec"), interp.__dict__)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import triton_src.fused_add_rms_norm as farn  # noqa: E402
 import triton_src.layer_norm as ln  # noqa: E402
 
 torch.manual_seed(0)
@@ -76,6 +77,49 @@ def check(rows, cols, has_w, has_b, dtype, programs, bm, bn, col_programs, strid
     return ok
 
 
+def check_farn(rows, cols, has_w, has_dso, dtype, programs, bm, bn, col_programs, offset=0.0, pad=0):
+    stride = cols + pad
+    x = (torch.randn(rows, stride) * 2).to(dtype)[:, :cols]
+    r = torch.randn(rows, cols).to(dtype)
+    w = (torch.rand(cols) + 0.5).to(dtype) if has_w else None
+    dy = torch.randn(rows, cols).to(dtype)
+    dso = torch.randn(rows, cols).to(dtype) if has_dso else None
+    s_ref = (x.float() + r.float()).to(dtype)
+    s64 = s_ref.double().requires_grad_()
+    w64 = w.double().requires_grad_() if has_w else None
+    y64 = s64 * torch.rsqrt(s64.pow(2).mean(-1, keepdim=True) + 1e-6)
+    if has_w:
+        y64 = y64 * (offset + w64)
+    grads = torch.autograd.grad(y64, [t for t in (s64, w64) if t is not None], dy.double())
+    ds_ref = grads[0] + (dso.double() if has_dso else 0)
+
+    wk = w if has_w else torch.empty(0, dtype=dtype)
+    y = torch.full((rows, cols), float("nan"), dtype=dtype)
+    s = torch.full((rows, cols), float("nan"), dtype=dtype)
+    rstd = torch.empty(rows)
+    farn.fused_add_rms_norm_fwd_looped_kernel[(programs,)](x, r, wk, y, s, rstd, rows, cols, stride, cols, cols, 1e-6,
+                                                           offset, 0, has_w, True, BLOCK_N=bn, ALIGN=1)
+    errs = {"s": (s.double() - s_ref.double()).abs().max().item(), "y": (y.double() - y64.detach()).abs().max().item()}
+    stats = torch.full((rows,), float("nan"))
+    farn.fused_add_rms_norm_bwd_rowstats_kernel[(programs,)](dy, s, wk, stats, rows, cols, cols, cols, offset, has_w,
+                                                             BLOCK_N=bn, ALIGN=1)
+    ds = torch.full((rows, cols), float("nan"), dtype=dtype)
+    part = torch.full((col_programs, cols), float("nan"))
+    dsok = dso if has_dso else torch.empty(0, dtype=dtype)
+    farn.fused_add_rms_norm_bwd_cols_kernel[(col_programs, triton.cdiv(cols, bn))](
+        dy, dsok, s, wk, rstd, stats, ds, part, rows, cols, cols, cols, cols, cols, offset, 0, has_w, has_dso, has_w,
+        BLOCK_M=bm, BLOCK_N=bn, ALIGN=1)
+    errs["ds"] = (ds.double() - ds_ref).abs().max().item()
+    if has_w:
+        errs["dw"] = (part.double().sum(0) - grads[1]).abs().max().item() / max(1.0, grads[1].abs().max().item())
+    tol = {torch.float32: 1e-4, torch.bfloat16: 0.1, torch.float16: 1e-2}[dtype]
+    ok = all(v <= tol for v in errs.values())
+    print(f"{'ok ' if ok else 'BAD'} fused_add_rms_norm rows={rows} cols={cols} w={has_w} ds_out={has_dso} {dtype} "
+          f"programs={programs} bm={bm} bn={bn} col_programs={col_programs} offset={offset} pad={pad}: "
+          + ", ".join(f"{k} {v:.2e}" for k, v in errs.items()), flush=True)
+    return ok
+
+
 def main():
     cases = [
         (7, 300, True, True, torch.float32, 3, 2, 128, 2),
@@ -87,6 +131,13 @@ def main():
         (3, 190, True, True, torch.float16, 2, 2, 64, 5),
     ]
     results = [check(*c) for c in cases]
+    farn_cases = [
+        (7, 300, True, True, torch.float32, 3, 2, 128, 2),
+        (5, 257, False, False, torch.float32, 5, 4, 64, 3),
+        (9, 130, True, False, torch.float32, 2, 2, 64, 4, 1.0, 3),
+        (6, 256, True, True, torch.bfloat16, 3, 2, 64, 2),
+    ]
+    results += [check_farn(*c) for c in farn_cases]
     print(f"{sum(results)}/{len(results)} cases within tolerance")
     sys.exit(0 if all(results) else 1)
 
