@@ -1,4 +1,6 @@
 // LayerNorm: y = (x - mean(x)) * rsqrt(var(x) + eps) * weight + bias over the last dimension.
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
@@ -200,18 +202,19 @@ FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, boo
 }
 
 struct BwdChoice {
-  bool looped;
+  bool split;  // wide or unaligned rows: layer_norm_bwd_rowstats_kernel + layer_norm_bwd_cols_kernel
   layer_norm_bwd_kernel_key single;
-  layer_norm_bwd_looped_kernel_key loop;
+  layer_norm_bwd_rowstats_kernel_key rowstats;
+  layer_norm_bwd_cols_kernel_key cols;
 };
 
 BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, bool aligned) {
   BwdChoice c{};
-  c.looped = !aligned || cols > BWD_MAX_BLOCK_N;
-  c.single.x_dtype = c.loop.x_dtype = xdt;
-  c.single.p_dtype = c.loop.p_dtype = pdt;
+  c.split = !aligned || cols > BWD_MAX_BLOCK_N;
+  c.single.x_dtype = c.rowstats.x_dtype = c.cols.x_dtype = xdt;
+  c.single.p_dtype = c.rowstats.p_dtype = c.cols.p_dtype = pdt;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
-  c.loop.aligned = aligned;
+  c.rowstats.aligned = c.cols.aligned = aligned;
   return c;
 }
 
@@ -245,7 +248,12 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
                                  store_stats);
   } else {
     const auto& v = layer_norm_fwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    Grid grid{static_cast<uint32_t>(x.rows)};
+    // Persistent: as many programs as keep the rows in flight (read twice: statistics, then y) within half
+    // of L2, at least one per SM, at most what fits on the device.
+    const int64_t row_bytes = x.cols * x_in.element_size();
+    const int64_t in_l2 = std::max<int64_t>(ctx.sm_count, int64_t(ctx.l2_bytes) / 2 / row_bytes);
+    const int64_t programs = std::min<int64_t>({x.rows, in_l2, max_resident_programs(v.image, ctx)});
+    Grid grid{static_cast<uint32_t>(programs)};
     layer_norm_fwd_looped_kernel_launch(v, ctx, grid, ptr(x.t), ptr(p.w), ptr(p.b), ptr(y), ptr(mean), ptr(rstd),
                                         x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, eps,
                                         has_w, has_b, store_stats);
@@ -331,7 +339,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     if (compute_db) db_partial = base + (compute_dw ? programs * x.cols * sizeof(float) : 0);
   };
   int64_t programs;
-  if (!c.looped) {
+  if (!c.split) {
     const auto& v = layer_norm_bwd_kernel_get(c.single, ctx.arch_slot);
     // About 8 resident warps per SM (H200 sweep at 4096: 2 four-warp programs per SM 71 us, 4 of them 74 us;
     // each more program adds a row of fp32 partial sums to write and reduce).
@@ -344,13 +352,25 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
                                  dy.row_stride / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, has_w, compute_dw,
                                  compute_db);
   } else {
-    const auto& v = layer_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    programs = std::min<int64_t>(ceil_div(x.rows, v.BLOCK_M), max_resident_programs(v.image, ctx));
+    // Row statistics first (one read of x and dy), then a (row programs x column blocks) grid for dx and the
+    // dw / db partial rows (a second read).
+    const auto& vs = layer_norm_bwd_rowstats_kernel_get(c.rowstats, ctx.arch_slot);
+    Tensor stats = at::empty({x.rows, 4}, x_in.options().dtype(at::kFloat));
+    const int64_t stat_programs = std::min<int64_t>(x.rows, max_resident_programs(vs.image, ctx));
+    layer_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(stat_programs)}, ptr(dy.t), ptr(x.t),
+                                          ptr(p.w), ptr(mean), ptr(rstd), ptr(stats), x.rows, x.cols / vs.ALIGN,
+                                          dy.row_stride / vs.ALIGN, x.row_stride / vs.ALIGN, has_w);
+    const auto& v = layer_norm_bwd_cols_kernel_get(c.cols, ctx.arch_slot);
+    const int64_t col_blocks = ceil_div(x.cols, v.BLOCK_N);
+    TORCH_CHECK(col_blocks <= 65535, "layer_norm_bwd: at most ", 65535 * v.BLOCK_N, " columns, got ", x.cols);
+    // Enough row programs to fill the device once with the column blocks, no more (each writes a partial row).
+    programs = std::clamp<int64_t>(ceil_div(max_resident_programs(v.image, ctx), col_blocks), 1,
+                                   ceil_div(x.rows, v.BLOCK_M));
     make_partial(programs);
-    layer_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t), ptr(x.t),
-                                        ptr(p.w), ptr(mean), ptr(rstd), ptr(dx), dw_partial, db_partial, x.rows,
-                                        x.cols / v.ALIGN, dy.row_stride / v.ALIGN, x.row_stride / v.ALIGN,
-                                        x.cols / v.ALIGN, has_w, compute_dw, compute_db);
+    layer_norm_bwd_cols_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs), static_cast<uint32_t>(col_blocks)},
+                                      ptr(dy.t), ptr(x.t), ptr(p.w), ptr(mean), ptr(rstd), ptr(stats), ptr(dx),
+                                      dw_partial, db_partial, x.rows, x.cols / v.ALIGN, dy.row_stride / v.ALIGN,
+                                      x.row_stride / v.ALIGN, x.cols / v.ALIGN, has_w, compute_dw, compute_db);
   }
   if (planes > 0) {
     Tensor w_out = compute_dw ? dw : Tensor();
@@ -379,9 +399,12 @@ const VariantCheck variant_check("layer_norm", [](int arch_slot) {
                        : !layer_norm_fwd_kernel_find(f.single, arch_slot))
             missing.push_back(f.looped ? f.loop.str() : f.single.str());
           BwdChoice b = choose_bwd(xdt, pdt, cols, aligned);
-          if (b.looped ? !layer_norm_bwd_looped_kernel_find(b.loop, arch_slot)
-                       : !layer_norm_bwd_kernel_find(b.single, arch_slot))
-            missing.push_back(b.looped ? b.loop.str() : b.single.str());
+          if (b.split) {
+            if (!layer_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot)) missing.push_back(b.rowstats.str());
+            if (!layer_norm_bwd_cols_kernel_find(b.cols, arch_slot)) missing.push_back(b.cols.str());
+          } else if (!layer_norm_bwd_kernel_find(b.single, arch_slot)) {
+            missing.push_back(b.single.str());
+          }
         }
     }
   for (auto gdt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
