@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# One call on the GPU box: build, GPU tests, the C++ example on CUDA and the benchmarks.
-# Logs go to $OUT. Stages: STAGES="build test cpp bench" (default: all). The tree arrives without .git:
-# pass LIGER_BENCH_COMMIT=<hash> so the recorded results name their commit.
+# One call on the GPU box: build, GPU tests, the C++ example on CUDA, extra commands and the benchmarks.
+# Logs go to $OUT. Stages: STAGES="build test cpp extra bench" (default: build test cpp bench). The tree arrives
+# without .git: pass LIGER_BENCH_COMMIT=<hash> so the recorded results name their commit.
+# DEADLINE (seconds, default 560) bounds the whole call: the test, extra and bench stages shorten their time
+# limits to what is left and skip what no longer fits, so the logs come back before the device's limit.
+# The device returns only a few files per call: at exit every log is packed into $OUT/logs.tgz (h200.md, the
+# benchmark results, stays beside it).
+# EXTRA="cmd1; cmd2" (stage extra) runs each command with its output in $OUT/extra_<n>.log.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/liger_out}"
 mkdir -p "$OUT"
 STAGES="${STAGES:-build test cpp bench}"
 has() { [[ " $STAGES " == *" $1 "* ]]; }
+END=$(( SECONDS + ${DEADLINE:-560} ))
+left() { echo $(( END - SECONDS )); }
+pack() { (cd "$OUT" && ls ./*.log >/dev/null 2>&1 && tar czf logs.tgz ./*.log && rm -f ./*.log); }
+trap pack EXIT
 if has build; then
   bash scripts/gpu_build.sh > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   tail -1 "$OUT/build.log"
@@ -23,9 +32,9 @@ if has test; then
   # The packaging tests' CPU cases too: they catch toolchain problems of this box (error paths, libstdc++).
   python3 -m pytest tests/test_packaging.py -q -p no:cacheprovider 2>&1 | tail -1 | tee -a "$OUT/gpu_tests.log"
   # One pytest process per file (a crash loses one file, not the run); -v lines in $OUT/gpu_tests.log.
-  end=$(( $(date +%s) + ${TEST_TIMEOUT:-420} ))
+  end=$(( SECONDS + ${TEST_TIMEOUT:-420} )); (( end < END - 10 )) || end=$(( END - 10 ))
   for f in ${TESTS:-tests/test_*.py}; do
-    left=$(( end - $(date +%s) )); (( left > 5 )) || { echo "SKIPPED (time): $f"; continue; }
+    left=$(( end - SECONDS )); (( left > 5 )) || { echo "SKIPPED (time): $f"; continue; }
     timeout "$left" python3 -m pytest "$f" -m gpu -v -p no:cacheprovider -rfE --tb=short ${PYTEST_ARGS:-} > "$OUT/gpu_$(basename "$f" .py).log" 2>&1
     rc=$?
     echo "$f rc=$rc: $(tail -1 "$OUT/gpu_$(basename "$f" .py).log")" | tee -a "$OUT/gpu_tests.log"
@@ -39,12 +48,25 @@ if has cpp; then
    && /tmp/cb/examples/cpp/liger_rms_norm_demo /tmp/m.pt /tmp/x.pt --device cuda) > "$OUT/cpp.log" 2>&1
   echo "cpp example rc=$?"; tail -5 "$OUT/cpp.log"
 fi
+if has extra; then
+  n=0
+  IFS=';' read -ra cmds <<< "${EXTRA:-}"
+  for cmd in "${cmds[@]}"; do
+    [[ -n "${cmd// /}" ]] || continue
+    n=$(( n + 1 )); l=$(left)
+    (( l > 15 )) || { echo "SKIPPED (time): $cmd"; continue; }
+    timeout $(( l - 10 )) bash -c "$cmd" > "$OUT/extra_$n.log" 2>&1
+    echo "== extra $n rc=$?: $cmd"; tail -${EXTRA_TAIL:-6} "$OUT/extra_$n.log" | cut -c1-300
+  done
+fi
 if has bench; then
   # BENCH="rms_norm swiglu ..." picks benchmarks/bench_<op>.py files (default: all of them); BENCH_ARGS="--quick"
   if [[ -n "${BENCH:-}" ]]; then files=$(printf 'benchmarks/bench_%s.py ' $BENCH); else files=$(ls benchmarks/bench_*.py); fi
   for f in $files; do
     op=$(basename "$f" .py); op=${op#bench_}
-    timeout "${BENCH_TIMEOUT:-300}" python3 "$f" ${BENCH_ARGS:-} --results "$OUT/h200.md" > "$OUT/bench_$op.log" 2>&1
+    l=$(left); (( l > 20 )) || { echo "SKIPPED (time): $f"; continue; }
+    t=${BENCH_TIMEOUT:-300}; (( t < l - 10 )) || t=$(( l - 10 ))
+    timeout "$t" python3 "$f" ${BENCH_ARGS:-} --results "$OUT/h200.md" > "$OUT/bench_$op.log" 2>&1
     echo "== $f rc=$?"; grep -E "MISSED|met|failed|Error" "$OUT/bench_$op.log" | head -8
   done
 fi
