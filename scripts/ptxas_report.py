@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import importlib  # noqa: E402
 
 
-def report(kernel, v, arch):
+def compile_variant(kernel, v, arch):
+    """triton.compile of one build_tools Variant of a KernelSpec for sm_<arch>, as the AOT build specializes it."""
     names = list(kernel.fn.arg_names)
     sig = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
@@ -30,8 +31,12 @@ def report(kernel, v, arch):
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages})
-    compiled = triton.compile(ASTSource(fn=kernel.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs),
-                              target=target, options=options.__dict__)
+    return triton.compile(ASTSource(fn=kernel.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs),
+                          target=target, options=options.__dict__)
+
+
+def report(kernel, v, arch):
+    compiled = compile_variant(kernel, v, arch)
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
         f.write(compiled.asm["ptx"])
         f.flush()

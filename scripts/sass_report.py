@@ -9,7 +9,8 @@ of the hot path (one of the masked / unmasked copies for flat kernels, the loop 
 elements a thread handles, and compare with what the memory rate leaves: an SM issues 4 warp-instructions
 (128 thread-instructions) per cycle, so at the H200's 4.27 TB/s copy rate over 132 SMs at 1.98 GHz a kernel
 moving B bytes per element has about 128 * 132 * 1.98e9 / (4.27e12 / B) instructions per element (~47 for a
-16-bit 2-in 1-out kernel, ~31 for 16-bit 1-in 1-out). GeGLU's forward had 44 and ran at 72 % of the copy rate; at 23 it runs at 100 %.
+16-bit 2-in 1-out kernel, ~31 for 16-bit 1-in 1-out). GeGLU's forward had 44 and ran at 72 % of the copy rate;
+at 23 it runs at 100 %.
 """
 import argparse
 import importlib
@@ -18,11 +19,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts.ptxas_report import compile_variant  # noqa: E402
 
 
 def find_variant(module, kernel, filters):
@@ -37,16 +35,7 @@ def find_variant(module, kernel, filters):
 
 
 def compile_sass(spec, v, arch):
-    names = list(spec.fn.arg_names)
-    sig = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
-             if v.aligned and n in v.signature and v.signature[n].startswith("*")}
-    target = GPUTarget("cuda", arch, 32)
-    options = triton.compiler.make_backend(target).parse_options({"num_warps": v.num_warps,
-                                                                   "num_stages": v.num_stages})
-    compiled = triton.compile(ASTSource(fn=spec.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs),
-                              target=target, options=options.__dict__)
-    return compiled.asm["sass"]
+    return compile_variant(spec, v, arch).asm["sass"]
 
 
 def opcodes(sass):

@@ -4,8 +4,8 @@ torch.compile of the same formula in the same process. bf16.
 
     python scripts/tune_activations.py [op ...]     # on the GPU box; default: swiglu geglu relu_squared
 
-Prints ms and GB/s per config, best first, and the build's current config (triton_src/<op>.py _BLOCK with 16
-elements per thread). Checks every config's output against the first one's (bitwise: same formula).
+Prints ms and GB/s per config, best first, marking the build's (triton_src/_activations.py FLAT_BLOCK x
+FLAT_WARPS). Checks every config's output against the first one's (bitwise: same formula).
 """
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from triton_src import geglu, relu_squared, swiglu  # noqa: E402
+from triton_src._activations import FLAT_BLOCK, FLAT_WARPS  # noqa: E402
 
 DT = torch.bfloat16
 CONFIGS = [(b, w) for b in (1024, 2048, 4096, 8192) for w in (2, 4, 8, 16) if 8 <= b // (32 * w) <= 32]
@@ -37,7 +38,8 @@ def cases():
 
     def silu_bwd(dy, g, u):
         s = torch.sigmoid(g.float())
-        return ((dy.float() * u.float()) * s * (1 + g.float() * (1 - s))).to(g.dtype), (dy.float() * g.float() * s).to(g.dtype)
+        dg = (dy.float() * u.float()) * s * (1 + g.float() * (1 - s))
+        return dg.to(g.dtype), (dy.float() * g.float() * s).to(g.dtype)
 
     def gelu_bwd(dy, g, u):
         gf = g.float().requires_grad_()
@@ -82,7 +84,7 @@ def sweep(name, shape, n_in, fwd, bwd, eager_fwd, eager_bwd):
         ms_c = bench(lambda: compiled(*args))
         print(f"{name} {mode} {'x'.join(map(str, shape))}: torch.compile {ms_c:.4f} ms {moved / ms_c / 1e6:.0f} GB/s")
         for ms, block, warps, same in sorted(rows):
-            tag = "  <- build" if block == 4096 and warps == 8 else ""
+            tag = "  <- build" if (block, warps) == (FLAT_BLOCK["bf16"], FLAT_WARPS) else ""
             print(f"  BLOCK {block:5d} warps {warps:2d}: {ms:.4f} ms {moved / ms / 1e6:5.0f} GB/s"
                   f"{'' if same else '  OUTPUT DIFFERS'}{tag}", flush=True)
 

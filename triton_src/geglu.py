@@ -7,8 +7,9 @@ Computed in fp32 and rounded once. The tanh form is evaluated as 0.5 (1 + tanh(z
   gelu = x sigmoid(2 z),  d gelu / dx = sigmoid(2 z) + 2 x sigmoid(2 z) (1 - sigmoid(2 z)) dz/dx,
 one exp and one reciprocal per element with no cancellation in either tail. (Built from tanh with its
 cancellation-free pieces and a series near 0 it took ~44 SASS instructions per element and held the bf16
-forward at 72 % of the copy rate: at HBM rate a 16-bit read-read-write leaves ~47 per element.) The backward recomputes gelu and its derivative from gate and
-writes dup = dy * gelu(gate), dgate = dy * up * gelu'(gate) in one pass.
+forward at 72 % of the copy rate: at HBM rate a 16-bit read-read-write leaves ~47 per element.) The
+backward recomputes gelu and its derivative from gate and writes dup = dy * gelu(gate),
+dgate = dy * up * gelu'(gate) in one pass.
 
 Same flat layout as swiglu.py: contiguous inputs, BLOCK elements per program, unmasked 16-byte
 accesses in every program but the last, INT64 variants for n > 2^31 - MAX_BLOCK.
@@ -16,21 +17,15 @@ accesses in every program but the last, INT64 variants for n > 2^31 - MAX_BLOCK.
 import triton
 import triton.language as tl
 
-from build_tools.spec import DTYPES, ELEMENT_SIZE, KernelSpec, Variant
-from triton_src._activations import block_start, load_f32, sigmoid_parts, store
+from build_tools.spec import DTYPES, KernelSpec, Variant
+from triton_src._activations import (FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, sigmoid_parts,
+                                     store)
 
 APPROX_TANH = 0
 APPROX_NONE = 1
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096, "APPROX_TANH": APPROX_TANH, "APPROX_NONE": APPROX_NONE}
 
-# One 16-byte vector of each tensor per thread, 4 warps (bf16: 1024 elements per program, fp32: 512). H200 JIT sweep
-# (scripts/tune_activations.py, bf16, 8192x14336; relu_squared 8192x16384): this was the fastest or within 0.1 % of
-# it for every op and direction, level with torch.compile (swiglu fwd 0.1667 ms vs 0.1668); 16 elements per thread
-# (4096 x 8 warps, the earlier choice) was up to 4.7 % slower (relu_squared fwd 0.1353 ms), and small tensors get
-# four times the programs.
-_WARPS = 4
-_BLOCK = {dt: _WARPS * 32 * (16 // ELEMENT_SIZE[dt]) for dt in DTYPES}
 
 TWO_SQRT_2_OVER_PI = tl.constexpr(2 * 0.7978845608028654)
 SQRT_1_2 = tl.constexpr(0.7071067811865476)
@@ -108,14 +103,14 @@ def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.conste
 def _specs():
     fwd = KernelSpec(geglu_fwd_kernel)
     bwd = KernelSpec(geglu_bwd_kernel)
-    assert max(_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
+    assert max(FLAT_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
     for approx in (APPROX_TANH, APPROX_NONE):
         for dt in DTYPES:
             for aligned in (False, True):
                 for int64 in (False, True):
                     key = {"approx": approx, "x_dtype": dt, "aligned": aligned, "int64": int64}
-                    cexpr = {"APPROX": approx, "BLOCK": _BLOCK[dt], "INT64": int64}
-                    warps = _WARPS
+                    cexpr = {"APPROX": approx, "BLOCK": FLAT_BLOCK[dt], "INT64": int64}
+                    warps = FLAT_WARPS
                     p = f"*{dt}"
                     fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
                                                 constexprs=cexpr, num_warps=warps, aligned=aligned))

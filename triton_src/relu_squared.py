@@ -7,18 +7,10 @@ but the last (triton_src/_activations.py), INT64 variants for n > 2^31 - MAX_BLO
 import triton
 import triton.language as tl
 
-from build_tools.spec import DTYPES, ELEMENT_SIZE, KernelSpec, Variant
-from triton_src._activations import block_start, load_f32, store
+from build_tools.spec import DTYPES, KernelSpec, Variant
+from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, store
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096}
-
-# One 16-byte vector of each tensor per thread, 4 warps (bf16: 1024 elements per program, fp32: 512). H200 JIT sweep
-# (scripts/tune_activations.py, bf16, 8192x14336; relu_squared 8192x16384): this was the fastest or within 0.1 % of
-# it for every op and direction, level with torch.compile (swiglu fwd 0.1667 ms vs 0.1668); 16 elements per thread
-# (4096 x 8 warps, the earlier choice) was up to 4.7 % slower (relu_squared fwd 0.1353 ms), and small tensors get
-# four times the programs.
-_WARPS = 4
-_BLOCK = {dt: _WARPS * 32 * (16 // ELEMENT_SIZE[dt]) for dt in DTYPES}
 
 
 @triton.jit
@@ -63,13 +55,13 @@ def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constex
 def _specs():
     fwd = KernelSpec(relu_squared_fwd_kernel)
     bwd = KernelSpec(relu_squared_bwd_kernel)
-    assert max(_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
+    assert max(FLAT_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
     for dt in DTYPES:
         for aligned in (False, True):
             for int64 in (False, True):
                 key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
-                cexpr = {"BLOCK": _BLOCK[dt], "INT64": int64}
-                warps = _WARPS
+                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64}
+                warps = FLAT_WARPS
                 p = f"*{dt}"
                 fwd.variants.append(Variant(key=key, signature={"X": p, "Y": p, "n": "i64"},
                                             constexprs=cexpr, num_warps=warps, aligned=aligned))
