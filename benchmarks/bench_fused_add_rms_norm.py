@@ -83,9 +83,9 @@ def providers(liger_aot, liger_kernel) -> list:
     ]
     if liger_kernel is not None:
         function = liger_kernel.LigerFusedAddRMSNormFunction
-        # what LigerFusedAddRMSNorm.forward calls, with its defaults: offset 0, "llama", in_place=False, row_mode None
+        # what LigerFusedAddRMSNorm.forward calls, with its defaults: offset 0, "llama", in_place=False
         found.append(harness.Provider(
-            "Liger-Kernel", lambda x, r, w, ds: Pair(*function.apply(x, r, w, EPS, 0.0, "llama", False, None), ds)))
+            "Liger-Kernel", lambda x, r, w, ds: Pair(*function.apply(x, r, w, EPS, 0.0, "llama", False), ds)))
     return found
 
 
@@ -100,7 +100,7 @@ def launch_bound(liger_aot, liger_kernel, dtype, notes) -> str:
     calls["HF eager"] = lambda: hf_add_rms_norm(x, r, w)
     if liger_kernel is not None:
         function = liger_kernel.LigerFusedAddRMSNormFunction
-        calls["Liger-Kernel"] = lambda: function.apply(x, r, w, EPS, 0.0, "llama", False, None)
+        calls["Liger-Kernel"] = lambda: function.apply(x, r, w, EPS, 0.0, "llama", False)
     us = {}
     for name, fn in calls.items():
         try:

@@ -73,11 +73,12 @@ def tune_fwd(n):
         for nw in (4, 8, 16, 32):
             if bm * block_n // (32 * nw) < 2 or bm * block_n > 32768:
                 continue
-            grid = (triton.cdiv(ROWS, bm),)
-            fn = lambda: layer_norm_fwd_kernel[grid](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5,
-                                                     True, True, True, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8,
-                                                     num_warps=nw)
-            res.append((bench(fn), f"2d bm={bm} nw={nw}"))
+            for affine in (False, True) if bm == 1 else (False,):
+                grid = (triton.cdiv(ROWS, bm),)
+                fn = lambda: layer_norm_fwd_kernel[grid](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5,
+                                                         True, True, True, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8,
+                                                         AFFINE=affine, num_warps=nw)
+                res.append((bench(fn), f"2d bm={bm} nw={nw} affine={affine}"))
     for fused in (False, True):
         for nw in (4, 8, 16):
             fn = lambda: fwd_1d_kernel[(ROWS,)](x, w, b, y, mean, rstd, n, 1e-5, BLOCK_N=block_n, ALIGN=8,
@@ -103,6 +104,8 @@ def tune_fwd(n):
     gbs = lambda t: 2 * x.numel() * 2 / t / 1e6
     print(f"fwd n={n}: copy {copy_t*1e3:.1f}us; " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s" for t, c in res[:6]),
           flush=True)
+    compiled = torch.compile(lambda x, w, b: torch.nn.functional.layer_norm(x, (n,), w, b, 1e-5), dynamic=False)
+    print(f"fwd n={n}: torch.compile {bench(lambda: compiled(x, w, b)) * 1e3:.1f}us", flush=True)
     try:
         from liger_kernel.ops.layer_norm import layer_norm_forward
         t = bench(lambda: layer_norm_forward(x, w, b, 1e-5))

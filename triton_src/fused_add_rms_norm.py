@@ -27,7 +27,7 @@ CPP_CONSTANTS = {
     "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 512,
     "LOOP_BLOCK_N": 4096,
-    "ROWSTATS_BLOCK_N": 4096,
+    "ROWSTATS_BLOCK_N": 1024,
     "COLS_BLOCK_M": 2,
     "COLS_BLOCK_N": 1024,
 }
@@ -373,7 +373,7 @@ def _specs():
                 signature={"DY": f"*{xd}", "S": f"*{xd}", "W": f"*{wd}", "STATS": "*fp32", "n_rows": "i32",
                            "n_cols_v": "i32", "stride_dy_v": "i64", "stride_s_v": "i64", "offset": "fp32",
                            "has_weight": "i1"},
-                constexprs={"BLOCK_N": CPP_CONSTANTS["ROWSTATS_BLOCK_N"], "ALIGN": align}, num_warps=8,
+                constexprs={"BLOCK_N": CPP_CONSTANTS["ROWSTATS_BLOCK_N"], "ALIGN": align}, num_warps=4,
                 aligned=aligned))
             cols.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_cols_sig(xd, wd),

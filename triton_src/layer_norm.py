@@ -24,11 +24,12 @@ import triton.language as tl
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
 CPP_CONSTANTS = {
-    "FWD_MAX_BLOCK_N": 16384,
+    "FWD_MAX_BLOCK_N": 32768,
+    "AFFINE_MIN_BLOCK_N": 4096,
     "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 256,
     "LOOP_BLOCK_N": 4096,
-    "ROWSTATS_BLOCK_N": 4096,
+    "ROWSTATS_BLOCK_N": 1024,
     "COLS_BLOCK_M": 2,
     "COLS_BLOCK_N": 1024,
     "COLSUM_BLOCK_N": 64,
@@ -52,7 +53,7 @@ def _affine(xhat, w, b, has_weight, has_bias):
 
 @triton.jit
 def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y, eps, has_weight, has_bias,
-                        store_stats, BLOCK_N: tl.constexpr):
+                        store_stats, BLOCK_N: tl.constexpr, AFFINE: tl.constexpr):
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
     xf = tl.load(X + row * stride_x + cols, mask=cm, other=0.0).to(tl.float32)
@@ -63,9 +64,15 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
     rstd = 1.0 / tl.sqrt_rn(var + eps)
     # No branches on the runtime flags: an absent weight loads as 1 and an absent bias as 0 (masked off, the
     # null pointers are not read). Branches that each produce a tile kept both tiles live: 106 registers
-    # instead of 64 at 4096 x 4 warps (ptxas), i.e. half the resident programs.
-    w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
-    b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
+    # instead of 64 at 4096 x 4 warps (ptxas), i.e. half the resident programs. Even the flag masks cost
+    # registers on wide rows (per-element predicates): 100 instead of 64 at 16384 x 16 warps, one resident
+    # program per SM instead of two, so AFFINE variants (weight and bias both given, the usual case) drop them.
+    if AFFINE:
+        w = tl.load(W + cols, mask=cm, other=1.0).to(tl.float32)
+        b = tl.load(B + cols, mask=cm, other=0.0).to(tl.float32)
+    else:
+        w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
+        b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
     y = (xc - c) * rstd * w + b
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
     if store_stats:
@@ -75,8 +82,10 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
 
 @triton.jit
 def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
-                          has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment.
+                          has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                          AFFINE: tl.constexpr):
+    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment. AFFINE
+    # (one-row programs only): weight and bias are both given, has_weight / has_bias are not read.
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -84,7 +93,7 @@ def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, 
         # One row as 1-D tensors: 39 us vs 46 us for the [1, N] form at 8192x4096 bf16 on H200
         # (scripts/tune_layer_norm.py; fewer layout conversions around the three row sums).
         _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, pid.to(tl.int64), n_cols, stride_x_v * ALIGN,
-                            stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N)
+                            stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N, AFFINE)
         return
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -366,7 +375,7 @@ def _rows_per_program(block_n):
 # H200 sweep at 8192x4096 bf16 (scripts/tune_layer_norm.py): forward 4 warps 39.3 us, 8 warps 41.0; backward
 # 4 warps, one row ahead, 2 programs per SM 71.1 us (16 warps, two ahead, 1 per SM: > 80 us). 8192 and 16384
 # keep 32 elements per thread (not measured).
-_FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16}
+_FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16, 32768: 16}
 _BWD_WARPS = {1024: 4, 2048: 4, 4096: 4, 8192: 16}
 # Backward tiles chosen by a sweep rather than the rules above, block_n -> (rows per step, warps, rows ahead):
 # H200, 8192 x 4096 bf16, kernel alone (scripts/tune_layer_norm.py bwd): 4 rows x 8 warps, one step ahead, one
@@ -419,10 +428,11 @@ def _specs():
         base = {"x_dtype": xd, "p_dtype": pd}
         for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
-            fwd.variants.append(Variant(
-                key={**base, "block_n": block_n}, signature=_fwd_sig(xd, pd),
-                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
-                num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
+            for affine in (False, True) if block_n >= CPP_CONSTANTS["AFFINE_MIN_BLOCK_N"] else (False,):
+                fwd.variants.append(Variant(
+                    key={**base, "block_n": block_n, "affine": affine}, signature=_fwd_sig(xd, pd),
+                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd), "AFFINE": affine},
+                    num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
         for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
             block_m, warps, prefetch = _BWD_TILE.get(block_n, (block_m, _warps(_BWD_WARPS, block_m * block_n),
@@ -438,7 +448,7 @@ def _specs():
                 constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
             rowstats.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_rowstats_sig(xd, pd),
-                constexprs={"BLOCK_N": CPP_CONSTANTS["ROWSTATS_BLOCK_N"], "ALIGN": align}, num_warps=8,
+                constexprs={"BLOCK_N": CPP_CONSTANTS["ROWSTATS_BLOCK_N"], "ALIGN": align}, num_warps=4,
                 aligned=aligned))
             cols.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_cols_sig(xd, pd),

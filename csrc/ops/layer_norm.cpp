@@ -191,12 +191,14 @@ struct FwdChoice {
   layer_norm_fwd_looped_kernel_key loop;
 };
 
-FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, bool aligned) {
+FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, bool aligned, bool affine) {
   FwdChoice c{};
   c.looped = !aligned || cols > FWD_MAX_BLOCK_N;
   c.single.x_dtype = c.loop.x_dtype = xdt;
   c.single.p_dtype = c.loop.p_dtype = pdt;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
+  // weight and bias both given: the variant without the runtime flag masks (fewer registers on wide rows)
+  c.single.affine = affine && c.single.block_n >= AFFINE_MIN_BLOCK_N;
   c.loop.aligned = aligned;
   return c;
 }
@@ -238,8 +240,8 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
   const bool aligned =
       x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(p.w) && aligned16(p.b);
   const LaunchContext ctx = launch_context(x_in);
-  FwdChoice c = choose_fwd(x_in.scalar_type(), p.dtype, x.cols, aligned);
   const bool has_w = p.w.defined(), has_b = p.b.defined();
+  FwdChoice c = choose_fwd(x_in.scalar_type(), p.dtype, x.cols, aligned, has_w && has_b);
   if (!c.looped) {
     const auto& v = layer_norm_fwd_kernel_get(c.single, ctx.arch_slot);
     Grid grid{static_cast<uint32_t>(ceil_div(x.rows, v.BLOCK_M))};
@@ -248,12 +250,11 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
                                  store_stats);
   } else {
     const auto& v = layer_norm_fwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    // Persistent: as many programs as keep the rows in flight (read twice: statistics, then y) within half
-    // of L2, at least one per SM, at most what fits on the device.
-    const int64_t row_bytes = x.cols * x_in.element_size();
-    const int64_t in_l2 = std::max<int64_t>(ctx.sm_count, int64_t(ctx.l2_bytes) / 2 / row_bytes);
-    const int64_t programs = std::min<int64_t>({x.rows, in_l2, max_resident_programs(v.image, ctx)});
-    Grid grid{static_cast<uint32_t>(programs)};
+    // One program per row (the kernel also loops over rows, for grids capped below the row count). H200,
+    // 8192 rows bf16 (scripts/tune_layer_norm.py fwd): one program per row 355.6 us at 32768 and 158.4 at
+    // 16384, against 387.3 us for one resident wave (1056 programs); sizing the wave to keep the rows in L2
+    // for their second read measured 0.469 ms at 32768 (bench_layer_norm.py).
+    Grid grid{static_cast<uint32_t>(std::min<int64_t>(x.rows, INT32_MAX))};
     layer_norm_fwd_looped_kernel_launch(v, ctx, grid, ptr(x.t), ptr(p.w), ptr(p.b), ptr(y), ptr(mean), ptr(rstd),
                                         x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, eps,
                                         has_w, has_b, store_stats);
@@ -356,7 +357,9 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     // dw / db partial rows (a second read).
     const auto& vs = layer_norm_bwd_rowstats_kernel_get(c.rowstats, ctx.arch_slot);
     Tensor stats = at::empty({x.rows, 4}, x_in.options().dtype(at::kFloat));
-    const int64_t stat_programs = std::min<int64_t>(x.rows, max_resident_programs(vs.image, ctx));
+    // One program per row, 1024-element chunks at 4 warps: H200 8192 rows bf16 (scripts/tune_layer_norm.py bwd),
+    // 137.5 us at 16384 and 259.9 at 32768, against >= 142 us for one resident wave or 2048-element chunks.
+    const int64_t stat_programs = std::min<int64_t>(x.rows, INT32_MAX);
     layer_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(stat_programs)}, ptr(dy.t), ptr(x.t),
                                           ptr(p.w), ptr(mean), ptr(rstd), ptr(stats), x.rows, x.cols / vs.ALIGN,
                                           dy.row_stride / vs.ALIGN, x.row_stride / vs.ALIGN, has_w);
@@ -394,10 +397,12 @@ const VariantCheck variant_check("layer_norm", [](int arch_slot) {
     for (auto pdt : {xdt, at::kFloat}) {
       for (int64_t cols : sizes)
         for (bool aligned : {false, true}) {
-          FwdChoice f = choose_fwd(xdt, pdt, cols, aligned);
-          if (f.looped ? !layer_norm_fwd_looped_kernel_find(f.loop, arch_slot)
-                       : !layer_norm_fwd_kernel_find(f.single, arch_slot))
-            missing.push_back(f.looped ? f.loop.str() : f.single.str());
+          for (bool affine : {false, true}) {
+            FwdChoice f = choose_fwd(xdt, pdt, cols, aligned, affine);
+            if (f.looped ? !layer_norm_fwd_looped_kernel_find(f.loop, arch_slot)
+                         : !layer_norm_fwd_kernel_find(f.single, arch_slot))
+              missing.push_back(f.looped ? f.loop.str() : f.single.str());
+          }
           BwdChoice b = choose_bwd(xdt, pdt, cols, aligned);
           if (b.split) {
             if (!layer_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot)) missing.push_back(b.rowstats.str());
