@@ -70,7 +70,7 @@ def tune_fwd(n):
     block_n = triton.next_power_of_2(n)
     res = []
     for bm in (1, 2, 4):
-        for nw in (4, 8, 16, 32):
+        for nw in (1, 2, 4, 8, 16, 32):
             if bm * block_n // (32 * nw) < 2 or bm * block_n > 32768:
                 continue
             for affine in (False, True) if bm == 1 else (False,):
