@@ -125,13 +125,22 @@ def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, 
 
 
 @triton.jit
+def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
+    # Chan et al.: merges two (mean, centred sum of squares, count) summaries; empty ones (n = 0) drop out.
+    n = n_a + n_b
+    frac = tl.where(n > 0, n_b / tl.maximum(n, 1.0), 0.0)
+    delta = mean_b - mean_a
+    return mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac, n
+
+
+@triton.jit
 def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
                                  has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # Persistent: program p normalizes rows p, p + P, ... (the launcher sizes P so that the rows being
-    # normalized at once stay in L2 for their second read). Mean and variance in one read: each chunk's own
-    # mean and centred sum of squares, merged into the running ones (Chan et al.), so long rows keep the
-    # accuracy of the two-pass formula. Statistics are of x - x[0] (exact where |mean| >> std), so the mean
-    # needs no correction pass.
+    # Rows wider than a single block (or not 16-byte aligned): program p normalizes rows p, p + P, ... (the
+    # launcher runs one program per row). First pass: Welford per lane (each lane's running mean and centred
+    # sum of squares over the chunks, no cross-thread reduction inside the loop), merged across lanes once
+    # (Chan); x is read with evict_last so that the second pass, which reads it with evict_first, finds it in
+    # L2 (what torch.compile's kernel does; per-chunk block reductions cost a barrier round each).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
@@ -139,35 +148,33 @@ def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, strid
         row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
         x_row = X + row * (stride_x_v * ALIGN)
         y_row = Y + row * (stride_y_v * ALIGN)
-        shift = tl.load(x_row).to(tl.float32)
-        mean = tl.sum(tl.zeros([1], dtype=tl.float32), axis=0)
-        m2 = mean
-        count = mean
+        mean = tl.zeros([BLOCK_N], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK_N], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
             m = c < n_cols
-            xf = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - shift, 0.0)
-            n_chunk = tl.minimum(n_cols - start, BLOCK_N).to(tl.float32)
-            chunk_mean = tl.sum(xf, axis=0) / n_chunk
-            d = tl.where(m, xf - chunk_mean, 0.0)
-            chunk_m2 = tl.sum(d * d, axis=0)
-            total = count + n_chunk
-            delta = chunk_mean - mean
-            mean = mean + delta * (n_chunk / total)
-            m2 = m2 + chunk_m2 + delta * delta * (count * n_chunk / total)
-            count = total
-        rstd = 1.0 / tl.sqrt_rn(m2 / n_cols + eps)
+            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            # every live lane has seen one element per earlier chunk: its count is this chunk's number + 1
+            inv = 1.0 / tl.cast(start // BLOCK_N + 1, tl.float32)
+            delta = xf - mean
+            new_mean = mean + delta * inv
+            mean = tl.where(m, new_mean, mean)
+            m2 = tl.where(m, m2 + delta * (xf - new_mean), m2)
+        # lane j saw ceil((n_cols - j) / BLOCK_N) elements
+        count = tl.maximum(tl.cdiv(n_cols - cols, BLOCK_N), 0).to(tl.float32)
+        mean_row, m2_row, _ = tl.reduce((mean, m2, count), 0, _welford_combine)
+        rstd = 1.0 / tl.sqrt_rn(tl.maximum(m2_row, 0.0) / n_cols + eps)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
             m = c < n_cols
-            xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)
+            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
             # absent weight / bias: loaded as 1 / 0 with their null pointers masked off (no branch-held tiles)
-            w = tl.load(W + c, mask=m & has_weight, other=1.0).to(tl.float32)
-            b = tl.load(B + c, mask=m & has_bias, other=0.0).to(tl.float32)
-            y = ((xf - shift) - mean) * rstd * w + b
+            w = tl.load(W + c, mask=m & has_weight, other=1.0, eviction_policy="evict_last").to(tl.float32)
+            b = tl.load(B + c, mask=m & has_bias, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            y = (xf - mean_row) * rstd * w + b
             tl.store(y_row + c, y.to(DT), mask=m)
         if store_stats:
-            tl.store(MEAN + row, shift + mean)
+            tl.store(MEAN + row, mean_row)
             tl.store(RSTD + row, rstd)
 
 
