@@ -83,9 +83,9 @@ def providers(liger_aot, liger_kernel) -> list:
     ]
     if liger_kernel is not None:
         function = liger_kernel.LigerFusedAddRMSNormFunction
-        # what LigerFusedAddRMSNorm.forward calls, with its defaults: offset 0, "llama", in_place=False, row_mode None
+        # what LigerFusedAddRMSNorm.forward calls, with its defaults: offset 0, "llama", in_place=False
         found.append(harness.Provider(
-            "Liger-Kernel", lambda x, r, w, ds: Pair(*function.apply(x, r, w, EPS, 0.0, "llama", False, None), ds)))
+            "Liger-Kernel", lambda x, r, w, ds: Pair(*function.apply(x, r, w, EPS, 0.0, "llama", False), ds)))
     return found
 
 
@@ -100,7 +100,7 @@ def launch_bound(liger_aot, liger_kernel, dtype, notes) -> str:
     calls["HF eager"] = lambda: hf_add_rms_norm(x, r, w)
     if liger_kernel is not None:
         function = liger_kernel.LigerFusedAddRMSNormFunction
-        calls["Liger-Kernel"] = lambda: function.apply(x, r, w, EPS, 0.0, "llama", False, None)
+        calls["Liger-Kernel"] = lambda: function.apply(x, r, w, EPS, 0.0, "llama", False)
     us = {}
     for name, fn in calls.items():
         try:
@@ -133,6 +133,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=sorted(harness.DTYPES), default="bf16")
     parser.add_argument("--quick", action="store_true", help="hidden 4096 only (< 1 min)")
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="N", help=f"these hidden sizes (default {HIDDEN})")
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",
                         help="append the markdown to PATH (no PATH: benchmarks/results/<gpu>.md)")
     args = parser.parse_args()
@@ -143,12 +144,13 @@ def main() -> None:
     notes = []
     liger_aot = harness.optional(harness.import_liger_aot, "liger_aot", notes)
     liger_kernel = harness.optional(_load_liger_kernel, "Liger-Kernel", notes)
-    header = harness.environment_header(f"fused_add_rms_norm, {args.dtype}" + (" (--quick)" if args.quick else ""))
+    header = harness.environment_header(f"fused_add_rms_norm, {args.dtype}" + (" (--quick)" if args.quick else "")
+                                        + (f" (hidden {args.hidden})" if args.hidden else ""))
     print(header + "\n", *notes, sep="\n", flush=True)
 
     ceiling = harness.copy_ceiling_gbps()
     print(f"copy ceiling: {ceiling:.0f} GB/s (2 GiB device-to-device copy, read + written)\n", flush=True)
-    cases = [make_case(h, dtype) for h in ((4096,) if args.quick else HIDDEN)]
+    cases = [make_case(h, dtype) for h in ((4096,) if args.quick else args.hidden or HIDDEN)]
     table = harness.run(cases, providers(liger_aot, liger_kernel), harness.MODES, ceiling, notes, check=check)
     sections = [
         f"Copy ceiling: {ceiling:.0f} GB/s (2 GiB device-to-device copy, bytes read + written / median time).",

@@ -124,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=sorted(harness.DTYPES), default="bf16")
     parser.add_argument("--quick", action="store_true", help="hidden 4096 only (< 1 min)")
+    parser.add_argument("--hidden", type=int, nargs="+", metavar="N", help=f"these hidden sizes (default {HIDDEN})")
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",
                         help="append the markdown to PATH (no PATH: benchmarks/results/<gpu>.md)")
     args = parser.parse_args()
@@ -134,12 +135,13 @@ def main() -> None:
     notes = []
     liger_aot = harness.optional(harness.import_liger_aot, "liger_aot", notes)
     liger_kernel = harness.optional(_load_liger_kernel, "Liger-Kernel", notes)
-    header = harness.environment_header(f"layer_norm, {args.dtype}" + (" (--quick)" if args.quick else ""))
+    header = harness.environment_header(f"layer_norm, {args.dtype}" + (" (--quick)" if args.quick else "")
+                                        + (f" (hidden {args.hidden})" if args.hidden else ""))
     print(header + "\n", *notes, sep="\n", flush=True)
 
     ceiling = harness.copy_ceiling_gbps()
     print(f"copy ceiling: {ceiling:.0f} GB/s (2 GiB device-to-device copy, read + written)\n", flush=True)
-    cases = [make_case(h, dtype) for h in ((4096,) if args.quick else HIDDEN)]
+    cases = [make_case(h, dtype) for h in ((4096,) if args.quick else args.hidden or HIDDEN)]
     table = harness.run(cases, providers(liger_aot, liger_kernel), harness.MODES, ceiling, notes, check=check)
     sections = [
         f"Copy ceiling: {ceiling:.0f} GB/s (2 GiB device-to-device copy, bytes read + written / median time).",

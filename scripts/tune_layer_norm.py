@@ -3,8 +3,9 @@ timed like the benchmarks (do_bench flushes L2). 8192 rows, bf16, weight and bia
 
     python scripts/tune_layer_norm.py [fwd|bwd] [hidden ...]      # on the GPU box
 
-Wide rows (hidden > 8192) also sweep the looped kernels (the build uses them above 16384 forward and 8192
-backward): forward BLOCK_N x warps, backward BLOCK_M x BLOCK_N x warps x programs per SM, with the output checked.
+Wide rows (hidden > 8192) also sweep the kernels the build uses above 16384 (forward) and 8192 (backward): the
+persistent looped forward (BLOCK_N x warps x programs), the backward's rowstats kernel (BLOCK_N x warps) and
+cols kernel (BLOCK_M x BLOCK_N x warps x row programs), outputs checked against PyTorch.
 """
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.layer_norm import (layer_norm_bwd_kernel, layer_norm_bwd_looped_kernel,  # noqa: E402
-                                   layer_norm_fwd_kernel, layer_norm_fwd_looped_kernel)
+from triton_src.layer_norm import (layer_norm_bwd_cols_kernel, layer_norm_bwd_kernel,  # noqa: E402
+                                   layer_norm_bwd_rowstats_kernel, layer_norm_fwd_kernel,
+                                   layer_norm_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
@@ -68,14 +70,15 @@ def tune_fwd(n):
     block_n = triton.next_power_of_2(n)
     res = []
     for bm in (1, 2, 4):
-        for nw in (4, 8, 16, 32):
+        for nw in (1, 2, 4, 8, 16, 32):
             if bm * block_n // (32 * nw) < 2 or bm * block_n > 32768:
                 continue
-            grid = (triton.cdiv(ROWS, bm),)
-            fn = lambda: layer_norm_fwd_kernel[grid](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5,
-                                                     True, True, True, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8,
-                                                     num_warps=nw)
-            res.append((bench(fn), f"2d bm={bm} nw={nw}"))
+            for affine in (False, True) if bm == 1 else (False,):
+                grid = (triton.cdiv(ROWS, bm),)
+                fn = lambda: layer_norm_fwd_kernel[grid](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5,
+                                                         True, True, True, BLOCK_M=bm, BLOCK_N=block_n, ALIGN=8,
+                                                         AFFINE=affine, num_warps=nw)
+                res.append((bench(fn), f"2d bm={bm} nw={nw} affine={affine}"))
     for fused in (False, True):
         for nw in (4, 8, 16):
             fn = lambda: fwd_1d_kernel[(ROWS,)](x, w, b, y, mean, rstd, n, 1e-5, BLOCK_N=block_n, ALIGN=8,
@@ -88,18 +91,21 @@ def tune_fwd(n):
             for nw in (4, 8, 16):
                 if loop_n // (32 * nw) < 2:
                     continue
-                fn = lambda: layer_norm_fwd_looped_kernel[(ROWS,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8,
-                                                                   1e-5, True, True, True, BLOCK_N=loop_n, ALIGN=8,
-                                                                   num_warps=nw)
-                y.fill_(float("nan"))
-                fn()
-                err = (y.float() - ref).abs().max().item()
-                res.append((bench(fn), f"looped BLOCK_N={loop_n} nw={nw} (max err {err:.3g})"))
+                for progs in (SMS, 2 * SMS, 4 * SMS, 8 * SMS, ROWS):
+                    fn = lambda: layer_norm_fwd_looped_kernel[(progs,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8,
+                                                                        n // 8, 1e-5, True, True, True,
+                                                                        BLOCK_N=loop_n, ALIGN=8, num_warps=nw)
+                    y.fill_(float("nan"))
+                    fn()
+                    err = (y.float() - ref).abs().max().item()
+                    res.append((bench(fn), f"looped BLOCK_N={loop_n} nw={nw} programs={progs} (max err {err:.3g})"))
     copy_t = bench(lambda: y.copy_(x))
     res.sort()
     gbs = lambda t: 2 * x.numel() * 2 / t / 1e6
     print(f"fwd n={n}: copy {copy_t*1e3:.1f}us; " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s" for t, c in res[:6]),
           flush=True)
+    compiled = torch.compile(lambda x, w, b: torch.nn.functional.layer_norm(x, (n,), w, b, 1e-5), dynamic=False)
+    print(f"fwd n={n}: torch.compile {bench(lambda: compiled(x, w, b)) * 1e3:.1f}us", flush=True)
     try:
         from liger_kernel.ops.layer_norm import layer_norm_forward
         t = bench(lambda: layer_norm_forward(x, w, b, 1e-5))
@@ -131,28 +137,45 @@ def tune_bwd(n):
                 except Exception as e:  # noqa: BLE001
                     print(f"bwd bm={bm} nw={nw} pre={pre} per_sm={per_sm}: {str(e)[:80]}")
     if n > 8192:
-        ref_dx = None
+        stats = torch.empty(ROWS, 4, device="cuda", dtype=torch.float32)
+        xr = x.float().requires_grad_()
+        wr = w.float().requires_grad_()
+        yr = torch.nn.functional.layer_norm(xr, (n,), wr, None, 1e-5)
+        ref_dx = torch.autograd.grad(yr, xr, dy.float())[0]
+        stat_res = []
+        for stat_n in (1024, 2048, 4096, 8192):
+            for nw in (4, 8, 16):
+                for progs in (SMS * 2, SMS * 4, SMS * 8, ROWS):
+                    fn = lambda: layer_norm_bwd_rowstats_kernel[(progs,)](dy, x, w, mean, rstd, stats, ROWS, n // 8,
+                                                                          n // 8, n // 8, True, BLOCK_N=stat_n,
+                                                                          ALIGN=8, num_warps=nw)
+                    stat_res.append((bench(fn), f"rowstats BLOCK_N={stat_n} nw={nw} programs={progs}"))
+        stat_res.sort()
+        print(f"bwd n={n} rowstats (2 reads): " + "; ".join(f"{c} {t*1e3:.1f}us {2 * x.numel() * 2 / t / 1e6:.0f}GB/s"
+                                                           for t, c in stat_res[:4]), flush=True)
+        layer_norm_bwd_rowstats_kernel[(ROWS,)](dy, x, w, mean, rstd, stats, ROWS, n // 8, n // 8, n // 8, True,
+                                                BLOCK_N=4096, ALIGN=8, num_warps=8)
         for bm in (1, 2, 4, 8):
-            for loop_n in (1024, 2048, 4096):
-                for nw in (4, 8, 16):
-                    if bm * loop_n // (32 * nw) < 2 or bm * loop_n > 16384:
+            for cn in (256, 512, 1024, 2048):
+                for nw in (2, 4, 8):
+                    if bm * cn // (32 * nw) < 4 or bm * cn // (32 * nw) > 32:
                         continue
-                    for per_sm in (1, 2, 4, 8):
-                        progs = min(SMS * per_sm, triton.cdiv(ROWS, bm))
+                    col_blocks = triton.cdiv(n, cn)
+                    for per_sm in (2, 4, 8):
+                        progs = max(1, min(triton.cdiv(SMS * per_sm, col_blocks), triton.cdiv(ROWS, bm)))
                         part = torch.empty(2, progs, n, device="cuda", dtype=torch.float32)
-                        fn = lambda: layer_norm_bwd_looped_kernel[(progs,)](
-                            dy, x, w, mean, rstd, dx, part[0], part[1], ROWS, n // 8, n // 8, n // 8, n // 8, True,
-                            True, True, BLOCK_M=bm, BLOCK_N=loop_n, ALIGN=8, num_warps=nw)
+                        fn = lambda: layer_norm_bwd_cols_kernel[(progs, col_blocks)](
+                            dy, x, w, mean, rstd, stats, dx, part[0], part[1], ROWS, n // 8, n // 8, n // 8, n // 8,
+                            True, True, True, BLOCK_M=bm, BLOCK_N=cn, ALIGN=8, num_warps=nw)
                         try:
                             dx.fill_(float("nan"))
                             fn()
-                            if ref_dx is None:
-                                ref_dx = dx.float().clone()
                             err = (dx.float() - ref_dx).abs().max().item()
-                            res.append((bench(fn), f"looped bm={bm} BLOCK_N={loop_n} nw={nw} progs/SM={per_sm} "
-                                                   f"(dx vs first {err:.3g})"))
+                            t = bench(fn)
+                            res.append((t + stat_res[0][0], f"split: best rowstats + cols bm={bm} BLOCK_N={cn} nw={nw} "
+                                                           f"programs/SM={per_sm} (cols {t*1e3:.1f}us, dx err {err:.3g})"))
                         except Exception as e:  # noqa: BLE001
-                            print(f"bwd looped bm={bm} n={loop_n} nw={nw} per_sm={per_sm}: {str(e)[:80]}")
+                            print(f"bwd cols bm={bm} n={cn} nw={nw} per_sm={per_sm}: {str(e)[:80]}")
     res.sort()
     gbs = lambda t: 3 * x.numel() * 2 / t / 1e6
     print(f"bwd n={n} (kernel only, no column sum): " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s"

@@ -28,6 +28,9 @@ def kl_div_fwd_kernel(X, Y, LOSS, PARTIAL, n_cols_v, stride_x_v, stride_y_v, eps
                       ALIGN: tl.constexpr, LOG_TARGET: tl.constexpr, ELEMENTWISE: tl.constexpr,
                       ACCURATE: tl.constexpr):
     n_cols = n_cols_v * ALIGN
+    if not ACCURATE:
+        # the 16-bit variants' log flushes a denormal eps to 0: log(0) = -inf, and y = 0 would give 0 * -inf
+        eps = tl.maximum(eps, 1.1754943508222875e-38)
     row = tl.program_id(0).to(tl.int64)  # int64: row offsets beyond 2^31 elements
     x_row = X + row * (stride_x_v * ALIGN)
     y_row = Y + row * (stride_y_v * ALIGN)

@@ -24,12 +24,14 @@ import triton.language as tl
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
 CPP_CONSTANTS = {
-    "FWD_MAX_BLOCK_N": 16384,
+    "FWD_MAX_BLOCK_N": 32768,
+    "AFFINE_MIN_BLOCK_N": 4096,
     "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 256,
     "LOOP_BLOCK_N": 4096,
-    "BWD_LOOP_BLOCK_M": 2,
-    "BWD_LOOP_BLOCK_N": 2048,
+    "ROWSTATS_BLOCK_N": 1024,
+    "COLS_BLOCK_M": 2,
+    "COLS_BLOCK_N": 1024,
     "COLSUM_BLOCK_N": 64,
     "BWD_WARPS_PER_SM": 8,
 }
@@ -51,7 +53,7 @@ def _affine(xhat, w, b, has_weight, has_bias):
 
 @triton.jit
 def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y, eps, has_weight, has_bias,
-                        store_stats, BLOCK_N: tl.constexpr):
+                        store_stats, BLOCK_N: tl.constexpr, AFFINE: tl.constexpr):
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
     xf = tl.load(X + row * stride_x + cols, mask=cm, other=0.0).to(tl.float32)
@@ -62,9 +64,15 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
     rstd = 1.0 / tl.sqrt_rn(var + eps)
     # No branches on the runtime flags: an absent weight loads as 1 and an absent bias as 0 (masked off, the
     # null pointers are not read). Branches that each produce a tile kept both tiles live: 106 registers
-    # instead of 64 at 4096 x 4 warps (ptxas), i.e. half the resident programs.
-    w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
-    b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
+    # instead of 64 at 4096 x 4 warps (ptxas), i.e. half the resident programs. Even the flag masks cost
+    # registers on wide rows (per-element predicates): 100 instead of 64 at 16384 x 16 warps, one resident
+    # program per SM instead of two, so AFFINE variants (weight and bias both given, the usual case) drop them.
+    if AFFINE:
+        w = tl.load(W + cols, mask=cm, other=1.0).to(tl.float32)
+        b = tl.load(B + cols, mask=cm, other=0.0).to(tl.float32)
+    else:
+        w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
+        b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
     y = (xc - c) * rstd * w + b
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
     if store_stats:
@@ -74,8 +82,10 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
 
 @triton.jit
 def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
-                          has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment.
+                          has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                          AFFINE: tl.constexpr):
+    # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment. AFFINE
+    # (one-row programs only): weight and bias are both given, has_weight / has_bias are not read.
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -83,7 +93,7 @@ def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, 
         # One row as 1-D tensors: 39 us vs 46 us for the [1, N] form at 8192x4096 bf16 on H200
         # (scripts/tune_layer_norm.py; fewer layout conversions around the three row sums).
         _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, pid.to(tl.int64), n_cols, stride_x_v * ALIGN,
-                            stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N)
+                            stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N, AFFINE)
         return
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -115,52 +125,57 @@ def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, 
 
 
 @triton.jit
+def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
+    # Chan et al.: merges two (mean, centred sum of squares, count) summaries; empty ones (n = 0) drop out.
+    n = n_a + n_b
+    frac = tl.where(n > 0, n_b / tl.maximum(n, 1.0), 0.0)
+    delta = mean_b - mean_a
+    return mean_a + delta * frac, m2_a + m2_b + delta * delta * n_a * frac, n
+
+
+@triton.jit
 def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
                                  has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # One program per row. Mean and variance in one read: each chunk's own mean and centred sum of squares,
-    # merged into the running ones (Chan et al.), so long rows keep the accuracy of the two-pass formula.
-    # Statistics are of x - x[0] (exact where |mean| >> std), so the mean needs no correction pass.
+    # Rows wider than a single block (or not 16-byte aligned): program p normalizes rows p, p + P, ... (the
+    # launcher runs one program per row). First pass: Welford per lane (each lane's running mean and centred
+    # sum of squares over the chunks, no cross-thread reduction inside the loop), merged across lanes once
+    # (Chan); x is read with evict_last so that the second pass, which reads it with evict_first, finds it in
+    # L2 (what torch.compile's kernel does; per-chunk block reductions cost a barrier round each).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
-    row = tl.program_id(0).to(tl.int64)
-    x_row = X + row * (stride_x_v * ALIGN)
-    y_row = Y + row * (stride_y_v * ALIGN)
     cols = tl.arange(0, BLOCK_N)
-    shift = tl.load(x_row).to(tl.float32)
-    mean = tl.sum(tl.zeros([1], dtype=tl.float32), axis=0)
-    m2 = mean
-    count = mean
-    for start in range(0, n_cols, BLOCK_N):
-        c = start + cols
-        m = c < n_cols
-        xf = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - shift, 0.0)
-        n_chunk = tl.minimum(n_cols - start, BLOCK_N).to(tl.float32)
-        chunk_mean = tl.sum(xf, axis=0) / n_chunk
-        d = tl.where(m, xf - chunk_mean, 0.0)
-        chunk_m2 = tl.sum(d * d, axis=0)
-        total = count + n_chunk
-        delta = chunk_mean - mean
-        mean = mean + delta * (n_chunk / total)
-        m2 = m2 + chunk_m2 + delta * delta * (count * n_chunk / total)
-        count = total
-    rstd = 1.0 / tl.sqrt_rn(m2 / n_cols + eps)
-    for start in range(0, n_cols, BLOCK_N):
-        c = start + cols
-        m = c < n_cols
-        xf = tl.load(x_row + c, mask=m, other=0.0).to(tl.float32)
-        if has_weight:
-            w = tl.load(W + c, mask=m, other=0.0).to(tl.float32)
-        else:
-            w = tl.zeros([BLOCK_N], dtype=tl.float32)
-        if has_bias:
-            b = tl.load(B + c, mask=m, other=0.0).to(tl.float32)
-        else:
-            b = tl.zeros([BLOCK_N], dtype=tl.float32)
-        y = _affine(((xf - shift) - mean) * rstd, w, b, has_weight, has_bias)
-        tl.store(y_row + c, y.to(DT), mask=m)
-    if store_stats:
-        tl.store(MEAN + row, shift + mean)
-        tl.store(RSTD + row, rstd)
+    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
+        x_row = X + row * (stride_x_v * ALIGN)
+        y_row = Y + row * (stride_y_v * ALIGN)
+        mean = tl.zeros([BLOCK_N], dtype=tl.float32)
+        m2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            m = c < n_cols
+            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            # every live lane has seen one element per earlier chunk: its count is this chunk's number + 1
+            inv = 1.0 / tl.cast(start // BLOCK_N + 1, tl.float32)
+            delta = xf - mean
+            new_mean = mean + delta * inv
+            mean = tl.where(m, new_mean, mean)
+            m2 = tl.where(m, m2 + delta * (xf - new_mean), m2)
+        # lane j saw ceil((n_cols - j) / BLOCK_N) elements
+        count = tl.maximum(tl.cdiv(n_cols - cols, BLOCK_N), 0).to(tl.float32)
+        mean_row, m2_row, _ = tl.reduce((mean, m2, count), 0, _welford_combine)
+        rstd = 1.0 / tl.sqrt_rn(tl.maximum(m2_row, 0.0) / n_cols + eps)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols
+            m = c < n_cols
+            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+            # absent weight / bias: loaded as 1 / 0 with their null pointers masked off (no branch-held tiles)
+            w = tl.load(W + c, mask=m & has_weight, other=1.0, eviction_policy="evict_last").to(tl.float32)
+            b = tl.load(B + c, mask=m & has_bias, other=0.0, eviction_policy="evict_last").to(tl.float32)
+            y = (xf - mean_row) * rstd * w + b
+            tl.store(y_row + c, y.to(DT), mask=m)
+        if store_stats:
+            tl.store(MEAN + row, mean_row)
+            tl.store(RSTD + row, rstd)
 
 
 @triton.jit
@@ -244,63 +259,77 @@ def layer_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_ro
 
 
 @triton.jit
-def layer_norm_bwd_looped_kernel(DY, X, W, MEAN, RSTD, DX, DW_PARTIAL, DB_PARTIAL, n_rows, n_cols_v, stride_dy_v,
-                                 stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db, BLOCK_M: tl.constexpr,
-                                 BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # Persistent over blocks of BLOCK_M rows, two passes over each block's columns (the row sums, then dx).
-    # The program's partial rows are accumulated in place, once per row block (its first block stores):
-    # BLOCK_M rows per read-modify-write of the fp32 partials instead of one.
-    DT: tl.constexpr = X.dtype.element_ty
+def layer_norm_bwd_rowstats_kernel(DY, X, W, MEAN, RSTD, STATS, n_rows, n_cols_v, stride_dy_v, stride_x_v,
+                                   has_weight, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Wide rows, first of two kernels: per row, with xc = x - mean and g = dy * w, STATS[row] = (corr, c1, c2):
+    # corr = mean(xc) (the saved mean's rounding), c1 = mean(g), c2 = rstd * (mean(g * xc) - corr * c1).
+    # One read of x and dy; layer_norm_bwd_cols_kernel reads them again for dx, dw and db.
     n_cols = n_cols_v * ALIGN
-    pid = tl.program_id(0)
-    n_progs = tl.num_programs(0)
     cols = tl.arange(0, BLOCK_N)
-    dw_row = DW_PARTIAL + pid.to(tl.int64) * n_cols
-    db_row = DB_PARTIAL + pid.to(tl.int64) * n_cols
-    n_blocks = tl.cdiv(n_rows, BLOCK_M)
-    for block in range(pid, n_blocks, n_progs):
-        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
-        row_mask = rows < n_rows
-        rows64 = rows.to(tl.int64)
-        x_rows = X + rows64[:, None] * (stride_x_v * ALIGN)
-        dy_rows = DY + rows64[:, None] * (stride_dy_v * ALIGN)
-        dx_rows = DX + rows64[:, None] * (stride_dx_v * ALIGN)
-        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)[:, None]
-        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)[:, None]
-        acc0 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        acc1 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
+        x_row = X + row * (stride_x_v * ALIGN)
+        dy_row = DY + row * (stride_dy_v * ALIGN)
+        mean = tl.load(MEAN + row)
+        acc0 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
+        acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            cm = c < n_cols
-            m = row_mask[:, None] & cm[None, :]
-            xc = tl.where(m, tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32) - mean, 0.0)
-            g = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
-            if has_weight:
-                g = g * tl.load(W + c, mask=cm, other=0.0).to(tl.float32)[None, :]
+            m = c < n_cols
+            xc = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - mean, 0.0)
+            g = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+            g = g * tl.load(W + c, mask=m & has_weight, other=1.0).to(tl.float32)
             acc0 += xc
             acc1 += g
             acc2 += g * xc
-        corr = (tl.sum(acc0, axis=1) / n_cols)[:, None]
-        c1 = (tl.sum(acc1, axis=1) / n_cols)[:, None]
-        c2 = rstd * ((tl.sum(acc2, axis=1) / n_cols)[:, None] - corr * c1)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            cm = c < n_cols
-            m = row_mask[:, None] & cm[None, :]
-            xhat = ((tl.load(x_rows + c[None, :], mask=m, other=0.0).to(tl.float32) - mean) - corr) * rstd
-            dyf = tl.load(dy_rows + c[None, :], mask=m, other=0.0).to(tl.float32)
-            if has_weight:
-                g = dyf * tl.load(W + c, mask=cm, other=0.0).to(tl.float32)[None, :]
-            else:
-                g = dyf
-            tl.store(dx_rows + c[None, :], (rstd * (g - c1 - xhat * c2)).to(DT), mask=m)
-            if compute_dw:
-                prev = tl.load(dw_row + c, mask=cm & (block != pid), other=0.0)
-                tl.store(dw_row + c, prev + tl.sum(dyf * xhat, axis=0), mask=cm)
-            if compute_db:
-                prev = tl.load(db_row + c, mask=cm & (block != pid), other=0.0)
-                tl.store(db_row + c, prev + tl.sum(dyf, axis=0), mask=cm)
+        corr = tl.sum(acc0, axis=0) / n_cols
+        c1 = tl.sum(acc1, axis=0) / n_cols
+        c2 = tl.load(RSTD + row) * (tl.sum(acc2, axis=0) / n_cols - corr * c1)
+        tl.store(STATS + row * 4, corr)
+        tl.store(STATS + row * 4 + 1, c1)
+        tl.store(STATS + row * 4 + 2, c2)
+
+
+@triton.jit
+def layer_norm_bwd_cols_kernel(DY, X, W, MEAN, RSTD, STATS, DX, DW_PARTIAL, DB_PARTIAL, n_rows, n_cols_v,
+                               stride_dy_v, stride_x_v, stride_dx_v, has_weight, compute_dw, compute_db,
+                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+    # Wide rows, second kernel: program (p, j) of a (P, column blocks) grid walks row tiles p, p + P, ... of
+    # column block j, writes dx = rstd * (g - c1 - xhat * c2) and keeps dw = sum(dy * xhat), db = sum(dy) in
+    # [BLOCK_M, BLOCK_N] registers, stored once as row p of the partial planes (column_sum_kernel adds them).
+    # This pair replaced a row-looped persistent kernel that read-modified-wrote N-wide fp32 partial rows once per
+    # two-row block (more bytes than the rows themselves) and re-read its rows past L2: at 8192 x 16384 bf16 on an
+    # H200 its backward took 0.744 ms (torch.compile 0.417).
+    n_cols = n_cols_v * ALIGN
+    p = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    w = tl.load(W + cols, mask=col_mask & has_weight, other=1.0).to(tl.float32)[None, :]
+    dw_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    db_acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for block in range(p, tl.cdiv(n_rows, BLOCK_M), n_progs):
+        rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_mask = rows < n_rows
+        rows64 = rows.to(tl.int64)
+        m = row_mask[:, None] & col_mask[None, :]
+        mean = tl.load(MEAN + rows, mask=row_mask, other=0.0)
+        rstd = tl.load(RSTD + rows, mask=row_mask, other=0.0)[:, None]
+        corr = tl.load(STATS + rows64 * 4, mask=row_mask, other=0.0)
+        c1 = tl.load(STATS + rows64 * 4 + 1, mask=row_mask, other=0.0)[:, None]
+        c2 = tl.load(STATS + rows64 * 4 + 2, mask=row_mask, other=0.0)[:, None]
+        x = tl.load(X + rows64[:, None] * (stride_x_v * ALIGN) + cols[None, :], mask=m, other=0.0).to(tl.float32)
+        dy = tl.load(DY + rows64[:, None] * (stride_dy_v * ALIGN) + cols[None, :], mask=m, other=0.0).to(tl.float32)
+        xhat = tl.where(m, ((x - mean[:, None]) - corr[:, None]) * rstd, 0.0)
+        dx = rstd * (dy * w - c1 - xhat * c2)
+        tl.store(DX + rows64[:, None] * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=m)
+        dw_acc += dy * xhat
+        db_acc += dy
+    if compute_dw:
+        tl.store(DW_PARTIAL + p.to(tl.int64) * n_cols + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
+    if compute_db:
+        tl.store(DB_PARTIAL + p.to(tl.int64) * n_cols + cols, tl.sum(db_acc, axis=0), mask=col_mask)
 
 
 @triton.jit
@@ -348,11 +377,12 @@ def _rows_per_program(block_n):
 # Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): LayerNorm keeps more
 # tiles live than RMSNorm (w, b; the backward's dw and db sums), so rms_norm's measured table gave 128
 # registers for the 4096 forward at 4 warps and 176 (one program per SM) for the 4096 backward at 8.
-# Beyond 16384 (forward) and 8192 (backward) elements a single block spilled at 32 warps: looped variants.
+# Beyond 16384 (forward) and 8192 (backward) elements a single block spilled at 32 warps: the looped forward and
+# the two-kernel backward (rowstats + cols) take those rows, and any row that is not 16-byte aligned.
 # H200 sweep at 8192x4096 bf16 (scripts/tune_layer_norm.py): forward 4 warps 39.3 us, 8 warps 41.0; backward
 # 4 warps, one row ahead, 2 programs per SM 71.1 us (16 warps, two ahead, 1 per SM: > 80 us). 8192 and 16384
 # keep 32 elements per thread (not measured).
-_FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16}
+_FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16, 32768: 16}
 _BWD_WARPS = {1024: 4, 2048: 4, 4096: 4, 8192: 16}
 # Backward tiles chosen by a sweep rather than the rules above, block_n -> (rows per step, warps, rows ahead):
 # H200, 8192 x 4096 bf16, kernel alone (scripts/tune_layer_norm.py bwd): 4 rows x 8 warps, one step ahead, one
@@ -381,21 +411,35 @@ def _bwd_sig(xd, pd):
             "compute_dw": "i1", "compute_db": "i1"}
 
 
+def _rowstats_sig(xd, pd):
+    return {"DY": f"*{xd}", "X": f"*{xd}", "W": f"*{pd}", "MEAN": "*fp32", "RSTD": "*fp32", "STATS": "*fp32",
+            "n_rows": "i32", "n_cols_v": "i32", "stride_dy_v": "i64", "stride_x_v": "i64", "has_weight": "i1"}
+
+
+def _cols_sig(xd, pd):
+    return {"DY": f"*{xd}", "X": f"*{xd}", "W": f"*{pd}", "MEAN": "*fp32", "RSTD": "*fp32", "STATS": "*fp32",
+            "DX": f"*{xd}", "DW_PARTIAL": "*fp32", "DB_PARTIAL": "*fp32", "n_rows": "i32", "n_cols_v": "i32",
+            "stride_dy_v": "i64", "stride_x_v": "i64", "stride_dx_v": "i64", "has_weight": "i1", "compute_dw": "i1",
+            "compute_db": "i1"}
+
+
 def _specs():
     fwd = KernelSpec(layer_norm_fwd_kernel)
     fwd_loop = KernelSpec(layer_norm_fwd_looped_kernel)
     bwd = KernelSpec(layer_norm_bwd_kernel)
-    bwd_loop = KernelSpec(layer_norm_bwd_looped_kernel)
+    rowstats = KernelSpec(layer_norm_bwd_rowstats_kernel)
+    cols = KernelSpec(layer_norm_bwd_cols_kernel)
     colsum = KernelSpec(column_sum_kernel)
     loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
     for xd, pd in DTYPE_PAIRS:
         base = {"x_dtype": xd, "p_dtype": pd}
         for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
-            fwd.variants.append(Variant(
-                key={**base, "block_n": block_n}, signature=_fwd_sig(xd, pd),
-                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
-                num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
+            for affine in (False, True) if block_n >= CPP_CONSTANTS["AFFINE_MIN_BLOCK_N"] else (False,):
+                fwd.variants.append(Variant(
+                    key={**base, "block_n": block_n, "affine": affine}, signature=_fwd_sig(xd, pd),
+                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd), "AFFINE": affine},
+                    num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
         for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
             block_m, warps, prefetch = _BWD_TILE.get(block_n, (block_m, _warps(_BWD_WARPS, block_m * block_n),
@@ -409,9 +453,13 @@ def _specs():
             fwd_loop.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_fwd_sig(xd, pd),
                 constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
-            bwd_loop.variants.append(Variant(
-                key={**base, "aligned": aligned}, signature=_bwd_sig(xd, pd),
-                constexprs={"BLOCK_M": CPP_CONSTANTS["BWD_LOOP_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["BWD_LOOP_BLOCK_N"],
+            rowstats.variants.append(Variant(
+                key={**base, "aligned": aligned}, signature=_rowstats_sig(xd, pd),
+                constexprs={"BLOCK_N": CPP_CONSTANTS["ROWSTATS_BLOCK_N"], "ALIGN": align}, num_warps=4,
+                aligned=aligned))
+            cols.variants.append(Variant(
+                key={**base, "aligned": aligned}, signature=_cols_sig(xd, pd),
+                constexprs={"BLOCK_M": CPP_CONSTANTS["COLS_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["COLS_BLOCK_N"],
                             "ALIGN": align}, num_warps=8, aligned=aligned))
     for od in ("fp32", "bf16", "fp16"):
         colsum.variants.append(Variant(
@@ -419,7 +467,7 @@ def _specs():
             signature={"PARTIAL": "*fp32", "OUT0": f"*{od}", "OUT1": f"*{od}", "n_parts": "i32", "n_cols": "i32",
                        "plane_stride": "i64"},
             constexprs={"BLOCK_P": 64, "BLOCK_N": CPP_CONSTANTS["COLSUM_BLOCK_N"]}, num_warps=4))
-    return [fwd, fwd_loop, bwd, bwd_loop, colsum]
+    return [fwd, fwd_loop, bwd, rowstats, cols, colsum]
 
 
 KERNELS = _specs()

@@ -1,4 +1,6 @@
 // Fused residual add + RMSNorm: s = x + residual, y = rms_norm(s) (liger::rms_norm's semantics); returns (y, s).
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
@@ -235,18 +237,19 @@ FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t cols, boo
 }
 
 struct BwdChoice {
-  bool looped;
+  bool split;  // wide or unaligned rows: fused_add_rms_norm_bwd_rowstats_kernel + fused_add_rms_norm_bwd_cols_kernel
   fused_add_rms_norm_bwd_kernel_key single;
-  fused_add_rms_norm_bwd_looped_kernel_key loop;
+  fused_add_rms_norm_bwd_rowstats_kernel_key rowstats;
+  fused_add_rms_norm_bwd_cols_kernel_key cols;
 };
 
 BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t cols, bool aligned) {
   BwdChoice c{};
-  c.looped = !aligned || cols > BWD_MAX_BLOCK_N;
-  c.single.x_dtype = c.loop.x_dtype = xdt;
-  c.single.w_dtype = c.loop.w_dtype = wdt;
+  c.split = !aligned || cols > BWD_MAX_BLOCK_N;
+  c.single.x_dtype = c.rowstats.x_dtype = c.cols.x_dtype = xdt;
+  c.single.w_dtype = c.rowstats.w_dtype = c.cols.w_dtype = wdt;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
-  c.loop.aligned = aligned;
+  c.rowstats.aligned = c.cols.aligned = aligned;
   return c;
 }
 
@@ -283,7 +286,10 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const Tenso
                                          x.cols / v.ALIGN, eps, offset, casting, has_w, store_rstd);
   } else {
     const auto& v = fused_add_rms_norm_fwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    Grid grid{static_cast<uint32_t>(x.rows)};
+    // One program per row (the kernel also loops over rows, for grids capped below the row count), as
+    // layer_norm's looped forward measured best on the H200 (a resident wave, or one sized to keep the s rows
+    // in L2 for their second read, was slower).
+    Grid grid{static_cast<uint32_t>(std::min<int64_t>(x.rows, INT32_MAX))};
     fused_add_rms_norm_fwd_looped_kernel_launch(v, ctx, grid, ptr(x.t), ptr(r.t), ptr(w.w), ptr(y), ptr(s),
                                                 ptr(rstd), x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN,
                                                 r.row_stride / v.ALIGN, x.cols / v.ALIGN, eps, offset, casting, has_w,
@@ -345,7 +351,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
   auto make_partial = [&](int64_t n) {
     if (compute_dw) partial = at::empty({n, s.cols}, s_in.options().dtype(at::kFloat));
   };
-  if (!c.looped) {
+  if (!c.split) {
     const auto& v = fused_add_rms_norm_bwd_kernel_get(c.single, ctx.arch_slot);
     // About 16 resident warps per SM, as rms_norm measured on H200.
     const int64_t per_sm = std::max<int64_t>(1, 16 / v.image.num_warps);
@@ -358,14 +364,28 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
                                          s.row_stride / v.ALIGN, s.cols / v.ALIGN, offset, casting, has_w, has_dso,
                                          compute_dw);
   } else {
-    const auto& v = fused_add_rms_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    programs = std::min<int64_t>(ceil_div(s.rows, v.BLOCK_M), max_resident_programs(v.image, ctx));
+    // Row statistics first (one read of dy and s), then a (row programs x column blocks) grid for ds and the
+    // dw partial rows (a second read).
+    const auto& vs = fused_add_rms_norm_bwd_rowstats_kernel_get(c.rowstats, ctx.arch_slot);
+    Tensor stats = at::empty({s.rows}, s_in.options().dtype(at::kFloat));
+    // One program per row, 1024-element chunks at 4 warps: H200 8192 rows bf16 (scripts/tune_layer_norm.py bwd),
+    // 137.5 us at 16384 and 259.9 at 32768, against >= 142 us for one resident wave or 2048-element chunks.
+    const int64_t stat_programs = std::min<int64_t>(s.rows, INT32_MAX);
+    fused_add_rms_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(stat_programs)}, ptr(dy.t),
+                                                  ptr(s.t), ptr(w.w), ptr(stats), s.rows, s.cols / vs.ALIGN,
+                                                  dy.row_stride / vs.ALIGN, s.row_stride / vs.ALIGN, offset, has_w);
+    const auto& v = fused_add_rms_norm_bwd_cols_kernel_get(c.cols, ctx.arch_slot);
+    const int64_t col_blocks = ceil_div(s.cols, v.BLOCK_N);
+    TORCH_CHECK(col_blocks <= 65535, "fused_add_rms_norm_bwd: at most ", 65535 * v.BLOCK_N, " columns, got ", s.cols);
+    // Enough row programs to fill the device once with the column blocks, no more (each writes a partial row).
+    programs = std::clamp<int64_t>(ceil_div(max_resident_programs(v.image, ctx), col_blocks), 1,
+                                   ceil_div(s.rows, v.BLOCK_M));
     make_partial(programs);
-    fused_add_rms_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t),
-                                                ptr(dso.t), ptr(s.t), ptr(w.w), ptr(rstd), ptr(ds), ptr(partial),
-                                                s.rows, s.cols / v.ALIGN, dy.row_stride / v.ALIGN,
-                                                dso.row_stride / v.ALIGN, s.row_stride / v.ALIGN, s.cols / v.ALIGN,
-                                                offset, casting, has_w, has_dso, compute_dw);
+    fused_add_rms_norm_bwd_cols_kernel_launch(
+        v, ctx, Grid{static_cast<uint32_t>(programs), static_cast<uint32_t>(col_blocks)}, ptr(dy.t), ptr(dso.t),
+        ptr(s.t), ptr(w.w), ptr(rstd), ptr(stats), ptr(ds), ptr(partial), s.rows, s.cols / v.ALIGN,
+        dy.row_stride / v.ALIGN, dso.row_stride / v.ALIGN, s.row_stride / v.ALIGN, s.cols / v.ALIGN, offset, casting,
+        has_w, has_dso, compute_dw);
   }
   if (compute_dw) {
     // Summed in fp32 by a small kernel and rounded once (at::sum's first CUDA launch in a process is slow).
@@ -399,9 +419,13 @@ const VariantCheck variant_check("fused_add_rms_norm", [](int arch_slot) {
                        : !fused_add_rms_norm_fwd_kernel_find(f.single, arch_slot))
             missing.push_back(f.looped ? f.loop.str() : f.single.str());
           BwdChoice b = choose_bwd(xdt, wdt, cols, aligned);
-          if (b.looped ? !fused_add_rms_norm_bwd_looped_kernel_find(b.loop, arch_slot)
-                       : !fused_add_rms_norm_bwd_kernel_find(b.single, arch_slot))
-            missing.push_back(b.looped ? b.loop.str() : b.single.str());
+          if (b.split) {
+            if (!fused_add_rms_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot))
+              missing.push_back(b.rowstats.str());
+            if (!fused_add_rms_norm_bwd_cols_kernel_find(b.cols, arch_slot)) missing.push_back(b.cols.str());
+          } else if (!fused_add_rms_norm_bwd_kernel_find(b.single, arch_slot)) {
+            missing.push_back(b.single.str());
+          }
         }
   for (auto gdt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
     column_sum_kernel_key k{colsum_dtype(gdt)};

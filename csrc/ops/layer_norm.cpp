@@ -1,4 +1,6 @@
 // LayerNorm: y = (x - mean(x)) * rsqrt(var(x) + eps) * weight + bias over the last dimension.
+#include <algorithm>
+
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
@@ -189,29 +191,32 @@ struct FwdChoice {
   layer_norm_fwd_looped_kernel_key loop;
 };
 
-FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, bool aligned) {
+FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, bool aligned, bool affine) {
   FwdChoice c{};
   c.looped = !aligned || cols > FWD_MAX_BLOCK_N;
   c.single.x_dtype = c.loop.x_dtype = xdt;
   c.single.p_dtype = c.loop.p_dtype = pdt;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
+  // weight and bias both given: the variant without the runtime flag masks (fewer registers on wide rows)
+  c.single.affine = affine && c.single.block_n >= AFFINE_MIN_BLOCK_N;
   c.loop.aligned = aligned;
   return c;
 }
 
 struct BwdChoice {
-  bool looped;
+  bool split;  // wide or unaligned rows: layer_norm_bwd_rowstats_kernel + layer_norm_bwd_cols_kernel
   layer_norm_bwd_kernel_key single;
-  layer_norm_bwd_looped_kernel_key loop;
+  layer_norm_bwd_rowstats_kernel_key rowstats;
+  layer_norm_bwd_cols_kernel_key cols;
 };
 
 BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, bool aligned) {
   BwdChoice c{};
-  c.looped = !aligned || cols > BWD_MAX_BLOCK_N;
-  c.single.x_dtype = c.loop.x_dtype = xdt;
-  c.single.p_dtype = c.loop.p_dtype = pdt;
+  c.split = !aligned || cols > BWD_MAX_BLOCK_N;
+  c.single.x_dtype = c.rowstats.x_dtype = c.cols.x_dtype = xdt;
+  c.single.p_dtype = c.rowstats.p_dtype = c.cols.p_dtype = pdt;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
-  c.loop.aligned = aligned;
+  c.rowstats.aligned = c.cols.aligned = aligned;
   return c;
 }
 
@@ -235,8 +240,8 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
   const bool aligned =
       x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(p.w) && aligned16(p.b);
   const LaunchContext ctx = launch_context(x_in);
-  FwdChoice c = choose_fwd(x_in.scalar_type(), p.dtype, x.cols, aligned);
   const bool has_w = p.w.defined(), has_b = p.b.defined();
+  FwdChoice c = choose_fwd(x_in.scalar_type(), p.dtype, x.cols, aligned, has_w && has_b);
   if (!c.looped) {
     const auto& v = layer_norm_fwd_kernel_get(c.single, ctx.arch_slot);
     Grid grid{static_cast<uint32_t>(ceil_div(x.rows, v.BLOCK_M))};
@@ -245,7 +250,11 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
                                  store_stats);
   } else {
     const auto& v = layer_norm_fwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    Grid grid{static_cast<uint32_t>(x.rows)};
+    // One program per row (the kernel also loops over rows, for grids capped below the row count). H200,
+    // 8192 rows bf16 (scripts/tune_layer_norm.py fwd): one program per row 355.6 us at 32768 and 158.4 at
+    // 16384, against 387.3 us for one resident wave (1056 programs); sizing the wave to keep the rows in L2
+    // for their second read measured 0.469 ms at 32768 (bench_layer_norm.py).
+    Grid grid{static_cast<uint32_t>(std::min<int64_t>(x.rows, INT32_MAX))};
     layer_norm_fwd_looped_kernel_launch(v, ctx, grid, ptr(x.t), ptr(p.w), ptr(p.b), ptr(y), ptr(mean), ptr(rstd),
                                         x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, eps,
                                         has_w, has_b, store_stats);
@@ -331,7 +340,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     if (compute_db) db_partial = base + (compute_dw ? programs * x.cols * sizeof(float) : 0);
   };
   int64_t programs;
-  if (!c.looped) {
+  if (!c.split) {
     const auto& v = layer_norm_bwd_kernel_get(c.single, ctx.arch_slot);
     // About 8 resident warps per SM (H200 sweep at 4096: 2 four-warp programs per SM 71 us, 4 of them 74 us;
     // each more program adds a row of fp32 partial sums to write and reduce).
@@ -344,13 +353,27 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
                                  dy.row_stride / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, has_w, compute_dw,
                                  compute_db);
   } else {
-    const auto& v = layer_norm_bwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    programs = std::min<int64_t>(ceil_div(x.rows, v.BLOCK_M), max_resident_programs(v.image, ctx));
+    // Row statistics first (one read of x and dy), then a (row programs x column blocks) grid for dx and the
+    // dw / db partial rows (a second read).
+    const auto& vs = layer_norm_bwd_rowstats_kernel_get(c.rowstats, ctx.arch_slot);
+    Tensor stats = at::empty({x.rows, 4}, x_in.options().dtype(at::kFloat));
+    // One program per row, 1024-element chunks at 4 warps: H200 8192 rows bf16 (scripts/tune_layer_norm.py bwd),
+    // 137.5 us at 16384 and 259.9 at 32768, against >= 142 us for one resident wave or 2048-element chunks.
+    const int64_t stat_programs = std::min<int64_t>(x.rows, INT32_MAX);
+    layer_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(stat_programs)}, ptr(dy.t), ptr(x.t),
+                                          ptr(p.w), ptr(mean), ptr(rstd), ptr(stats), x.rows, x.cols / vs.ALIGN,
+                                          dy.row_stride / vs.ALIGN, x.row_stride / vs.ALIGN, has_w);
+    const auto& v = layer_norm_bwd_cols_kernel_get(c.cols, ctx.arch_slot);
+    const int64_t col_blocks = ceil_div(x.cols, v.BLOCK_N);
+    TORCH_CHECK(col_blocks <= 65535, "layer_norm_bwd: at most ", 65535 * v.BLOCK_N, " columns, got ", x.cols);
+    // Enough row programs to fill the device once with the column blocks, no more (each writes a partial row).
+    programs = std::clamp<int64_t>(ceil_div(max_resident_programs(v.image, ctx), col_blocks), 1,
+                                   ceil_div(x.rows, v.BLOCK_M));
     make_partial(programs);
-    layer_norm_bwd_looped_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t), ptr(x.t),
-                                        ptr(p.w), ptr(mean), ptr(rstd), ptr(dx), dw_partial, db_partial, x.rows,
-                                        x.cols / v.ALIGN, dy.row_stride / v.ALIGN, x.row_stride / v.ALIGN,
-                                        x.cols / v.ALIGN, has_w, compute_dw, compute_db);
+    layer_norm_bwd_cols_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs), static_cast<uint32_t>(col_blocks)},
+                                      ptr(dy.t), ptr(x.t), ptr(p.w), ptr(mean), ptr(rstd), ptr(stats), ptr(dx),
+                                      dw_partial, db_partial, x.rows, x.cols / v.ALIGN, dy.row_stride / v.ALIGN,
+                                      x.row_stride / v.ALIGN, x.cols / v.ALIGN, has_w, compute_dw, compute_db);
   }
   if (planes > 0) {
     Tensor w_out = compute_dw ? dw : Tensor();
@@ -374,14 +397,19 @@ const VariantCheck variant_check("layer_norm", [](int arch_slot) {
     for (auto pdt : {xdt, at::kFloat}) {
       for (int64_t cols : sizes)
         for (bool aligned : {false, true}) {
-          FwdChoice f = choose_fwd(xdt, pdt, cols, aligned);
-          if (f.looped ? !layer_norm_fwd_looped_kernel_find(f.loop, arch_slot)
-                       : !layer_norm_fwd_kernel_find(f.single, arch_slot))
-            missing.push_back(f.looped ? f.loop.str() : f.single.str());
+          for (bool affine : {false, true}) {
+            FwdChoice f = choose_fwd(xdt, pdt, cols, aligned, affine);
+            if (f.looped ? !layer_norm_fwd_looped_kernel_find(f.loop, arch_slot)
+                         : !layer_norm_fwd_kernel_find(f.single, arch_slot))
+              missing.push_back(f.looped ? f.loop.str() : f.single.str());
+          }
           BwdChoice b = choose_bwd(xdt, pdt, cols, aligned);
-          if (b.looped ? !layer_norm_bwd_looped_kernel_find(b.loop, arch_slot)
-                       : !layer_norm_bwd_kernel_find(b.single, arch_slot))
-            missing.push_back(b.looped ? b.loop.str() : b.single.str());
+          if (b.split) {
+            if (!layer_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot)) missing.push_back(b.rowstats.str());
+            if (!layer_norm_bwd_cols_kernel_find(b.cols, arch_slot)) missing.push_back(b.cols.str());
+          } else if (!layer_norm_bwd_kernel_find(b.single, arch_slot)) {
+            missing.push_back(b.single.str());
+          }
         }
     }
   for (auto gdt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
