@@ -150,43 +150,42 @@ def fused_add_rms_norm_fwd_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_
 def fused_add_rms_norm_fwd_looped_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_x_v, stride_r_v, stride_y_v,
                                          eps, offset, casting, has_weight, store_rstd, BLOCK_N: tl.constexpr,
                                          ALIGN: tl.constexpr):
-    # Program p handles rows p, p + P, ... (the launcher runs one program per row). The first pass writes s and
+    # One program per row (as layer_norm's looped forward). The first pass writes s and
     # sums its squares per lane; the second reads s back, from L2.
     DT: tl.constexpr = X.dtype.element_ty
     WDT: tl.constexpr = W.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
-        x_row = X + row * (stride_x_v * ALIGN)
-        r_row = R + row * (stride_r_v * ALIGN)
-        s_row = S + row * (stride_y_v * ALIGN)
-        y_row = Y + row * (stride_y_v * ALIGN)
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-        acc_exact = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            # (no eviction hints: torch.compile's evict_first on x, r and the s read-back measured 1-3 % slower
-            # here on the H200, scripts/tune_fused_add_rms_norm.py)
-            s, sf = _add(tl.load(x_row + c, mask=m, other=0.0), tl.load(r_row + c, mask=m, other=0.0), DT)
-            tl.store(s_row + c, s, mask=m)
-            acc_exact += sf * sf
-            if casting == 2:
-                acc += _round(sf * sf, DT)
-        sumsq_exact = tl.sum(acc_exact, axis=0)
-        rstd, rstd_saved = _rstd(tl.sum(acc, axis=0), sumsq_exact, n_cols, eps, casting, DT)
-        # The second pass reads what other threads of this program stored in the first.
-        tl.debug_barrier()
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            sf = tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
-            w = tl.load(W + c, mask=m & has_weight, other=0.0).to(tl.float32)
-            y = _scale(_normed(sf, rstd, casting, DT), w, offset, has_weight, casting, WDT)
-            tl.store(y_row + c, y.to(DT), mask=m)
-        if store_rstd:
-            tl.store(RSTD + row, rstd_saved)
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    r_row = R + row * (stride_r_v * ALIGN)
+    s_row = S + row * (stride_y_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_exact = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        # (no eviction hints: torch.compile's evict_first on x, r and the s read-back measured 1-3 % slower
+        # here on the H200, scripts/tune_fused_add_rms_norm.py)
+        s, sf = _add(tl.load(x_row + c, mask=m, other=0.0), tl.load(r_row + c, mask=m, other=0.0), DT)
+        tl.store(s_row + c, s, mask=m)
+        acc_exact += sf * sf
+        if casting == 2:
+            acc += _round(sf * sf, DT)
+    sumsq_exact = tl.sum(acc_exact, axis=0)
+    rstd, rstd_saved = _rstd(tl.sum(acc, axis=0), sumsq_exact, n_cols, eps, casting, DT)
+    # The second pass reads what other threads of this program stored in the first.
+    tl.debug_barrier()
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        sf = tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
+        w = tl.load(W + c, mask=m & has_weight, other=0.0).to(tl.float32)
+        y = _scale(_normed(sf, rstd, casting, DT), w, offset, has_weight, casting, WDT)
+        tl.store(y_row + c, y.to(DT), mask=m)
+    if store_rstd:
+        tl.store(RSTD + row, rstd_saved)
 
 
 @triton.jit
@@ -265,19 +264,18 @@ def fused_add_rms_norm_bwd_rowstats_kernel(DY, S, W, STATS, n_rows, n_cols_v, st
     # s); fused_add_rms_norm_bwd_cols_kernel reads them again for ds and dw.
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
-        s_row = S + row * (stride_s_v * ALIGN)
-        dy_row = DY + row * (stride_dy_v * ALIGN)
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            dn = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
-            if has_weight:
-                dn = dn * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
-            acc += dn * tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
-        tl.store(STATS + row, tl.sum(acc, axis=0) / n_cols)
+    row = tl.program_id(0).to(tl.int64)
+    s_row = S + row * (stride_s_v * ALIGN)
+    dy_row = DY + row * (stride_dy_v * ALIGN)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        dn = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+        if has_weight:
+            dn = dn * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
+        acc += dn * tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
+    tl.store(STATS + row, tl.sum(acc, axis=0) / n_cols)
 
 
 @triton.jit
