@@ -4,50 +4,22 @@ same process. 8192 rows, bf16, with weight, casting "llama"; prints the best con
 
     python scripts/tune_fused_add_rms_norm.py [hidden ...]      # on the GPU box
 
-Sweeps the single-block kernel (one row per program, warps) and the looped kernel (BLOCK_N x warps x programs).
+Sweeps the single-block kernel (one row per program, warps) and the looped kernel (BLOCK_N x warps, one program per row).
 """
 import sys
 from pathlib import Path
 
 import torch
 import triton
-import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.fused_add_rms_norm import (CASTING_LLAMA, _add, _normed, _rstd, _round, _scale,  # noqa: E402
-                                           fused_add_rms_norm_fwd_kernel, fused_add_rms_norm_fwd_looped_kernel)
+from triton_src.fused_add_rms_norm import (CASTING_LLAMA, fused_add_rms_norm_fwd_kernel,  # noqa: E402
+                                           fused_add_rms_norm_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
 EPS = 1e-6
-SMS = torch.cuda.get_device_properties(0).multi_processor_count
-
-
-@triton.jit
-def fwd_1d_kernel(X, R, W, Y, S, RSTD, n_cols, eps, offset, casting, BLOCK_N: tl.constexpr,
-                  CASTING: tl.constexpr):
-    # Experiment: the production forward's math on one row as 1-D tensors (LayerNorm's forward gained 15 %
-    # from that form); CASTING >= 0 makes the casting mode a compile-time constant.
-    DT: tl.constexpr = X.dtype.element_ty
-    WDT: tl.constexpr = W.dtype.element_ty
-    if CASTING >= 0:
-        casting = CASTING
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK_N)
-    cm = cols < n_cols
-    s, sf = _add(tl.load(X + row * n_cols + cols, mask=cm, other=0.0),
-                 tl.load(R + row * n_cols + cols, mask=cm, other=0.0), DT)
-    tl.store(S + row * n_cols + cols, s, mask=cm)
-    sumsq_exact = tl.sum(sf * sf, axis=0)
-    sumsq = sumsq_exact
-    if casting == 2:
-        sumsq = tl.sum(_round(sf * sf, DT), axis=0)
-    rstd, rstd_saved = _rstd(sumsq, sumsq_exact, n_cols, eps, casting, DT)
-    w = tl.load(W + cols, mask=cm, other=0.0).to(tl.float32)
-    y = _scale(_normed(sf, rstd, casting, DT), w, offset, True, casting, WDT)
-    tl.store(Y + row * n_cols + cols, y.to(DT), mask=cm)
-    tl.store(RSTD + row, rstd_saved)
 
 
 def bench(fn):
@@ -77,22 +49,17 @@ def tune_fwd(n):
         res.append((bench(fn), f"{what} (max err {err:.3g})"))
 
     block_n = triton.next_power_of_2(n)
-    for nw in (8, 16, 32):
+    for nw in (4, 8, 16, 32):
         if block_n // (32 * nw) >= 2 and block_n <= 32768:
             run(lambda: fused_add_rms_norm_fwd_kernel[(ROWS,)](x, r, w, y, s, rstd, ROWS, v, v, v, v, EPS, 0.0,
-                                                                CASTING_LLAMA, True, True, BLOCK_M=1,
+                                                                True, True, CASTING=CASTING_LLAMA, BLOCK_M=1,
                                                                 BLOCK_N=block_n, ALIGN=8, num_warps=nw),
                 f"single nw={nw}")
-    for nw in (4, 8, 16, 32):
-        for const in (-1, CASTING_LLAMA):
-            if block_n // (32 * nw) >= 2 and block_n <= 65536:
-                run(lambda: fwd_1d_kernel[(ROWS,)](x, r, w, y, s, rstd, n, EPS, 0.0, CASTING_LLAMA, BLOCK_N=block_n,
-                                                   CASTING=const, num_warps=nw), f"1d nw={nw} const_casting={const}")
     for loop_n in (2048, 4096, 8192):
         for nw in (4, 8, 16):
             if loop_n // (32 * nw) < 2 or loop_n > n:
                 continue
-            for progs in (SMS, 4 * SMS, 8 * SMS, ROWS):
+            for progs in (ROWS,):  # one program per row (the kernel does not loop over rows)
                 run(lambda: fused_add_rms_norm_fwd_looped_kernel[(progs,)](x, r, w, y, s, rstd, ROWS, v, v, v, v, EPS,
                                                                            0.0, CASTING_LLAMA, True, True,
                                                                            BLOCK_N=loop_n, ALIGN=8, num_warps=nw),

@@ -3,8 +3,8 @@ timed like the benchmarks (do_bench flushes L2). 8192 rows, bf16, weight and bia
 
     python scripts/tune_layer_norm.py [fwd|bwd] [hidden ...]      # on the GPU box
 
-Wide rows (hidden > 8192) also sweep the kernels the build uses above 16384 (forward) and 8192 (backward): the
-persistent looped forward (BLOCK_N x warps x programs), the backward's rowstats kernel (BLOCK_N x warps) and
+Wide rows (hidden > 8192) also sweep the kernels the build uses above 32768 (forward) and 8192 (backward): the
+looped forward (BLOCK_N x warps, one program per row), the backward's rowstats kernel (BLOCK_N x warps) and
 cols kernel (BLOCK_M x BLOCK_N x warps x row programs), outputs checked against PyTorch.
 """
 import sys
@@ -91,7 +91,7 @@ def tune_fwd(n):
             for nw in (4, 8, 16):
                 if loop_n // (32 * nw) < 2:
                     continue
-                for progs in (SMS, 2 * SMS, 4 * SMS, 8 * SMS, ROWS):
+                for progs in (ROWS,):  # one program per row (the kernel does not loop over rows)
                     fn = lambda: layer_norm_fwd_looped_kernel[(progs,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8,
                                                                         n // 8, 1e-5, True, True, True,
                                                                         BLOCK_N=loop_n, ALIGN=8, num_warps=nw)
@@ -145,7 +145,7 @@ def tune_bwd(n):
         stat_res = []
         for stat_n in (1024, 2048, 4096, 8192):
             for nw in (4, 8, 16):
-                for progs in (SMS * 2, SMS * 4, SMS * 8, ROWS):
+                for progs in (ROWS,):  # one program per row (the kernel does not loop over rows)
                     fn = lambda: layer_norm_bwd_rowstats_kernel[(progs,)](dy, x, w, mean, rstd, stats, ROWS, n // 8,
                                                                           n // 8, n // 8, True, BLOCK_N=stat_n,
                                                                           ALIGN=8, num_warps=nw)

@@ -6,14 +6,21 @@ outputs. The backward takes dy and the gradient of s (optional) and returns ds =
 which is the gradient of x and of residual alike, plus per-program fp32 partial sums of dw (added up by
 layer_norm's column_sum_kernel).
 
-Unlike rms_norm, the casting mode is a runtime argument: its roundings are a few ALU operations per element
-in memory-bound kernels, and one set of variants serves all three modes (5 dtype pairs instead of 13).
+The forward takes the casting mode as a compile-time constant (rms_norm's helpers; variants per mode): as a
+runtime value its branches kept extra tiles live and cost wide rows half their resident programs. The looped
+forward and the backward kernels take it at run time (one set of variants serves all three modes): their
+roundings are a few ALU operations per element and register pressure there has not been measured to matter.
 """
 import triton
 import triton.language as tl
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
-from triton_src.rms_norm import _load_rows, _round
+# rms_norm's helpers take the casting mode as a constexpr (the forward's); this file's own take it at run time
+from triton_src.rms_norm import _casting_modes, _load_rows, _round
+from triton_src.rms_norm import _normed as _c_normed
+from triton_src.rms_norm import _rstd_from_sumsq as _c_rstd_from_sumsq
+from triton_src.rms_norm import _scale as _c_scale
+from triton_src.rms_norm import _square as _c_square
 
 CASTING_LLAMA = 0
 CASTING_GEMMA = 1
@@ -23,9 +30,10 @@ CPP_CONSTANTS = {
     "CASTING_LLAMA": CASTING_LLAMA,
     "CASTING_GEMMA": CASTING_GEMMA,
     "CASTING_NONE": CASTING_NONE,
-    # H200 8192 rows bf16 (scripts/tune_fused_add_rms_norm.py): at 16384 the looped kernel (8192-element chunks,
-    # 8 warps, one program per row) 273.9 us, the single 16384 block (one 32-warp program per SM) > 282 us.
-    "FWD_MAX_BLOCK_N": 8192,
+    # One row per program up to 32768 (the 1-D form with the casting mode constant; Liger-Kernel's forward, one
+    # program per row at 16 / 32 warps, reaches 96-97 % of copy at 16384 / 32768 on the H200). The looped
+    # forward (8192-element chunks, 8 warps) takes wider and unaligned rows.
+    "FWD_MAX_BLOCK_N": 32768,
     "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 512,
     "LOOP_BLOCK_N": 8192,
@@ -76,15 +84,45 @@ def _scale(n, w, offset, has_weight, casting, WDT: tl.constexpr):
 
 
 @triton.jit
+def _fwd_row(X, R, W, Y, S, RSTD, row, n_cols, stride_x, stride_r, stride_y, eps, offset, has_weight, store_rstd,
+             CASTING: tl.constexpr, BLOCK_N: tl.constexpr):
+    DT: tl.constexpr = X.dtype.element_ty
+    WDT: tl.constexpr = W.dtype.element_ty
+    cols = tl.arange(0, BLOCK_N)
+    cm = cols < n_cols
+    s, sf = _add(tl.load(X + row * stride_x + cols, mask=cm, other=0.0),
+                 tl.load(R + row * stride_r + cols, mask=cm, other=0.0), DT)
+    tl.store(S + row * stride_y + cols, s, mask=cm)
+    rstd = _c_rstd_from_sumsq(tl.sum(_c_square(sf, CASTING, DT), axis=0), n_cols, eps, CASTING, DT)
+    if CASTING == 2:
+        rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(sf * sf, axis=0) / n_cols + eps)
+    else:
+        rstd_saved = rstd
+    w = tl.load(W + cols, mask=cm & has_weight, other=0.0).to(tl.float32)
+    y = _c_scale(_c_normed(sf, rstd, CASTING, DT), w, offset, has_weight, CASTING, DT, WDT)
+    tl.store(Y + row * stride_y + cols, y.to(DT), mask=cm)
+    if store_rstd:
+        tl.store(RSTD + row, rstd_saved)
+
+
+@triton.jit
 def fused_add_rms_norm_fwd_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_x_v, stride_r_v, stride_y_v, eps,
-                                  offset, casting, has_weight, store_rstd, BLOCK_M: tl.constexpr,
+                                  offset, has_weight, store_rstd, CASTING: tl.constexpr, BLOCK_M: tl.constexpr,
                                   BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
     # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment; y and s
-    # share one (contiguous) row stride.
+    # share one (contiguous) row stride. The casting mode is a compile-time constant (rms_norm's helpers):
+    # as a runtime value its branches kept extra tiles live, 78 registers instead of 58 for a 16384 row at
+    # 16 warps (ptxas, sm_90a), one resident program per SM instead of two.
     DT: tl.constexpr = X.dtype.element_ty
     WDT: tl.constexpr = W.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
+    if BLOCK_M == 1:
+        # One row as 1-D tensors (fewer layout conversions around the row sum; LayerNorm's forward: 39 us
+        # against 46 us for the [1, N] form at 8192 x 4096 bf16 on H200).
+        _fwd_row(X, R, W, Y, S, RSTD, pid.to(tl.int64), n_cols, stride_x_v * ALIGN, stride_r_v * ALIGN,
+                 stride_y_v * ALIGN, eps, offset, has_weight, store_rstd, CASTING, BLOCK_N)
+        return
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
     row_mask = rows < n_rows
@@ -96,16 +134,13 @@ def fused_add_rms_norm_fwd_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_
     s, sf = _add(x, r, DT)
     out = rows64[:, None] * (stride_y_v * ALIGN) + cols[None, :]
     tl.store(S + out, s, mask=mask)
-    sumsq_exact = tl.sum(sf * sf, axis=1)
-    sumsq = sumsq_exact
-    if casting == 2:  # "none" sums squares rounded to x's dtype
-        sumsq = tl.sum(_round(sf * sf, DT), axis=1)
-    rstd, rstd_saved = _rstd(sumsq, sumsq_exact, n_cols, eps, casting, DT)
-    if has_weight:
-        w = tl.load(W + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    rstd = _c_rstd_from_sumsq(tl.sum(_c_square(sf, CASTING, DT), axis=1), n_cols, eps, CASTING, DT)
+    if CASTING == 2:  # "none" sums squares rounded to x's dtype; the backward gets the unrounded rstd
+        rstd_saved = 1.0 / tl.sqrt_rn(tl.sum(sf * sf, axis=1) / n_cols + eps)
     else:
-        w = tl.zeros([1, BLOCK_N], dtype=tl.float32)
-    y = _scale(_normed(sf, rstd[:, None], casting, DT), w, offset, has_weight, casting, WDT)
+        rstd_saved = rstd
+    w = tl.load(W + cols, mask=col_mask & has_weight, other=0.0).to(tl.float32)[None, :]
+    y = _c_scale(_c_normed(sf, rstd[:, None], CASTING, DT), w, offset, has_weight, CASTING, DT, WDT)
     tl.store(Y + out, y.to(DT), mask=mask)
     if store_rstd:
         tl.store(RSTD + rows, rstd_saved, mask=row_mask)
@@ -115,44 +150,42 @@ def fused_add_rms_norm_fwd_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_
 def fused_add_rms_norm_fwd_looped_kernel(X, R, W, Y, S, RSTD, n_rows, n_cols_v, stride_x_v, stride_r_v, stride_y_v,
                                          eps, offset, casting, has_weight, store_rstd, BLOCK_N: tl.constexpr,
                                          ALIGN: tl.constexpr):
-    # Program p handles rows p, p + P, ... (the launcher runs one program per row). The first pass writes s and
+    # One program per row (as layer_norm's looped forward). The first pass writes s and
     # sums its squares per lane; the second reads s back, from L2.
     DT: tl.constexpr = X.dtype.element_ty
     WDT: tl.constexpr = W.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
-        x_row = X + row * (stride_x_v * ALIGN)
-        r_row = R + row * (stride_r_v * ALIGN)
-        s_row = S + row * (stride_y_v * ALIGN)
-        y_row = Y + row * (stride_y_v * ALIGN)
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-        acc_exact = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            # x and r stream through (evict_first) so that s, stored here, is still in L2 when the second
-            # pass reads it back (the eviction hints torch.compile's kernel uses)
-            s, sf = _add(tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first"),
-                         tl.load(r_row + c, mask=m, other=0.0, eviction_policy="evict_first"), DT)
-            tl.store(s_row + c, s, mask=m)
-            acc_exact += sf * sf
-            if casting == 2:
-                acc += _round(sf * sf, DT)
-        sumsq_exact = tl.sum(acc_exact, axis=0)
-        rstd, rstd_saved = _rstd(tl.sum(acc, axis=0), sumsq_exact, n_cols, eps, casting, DT)
-        # The second pass reads what other threads of this program stored in the first.
-        tl.debug_barrier()
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            sf = tl.load(s_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            w = tl.load(W + c, mask=m & has_weight, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            y = _scale(_normed(sf, rstd, casting, DT), w, offset, has_weight, casting, WDT)
-            tl.store(y_row + c, y.to(DT), mask=m)
-        if store_rstd:
-            tl.store(RSTD + row, rstd_saved)
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    r_row = R + row * (stride_r_v * ALIGN)
+    s_row = S + row * (stride_y_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc_exact = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        # (no eviction hints: torch.compile's evict_first on x, r and the s read-back measured 1-3 % slower
+        # here on the H200, scripts/tune_fused_add_rms_norm.py)
+        s, sf = _add(tl.load(x_row + c, mask=m, other=0.0), tl.load(r_row + c, mask=m, other=0.0), DT)
+        tl.store(s_row + c, s, mask=m)
+        acc_exact += sf * sf
+        if casting == 2:
+            acc += _round(sf * sf, DT)
+    sumsq_exact = tl.sum(acc_exact, axis=0)
+    rstd, rstd_saved = _rstd(tl.sum(acc, axis=0), sumsq_exact, n_cols, eps, casting, DT)
+    # The second pass reads what other threads of this program stored in the first.
+    tl.debug_barrier()
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        sf = tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
+        w = tl.load(W + c, mask=m & has_weight, other=0.0).to(tl.float32)
+        y = _scale(_normed(sf, rstd, casting, DT), w, offset, has_weight, casting, WDT)
+        tl.store(y_row + c, y.to(DT), mask=m)
+    if store_rstd:
+        tl.store(RSTD + row, rstd_saved)
 
 
 @triton.jit
@@ -231,19 +264,18 @@ def fused_add_rms_norm_bwd_rowstats_kernel(DY, S, W, STATS, n_rows, n_cols_v, st
     # s); fused_add_rms_norm_bwd_cols_kernel reads them again for ds and dw.
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
-        s_row = S + row * (stride_s_v * ALIGN)
-        dy_row = DY + row * (stride_dy_v * ALIGN)
-        acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            dn = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
-            if has_weight:
-                dn = dn * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
-            acc += dn * tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
-        tl.store(STATS + row, tl.sum(acc, axis=0) / n_cols)
+    row = tl.program_id(0).to(tl.int64)
+    s_row = S + row * (stride_s_v * ALIGN)
+    dy_row = DY + row * (stride_dy_v * ALIGN)
+    acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        dn = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+        if has_weight:
+            dn = dn * (offset + tl.load(W + c, mask=m, other=0.0).to(tl.float32))
+        acc += dn * tl.load(s_row + c, mask=m, other=0.0).to(tl.float32)
+    tl.store(STATS + row, tl.sum(acc, axis=0) / n_cols)
 
 
 @triton.jit
@@ -309,11 +341,11 @@ def _rows_per_program(block_n):
     return max(1, 1024 // block_n)
 
 
-# Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): about 16 elements
-# per thread. rms_norm's measured table gave 179 registers for the 16384 forward at 8 warps and 230 for the
-# 8192 backward at 8; a single block spilled beyond 16384 (forward) and 8192 (backward) elements even at
-# 32 warps, so longer rows take the looped variants.
-_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 32}
+# Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16). The forward's one-row
+# programs (casting mode constant) need 58 registers at 16384 x 16 warps (two resident programs per SM) and
+# 50-58 at 32768 x 32 warps; a single backward block spilled beyond 8192 elements, so the backward of longer
+# rows takes the two-kernel path (rowstats + cols).
+_FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 16, 32768: 32}
 _BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
 
 
@@ -329,7 +361,11 @@ def _warps(table, tile_elems):
 def _fwd_sig(xd, wd):
     return {"X": f"*{xd}", "R": f"*{xd}", "W": f"*{wd}", "Y": f"*{xd}", "S": f"*{xd}", "RSTD": "*fp32",
             "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64", "stride_r_v": "i64", "stride_y_v": "i64",
-            "eps": "fp32", "offset": "fp32", "casting": "i32", "has_weight": "i1", "store_rstd": "i1"}
+            "eps": "fp32", "offset": "fp32", "has_weight": "i1", "store_rstd": "i1"}
+
+
+def _looped_fwd_sig(xd, wd):
+    return {**_fwd_sig(xd, wd), "casting": "i32"}
 
 
 def _bwd_sig(xd, wd):
@@ -355,12 +391,13 @@ def _specs():
     loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
     for xd, wd in DTYPE_PAIRS:
         base = {"x_dtype": xd, "w_dtype": wd}
-        for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
-            block_m = _rows_per_program(block_n)
-            fwd.variants.append(Variant(
-                key={**base, "block_n": block_n}, signature=_fwd_sig(xd, wd),
-                constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
-                num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
+        for mode in _casting_modes(xd):
+            for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
+                block_m = _rows_per_program(block_n)
+                fwd.variants.append(Variant(
+                    key={**base, "casting": mode, "block_n": block_n}, signature=_fwd_sig(xd, wd),
+                    constexprs={"CASTING": mode, "BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd)},
+                    num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
         for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
             bwd.variants.append(Variant(
@@ -371,7 +408,7 @@ def _specs():
         for aligned in (False, True):
             align = _align(xd) if aligned else 1
             fwd_loop.variants.append(Variant(
-                key={**base, "aligned": aligned}, signature=_fwd_sig(xd, wd),
+                key={**base, "aligned": aligned}, signature=_looped_fwd_sig(xd, wd),
                 constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
             rowstats.variants.append(Variant(
                 key={**base, "aligned": aligned},

@@ -136,46 +136,45 @@ def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
 @triton.jit
 def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
                                  has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
-    # Rows wider than a single block (or not 16-byte aligned): program p normalizes rows p, p + P, ... (the
-    # launcher runs one program per row). First pass: Welford per lane (each lane's running mean and centred
+    # Rows wider than a single block (or not 16-byte aligned), one program per row (a row count below 2^31 is
+    # checked by the launcher; one resident wave, or one sized to keep rows in L2, measured slower). First pass: Welford per lane (each lane's running mean and centred
     # sum of squares over the chunks, no cross-thread reduction inside the loop), merged across lanes once
     # (Chan); x is read with evict_last so that the second pass, which reads it with evict_first, finds it in
     # L2 (what torch.compile's kernel does; per-chunk block reductions cost a barrier round each).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
-        x_row = X + row * (stride_x_v * ALIGN)
-        y_row = Y + row * (stride_y_v * ALIGN)
-        mean = tl.zeros([BLOCK_N], dtype=tl.float32)
-        m2 = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            # every live lane has seen one element per earlier chunk: its count is this chunk's number + 1
-            inv = 1.0 / tl.cast(start // BLOCK_N + 1, tl.float32)
-            delta = xf - mean
-            new_mean = mean + delta * inv
-            mean = tl.where(m, new_mean, mean)
-            m2 = tl.where(m, m2 + delta * (xf - new_mean), m2)
-        # lane j saw ceil((n_cols - j) / BLOCK_N) elements
-        count = tl.maximum(tl.cdiv(n_cols - cols, BLOCK_N), 0).to(tl.float32)
-        mean_row, m2_row, _ = tl.reduce((mean, m2, count), 0, _welford_combine)
-        rstd = 1.0 / tl.sqrt_rn(tl.maximum(m2_row, 0.0) / n_cols + eps)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            # absent weight / bias: loaded as 1 / 0 with their null pointers masked off (no branch-held tiles)
-            w = tl.load(W + c, mask=m & has_weight, other=1.0, eviction_policy="evict_last").to(tl.float32)
-            b = tl.load(B + c, mask=m & has_bias, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            y = (xf - mean_row) * rstd * w + b
-            tl.store(y_row + c, y.to(DT), mask=m)
-        if store_stats:
-            tl.store(MEAN + row, mean_row)
-            tl.store(RSTD + row, rstd)
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    y_row = Y + row * (stride_y_v * ALIGN)
+    mean = tl.zeros([BLOCK_N], dtype=tl.float32)
+    m2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        # every live lane has seen one element per earlier chunk: its count is this chunk's number + 1
+        inv = 1.0 / tl.cast(start // BLOCK_N + 1, tl.float32)
+        delta = xf - mean
+        new_mean = mean + delta * inv
+        mean = tl.where(m, new_mean, mean)
+        m2 = tl.where(m, m2 + delta * (xf - new_mean), m2)
+    # lane j saw ceil((n_cols - j) / BLOCK_N) elements
+    count = tl.maximum(tl.cdiv(n_cols - cols, BLOCK_N), 0).to(tl.float32)
+    mean_row, m2_row, _ = tl.reduce((mean, m2, count), 0, _welford_combine)
+    rstd = 1.0 / tl.sqrt_rn(tl.maximum(m2_row, 0.0) / n_cols + eps)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        # absent weight / bias: loaded as 1 / 0 with their null pointers masked off (no branch-held tiles)
+        w = tl.load(W + c, mask=m & has_weight, other=1.0, eviction_policy="evict_last").to(tl.float32)
+        b = tl.load(B + c, mask=m & has_bias, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        y = (xf - mean_row) * rstd * w + b
+        tl.store(y_row + c, y.to(DT), mask=m)
+    if store_stats:
+        tl.store(MEAN + row, mean_row)
+        tl.store(RSTD + row, rstd)
 
 
 @triton.jit
@@ -266,29 +265,28 @@ def layer_norm_bwd_rowstats_kernel(DY, X, W, MEAN, RSTD, STATS, n_rows, n_cols_v
     # One read of x and dy; layer_norm_bwd_cols_kernel reads them again for dx, dw and db.
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)  # (tl.cast: the interpreter runs the loop with Python ints)
-        x_row = X + row * (stride_x_v * ALIGN)
-        dy_row = DY + row * (stride_dy_v * ALIGN)
-        mean = tl.load(MEAN + row)
-        acc0 = tl.zeros([BLOCK_N], dtype=tl.float32)
-        acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
-        acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
-        for start in range(0, n_cols, BLOCK_N):
-            c = start + cols
-            m = c < n_cols
-            xc = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - mean, 0.0)
-            g = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
-            g = g * tl.load(W + c, mask=m & has_weight, other=1.0).to(tl.float32)
-            acc0 += xc
-            acc1 += g
-            acc2 += g * xc
-        corr = tl.sum(acc0, axis=0) / n_cols
-        c1 = tl.sum(acc1, axis=0) / n_cols
-        c2 = tl.load(RSTD + row) * (tl.sum(acc2, axis=0) / n_cols - corr * c1)
-        tl.store(STATS + row * 4, corr)
-        tl.store(STATS + row * 4 + 1, c1)
-        tl.store(STATS + row * 4 + 2, c2)
+    row = tl.program_id(0).to(tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    dy_row = DY + row * (stride_dy_v * ALIGN)
+    mean = tl.load(MEAN + row)
+    acc0 = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_N], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_N], dtype=tl.float32)
+    for start in range(0, n_cols, BLOCK_N):
+        c = start + cols
+        m = c < n_cols
+        xc = tl.where(m, tl.load(x_row + c, mask=m, other=0.0).to(tl.float32) - mean, 0.0)
+        g = tl.load(dy_row + c, mask=m, other=0.0).to(tl.float32)
+        g = g * tl.load(W + c, mask=m & has_weight, other=1.0).to(tl.float32)
+        acc0 += xc
+        acc1 += g
+        acc2 += g * xc
+    corr = tl.sum(acc0, axis=0) / n_cols
+    c1 = tl.sum(acc1, axis=0) / n_cols
+    c2 = tl.load(RSTD + row) * (tl.sum(acc2, axis=0) / n_cols - corr * c1)
+    tl.store(STATS + row * 4, corr)
+    tl.store(STATS + row * 4 + 1, c1)
+    tl.store(STATS + row * 4 + 2, c2)
 
 
 @triton.jit
@@ -382,7 +380,8 @@ def _rows_per_program(block_n):
 # H200 sweep at 8192x4096 bf16 (scripts/tune_layer_norm.py): forward 4 warps 39.3 us, 8 warps 41.0; backward
 # 4 warps, one row ahead, 2 programs per SM 71.1 us (16 warps, two ahead, 1 per SM: > 80 us). 8192 and 16384
 # keep 32 elements per thread (not measured).
-_FWD_WARPS = {2048: 4, 4096: 4, 8192: 8, 16384: 16, 32768: 16}
+# 1024-element tiles: 2 warps 14.5 us, 4 warps 15.5 at 8192x1024 (H200 sweep, one row per program).
+_FWD_WARPS = {1024: 2, 2048: 4, 4096: 4, 8192: 8, 16384: 16, 32768: 16}
 _BWD_WARPS = {1024: 4, 2048: 4, 4096: 4, 8192: 16}
 # Backward tiles chosen by a sweep rather than the rules above, block_n -> (rows per step, warps, rows ahead):
 # H200, 8192 x 4096 bf16, kernel alone (scripts/tune_layer_norm.py bwd): 4 rows x 8 warps, one step ahead, one

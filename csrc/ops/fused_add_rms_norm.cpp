@@ -226,11 +226,12 @@ struct FwdChoice {
   fused_add_rms_norm_fwd_looped_kernel_key loop;
 };
 
-FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t cols, bool aligned) {
+FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t casting, int64_t cols, bool aligned) {
   FwdChoice c{};
   c.looped = !aligned || cols > FWD_MAX_BLOCK_N;
   c.single.x_dtype = c.loop.x_dtype = xdt;
   c.single.w_dtype = c.loop.w_dtype = wdt;
+  c.single.casting = casting;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
   c.loop.aligned = aligned;
   return c;
@@ -274,22 +275,22 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const Tenso
   const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && r.row_stride % vec == 0 && aligned16(x.t) &&
                        aligned16(r.t) && aligned16(w.w);
   const LaunchContext ctx = launch_context(x_in);
-  FwdChoice c = choose_fwd(x_in.scalar_type(), w.dtype, x.cols, aligned);
   // Every mode computes the same function in fp32.
   const int32_t casting = x_in.scalar_type() == at::kFloat ? CASTING_LLAMA : casting_code(mode);
+  FwdChoice c = choose_fwd(x_in.scalar_type(), w.dtype, casting, x.cols, aligned);
   const bool has_w = w.w.defined();
   if (!c.looped) {
     const auto& v = fused_add_rms_norm_fwd_kernel_get(c.single, ctx.arch_slot);
     Grid grid{static_cast<uint32_t>(ceil_div(x.rows, v.BLOCK_M))};
     fused_add_rms_norm_fwd_kernel_launch(v, ctx, grid, ptr(x.t), ptr(r.t), ptr(w.w), ptr(y), ptr(s), ptr(rstd),
                                          x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, r.row_stride / v.ALIGN,
-                                         x.cols / v.ALIGN, eps, offset, casting, has_w, store_rstd);
+                                         x.cols / v.ALIGN, eps, offset, has_w, store_rstd);
   } else {
     const auto& v = fused_add_rms_norm_fwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    // One program per row (the kernel also loops over rows, for grids capped below the row count), as
+    // One program per row (check_sizes keeps the row count below 2^31), as
     // layer_norm's looped forward measured best on the H200 (a resident wave, or one sized to keep the s rows
     // in L2 for their second read, was slower).
-    Grid grid{static_cast<uint32_t>(std::min<int64_t>(x.rows, INT32_MAX))};
+    Grid grid{static_cast<uint32_t>(x.rows)};
     fused_add_rms_norm_fwd_looped_kernel_launch(v, ctx, grid, ptr(x.t), ptr(r.t), ptr(w.w), ptr(y), ptr(s),
                                                 ptr(rstd), x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN,
                                                 r.row_stride / v.ALIGN, x.cols / v.ALIGN, eps, offset, casting, has_w,
@@ -370,8 +371,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
     Tensor stats = at::empty({s.rows}, s_in.options().dtype(at::kFloat));
     // One program per row, 1024-element chunks at 4 warps: H200 8192 rows bf16 (scripts/tune_layer_norm.py bwd),
     // 137.5 us at 16384 and 259.9 at 32768, against >= 142 us for one resident wave or 2048-element chunks.
-    const int64_t stat_programs = std::min<int64_t>(s.rows, INT32_MAX);
-    fused_add_rms_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(stat_programs)}, ptr(dy.t),
+    fused_add_rms_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(s.rows)}, ptr(dy.t),
                                                   ptr(s.t), ptr(w.w), ptr(stats), s.rows, s.cols / vs.ALIGN,
                                                   dy.row_stride / vs.ALIGN, s.row_stride / vs.ALIGN, offset, has_w);
     const auto& v = fused_add_rms_norm_bwd_cols_kernel_get(c.cols, ctx.arch_slot);
@@ -414,10 +414,13 @@ const VariantCheck variant_check("fused_add_rms_norm", [](int arch_slot) {
     for (auto wdt : {xdt, at::kFloat})
       for (int64_t cols : sizes)
         for (bool aligned : {false, true}) {
-          FwdChoice f = choose_fwd(xdt, wdt, cols, aligned);
-          if (f.looped ? !fused_add_rms_norm_fwd_looped_kernel_find(f.loop, arch_slot)
-                       : !fused_add_rms_norm_fwd_kernel_find(f.single, arch_slot))
-            missing.push_back(f.looped ? f.loop.str() : f.single.str());
+          for (int64_t casting : {CASTING_LLAMA, CASTING_GEMMA, CASTING_NONE}) {
+            if (xdt == at::kFloat && casting != CASTING_LLAMA) continue;  // fp32: one set serves every mode
+            FwdChoice f = choose_fwd(xdt, wdt, casting, cols, aligned);
+            if (f.looped ? !fused_add_rms_norm_fwd_looped_kernel_find(f.loop, arch_slot)
+                         : !fused_add_rms_norm_fwd_kernel_find(f.single, arch_slot))
+              missing.push_back(f.looped ? f.loop.str() : f.single.str());
+          }
           BwdChoice b = choose_bwd(xdt, wdt, cols, aligned);
           if (b.split) {
             if (!fused_add_rms_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot))

@@ -250,11 +250,11 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
                                  store_stats);
   } else {
     const auto& v = layer_norm_fwd_looped_kernel_get(c.loop, ctx.arch_slot);
-    // One program per row (the kernel also loops over rows, for grids capped below the row count). H200,
+    // One program per row (check_sizes keeps the row count below 2^31). H200,
     // 8192 rows bf16 (scripts/tune_layer_norm.py fwd): one program per row 355.6 us at 32768 and 158.4 at
     // 16384, against 387.3 us for one resident wave (1056 programs); sizing the wave to keep the rows in L2
     // for their second read measured 0.469 ms at 32768 (bench_layer_norm.py).
-    Grid grid{static_cast<uint32_t>(std::min<int64_t>(x.rows, INT32_MAX))};
+    Grid grid{static_cast<uint32_t>(x.rows)};
     layer_norm_fwd_looped_kernel_launch(v, ctx, grid, ptr(x.t), ptr(p.w), ptr(p.b), ptr(y), ptr(mean), ptr(rstd),
                                         x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, eps,
                                         has_w, has_b, store_stats);
@@ -359,8 +359,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     Tensor stats = at::empty({x.rows, 4}, x_in.options().dtype(at::kFloat));
     // One program per row, 1024-element chunks at 4 warps: H200 8192 rows bf16 (scripts/tune_layer_norm.py bwd),
     // 137.5 us at 16384 and 259.9 at 32768, against >= 142 us for one resident wave or 2048-element chunks.
-    const int64_t stat_programs = std::min<int64_t>(x.rows, INT32_MAX);
-    layer_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(stat_programs)}, ptr(dy.t), ptr(x.t),
+    layer_norm_bwd_rowstats_kernel_launch(vs, ctx, Grid{static_cast<uint32_t>(x.rows)}, ptr(dy.t), ptr(x.t),
                                           ptr(p.w), ptr(mean), ptr(rstd), ptr(stats), x.rows, x.cols / vs.ALIGN,
                                           dy.row_stride / vs.ALIGN, x.row_stride / vs.ALIGN, has_w);
     const auto& v = layer_norm_bwd_cols_kernel_get(c.cols, ctx.arch_slot);

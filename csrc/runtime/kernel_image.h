@@ -52,14 +52,12 @@ struct Grid {
 };
 
 // Where a launch goes: the tensor's device, the slot of the built arch that runs on it, and
-// PyTorch's current stream on that device; the device's L2 size sizes persistent grids whose programs
-// re-read their rows (their working set should stay in L2).
+// PyTorch's current stream on that device.
 struct LaunchContext {
   int device;
   int arch_slot;
   int sm_count;
   CUstream stream;
-  int l2_bytes;
 };
 
 // Makes the device's primary context current on this thread (autograd runs backward on its own
