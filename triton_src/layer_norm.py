@@ -66,7 +66,8 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
     # y = (u - mu) * rstd with u the row less a base (mean = base + mu). Each round of a row-wide reduction is
     # a barrier the row's next loads wait behind (one resident program per SM on wide rows), so 16-bit rows
     # take one round: (sum, sum of squares) of d = x - x[0] as one two-operand reduction (8192 x 32768 bf16
-    # on an H200: 304 us with one round, 344 us with three; scripts/tune_layer_norm.py). The shift x[0] keeps
+    # on an H200, JIT sweep of scripts/tune_layer_norm.py: 304 us for an unshifted one-round form, 344 us with
+    # three rounds; bench_layer_norm: this form 333 us, the three rounds 347). The shift x[0] keeps
     # var = E[d^2] - E[d]^2 well conditioned unless x[0] lies far from the mean (an outlier channel): when
     # E[d]^2 > 16 var the rounding could reach 17 ulps of var, and such a row reloads x (L2) and takes the
     # centred two-pass sums. fp32 rows always take those (their output ulps are 2^16 times finer than bf16's).
