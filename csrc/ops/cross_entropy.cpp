@@ -455,8 +455,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& l
     const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
                          aligned16(t) && aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
     const LaunchContext ctx = launch_context(logits);
+    // FAST variants: no class weight, soft-cap or label smoothing (about a third of the instructions per logit)
+    const bool fast = !w32.defined() && !o.softcap.has_value() && o.label_smoothing == 0.0;
     const auto& v =
-        cross_entropy_fwd_grad_kernel_get({aligned, row_block(x.cols), logits.scalar_type()}, ctx.arch_slot);
+        cross_entropy_fwd_grad_kernel_get({aligned, row_block(x.cols), fast, logits.scalar_type()}, ctx.arch_slot);
     // About one row per SM in flight (16 warps): the gradient pass re-reads the row from L2, which holds
     // 132 rows of 256 KB (128256 bf16 classes) but not the 4 per SM that occupancy alone would admit.
     const int64_t per_sm = std::max<int64_t>(1, kFwdGradWarpsPerSm / v.image.num_warps);
@@ -544,8 +546,10 @@ const VariantCheck variant_check("cross_entropy", [](int arch_slot) {
       for (bool aligned : {false, true}) {
         cross_entropy_fwd_kernel_key fk{aligned, row_block(cols), dt};
         if (!cross_entropy_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
-        cross_entropy_fwd_grad_kernel_key gk{aligned, row_block(cols), dt};
-        if (!cross_entropy_fwd_grad_kernel_find(gk, arch_slot)) missing.push_back(gk.str());
+        for (bool fast : {false, true}) {
+          cross_entropy_fwd_grad_kernel_key gk{aligned, row_block(cols), fast, dt};
+          if (!cross_entropy_fwd_grad_kernel_find(gk, arch_slot)) missing.push_back(gk.str());
+        }
         cross_entropy_bwd_kernel_key bk{aligned, row_block(cols), dt};
         if (!cross_entropy_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
       }
