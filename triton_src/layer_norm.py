@@ -52,16 +52,44 @@ def _affine(xhat, w, b, has_weight, has_bias):
 
 
 @triton.jit
+def _pair_add(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
 def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y, eps, has_weight, has_bias,
                         store_stats, BLOCK_N: tl.constexpr, AFFINE: tl.constexpr):
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
-    xf = tl.load(X + row * stride_x + cols, mask=cm, other=0.0).to(tl.float32)
-    mean = tl.sum(xf, axis=0) / n_cols
-    xc = tl.where(cm, xf - mean, 0.0)
-    c = tl.sum(xc, axis=0) / n_cols
-    var = tl.maximum(tl.sum(xc * xc, axis=0) / n_cols - c * c, 0.0)
-    rstd = 1.0 / tl.sqrt_rn(var + eps)
+    x_row = X + row * stride_x
+    xf = tl.load(x_row + cols, mask=cm, other=0.0).to(tl.float32)
+    # y = (u - mu) * rstd with u the row less a base (mean = base + mu). Each round of a row-wide reduction is
+    # a barrier the row's next loads wait behind (one resident program per SM on wide rows), so 16-bit rows
+    # take one round: (sum, sum of squares) of d = x - x[0] as one two-operand reduction (8192 x 32768 bf16
+    # on an H200: 304 us with one round, 344 us with three; scripts/tune_layer_norm.py). The shift x[0] keeps
+    # var = E[d^2] - E[d]^2 well conditioned unless x[0] lies far from the mean (an outlier channel): when
+    # E[d]^2 > 16 var the rounding could reach 17 ulps of var, and such a row reloads x (L2) and takes the
+    # centred two-pass sums. fp32 rows always take those (their output ulps are 2^16 times finer than bf16's).
+    if X.dtype.element_ty != tl.float32:
+        x0 = tl.load(x_row).to(tl.float32)
+        u = tl.where(cm, xf - x0, 0.0)
+        s1, s2 = tl.reduce((u, u * u), 0, _pair_add)
+        mu = s1 / n_cols
+        var = s2 / n_cols - mu * mu
+        base = x0
+        if mu * mu > 16.0 * var:
+            xr = tl.load(x_row + cols, mask=cm, other=0.0).to(tl.float32)
+            base = tl.sum(xr, axis=0) / n_cols
+            u = tl.where(cm, xr - base, 0.0)
+            s1, s2 = tl.reduce((u, u * u), 0, _pair_add)
+            mu = s1 / n_cols
+            var = s2 / n_cols - mu * mu
+    else:
+        base = tl.sum(xf, axis=0) / n_cols
+        u = tl.where(cm, xf - base, 0.0)
+        mu = tl.sum(u, axis=0) / n_cols
+        var = tl.sum(u * u, axis=0) / n_cols - mu * mu
+    rstd = 1.0 / tl.sqrt_rn(tl.maximum(var, 0.0) + eps)
     # No branches on the runtime flags: an absent weight loads as 1 and an absent bias as 0 (masked off, the
     # null pointers are not read). Branches that each produce a tile kept both tiles live: 106 registers
     # instead of 64 at 4096 x 4 warps (ptxas), i.e. half the resident programs. Even the flag masks cost
@@ -73,10 +101,10 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
     else:
         w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
         b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
-    y = (xc - c) * rstd * w + b
+    y = (u - mu) * rstd * w + b
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
     if store_stats:
-        tl.store(MEAN + row, mean + c)
+        tl.store(MEAN + row, base + mu)
         tl.store(RSTD + row, rstd)
 
 
