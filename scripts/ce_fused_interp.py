@@ -38,9 +38,9 @@ ce.libdevice = sm.libdevice = _Libdevice
 
 
 @ce.triton.jit
-def _fast_exp_interp(x, shift, shift2, ACCURATE: tl.constexpr):
+def _fast_exp_interp(x, shift, ACCURATE: tl.constexpr):
     # the interpreter runs no inline PTX: ex2.approx.ftz's formula in numpy
-    return tl.exp2(x * 1.4426950408889634 - shift2)
+    return tl.exp2((x - shift) * 1.4426950408889634)
 
 
 ce._fast_exp = _fast_exp_interp

@@ -158,13 +158,15 @@ LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
-def _fast_exp(x, shift, shift2, ACCURATE: tl.constexpr):
-    # exp(x - shift). 16-bit logits: the bare ex2.approx.ftz of x * log2(e) - shift * log2(e) (one FFMA and one
-    # MUFU; exp of -inf is 0), without tl.exp's denormal fix-ups, which alone cost 3 instructions per element.
+def _fast_exp(x, shift, ACCURATE: tl.constexpr):
+    # exp(x - shift). 16-bit logits: the bare ex2.approx.ftz of (x - shift) * log2(e) (exp of -inf is 0),
+    # without tl.exp's denormal fix-ups, which alone cost 3 instructions per element. Not one FFMA of
+    # x * log2(e) - shift * log2(e): that leaves the rounding of shift * log2(e) in the target's own term, whose
+    # exp must be exactly 1 (a one-class row's gradient is then exactly 0).
     if ACCURATE:
         return libdevice.exp(x - shift)
     else:
-        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x * LOG2E - shift2],
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [(x - shift) * LOG2E],
                                          dtype=tl.float32, is_pure=True, pack=1)
 
 
@@ -174,7 +176,6 @@ def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constex
     # masks (the prefetch address is clamped to the last full chunk instead of masked), then the masked tail
     # with -inf as padding (exp gives 0: no select). The loads ask L2 to keep the row for the gradient pass.
     cols = tl.arange(0, BLOCK_N)
-    shift2 = shift * LOG2E
     n_full = (n_cols // BLOCK_N) * BLOCK_N
     d = tl.zeros([BLOCK_N], dtype=tl.float32)
     if n_full > 0:
@@ -182,11 +183,11 @@ def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constex
         for start in range(0, n_full, BLOCK_N):
             x = x_next.to(tl.float32)
             x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, n_full - BLOCK_N) + cols, eviction_policy="evict_last")
-            d += _fast_exp(x, shift, shift2, ACCURATE)
+            d += _fast_exp(x, shift, ACCURATE)
     if n_full < n_cols:
         c = n_full + cols
         x = tl.load(x_row + c, mask=c < n_cols, other=-float("inf"), eviction_policy="evict_last").to(tl.float32)
-        d += _fast_exp(x, shift, shift2, ACCURATE)
+        d += _fast_exp(x, shift, ACCURATE)
     return tl.sum(d, axis=0)
 
 
@@ -198,13 +199,12 @@ def _fast_write_grad(x_row, dx_row, y, x_y, n_cols, lse, coef_p, coef_y, BLOCK_N
     # last) first, then the full chunks last to first, each prefetched one ahead; row and gradient marked to
     # leave L2 first.
     cols = tl.arange(0, BLOCK_N)
-    lse2 = lse * LOG2E
     n_full = (n_cols // BLOCK_N) * BLOCK_N
     if n_full < n_cols:
         c = n_full + cols
         cm = c < n_cols
         x = tl.load(x_row + c, mask=cm, other=-float("inf"), eviction_policy="evict_first").to(tl.float32)
-        g = _fast_exp(x, lse, lse2, ACCURATE) * coef_p
+        g = _fast_exp(x, lse, ACCURATE) * coef_p
         tl.store(dx_row + c, g.to(dx_row.dtype.element_ty), mask=cm, eviction_policy="evict_first")
     if n_full > 0:
         x_next = tl.load(x_row + n_full - BLOCK_N + cols, eviction_policy="evict_first")
@@ -212,12 +212,12 @@ def _fast_write_grad(x_row, dx_row, y, x_y, n_cols, lse, coef_p, coef_y, BLOCK_N
             start = n_full - BLOCK_N - i
             x = x_next.to(tl.float32)
             x_next = tl.load(x_row + tl.maximum(start - BLOCK_N, 0) + cols, eviction_policy="evict_first")
-            g = _fast_exp(x, lse, lse2, ACCURATE) * coef_p
+            g = _fast_exp(x, lse, ACCURATE) * coef_p
             tl.store(dx_row + start + cols, g.to(dx_row.dtype.element_ty), eviction_policy="evict_first")
     # Every thread's chunk stores are ordered before the target's store (bar.sync orders the block's global
     # memory accesses); the target's value is computed as its chunk did, less coef_y.
     tl.debug_barrier()
-    g_y = _fast_exp(x_y, lse, lse2, ACCURATE) * coef_p - coef_y
+    g_y = _fast_exp(x_y, lse, ACCURATE) * coef_p - coef_y
     tl.store(dx_row + y, g_y.to(dx_row.dtype.element_ty))
 
 
