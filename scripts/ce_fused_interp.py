@@ -91,6 +91,18 @@ def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
         int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align, ACCURATE=dtype == torch.float32,
         FAST=fast)
     assert torch.equal(x, x_orig), "logits modified"
+    # the inference / fused_linear_cross_entropy kernel with store_grad: the same loss terms, and the same
+    # gradient written over its logits
+    x_in = x.clone()
+    ce_in, z_in, lse_in = torch.empty(R), torch.empty(R), torch.empty(R)
+    ce.cross_entropy_fwd_kernel[(R,)](
+        x_in, t, w32, stats, ce_in, z_in, lse_in, V // align, V // align, ii, ls, zs, cap or 1.0, int(has_w),
+        int(cap is not None), 1, int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align,
+        ACCURATE=dtype == torch.float32, FAST=fast)
+    gscale = dx.double().abs().max().item() or 1.0
+    in_place_err = max((ce_in.double() - ce_row.double()).abs().max().item() / max(1.0, ce_row.abs().max().item()),
+                       (x_in.double() - dx.double()).abs().max().item() / gscale)
+    assert in_place_err <= 4 * TOL[dtype], f"store_grad kernel differs from the training forward: {in_place_err}"
     loss_sum, z_sum = ce_row.double().sum().item(), z_row.double().sum().item()
     if reduction == "mean":
         loss_sum, z_sum = loss_sum / stats[0].item(), z_sum / stats[1].item()

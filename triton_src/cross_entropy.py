@@ -222,6 +222,20 @@ def _fast_write_grad(x_row, dx_row, y, x_y, n_cols, lse, coef_p, coef_y, BLOCK_N
 
 
 @triton.jit
+def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+    # lse of a FAST row from the sum of exp(x - x[y]) (>= 1: nothing underflows to a wrong result); a logit ~88
+    # above the target's, or a NaN/inf, makes that sum overflow or NaN: the row is then summed again behind its
+    # exact max.
+    d = _fast_sums(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+    lse = x_y + tl.log(d)
+    if (d < 0.5) | (d > 3.0e38) | (d != d):
+        m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
+        shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
+        lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE))
+    return lse
+
+
+@triton.jit
 def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr):
     # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring).
     offs = tl.arange(0, BLOCK)
@@ -253,7 +267,9 @@ def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_we
 @triton.jit
 def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, stride_x_v, ignore_index,
                              label_smoothing, lse_square_scale, softcap, has_weight, has_softcap, store_grad, mean,
-                             BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+                             BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr, FAST: tl.constexpr):
+    # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_lse and, with store_grad,
+    # _fast_write_grad in place, as the training forward's FAST path.
     n_cols = n_cols_v * ALIGN
     row = tl.program_id(0).to(tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
     x_row = X + row * (stride_x_v * ALIGN)
@@ -264,6 +280,19 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
         tl.store(LSE + row, 0.0)
         if store_grad:
             _zero_row(x_row, n_cols, BLOCK_N)
+        return
+    if FAST:
+        x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
+        lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+        tl.store(LOSS_ROW + row, tl.where(in_range, w_y * (lse - x_y), float("nan")))
+        tl.store(Z_ROW + row, lse_square_scale * lse * lse)
+        tl.store(LSE + row, lse)
+        if store_grad:
+            a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+            a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+            _fast_write_grad(x_row, x_row, tl.where(in_range, y, 0), x_y, n_cols, lse,
+                             a_loss * w_y + a_z * 2.0 * lse_square_scale * lse, tl.where(in_range, a_loss * w_y, 0.0),
+                             BLOCK_N, ACCURATE)
         return
     x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
     cols = tl.arange(0, BLOCK_N)
@@ -337,19 +366,19 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
         else:
             if FAST:
                 x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
-                d = _fast_sums(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+                lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
                 wx = 0.0
             else:
                 x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
                 d, wx = _shifted_sums(x_row, W, n_cols, x_y, label_smoothing, softcap, has_weight, has_softcap,
                                       BLOCK_N, ACCURATE)
-            lse = x_y + tl.log(d)
-            if (d < 0.5) | (d > 3.0e38) | (d != d):
-                m = _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N)
-                shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
-                d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight, has_softcap,
-                                      BLOCK_N, ACCURATE)
-                lse = shift + tl.log(d)
+                lse = x_y + tl.log(d)
+                if (d < 0.5) | (d > 3.0e38) | (d != d):
+                    m = _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N)
+                    shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
+                    d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight,
+                                          has_softcap, BLOCK_N, ACCURATE)
+                    lse = shift + tl.log(d)
             ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
             if label_smoothing > 0:
                 ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
@@ -486,8 +515,10 @@ def _specs():
                                                      aligned=aligned))
                 if block_n not in ROW_BLOCKS:
                     continue
-                fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt), constexprs=common, num_warps=warps,
-                                            aligned=aligned))
+                for fast in (False, True):
+                    fwd.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_sig(dt),
+                                                constexprs={**common, "FAST": fast}, num_warps=warps,
+                                                aligned=aligned))
                 bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=common, num_warps=warps,
                                             aligned=aligned))
         fin.variants.append(Variant(

@@ -385,7 +385,9 @@ void rows_cuda(const Tensor& x2d, int64_t row_stride, const Tensor& target1d, co
   const bool aligned = cols % vec == 0 && row_stride % vec == 0 && aligned16(x2d) && aligned16(target1d) &&
                        aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
   const LaunchContext ctx = launch_context(x2d);
-  const auto& v = cross_entropy_fwd_kernel_get({aligned, row_block(cols), x2d.scalar_type()}, ctx.arch_slot);
+  // FAST variants: no class weight, soft-cap or label smoothing (see fwd_grad_cuda)
+  const bool fast = !w32.defined() && !o.softcap.has_value() && o.label_smoothing == 0.0;
+  const auto& v = cross_entropy_fwd_kernel_get({aligned, row_block(cols), fast, x2d.scalar_type()}, ctx.arch_slot);
   cross_entropy_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(rows)}, ptr(x2d), ptr(target1d), ptr(w32),
                                   ptr(stats), ptr(ce_row), ptr(z_row), ptr(lse), static_cast<int32_t>(cols / v.ALIGN),
                                   row_stride / v.ALIGN, o.ignore_index, static_cast<float>(o.label_smoothing),
@@ -548,8 +550,10 @@ const VariantCheck variant_check("cross_entropy", [](int arch_slot) {
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (int64_t cols : {1, 1024, 1025, 4096, 4097, 262144})
       for (bool aligned : {false, true}) {
-        cross_entropy_fwd_kernel_key fk{aligned, row_block(cols), dt};
-        if (!cross_entropy_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+        for (bool fast : {false, true}) {
+          cross_entropy_fwd_kernel_key fk{aligned, row_block(cols), fast, dt};
+          if (!cross_entropy_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+        }
         for (bool fast : {false, true}) {
           cross_entropy_fwd_grad_kernel_key gk{aligned, grad_row_block(cols, fast), fast, dt};
           if (!cross_entropy_fwd_grad_kernel_find(gk, arch_slot)) missing.push_back(gk.str());
