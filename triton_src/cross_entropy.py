@@ -42,10 +42,11 @@ CPP_CONSTANTS = {
 
 # Row block sizes by vocabulary: the smallest that covers V, 8192 (16 warps) beyond. Not yet tuned on the H200.
 ROW_BLOCKS = {1024: 4, 4096: 8, 8192: 16}
-# The FAST training forward also takes 16384 x 32 warps above 65536 classes (the launcher's grad_row_block):
-# 0.620 ms against 0.705 at 8192 x 16 for 4096 x 128256 bf16 on an H200 (scripts/tune_cross_entropy.py). The
-# general loops would spill there (ptxas: 436 bytes at 64 registers), so only FAST variants are built.
-GRAD_ROW_BLOCKS = {**ROW_BLOCKS, 16384: 32}
+# The FAST training forward takes 16384 x 32 warps above 65536 classes and 2048 x 4 warps (4 programs per SM)
+# from 4097 to 65536 (the launcher's grad_row_block). H200, bf16, 4096 rows, scripts/tune_cross_entropy.py:
+# 128256 classes 0.620 ms against 0.705 at 8192 x 16; 32000 classes 0.170 against 0.214. The general loops
+# would spill at 16384 (ptxas: 436 bytes at 64 registers), so only FAST variants are built at these blocks.
+GRAD_ROW_BLOCKS = {**ROW_BLOCKS, 2048: 4, 16384: 32}
 
 
 @triton.jit

@@ -350,8 +350,12 @@ namespace {
 
 int64_t row_block(int64_t cols) { return cols <= 1024 ? 1024 : (cols <= 4096 ? 4096 : 8192); }
 // The training forward's blocks (triton_src/cross_entropy.py's GRAD_ROW_BLOCKS): FAST variants take 16384 x 32
-// warps above 65536 classes.
-int64_t grad_row_block(int64_t cols, bool fast) { return fast && cols > 65536 ? 16384 : row_block(cols); }
+// warps above 65536 classes and 2048 x 4 (four programs per SM) from 4097 to 65536.
+int64_t grad_row_block(int64_t cols, bool fast) {
+  if (fast && cols > 65536) return 16384;
+  if (fast && cols > 4096) return 2048;
+  return row_block(cols);
+}
 
 // Resident warps per SM of the fused forward (see fwd_grad_cuda).
 constexpr int64_t kFwdGradWarpsPerSm = 16;
