@@ -88,8 +88,8 @@ def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
     dx = torch.full_like(x, float("nan"))
     ce.cross_entropy_fwd_grad_kernel[(programs,)](
         x, t, w32, stats, ce_row, z_row, lse, dx, R, V // align, V // align, V // align, ii, ls, zs, cap or 1.0,
-        int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align, ACCURATE=dtype == torch.float32,
-        FAST=fast)
+        int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align,
+        ACCURATE=dtype == torch.float32, FAST=fast)
     assert torch.equal(x, x_orig), "logits modified"
     # the inference / fused_linear_cross_entropy kernel with store_grad: the same loss terms, and the same
     # gradient written over its logits
