@@ -21,7 +21,8 @@ install: wheel
 build: deps  ## in-place build for development (PYTHONPATH=python)
 	$(PYTHON) setup.py -q build_ext --inplace
 
-test: install  ## CPU suite (GPU tests skip without a GPU); on a GPU box: make test-gpu. Two workers (CI's two cores: 4.3 instead of 5.2 min)
+# two pytest workers: CI's two cores run the CPU suite in 4.3 instead of 5.2 min
+test: install  ## CPU suite (GPU tests skip without a GPU); on a GPU box: make test-gpu
 	$(PYTHON) -m pytest tests -q -n 2
 
 test-gpu:  ## on a GPU box, against the installed package: GPU tests only

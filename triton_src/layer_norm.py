@@ -120,7 +120,7 @@ def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, 
     pid = tl.program_id(0)
     if BLOCK_M == 1:
         # One row as 1-D tensors: 39 us vs 46 us for the [1, N] form at 8192x4096 bf16 on H200
-        # (scripts/tune_layer_norm.py; fewer layout conversions around the three row sums).
+        # (scripts/tune_layer_norm.py; fewer layout conversions around the row sums).
         _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, pid.to(tl.int64), n_cols, stride_x_v * ALIGN,
                             stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N, AFFINE)
         return
@@ -166,8 +166,9 @@ def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
 def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
                                  has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
     # Rows wider than a single block (or not 16-byte aligned), one program per row (a row count below 2^31 is
-    # checked by the launcher; one resident wave, or one sized to keep rows in L2, measured slower). First pass: Welford per lane (each lane's running mean and centred
-    # sum of squares over the chunks, no cross-thread reduction inside the loop), merged across lanes once
+    # checked by the launcher; one resident wave, or one sized to keep rows in L2, measured slower). First
+    # pass: Welford per lane (each lane's running mean and centred sum of squares over the chunks, no
+    # cross-thread reduction inside the loop), merged across lanes once
     # (Chan); x is read with evict_last so that the second pass, which reads it with evict_first, finds it in
     # L2 (what torch.compile's kernel does; per-chunk block reductions cost a barrier round each).
     DT: tl.constexpr = X.dtype.element_ty
@@ -404,8 +405,9 @@ def _rows_per_program(block_n):
 # Warps by tile size, so that registers do not cap occupancy (ptxas -v, sm_90a, bf16): LayerNorm keeps more
 # tiles live than RMSNorm (w, b; the backward's dw and db sums), so rms_norm's measured table gave 128
 # registers for the 4096 forward at 4 warps and 176 (one program per SM) for the 4096 backward at 8.
-# Beyond 16384 (forward) and 8192 (backward) elements a single block spilled at 32 warps: the looped forward and
-# the two-kernel backward (rowstats + cols) take those rows, and any row that is not 16-byte aligned.
+# Beyond 32768 (forward) and 8192 (backward) elements the single block is not built (the backward spilled at 32
+# warps): the looped forward and the two-kernel backward (rowstats + cols) take those rows, and any row that is
+# not 16-byte aligned.
 # H200 sweep at 8192x4096 bf16 (scripts/tune_layer_norm.py): forward 4 warps 39.3 us, 8 warps 41.0; backward
 # 4 warps, one row ahead, 2 programs per SM 71.1 us (16 warps, two ahead, 1 per SM: > 80 us). 8192 and 16384
 # keep 32 elements per thread (not measured).
