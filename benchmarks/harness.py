@@ -181,6 +181,7 @@ class Provider:
     name: str
     fn: Callable  # fn(*inputs.args) -> output
     compiled: bool = False  # a torch.compile'd fn: compiled during warm-up, outside every timed region
+    modes: Optional[Sequence[str]] = None  # the modes it is timed in (None: all); e.g. a no-grad forward: ("fwd",)
 
 
 def timed_callable(fwd: Callable[[], torch.Tensor], mode: str, grad_out: torch.Tensor) -> Callable[[], object]:
@@ -232,29 +233,34 @@ class Table:
 
 
     def verdicts(self, copy_target: float = 85.0, ours: str = "liger_aot",
-                 modes: Sequence[str] = ("fwd", "full")) -> str:
+                 modes: Sequence[str] = ("fwd", "full"), fwd_ours: Optional[str] = None) -> str:
         """The issues' per-op checks, one line each: ``ours``' forward at the case that moves the most bytes against
-        ``copy_target`` % of the copy bandwidth, then :meth:`fastest` for each of ``modes``."""
+        ``copy_target`` % of the copy bandwidth, then :meth:`fastest` for each of ``modes``. ``fwd_ours`` names
+        the row that stands for our forward where ``ours``' forward does more than the others' (a training forward
+        that also writes the gradient: then ``fwd_ours`` is the same op without gradients)."""
         lines = []
-        fwd = [r for r in self.rows if r.provider == ours and r.mode == "fwd" and r.ms is not None and r.gbps
+        fwd_name = fwd_ours or ours
+        fwd = [r for r in self.rows if r.provider == fwd_name and r.mode == "fwd" and r.ms is not None and r.gbps
                and r.pct is not None]
         if fwd:
             large = max(fwd, key=lambda r: r.gbps * r.ms)  # bytes moved
             ok = large.pct >= copy_target
-            lines.append(f"{ours} fwd at the largest case {large.case}: {large.pct:.0f} % of copy "
+            lines.append(f"{fwd_name} fwd at the largest case {large.case}: {large.pct:.0f} % of copy "
                          f"(target >= {copy_target:.0f} %: {'met' if ok else 'MISSED'})")
-        lines += [self.fastest(m, ours) for m in modes]
+        lines += [self.fastest(m, fwd_name if m == "fwd" else ours) for m in modes]
         return "Targets:\n\n" + "\n".join(f"- {line}" for line in lines)
 
     def fastest(self, mode: str, ours: str = "liger_aot") -> str:
-        """One line: at how many cases ``ours`` beats the best other provider in ``mode``, and where it does not."""
+        """One line: at how many cases ``ours`` beats the best other provider in ``mode``, and where it does not
+        (our other variants, named "<ours's library>, ...", are not others)."""
         ms = {}
         for r in self.rows:
             if r.mode == mode and r.ms is not None:
                 ms.setdefault(r.case, {})[r.provider] = r.ms
+        lib = ours.split(",")[0]
         won, lost = 0, []
         for case, by in ms.items():
-            others = {p: v for p, v in by.items() if p != ours}
+            others = {p: v for p, v in by.items() if p != ours and p != lib and not p.startswith(lib + ",")}
             if ours not in by or not others:
                 continue
             best = min(others, key=others.get)
@@ -277,6 +283,8 @@ def run(cases: Sequence[Case], providers: Sequence[Provider], modes: Sequence[st
         inputs = case.make()
         for mode in modes:
             for p in providers:
+                if p.modes is not None and mode not in p.modes:
+                    continue
                 fwd = (lambda fn=p.fn: fn(*inputs.args))
                 # a fresh dy per measurement: Liger-Kernel (in_place=True) overwrites dy with dx
                 grad_out = inputs.grad_out.clone()
@@ -288,7 +296,10 @@ def run(cases: Sequence[Case], providers: Sequence[Provider], modes: Sequence[st
                             notes.append(f"{case.name} {p.name}: {msg}")
                     # warm-up outside the timed region: loads modules, JIT-compiles, torch.compile traces fwd+bwd
                     for _ in range(2 if p.compiled else 1):
-                        fwd().backward(grad_out.clone())
+                        y = fwd()
+                        if y.requires_grad:
+                            y.backward(grad_out.clone())
+                        y = None
                     for t in inputs.leaves:
                         t.grad = None
                     fn = timed_callable(fwd, mode, grad_out)

@@ -141,6 +141,45 @@ def test_internal_ops_match_autograd():
     loss, mult = liger.tvd_fwd(p, q, lab, "batchmean", -100)
     assert torch.equal(loss, liger.tvd(p, q, lab, "batchmean"))
     assert torch.equal(liger.tvd_bwd(g, mult, p, q, lab, "batchmean", -100), dp)
+    # the training pieces: the forward's gradient for grad_output 1, scaled in place
+    loss2, mult2, dp1 = liger.tvd_fwd_grad(p, q, lab, "batchmean", -100)
+    assert torch.equal(loss2, loss) and torch.equal(mult2, mult)
+    assert torch.equal(dp1, liger.tvd_bwd(torch.tensor(1.0), mult, p, q, lab, "batchmean", -100))
+    liger.tvd_scale_(dp1, g)
+    torch.testing.assert_close(dp1, dp, rtol=2 * torch.finfo(p.dtype).eps, atol=0)
+    with pytest.raises(RuntimeError, match="reduced loss"):
+        liger.tvd_fwd_grad(p, q, lab, "none", -100)
+
+
+def grads(p, q, lab, reduction, dloss, device="cpu", retain=False):
+    pg, qg = p.detach().clone().requires_grad_(), q.detach().clone().requires_grad_()
+    loss = liger.tvd(pg, qg, lab, reduction)
+    loss.backward(dloss, retain_graph=retain)
+    if retain:  # a retained graph keeps the forward's gradient intact: a second backward adds the same again
+        first = (pg.grad.clone(), qg.grad.clone())
+        loss.backward(dloss)  # (the graph is freed now: the in-place path, rounded differently by an ulp at most)
+        eps = torch.finfo(p.dtype).eps
+        torch.testing.assert_close(pg.grad, 2 * first[0], rtol=2 * eps, atol=0)
+        torch.testing.assert_close(qg.grad, 2 * first[1], rtol=2 * eps, atol=0)
+        return first
+    return pg.grad, qg.grad
+
+
+@pytest.mark.parametrize("reduction", ("sum", "mean", "batchmean"))
+@pytest.mark.parametrize("unit", (True, False))
+def test_fused_gradient_paths_agree(reduction, unit):
+    # loss.backward() with grad_output 1 hands out the forward's gradient as is; other grad_outputs scale it in
+    # place; a retained graph recomputes it (tvd_bwd). All three agree with the separate backward.
+    p, q, lab = make_inputs(5, 300, torch.bfloat16, labels=True)
+    dloss = torch.tensor(1.0 if unit else -0.37)
+    fused = grads(p, q, lab, reduction, dloss)
+    retained = grads(p, q, lab, reduction, dloss, retain=True)
+    loss, mult = liger.tvd_fwd(p, q, lab, reduction, -100)
+    sep = liger.tvd_bwd(dloss, mult, p, q, lab, reduction, -100)
+    eps = torch.finfo(p.dtype).eps
+    for got in (fused, retained):
+        torch.testing.assert_close(got[0], sep, rtol=2 * eps, atol=0)
+        assert torch.equal(got[1], -got[0])
 
 
 # ---- autograd
@@ -175,6 +214,10 @@ def opcheck_samples(device):
             samples.append(("tvd_fwd", (p.detach(), q, lab, reduction, -100), False))
             loss, mult = liger.tvd_fwd(p.detach(), q, lab, reduction, -100)
             samples.append(("tvd_bwd", (torch.randn_like(loss), mult, p.detach(), q, lab, reduction, -100), False))
+            if reduction != "none":
+                samples.append(("tvd_fwd_grad", (p.detach(), q, lab, reduction, -100), False))
+                samples.append(("tvd_scale_", (torch.rand_like(p.detach()), torch.tensor(0.37, device=device)),
+                                False))
     return samples
 
 
@@ -277,6 +320,26 @@ def test_cuda_strided(reduction):
     check(p[:, :32000], q[:, :32000], lab, reduction, what="row_sliced: ")
     check(p[:, :32001], q[:, :32001], lab, reduction, what="odd: ")
     check(p.t().contiguous().t()[:, :999], q[:, :999], lab, reduction, what="column_major: ")
+
+
+@gpu
+@pytest.mark.parametrize("reduction", ("sum", "mean", "batchmean"))
+@pytest.mark.parametrize("unit", (True, False))
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_fused_gradient_paths_agree(dtype, reduction, unit):
+    p, q, lab = make_inputs(9, 32003, dtype, "cuda", labels=True)
+    dloss = torch.tensor(1.0 if unit else -0.37, device="cuda")
+    poison_freed_blocks(9 * 32003, dtype)
+    fused = grads(p, q, lab, reduction, dloss, "cuda")
+    retained = grads(p, q, lab, reduction, dloss, "cuda", retain=True)
+    loss, mult = liger.tvd_fwd(p, q, lab, reduction, -100)
+    sep = liger.tvd_bwd(dloss, mult, p, q, lab, reduction, -100)
+    eps = torch.finfo(dtype).eps
+    for got in (fused, retained):
+        torch.testing.assert_close(got[0], sep, rtol=2 * eps, atol=0)
+        assert torch.equal(got[1], -got[0])
+    cpu = grads(p.cpu(), q.cpu(), lab.cpu(), reduction, dloss.cpu())
+    torch.testing.assert_close(fused[0].cpu(), cpu[0], rtol=2 * eps, atol=0)
 
 
 @gpu

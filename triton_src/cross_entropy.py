@@ -42,6 +42,11 @@ CPP_CONSTANTS = {
 
 # Row block sizes by vocabulary: the smallest that covers V, 8192 (16 warps) beyond. Not yet tuned on the H200.
 ROW_BLOCKS = {1024: 4, 4096: 8, 8192: 16}
+# The FAST training forward takes 16384 x 32 warps above 65536 classes and 2048 x 4 warps (4 programs per SM)
+# from 4097 to 65536 (the launcher's grad_row_block). H200, bf16, 4096 rows, scripts/tune_cross_entropy.py:
+# 128256 classes 0.620 ms against 0.705 at 8192 x 16; 32000 classes 0.170 against 0.214. The general loops
+# would spill at 16384 (ptxas: 436 bytes at 64 registers), so only FAST variants are built at these blocks.
+GRAD_ROW_BLOCKS = {**ROW_BLOCKS, 2048: 4, 16384: 32}
 
 
 @triton.jit
@@ -150,6 +155,87 @@ def _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N: tl.constexpr):
     return tl.max(m, axis=0)
 
 
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def _fast_exp(x, shift, ACCURATE: tl.constexpr):
+    # exp(x - shift). 16-bit logits: the bare ex2.approx.ftz of (x - shift) * log2(e) (exp of -inf is 0),
+    # without tl.exp's denormal fix-ups, which alone cost 3 instructions per element. Not one FFMA of
+    # x * log2(e) - shift * log2(e): that leaves the rounding of shift * log2(e) in the target's own term, whose
+    # exp must be exactly 1 (a one-class row's gradient is then exactly 0).
+    if ACCURATE:
+        return libdevice.exp(x - shift)
+    else:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [(x - shift) * LOG2E],
+                                         dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+    # sum_j exp(x[j] - shift) of one row without a weight, soft-cap or smoothing (FAST): full chunks without
+    # masks (the prefetch address is clamped to the last full chunk instead of masked), then the masked tail
+    # with -inf as padding (exp gives 0: no select). The loads ask L2 to keep the row for the gradient pass.
+    cols = tl.arange(0, BLOCK_N)
+    n_full = (n_cols // BLOCK_N) * BLOCK_N
+    d = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if n_full > 0:
+        x_next = tl.load(x_row + cols, eviction_policy="evict_last")
+        for start in range(0, n_full, BLOCK_N):
+            x = x_next.to(tl.float32)
+            x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, n_full - BLOCK_N) + cols, eviction_policy="evict_last")
+            d += _fast_exp(x, shift, ACCURATE)
+    if n_full < n_cols:
+        c = n_full + cols
+        x = tl.load(x_row + c, mask=c < n_cols, other=-float("inf"), eviction_policy="evict_last").to(tl.float32)
+        d += _fast_exp(x, shift, ACCURATE)
+    return tl.sum(d, axis=0)
+
+
+@triton.jit
+def _fast_write_grad(x_row, dx_row, y, x_y, n_cols, lse, coef_p, coef_y, BLOCK_N: tl.constexpr,
+                     ACCURATE: tl.constexpr):
+    # The FAST gradient pass: d x[j] = p[j] * coef_p, then d x[y] -= coef_y as one store after a barrier
+    # (instead of a compare and select on every element). Order as _write_grad's STREAM: the masked tail (read
+    # last) first, then the full chunks last to first, each prefetched one ahead; row and gradient marked to
+    # leave L2 first.
+    cols = tl.arange(0, BLOCK_N)
+    n_full = (n_cols // BLOCK_N) * BLOCK_N
+    if n_full < n_cols:
+        c = n_full + cols
+        cm = c < n_cols
+        x = tl.load(x_row + c, mask=cm, other=-float("inf"), eviction_policy="evict_first").to(tl.float32)
+        g = _fast_exp(x, lse, ACCURATE) * coef_p
+        tl.store(dx_row + c, g.to(dx_row.dtype.element_ty), mask=cm, eviction_policy="evict_first")
+    if n_full > 0:
+        x_next = tl.load(x_row + n_full - BLOCK_N + cols, eviction_policy="evict_first")
+        for i in range(0, n_full, BLOCK_N):
+            start = n_full - BLOCK_N - i
+            x = x_next.to(tl.float32)
+            x_next = tl.load(x_row + tl.maximum(start - BLOCK_N, 0) + cols, eviction_policy="evict_first")
+            g = _fast_exp(x, lse, ACCURATE) * coef_p
+            tl.store(dx_row + start + cols, g.to(dx_row.dtype.element_ty), eviction_policy="evict_first")
+    # Every thread's chunk stores are ordered before the target's store (bar.sync orders the block's global
+    # memory accesses); the target's value is computed as its chunk did, less coef_y.
+    tl.debug_barrier()
+    g_y = _fast_exp(x_y, lse, ACCURATE) * coef_p - coef_y
+    tl.store(dx_row + y, g_y.to(dx_row.dtype.element_ty))
+
+
+@triton.jit
+def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+    # lse of a FAST row from the sum of exp(x - x[y]) (>= 1: nothing underflows to a wrong result); a logit ~88
+    # above the target's, or a NaN/inf, makes that sum overflow or NaN: the row is then summed again behind its
+    # exact max.
+    d = _fast_sums(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+    lse = x_y + tl.log(d)
+    if (d < 0.5) | (d > 3.0e38) | (d != d):
+        m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
+        shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
+        lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE))
+    return lse
+
+
 @triton.jit
 def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr):
     # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring).
@@ -182,7 +268,9 @@ def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_we
 @triton.jit
 def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, stride_x_v, ignore_index,
                              label_smoothing, lse_square_scale, softcap, has_weight, has_softcap, store_grad, mean,
-                             BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+                             BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr, FAST: tl.constexpr):
+    # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_lse and, with store_grad,
+    # _fast_write_grad in place, as the training forward's FAST path.
     n_cols = n_cols_v * ALIGN
     row = tl.program_id(0).to(tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
     x_row = X + row * (stride_x_v * ALIGN)
@@ -193,6 +281,19 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
         tl.store(LSE + row, 0.0)
         if store_grad:
             _zero_row(x_row, n_cols, BLOCK_N)
+        return
+    if FAST:
+        x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
+        lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+        tl.store(LOSS_ROW + row, tl.where(in_range, w_y * (lse - x_y), float("nan")))
+        tl.store(Z_ROW + row, lse_square_scale * lse * lse)
+        tl.store(LSE + row, lse)
+        if store_grad:
+            a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+            a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+            _fast_write_grad(x_row, x_row, tl.where(in_range, y, 0), x_y, n_cols, lse,
+                             a_loss * w_y + a_z * 2.0 * lse_square_scale * lse, tl.where(in_range, a_loss * w_y, 0.0),
+                             BLOCK_N, ACCURATE)
         return
     x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
     cols = tl.arange(0, BLOCK_N)
@@ -237,7 +338,8 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
 @triton.jit
 def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
                                   ignore_index, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap,
-                                  mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+                                  mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr,
+                                  FAST: tl.constexpr):
     # The training forward of "mean"/"sum": per-row loss terms as cross_entropy_fwd_kernel, and the gradient of
     # the reduced loss for grad_output 1 into DX (a new buffer: the logits stay intact). Persistent: each program
     # takes rows pid, pid + programs, ...; about one row per SM is in flight, so that the gradient pass's second
@@ -245,6 +347,9 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
     # lse without a running max: the sum of exp(x' - x'[y]) (the target's own logit as the shift, so the sum is
     # >= 1 and nothing underflows to a wrong result) cannot overflow unless a logit exceeds the target's by ~88;
     # then (or for a NaN/inf logit) the row is summed again behind its exact max.
+    # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_sums / _fast_write_grad, about
+    # 10 instead of 35 instructions per logit (SASS); the general loops were issue-bound (ncu: 57 % SM
+    # throughput, 48 % DRAM, at 4 warps per scheduler).
     n_cols = n_cols_v * ALIGN
     w_sum = tl.load(STATS + 2)
     a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
@@ -260,16 +365,21 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
             tl.store(LSE + row, 0.0)
             _zero_row(dx_row, n_cols, BLOCK_N)
         else:
-            x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
-            d, wx = _shifted_sums(x_row, W, n_cols, x_y, label_smoothing, softcap, has_weight, has_softcap,
-                                  BLOCK_N, ACCURATE)
-            lse = x_y + tl.log(d)
-            if (d < 0.5) | (d > 3.0e38) | (d != d):
-                m = _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N)
-                shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
-                d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight, has_softcap,
+            if FAST:
+                x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
+                lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+                wx = 0.0
+            else:
+                x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
+                d, wx = _shifted_sums(x_row, W, n_cols, x_y, label_smoothing, softcap, has_weight, has_softcap,
                                       BLOCK_N, ACCURATE)
-                lse = shift + tl.log(d)
+                lse = x_y + tl.log(d)
+                if (d < 0.5) | (d > 3.0e38) | (d != d):
+                    m = _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N)
+                    shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
+                    d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight,
+                                          has_softcap, BLOCK_N, ACCURATE)
+                    lse = shift + tl.log(d)
             ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
             if label_smoothing > 0:
                 ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
@@ -277,8 +387,15 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
             tl.store(LOSS_ROW + row, ce)
             tl.store(Z_ROW + row, lse_square_scale * lse * lse)
             tl.store(LSE + row, lse)
-            _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
-                        lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
+            if FAST:
+                # _write_grad's coefficients with w = 1 and no smoothing; a target outside [0, V) (NaN loss)
+                # writes no target term (its address is not read or written)
+                coef_p = a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
+                _fast_write_grad(x_row, dx_row, tl.where(in_range, y, 0), x_y, n_cols, lse, coef_p,
+                                 tl.where(in_range, a_loss * w_y, 0.0), BLOCK_N, ACCURATE)
+            else:
+                _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
+                            lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
 
 
 @triton.jit
@@ -389,14 +506,20 @@ def _specs():
         constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"]}, num_warps=4))
     for dt in ("fp32", "bf16", "fp16"):
         accurate = dt == "fp32"
-        for block_n, warps in ROW_BLOCKS.items():
+        for block_n, warps in GRAD_ROW_BLOCKS.items():
             for aligned in (False, True):
                 common = {"BLOCK_N": block_n, "ALIGN": _align(dt) if aligned else 1, "ACCURATE": accurate}
                 key = {"x_dtype": dt, "block_n": block_n, "aligned": aligned}
-                fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt), constexprs=common, num_warps=warps,
-                                            aligned=aligned))
-                fwd_grad.variants.append(Variant(key=key, signature=_fwd_grad_sig(dt), constexprs=common,
-                                                 num_warps=warps, aligned=aligned))
+                for fast in (False, True) if block_n in ROW_BLOCKS else (True,):
+                    fwd_grad.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_grad_sig(dt),
+                                                     constexprs={**common, "FAST": fast}, num_warps=warps,
+                                                     aligned=aligned))
+                if block_n not in ROW_BLOCKS:
+                    continue
+                for fast in (False, True):
+                    fwd.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_sig(dt),
+                                                constexprs={**common, "FAST": fast}, num_warps=warps,
+                                                aligned=aligned))
                 bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=common, num_warps=warps,
                                             aligned=aligned))
         fin.variants.append(Variant(

@@ -349,6 +349,13 @@ Tensor bwd_meta(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
 namespace {
 
 int64_t row_block(int64_t cols) { return cols <= 1024 ? 1024 : (cols <= 4096 ? 4096 : 8192); }
+// The training forward's blocks (triton_src/cross_entropy.py's GRAD_ROW_BLOCKS): FAST variants take 16384 x 32
+// warps above 65536 classes and 2048 x 4 (four programs per SM) from 4097 to 65536.
+int64_t grad_row_block(int64_t cols, bool fast) {
+  if (fast && cols > 65536) return 16384;
+  if (fast && cols > 4096) return 2048;
+  return row_block(cols);
+}
 
 // Resident warps per SM of the fused forward (see fwd_grad_cuda).
 constexpr int64_t kFwdGradWarpsPerSm = 16;
@@ -382,7 +389,9 @@ void rows_cuda(const Tensor& x2d, int64_t row_stride, const Tensor& target1d, co
   const bool aligned = cols % vec == 0 && row_stride % vec == 0 && aligned16(x2d) && aligned16(target1d) &&
                        aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
   const LaunchContext ctx = launch_context(x2d);
-  const auto& v = cross_entropy_fwd_kernel_get({aligned, row_block(cols), x2d.scalar_type()}, ctx.arch_slot);
+  // FAST variants: no class weight, soft-cap or label smoothing (see fwd_grad_cuda)
+  const bool fast = !w32.defined() && !o.softcap.has_value() && o.label_smoothing == 0.0;
+  const auto& v = cross_entropy_fwd_kernel_get({aligned, row_block(cols), fast, x2d.scalar_type()}, ctx.arch_slot);
   cross_entropy_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(rows)}, ptr(x2d), ptr(target1d), ptr(w32),
                                   ptr(stats), ptr(ce_row), ptr(z_row), ptr(lse), static_cast<int32_t>(cols / v.ALIGN),
                                   row_stride / v.ALIGN, o.ignore_index, static_cast<float>(o.label_smoothing),
@@ -455,8 +464,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& l
     const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
                          aligned16(t) && aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
     const LaunchContext ctx = launch_context(logits);
+    // FAST variants: no class weight, soft-cap or label smoothing (about a third of the instructions per logit)
+    const bool fast = !w32.defined() && !o.softcap.has_value() && o.label_smoothing == 0.0;
     const auto& v =
-        cross_entropy_fwd_grad_kernel_get({aligned, row_block(x.cols), logits.scalar_type()}, ctx.arch_slot);
+        cross_entropy_fwd_grad_kernel_get({aligned, grad_row_block(x.cols, fast), fast, logits.scalar_type()},
+                                          ctx.arch_slot);
     // About one row per SM in flight (16 warps): the gradient pass re-reads the row from L2, which holds
     // 132 rows of 256 KB (128256 bf16 classes) but not the 4 per SM that occupancy alone would admit.
     const int64_t per_sm = std::max<int64_t>(1, kFwdGradWarpsPerSm / v.image.num_warps);
@@ -542,10 +554,14 @@ const VariantCheck variant_check("cross_entropy", [](int arch_slot) {
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
     for (int64_t cols : {1, 1024, 1025, 4096, 4097, 262144})
       for (bool aligned : {false, true}) {
-        cross_entropy_fwd_kernel_key fk{aligned, row_block(cols), dt};
-        if (!cross_entropy_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
-        cross_entropy_fwd_grad_kernel_key gk{aligned, row_block(cols), dt};
-        if (!cross_entropy_fwd_grad_kernel_find(gk, arch_slot)) missing.push_back(gk.str());
+        for (bool fast : {false, true}) {
+          cross_entropy_fwd_kernel_key fk{aligned, row_block(cols), fast, dt};
+          if (!cross_entropy_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+        }
+        for (bool fast : {false, true}) {
+          cross_entropy_fwd_grad_kernel_key gk{aligned, grad_row_block(cols, fast), fast, dt};
+          if (!cross_entropy_fwd_grad_kernel_find(gk, arch_slot)) missing.push_back(gk.str());
+        }
         cross_entropy_bwd_kernel_key bk{aligned, row_block(cols), dt};
         if (!cross_entropy_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
       }

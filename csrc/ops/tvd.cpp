@@ -6,6 +6,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "liger_gen/jsd.h"
 #include "liger_gen/tvd.h"
 #include "runtime/checks.h"
 #include "runtime/kernel.h"
@@ -15,6 +16,7 @@ namespace liger::tvd {
 using at::Tensor;
 using c10::optional;
 using namespace liger::gen::tvd;
+namespace jsdk = liger::gen::jsd;  // inv_count_kernel
 
 // ---- schema
 
@@ -27,6 +29,12 @@ TORCH_LIBRARY_FRAGMENT(liger, m) {
   m.def("tvd_bwd(Tensor grad, Tensor mult, Tensor p, Tensor q, Tensor? shift_labels, str reduction, "
         "int ignore_index) -> Tensor",
         {at::Tag::pt2_compliant_tag});
+  // Training with a reduced loss: (loss, mult, dp) with dp the gradient for grad_output 1, written in the
+  // forward's pass; tvd_scale_ multiplies it by grad_output in place (nothing to do when that is 1).
+  m.def("tvd_fwd_grad(Tensor p, Tensor q, Tensor? shift_labels, str reduction, int ignore_index) "
+        "-> (Tensor, Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  m.def("tvd_scale_(Tensor(a!) dp, Tensor grad) -> ()", {at::Tag::pt2_compliant_tag});
 }
 
 // ---- checks
@@ -107,6 +115,29 @@ Tensor tvd_cpu(const Tensor& p, const Tensor& q, const optional<Tensor>& labels,
   return std::get<0>(fwd_cpu(p, q, labels, reduction, ignore_index));
 }
 
+void check_reduced(Reduction r, const char* op) {
+  TORCH_CHECK(r != Reduction::kNone, op, ": takes a reduced loss (\"sum\", \"mean\" or \"batchmean\"), got \"none\"");
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_grad_cpu(const Tensor& p, const Tensor& q, const optional<Tensor>& labels,
+                                                c10::string_view reduction, int64_t ignore_index) {
+  check_reduced(parse_reduction(reduction, "tvd_fwd_grad"), "tvd_fwd_grad");
+  auto [loss, mult] = fwd_cpu(p, q, labels, reduction, ignore_index);
+  Tensor dp = bwd_cpu(at::ones({}, loss.options()), mult, p, q, labels, reduction, ignore_index);
+  return {loss, mult, dp};
+}
+
+void check_scale(const Tensor& dp, const Tensor& grad) {
+  TORCH_CHECK(grad.dim() == 0, "tvd_scale_: grad must be 0-d, got ", shape_str(grad));
+  TORCH_CHECK(grad.device() == dp.device(), "tvd_scale_: grad is on ", grad.device(), " but dp is on ", dp.device());
+  TORCH_CHECK(dp.is_contiguous(), "tvd_scale_: dp must be contiguous");
+}
+
+void scale_cpu(const Tensor& dp, const Tensor& grad) {
+  check_scale(dp, grad);
+  dp.copy_(dp.to(acc_dtype(dp)) * grad.to(acc_dtype(dp)));
+}
+
 // ---- Meta (SymInt-clean)
 
 std::tuple<Tensor, Tensor> fwd_meta(const Tensor& p, const Tensor& q, const optional<Tensor>& labels,
@@ -122,6 +153,15 @@ Tensor tvd_meta(const Tensor& p, const Tensor& q, const optional<Tensor>& labels
                 int64_t ignore_index) {
   return std::get<0>(fwd_meta(p, q, labels, reduction, ignore_index));
 }
+
+std::tuple<Tensor, Tensor, Tensor> fwd_grad_meta(const Tensor& p, const Tensor& q, const optional<Tensor>& labels,
+                                                 c10::string_view reduction, int64_t ignore_index) {
+  check_reduced(parse_reduction(reduction, "tvd_fwd_grad"), "tvd_fwd_grad");
+  auto [loss, mult] = fwd_meta(p, q, labels, reduction, ignore_index);
+  return {loss, mult, at::empty_symint(p.sym_sizes(), p.options())};
+}
+
+void scale_meta(const Tensor& dp, const Tensor& grad) { check_scale(dp, grad); }
 
 void check_grad(const Tensor& grad, const Tensor& mult, const Tensor& p, Reduction r) {
   TORCH_CHECK(grad.device() == p.device() && mult.device() == p.device(),
@@ -225,10 +265,75 @@ Tensor bwd_cuda(const Tensor& grad, const Tensor& mult, const Tensor& p_in, cons
   return dp;
 }
 
+std::tuple<Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& p_in, const Tensor& q_in,
+                                                 const optional<Tensor>& labels_in, c10::string_view reduction,
+                                                 int64_t ignore_index) {
+  const Reduction r = parse_reduction(reduction, "tvd_fwd_grad");
+  check_reduced(r, "tvd_fwd_grad");
+  check_inputs(p_in, q_in, labels_in, "tvd_fwd_grad");
+  c10::DeviceGuard guard(p_in.device());
+  auto f32 = p_in.options().dtype(at::kFloat);
+  Tensor loss = at::empty({}, f32), mult = at::empty({1}, f32), inv_count = at::empty({1}, f32);
+  Tensor dp = at::empty(p_in.sizes(), p_in.options());
+  Rows p = as_rows(p_in);
+  Rows q = as_rows(q_in);
+  check_cuda(p_in, "tvd_fwd_grad", p.rows, p.cols);
+  optional<Tensor> labels = labels_in.has_value() ? optional<Tensor>(labels_in->contiguous()) : c10::nullopt;
+  const int64_t has_labels = labels.has_value() ? 1 : 0;
+  const LaunchContext ctx = launch_context(p_in);
+  Tensor partial = at::empty({p.rows}, f32);
+  const bool use_count = r != Reduction::kSum;
+  const double scale = r == Reduction::kMean ? 1.0 / static_cast<double>(p.cols) : 1.0;
+  if (p.rows > 0 && p.cols > 0) {
+    if (use_count) {  // 1 / non-ignored rows, before the rows scale their gradient by it
+      const auto& cv = jsdk::inv_count_kernel_get({jsdk::SUM_BLOCK}, ctx.arch_slot);
+      jsdk::inv_count_kernel_launch(cv, ctx, Grid{1}, labels_ptr(labels), ptr(inv_count), p.rows, ignore_index,
+                                    has_labels);
+    }
+    const int64_t vec = vec_elems(p_in.scalar_type());
+    const bool aligned = p.cols % vec == 0 && p.row_stride % vec == 0 && q.row_stride % vec == 0 && aligned16(p.t) &&
+                         aligned16(q.t) && aligned16(dp) && aligned16(partial) && aligned16(inv_count) &&
+                         (!labels.has_value() || aligned16(*labels));
+    const auto& v = tvd_fwd_grad_kernel_get({aligned, p_in.scalar_type()}, ctx.arch_slot);
+    tvd_fwd_grad_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(p.rows)}, ptr(p.t), ptr(q.t), labels_ptr(labels),
+                               ptr(partial), ptr(dp), ptr(inv_count), p.cols / v.ALIGN, p.row_stride / v.ALIGN,
+                               q.row_stride / v.ALIGN, ignore_index, has_labels, static_cast<float>(scale), use_count);
+  } else {
+    partial.zero_();
+  }
+  const auto& sv = tvd_sum_kernel_get({at::kFloat}, ctx.arch_slot);
+  tvd_sum_kernel_launch(sv, ctx, Grid{1}, ptr(partial), labels_ptr(labels), ptr(loss), ptr(mult), p.rows,
+                        ignore_index, has_labels, use_count ? 1 : 0, static_cast<float>(scale));
+  return {loss, mult, dp};
+}
+
+void scale_cuda(const Tensor& dp, const Tensor& grad_in) {
+  check_scale(dp, grad_in);
+  TORCH_CHECK(is_half_or_float(dp.scalar_type()), "tvd_scale_: dp must be float32, bfloat16 or float16, got ",
+              dp.scalar_type());
+  if (dp.numel() == 0) return;
+  c10::DeviceGuard guard(dp.device());
+  Tensor g = grad_in.to(at::kFloat);
+  if (!aligned16(g)) g = g.clone();
+  TORCH_CHECK(aligned16(dp), "tvd_scale_: dp must be 16-byte aligned");
+  const LaunchContext ctx = launch_context(dp);
+  const auto& v = tvd_scale_kernel_get({dp.scalar_type()}, ctx.arch_slot);
+  const int64_t programs = std::min<int64_t>(ceil_div(dp.numel(), v.BLOCK), int64_t(ctx.sm_count) * 4);
+  tvd_scale_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dp), ptr(g), dp.numel());
+}
+
 // Every key the launchers can ask for, per arch slot, must have been built.
 const VariantCheck variant_check("tvd", [](int arch_slot) {
   std::vector<std::string> missing;
   if (!tvd_sum_kernel_find({at::kFloat}, arch_slot)) missing.push_back(tvd_sum_kernel_key{at::kFloat}.str());
+  if (!jsdk::inv_count_kernel_find({jsdk::SUM_BLOCK}, arch_slot))
+    missing.push_back(jsdk::inv_count_kernel_key{jsdk::SUM_BLOCK}.str());
+  for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    if (!tvd_scale_kernel_find({dt}, arch_slot)) missing.push_back(tvd_scale_kernel_key{dt}.str());
+    for (bool aligned : {false, true})
+      if (!tvd_fwd_grad_kernel_find({aligned, dt}, arch_slot))
+        missing.push_back(tvd_fwd_grad_kernel_key{aligned, dt}.str());
+  }
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool aligned : {false, true})
       for (bool elementwise : {false, true}) {
@@ -268,29 +373,52 @@ class TvdBackward : public torch::autograd::Function<TvdBackward> {
   }
 };
 
+using FwdGradFn = std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const optional<Tensor>&,
+                                                      c10::string_view, int64_t);
+using ScaleFn = void(const Tensor&, const Tensor&);
+
+const c10::TypedOperatorHandle<ScaleFn>& scale_op();
+
+// fuse (a reduced loss while training): the forward also computes the gradient for grad_output 1 and keeps it
+// (memory: one p-sized tensor from forward to backward, the size of the gradient the backward would allocate
+// anyway; it becomes p.grad without a copy).
 class TvdFunction : public torch::autograd::Function<TvdFunction> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const Tensor& p,
                                                 const Tensor& q, const optional<Tensor>& labels,
-                                                c10::string_view reduction, int64_t ignore_index) {
+                                                c10::string_view reduction, int64_t ignore_index, bool fuse) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [loss, mult] = call_fwd(p, q, labels, reduction, ignore_index);
+    Tensor loss, mult, dp;
+    if (fuse) {
+      static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("liger::tvd_fwd_grad", "").typed<FwdGradFn>();
+      std::tie(loss, mult, dp) = op.call(p, q, labels, reduction, ignore_index);
+    } else {
+      std::tie(loss, mult) = call_fwd(p, q, labels, reduction, ignore_index);
+    }
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["has_labels"] = labels.has_value();
-    ctx->save_for_backward({mult, p, q, labels.has_value() ? *labels : Tensor()});
+    ctx->save_for_backward({mult, p, q, labels.has_value() ? *labels : Tensor(), dp});
     return {loss};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     optional<Tensor> labels = ctx->saved_data["has_labels"].toBool() ? optional<Tensor>(saved[3]) : c10::nullopt;
-    Tensor dp = TvdBackward::apply(grads[0], saved[0], saved[1], saved[2], labels,
-                                   ctx->saved_data["reduction"].toStringRef(),
-                                   ctx->saved_data["ignore_index"].toInt())[0];
+    Tensor dp;
+    if (saved[4].defined() && !torch::autograd::get_current_graph_task_keep_graph() && !at::GradMode::is_enabled()) {
+      // The graph is freed after this backward: the kept gradient is scaled in place and handed out (a retained
+      // graph, or create_graph, takes the general path: a second backward must find the buffer as the forward
+      // left it, and a second derivative must raise).
+      dp = saved[4];
+      scale_op().call(dp, grads[0]);
+    } else {
+      dp = TvdBackward::apply(grads[0], saved[0], saved[1], saved[2], labels,
+                              ctx->saved_data["reduction"].toStringRef(), ctx->saved_data["ignore_index"].toInt())[0];
+    }
     // dloss/dq = -dloss/dp (the same subgradient choice at p == q, mirrored)
     Tensor dq = ctx->needs_input_grad(1) ? dp.neg() : Tensor();
-    return {ctx->needs_input_grad(0) ? dp : Tensor(), dq, Tensor(), Tensor(), Tensor()};
+    return {ctx->needs_input_grad(0) ? dp : Tensor(), dq, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -300,7 +428,8 @@ Tensor tvd_autograd(const Tensor& p, const Tensor& q, const optional<Tensor>& la
     at::AutoDispatchBelowADInplaceOrView guard;
     return std::get<0>(call_fwd(p, q, labels, reduction, ignore_index));
   }
-  return TvdFunction::apply(p, q, labels, reduction, ignore_index)[0];
+  const bool fuse = parse_reduction(reduction, "tvd") != Reduction::kNone;
+  return TvdFunction::apply(p, q, labels, reduction, ignore_index, fuse)[0];
 }
 
 std::tuple<Tensor, Tensor> fwd_autograd(const Tensor& p, const Tensor& q, const optional<Tensor>& labels,
@@ -316,30 +445,70 @@ Tensor bwd_autograd(const Tensor& grad, const Tensor& mult, const Tensor& p, con
   return TvdBackward::apply(grad, mult, p, q, labels, reduction, ignore_index)[0];
 }
 
+// The fused pieces compute a gradient; they have none themselves.
+std::tuple<Tensor, Tensor, Tensor> fwd_grad_autograd(const Tensor& p, const Tensor& q, const optional<Tensor>& labels,
+                                                     c10::string_view reduction, int64_t ignore_index) {
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (p.requires_grad() || q.requires_grad())),
+              "tvd_fwd_grad: not differentiable (it computes p's gradient), call liger::tvd for gradients");
+  at::AutoDispatchBelowADInplaceOrView guard;
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("liger::tvd_fwd_grad", "").typed<FwdGradFn>();
+  return op.call(p, q, labels, reduction, ignore_index);
+}
+
+const c10::TypedOperatorHandle<ScaleFn>& scale_op() {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("liger::tvd_scale_", "").typed<ScaleFn>();
+  return op;
+}
+
+void scale_autograd(c10::DispatchKeySet ks, const Tensor& dp, const Tensor& grad) {
+  TORCH_CHECK(!(at::GradMode::is_enabled() && (dp.requires_grad() || grad.requires_grad())),
+              "liger::tvd_scale_ is not differentiable (it scales p's gradient): call liger::tvd");
+  scale_op().redispatch(ks & c10::after_autograd_keyset, dp, grad);
+}
+
+// dp is written in place: bump its version, as ATen's in-place ops do.
+void scale_ad_inplace(c10::DispatchKeySet ks, const Tensor& dp, const Tensor& grad) {
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    scale_op().redispatch(ks & c10::after_ADInplaceOrView_keyset, dp, grad);
+  }
+  torch::autograd::impl::bump_version(dp);
+}
+
 // ---- registrations
 
 TORCH_LIBRARY_IMPL(liger, CPU, m) {
   m.impl("tvd", &tvd_cpu);
   m.impl("tvd_fwd", &fwd_cpu);
   m.impl("tvd_bwd", &bwd_cpu);
+  m.impl("tvd_fwd_grad", &fwd_grad_cpu);
+  m.impl("tvd_scale_", &scale_cpu);
 }
 
 TORCH_LIBRARY_IMPL(liger, Meta, m) {
   m.impl("tvd", &tvd_meta);
   m.impl("tvd_fwd", &fwd_meta);
   m.impl("tvd_bwd", &bwd_meta);
+  m.impl("tvd_fwd_grad", &fwd_grad_meta);
+  m.impl("tvd_scale_", &scale_meta);
 }
 
 TORCH_LIBRARY_IMPL(liger, CUDA, m) {
   m.impl("tvd", &tvd_cuda);
   m.impl("tvd_fwd", &fwd_cuda);
   m.impl("tvd_bwd", &bwd_cuda);
+  m.impl("tvd_fwd_grad", &fwd_grad_cuda);
+  m.impl("tvd_scale_", &scale_cuda);
 }
 
 TORCH_LIBRARY_IMPL(liger, Autograd, m) {
   m.impl("tvd", &tvd_autograd);
   m.impl("tvd_fwd", &fwd_autograd);
   m.impl("tvd_bwd", &bwd_autograd);
+  m.impl("tvd_fwd_grad", &fwd_grad_autograd);
+  m.impl("tvd_scale_", &scale_autograd);
 }
+
+TORCH_LIBRARY_IMPL(liger, ADInplaceOrView, m) { m.impl("tvd_scale_", &scale_ad_inplace); }
 
 }  // namespace liger::tvd
