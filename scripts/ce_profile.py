@@ -1,5 +1,6 @@
 """Launch the fused cross-entropy training forward (cross_entropy_fwd_grad_kernel) a few times, for a profiler;
-each configuration runs the general loops and the FAST ones.
+each configuration runs the general loops and the FAST ones (CE_PIPE_AB=1: instead the FAST rows with and
+without PIPELINE, through _fast_rows directly).
 
     ncu --clock-control none -k regex:fwd_grad --section SpeedOfLight --section MemoryWorkloadAnalysis \
         python3 scripts/ce_profile.py [BLOCK_N WARPS PER_SM ...]      # triples; default 8192 16 1
@@ -13,18 +14,17 @@ import sys
 from pathlib import Path
 
 import torch
+import triton
+import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import triton_src.cross_entropy as ce  # noqa: E402
 
-ROWS, V = 4096, 128256
+ROWS, V = 4096, int(os.environ.get("CE_V", "128256"))
 
 if os.environ.get("CE_FFMA") == "1":
     # A/B of the exponent's form: one FFMA of x * log2(e) - shift * log2(e) (leaves the rounding of
     # shift * log2(e) in the target's own term) instead of the build's (x - shift) * log2(e).
-    import triton
-    import triton.language as tl
-
     @triton.jit
     def _fast_exp_ffma(x, shift, ACCURATE: tl.constexpr):
         log2e = 1.4426950408889634
@@ -32,6 +32,13 @@ if os.environ.get("CE_FFMA") == "1":
                                          dtype=tl.float32, is_pure=True, pack=1)
 
     ce._fast_exp = _fast_exp_ffma
+
+
+@triton.jit
+def _fast_rows_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols, BLOCK_N: tl.constexpr,
+                      PIPELINE: tl.constexpr):
+    ce._fast_rows(X, Y, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols, n_cols, n_cols, -100, 0.0,
+                  1.0 / tl.load(STATS), 1.0 / tl.load(STATS + 1), BLOCK_N, False, PIPELINE)
 
 
 def main():
@@ -45,22 +52,30 @@ def main():
     ce_row, z_row, lse = (torch.empty(ROWS, device="cuda") for _ in range(3))
     dx = torch.empty_like(x)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    pipe_ab = os.environ.get("CE_PIPE_AB") == "1"
     fasts = (True,) if os.environ.get("CE_FAST_ONLY") == "1" else (False, True)
+    ref_lse = torch.logsumexp(x.float(), -1)
     for (block, warps, per_sm), fast in [(c, f) for c in configs for f in fasts]:
         programs = min(ROWS, sms * per_sm)
         times = []
-        for _ in range(5):
+        for _ in range(int(os.environ.get("CE_LAUNCHES", "5"))):
             flush.zero_()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            ce.cross_entropy_fwd_grad_kernel[(programs,)](
-                x, t, w, stats, ce_row, z_row, lse, dx, ROWS, V // 8, V // 8, V // 8, -100, 0.0, 0.0, 1.0, False,
-                False, True, BLOCK_N=block, ALIGN=8, ACCURATE=False, FAST=fast, num_warps=warps)
+            if pipe_ab:  # fast: PIPELINE
+                _fast_rows_kernel[(programs,)](x, t, stats, ce_row, z_row, lse, dx, ROWS, V, BLOCK_N=block,
+                                               PIPELINE=fast, num_warps=warps)
+            else:
+                ce.cross_entropy_fwd_grad_kernel[(programs,)](
+                    x, t, w, stats, ce_row, z_row, lse, dx, ROWS, V // 8, V // 8, V // 8, -100, 0.0, 0.0, 1.0,
+                    False, False, True, BLOCK_N=block, ALIGN=8, ACCURATE=False, FAST=fast, num_warps=warps)
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
         ms = statistics.median(times)
-        print(f"BLOCK_N={block} warps={warps} per_sm={per_sm} FAST={int(fast)}: {ms:.4f} ms, "
+        err = (lse - ref_lse).abs().max().item()
+        print(f"BLOCK_N={block} warps={warps} per_sm={per_sm} {'PIPELINE' if pipe_ab else 'FAST'}={int(fast)}: "
+              f"{ms:.4f} ms (lse err {err:.1e}), "
               f"{2 * x.numel() * 2 / ms / 1e6:.0f} GB/s "
               f"(logits read once, gradient written once)", flush=True)
 
