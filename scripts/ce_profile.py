@@ -1,6 +1,6 @@
 """Launch the fused cross-entropy training forward (cross_entropy_fwd_grad_kernel) a few times, for a profiler;
-each configuration runs the general loops and the FAST ones (CE_PIPE_AB=1: instead the FAST rows with and
-without PIPELINE, through _fast_rows directly).
+each configuration runs the general loops and the FAST ones. A/B switches: CE_DEPTH1=1 (the FAST sum pass with
+one chunk in flight ahead instead of two), CE_STORE_CS=1 (gradient stores with .cs), CE_FFMA=1 (exponent form).
 
     ncu --clock-control none -k regex:fwd_grad --section SpeedOfLight --section MemoryWorkloadAnalysis \
         python3 scripts/ce_profile.py [BLOCK_N WARPS PER_SM ...]      # triples; default 8192 16 1
@@ -34,11 +34,26 @@ if os.environ.get("CE_FFMA") == "1":
     ce._fast_exp = _fast_exp_ffma
 
 
-@triton.jit
-def _fast_rows_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols, BLOCK_N: tl.constexpr,
-                      PIPELINE: tl.constexpr):
-    ce._fast_rows(X, Y, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols, n_cols, n_cols, -100, 0.0,
-                  1.0 / tl.load(STATS), 1.0 / tl.load(STATS + 1), BLOCK_N, False, PIPELINE)
+if os.environ.get("CE_DEPTH1") == "1":
+    @triton.jit
+    def _fast_sums_depth1(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+        cols = tl.arange(0, BLOCK_N)
+        n_full = (n_cols // BLOCK_N) * BLOCK_N
+        d = tl.zeros([BLOCK_N], dtype=tl.float32)
+        if n_full > 0:
+            x_next = tl.load(x_row + cols, eviction_policy="evict_last")
+            for start in range(0, n_full, BLOCK_N):
+                x = x_next.to(tl.float32)
+                x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, n_full - BLOCK_N) + cols,
+                                 eviction_policy="evict_last")
+                d += ce._fast_exp(x, shift, ACCURATE)
+        if n_full < n_cols:
+            c = n_full + cols
+            x = tl.load(x_row + c, mask=c < n_cols, other=-float("inf"), eviction_policy="evict_last").to(tl.float32)
+            d += ce._fast_exp(x, shift, ACCURATE)
+        return tl.sum(d, axis=0)
+
+    ce._fast_sums = _fast_sums_depth1
 
 
 def main():
@@ -52,29 +67,26 @@ def main():
     ce_row, z_row, lse = (torch.empty(ROWS, device="cuda") for _ in range(3))
     dx = torch.empty_like(x)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    pipe_ab = os.environ.get("CE_PIPE_AB") == "1"
     fasts = (True,) if os.environ.get("CE_FAST_ONLY") == "1" else (False, True)
     ref_lse = torch.logsumexp(x.float(), -1)
-    for (block, warps, per_sm), fast in [(c, f) for c in configs for f in fasts]:
-        programs = min(ROWS, sms * per_sm)
+    # CE_PROGRAMS="96 120": those grid sizes instead of per_sm * SMs (fewer rows in flight, less L2 held)
+    grids = [int(g) for g in os.environ.get("CE_PROGRAMS", "").split()] or [None]
+    for (block, warps, per_sm), fast, grid in [(c, f, g) for c in configs for f in fasts for g in grids]:
+        programs = grid or min(ROWS, sms * per_sm)
         times = []
         for _ in range(int(os.environ.get("CE_LAUNCHES", "5"))):
             flush.zero_()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            if pipe_ab:  # fast: PIPELINE
-                _fast_rows_kernel[(programs,)](x, t, stats, ce_row, z_row, lse, dx, ROWS, V, BLOCK_N=block,
-                                               PIPELINE=fast, num_warps=warps)
-            else:
-                ce.cross_entropy_fwd_grad_kernel[(programs,)](
-                    x, t, w, stats, ce_row, z_row, lse, dx, ROWS, V // 8, V // 8, V // 8, -100, 0.0, 0.0, 1.0,
-                    False, False, True, BLOCK_N=block, ALIGN=8, ACCURATE=False, FAST=fast, num_warps=warps)
+            ce.cross_entropy_fwd_grad_kernel[(programs,)](
+                x, t, w, stats, ce_row, z_row, lse, dx, ROWS, V // 8, V // 8, V // 8, -100, 0.0, 0.0, 1.0, False,
+                False, True, BLOCK_N=block, ALIGN=8, ACCURATE=False, FAST=fast, num_warps=warps)
             end.record()
             end.synchronize()
             times.append(start.elapsed_time(end))
         ms = statistics.median(times)
         err = (lse - ref_lse).abs().max().item()
-        print(f"BLOCK_N={block} warps={warps} per_sm={per_sm} {'PIPELINE' if pipe_ab else 'FAST'}={int(fast)}: "
+        print(f"BLOCK_N={block} warps={warps} programs={programs} FAST={int(fast)}: "
               f"{ms:.4f} ms (lse err {err:.1e}), "
               f"{2 * x.numel() * 2 / ms / 1e6:.0f} GB/s "
               f"(logits read once, gradient written once)", flush=True)

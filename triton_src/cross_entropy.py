@@ -176,15 +176,26 @@ def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constex
     # sum_j exp(x[j] - shift) of one row without a weight, soft-cap or smoothing (FAST): full chunks without
     # masks (the prefetch address is clamped to the last full chunk instead of masked), then the masked tail
     # with -inf as padding (exp gives 0: no select). The loads ask L2 to keep the row for the gradient pass.
+    # Two chunks are in flight ahead of the one summed (one program per SM holds about 64 KB of loads in flight;
+    # with one chunk ahead the sum pass was latency-bound): the loop takes chunks in pairs, each of the two
+    # registers refilled straight from its load, so no register copy waits on a load in flight.
     cols = tl.arange(0, BLOCK_N)
     n_full = (n_cols // BLOCK_N) * BLOCK_N
     d = tl.zeros([BLOCK_N], dtype=tl.float32)
     if n_full > 0:
-        x_next = tl.load(x_row + cols, eviction_policy="evict_last")
-        for start in range(0, n_full, BLOCK_N):
-            x = x_next.to(tl.float32)
-            x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, n_full - BLOCK_N) + cols, eviction_policy="evict_last")
-            d += _fast_exp(x, shift, ACCURATE)
+        last = n_full - BLOCK_N
+        a = tl.load(x_row + cols, eviction_policy="evict_last")
+        b = tl.load(x_row + tl.minimum(BLOCK_N, last) + cols, eviction_policy="evict_last")
+        pairs_end = (n_full // (2 * BLOCK_N)) * (2 * BLOCK_N)
+        for start in range(0, pairs_end, 2 * BLOCK_N):
+            xa = a.to(tl.float32)
+            a = tl.load(x_row + tl.minimum(start + 2 * BLOCK_N, last) + cols, eviction_policy="evict_last")
+            d += _fast_exp(xa, shift, ACCURATE)
+            xb = b.to(tl.float32)
+            b = tl.load(x_row + tl.minimum(start + 3 * BLOCK_N, last) + cols, eviction_policy="evict_last")
+            d += _fast_exp(xb, shift, ACCURATE)
+        if pairs_end < n_full:  # an odd count: a holds the last full chunk
+            d += _fast_exp(a.to(tl.float32), shift, ACCURATE)
     if n_full < n_cols:
         c = n_full + cols
         x = tl.load(x_row + c, mask=c < n_cols, other=-float("inf"), eviction_policy="evict_last").to(tl.float32)
@@ -234,98 +245,6 @@ def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr)
         shift = tl.where(m == -float("inf"), 0.0, m)  # all -inf: exp(-inf - 0) = 0 and lse = -inf
         lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE))
     return lse
-
-
-@triton.jit
-def _fast_rows(X, Y, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols, stride_x, stride_dx, ignore_index, lse_square_scale,
-               a_loss, a_z, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr, PIPELINE: tl.constexpr):
-    # The FAST training forward's rows (cross_entropy_fwd_grad_kernel), with each row's memory latencies hidden
-    # behind work already in hand (PIPELINE; one program per SM has no other warps to switch to):
-    # - the next row's target, target logit and first chunk are fetched while this row's gradient is written
-    #   (the first chunk by the gradient loop's last prefetch), so a row starts without waiting on memory;
-    # - the sum pass keeps its last full chunk and the masked tail in registers, and the gradient pass starts
-    #   from them while its first re-read from L2 is in flight.
-    # Without PIPELINE: _fast_lse and _fast_write_grad per row (what cross_entropy_fwd_kernel runs).
-    cols = tl.arange(0, BLOCK_N)
-    n_full = (n_cols // BLOCK_N) * BLOCK_N
-    tail = n_full + cols
-    tail_mask = tail < n_cols
-    nprog = tl.num_programs(0)
-    r0 = tl.program_id(0)
-    first = X + tl.cast(r0, tl.int64) * stride_x
-    y_pf = tl.load(Y + r0)
-    x_y_pf = tl.load(first + tl.where((y_pf >= 0) & (y_pf < n_cols), y_pf, 0)).to(tl.float32)
-    x0_pf = tl.load(first + cols, mask=cols < n_cols, other=-float("inf"))
-    for r in range(r0, n_rows, nprog):
-        row = tl.cast(r, tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
-        x_row = X + row * stride_x
-        dx_row = DX + row * stride_dx
-        if PIPELINE:
-            y = y_pf
-            x_y = x_y_pf
-            x_next = x0_pf
-            r_next = tl.minimum(r + nprog, n_rows - 1)
-            next_row = X + tl.cast(r_next, tl.int64) * stride_x
-            y_pf = tl.load(Y + r_next)
-            x_y_pf = tl.load(next_row + tl.where((y_pf >= 0) & (y_pf < n_cols), y_pf, 0)).to(tl.float32)
-        else:
-            y = tl.load(Y + row)
-        in_range = (y >= 0) & (y < n_cols)
-        if y == ignore_index:
-            tl.store(LOSS_ROW + row, 0.0)
-            tl.store(Z_ROW + row, 0.0)
-            tl.store(LSE + row, 0.0)
-            _zero_row(dx_row, n_cols, BLOCK_N)
-            if PIPELINE:
-                x0_pf = tl.load(next_row + cols, mask=cols < n_cols, other=-float("inf"))
-        else:
-            w_y = tl.where(in_range, 1.0, float("nan"))
-            if PIPELINE:
-                d = tl.zeros([BLOCK_N], dtype=tl.float32)
-                for start in range(0, n_full, BLOCK_N):
-                    x = x_next.to(tl.float32)
-                    x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, n_full - BLOCK_N) + cols,
-                                     eviction_policy="evict_last")
-                    d += _fast_exp(x, x_y, ACCURATE)
-                x_tail = tl.load(x_row + tail, mask=tail_mask, other=-float("inf"), eviction_policy="evict_last")
-                s = tl.sum(d + _fast_exp(x_tail.to(tl.float32), x_y, ACCURATE), axis=0)
-                lse = x_y + tl.log(s)
-                if (s < 0.5) | (s > 3.0e38) | (s != s):  # as _fast_lse: re-sum behind the exact max
-                    m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
-                    shift = tl.where(m == -float("inf"), 0.0, m)
-                    lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE))
-            else:
-                x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
-                lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
-            tl.store(LOSS_ROW + row, tl.where(in_range, lse - x_y, float("nan")))
-            tl.store(Z_ROW + row, lse_square_scale * lse * lse)
-            tl.store(LSE + row, lse)
-            # _write_grad's coefficients with w = 1 and no smoothing; a target outside [0, V) (NaN loss) writes
-            # no target term (its address is not read or written)
-            coef_p = a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
-            coef_y = tl.where(in_range, a_loss * w_y, 0.0)
-            y_at = tl.where(in_range, y, 0)
-            if PIPELINE:
-                g = _fast_exp(x_tail.to(tl.float32), lse, ACCURATE) * coef_p
-                tl.store(dx_row + tail, g.to(dx_row.dtype.element_ty), mask=tail_mask,
-                         eviction_policy="evict_first")
-                # x_next holds the last full chunk (the sum loop's clamped prefetch); the last prefetch of this
-                # loop is the next row's first chunk
-                for i in range(0, n_full, BLOCK_N):
-                    start = n_full - BLOCK_N - i
-                    x = x_next.to(tl.float32)
-                    src = tl.where(start > 0, x_row + tl.maximum(start - BLOCK_N, 0), next_row)
-                    x_next = tl.load(src + cols, eviction_policy="evict_first")
-                    g = _fast_exp(x, lse, ACCURATE) * coef_p
-                    tl.store(dx_row + start + cols, g.to(dx_row.dtype.element_ty), eviction_policy="evict_first")
-                if n_full == 0:
-                    x_next = tl.load(next_row + cols, mask=cols < n_cols, other=-float("inf"))
-                x0_pf = x_next
-                tl.debug_barrier()  # as _fast_write_grad: every chunk store is ordered before the target's
-                g_y = _fast_exp(x_y, lse, ACCURATE) * coef_p - coef_y
-                tl.store(dx_row + y_at, g_y.to(dx_row.dtype.element_ty))
-            else:
-                _fast_write_grad(x_row, dx_row, y_at, x_y, n_cols, lse, coef_p, coef_y, BLOCK_N, ACCURATE)
 
 
 @triton.jit
@@ -439,27 +358,28 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
     # lse without a running max: the sum of exp(x' - x'[y]) (the target's own logit as the shift, so the sum is
     # >= 1 and nothing underflows to a wrong result) cannot overflow unless a logit exceeds the target's by ~88;
     # then (or for a NaN/inf logit) the row is summed again behind its exact max.
-    # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_rows, about 10 instead of 35
-    # instructions per logit (SASS); the general loops were issue-bound (ncu: 57 % SM throughput, 48 % DRAM, at
-    # 4 warps per scheduler).
+    # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_sums / _fast_write_grad, about
+    # 10 instead of 35 instructions per logit (SASS); the general loops were issue-bound (ncu: 57 % SM
+    # throughput, 48 % DRAM, at 4 warps per scheduler).
     n_cols = n_cols_v * ALIGN
     w_sum = tl.load(STATS + 2)
     a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
     a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
-    if FAST:
-        _fast_rows(X, Y, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols, stride_x_v * ALIGN, stride_dx_v * ALIGN,
-                   ignore_index, lse_square_scale, a_loss, a_z, BLOCK_N, ACCURATE, True)
-    else:
-        for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-            row = tl.cast(r, tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
-            x_row = X + row * (stride_x_v * ALIGN)
-            dx_row = DX + row * (stride_dx_v * ALIGN)
-            y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
-            if y == ignore_index:
-                tl.store(LOSS_ROW + row, 0.0)
-                tl.store(Z_ROW + row, 0.0)
-                tl.store(LSE + row, 0.0)
-                _zero_row(dx_row, n_cols, BLOCK_N)
+    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+        row = tl.cast(r, tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
+        x_row = X + row * (stride_x_v * ALIGN)
+        dx_row = DX + row * (stride_dx_v * ALIGN)
+        y, in_range, w_y = _target(Y, W, row, n_cols, ignore_index, has_weight)
+        if y == ignore_index:
+            tl.store(LOSS_ROW + row, 0.0)
+            tl.store(Z_ROW + row, 0.0)
+            tl.store(LSE + row, 0.0)
+            _zero_row(dx_row, n_cols, BLOCK_N)
+        else:
+            if FAST:
+                x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
+                lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE)
+                wx = 0.0
             else:
                 x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
                 d, wx = _shifted_sums(x_row, W, n_cols, x_y, label_smoothing, softcap, has_weight, has_softcap,
@@ -471,13 +391,20 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
                     d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight,
                                           has_softcap, BLOCK_N, ACCURATE)
                     lse = shift + tl.log(d)
-                ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
-                if label_smoothing > 0:
-                    ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
-                ce = tl.where(in_range, ce, float("nan"))
-                tl.store(LOSS_ROW + row, ce)
-                tl.store(Z_ROW + row, lse_square_scale * lse * lse)
-                tl.store(LSE + row, lse)
+            ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
+            if label_smoothing > 0:
+                ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
+            ce = tl.where(in_range, ce, float("nan"))
+            tl.store(LOSS_ROW + row, ce)
+            tl.store(Z_ROW + row, lse_square_scale * lse * lse)
+            tl.store(LSE + row, lse)
+            if FAST:
+                # _write_grad's coefficients with w = 1 and no smoothing; a target outside [0, V) (NaN loss)
+                # writes no target term (its address is not read or written)
+                coef_p = a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
+                _fast_write_grad(x_row, dx_row, tl.where(in_range, y, 0), x_y, n_cols, lse, coef_p,
+                                 tl.where(in_range, a_loss * w_y, 0.0), BLOCK_N, ACCURATE)
+            else:
                 _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
                             lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
 
