@@ -5,7 +5,8 @@ same process. 8192 rows, bf16, with weight, casting "llama"; prints the best con
     python scripts/tune_fused_add_rms_norm.py [hidden ...]      # on the GPU box
     python scripts/tune_fused_add_rms_norm.py bwd [hidden ...]  # the backward (dy and ds_out given, weight grad)
 
-Sweeps the single-block kernel (one row per program, warps) and the looped kernel (BLOCK_N x warps, one program per row);
+Sweeps the single-block kernel (one row per program, warps) and the looped kernel (BLOCK_N x warps, one program per
+row);
 the backward: the build's single-block kernel at one row per block (warps x programs per SM) and the split path
 (rowstats + cols), the partial dw rows summed outside the timing (layer_norm's column_sum_kernel in the build).
 A 1-D row kernel with the casting mode constant (tried 2026-11-29, not kept) spilled 148 bytes at 16384 x 32 warps
@@ -20,8 +21,8 @@ import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from triton_src.fused_add_rms_norm import (CASTING_LLAMA, fused_add_rms_norm_bwd_cols_kernel,  # noqa: E402
-                                           fused_add_rms_norm_bwd_kernel, fused_add_rms_norm_bwd_rowstats_kernel, fused_add_rms_norm_fwd_kernel,
-                                           fused_add_rms_norm_fwd_looped_kernel)
+                                           fused_add_rms_norm_bwd_kernel, fused_add_rms_norm_bwd_rowstats_kernel,
+                                           fused_add_rms_norm_fwd_kernel, fused_add_rms_norm_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
