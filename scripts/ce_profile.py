@@ -1,6 +1,6 @@
 """Launch the fused cross-entropy training forward (cross_entropy_fwd_grad_kernel) a few times, for a profiler;
-each configuration runs the general loops and the FAST ones. A/B switches: CE_DEPTH1=1 (the FAST sum pass with
-one chunk in flight ahead instead of two), CE_STORE_CS=1 (gradient stores with .cs), CE_FFMA=1 (exponent form).
+each configuration runs the general loops and the FAST ones. A/B switches: CE_STORE_CS=1 (gradient stores with
+.cs), CE_FFMA=1 (exponent form); CE_PROGRAMS, CE_V, CE_LAUNCHES, CE_FAST_ONLY (see main).
 
     ncu --clock-control none -k regex:fwd_grad --section SpeedOfLight --section MemoryWorkloadAnalysis \
         python3 scripts/ce_profile.py [BLOCK_N WARPS PER_SM ...]      # triples; default 8192 16 1
@@ -32,28 +32,6 @@ if os.environ.get("CE_FFMA") == "1":
                                          dtype=tl.float32, is_pure=True, pack=1)
 
     ce._fast_exp = _fast_exp_ffma
-
-
-if os.environ.get("CE_DEPTH1") == "1":
-    @triton.jit
-    def _fast_sums_depth1(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
-        cols = tl.arange(0, BLOCK_N)
-        n_full = (n_cols // BLOCK_N) * BLOCK_N
-        d = tl.zeros([BLOCK_N], dtype=tl.float32)
-        if n_full > 0:
-            x_next = tl.load(x_row + cols, eviction_policy="evict_last")
-            for start in range(0, n_full, BLOCK_N):
-                x = x_next.to(tl.float32)
-                x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, n_full - BLOCK_N) + cols,
-                                 eviction_policy="evict_last")
-                d += ce._fast_exp(x, shift, ACCURATE)
-        if n_full < n_cols:
-            c = n_full + cols
-            x = tl.load(x_row + c, mask=c < n_cols, other=-float("inf"), eviction_policy="evict_last").to(tl.float32)
-            d += ce._fast_exp(x, shift, ACCURATE)
-        return tl.sum(d, axis=0)
-
-    ce._fast_sums = _fast_sums_depth1
 
 
 def main():
