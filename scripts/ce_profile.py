@@ -1,5 +1,6 @@
 """Launch the fused cross-entropy training forward (cross_entropy_fwd_grad_kernel) a few times, for a profiler;
-each configuration runs the general loops and the FAST ones.
+each configuration runs the general loops and the FAST ones. A/B switches: CE_STORE_CS=1 (gradient stores with
+.cs), CE_FFMA=1 (exponent form); CE_PROGRAMS, CE_V, CE_LAUNCHES, CE_FAST_ONLY (see main).
 
     ncu --clock-control none -k regex:fwd_grad --section SpeedOfLight --section MemoryWorkloadAnalysis \
         python3 scripts/ce_profile.py [BLOCK_N WARPS PER_SM ...]      # triples; default 8192 16 1
@@ -13,18 +14,17 @@ import sys
 from pathlib import Path
 
 import torch
+import triton
+import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import triton_src.cross_entropy as ce  # noqa: E402
 
-ROWS, V = 4096, 128256
+ROWS, V = 4096, int(os.environ.get("CE_V", "128256"))
 
 if os.environ.get("CE_FFMA") == "1":
     # A/B of the exponent's form: one FFMA of x * log2(e) - shift * log2(e) (leaves the rounding of
     # shift * log2(e) in the target's own term) instead of the build's (x - shift) * log2(e).
-    import triton
-    import triton.language as tl
-
     @triton.jit
     def _fast_exp_ffma(x, shift, ACCURATE: tl.constexpr):
         log2e = 1.4426950408889634
@@ -46,10 +46,13 @@ def main():
     dx = torch.empty_like(x)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     fasts = (True,) if os.environ.get("CE_FAST_ONLY") == "1" else (False, True)
-    for (block, warps, per_sm), fast in [(c, f) for c in configs for f in fasts]:
-        programs = min(ROWS, sms * per_sm)
+    ref_lse = torch.logsumexp(x.float(), -1)
+    # CE_PROGRAMS="96 120": those grid sizes instead of per_sm * SMs (fewer rows in flight, less L2 held)
+    grids = [int(g) for g in os.environ.get("CE_PROGRAMS", "").split()] or [None]
+    for (block, warps, per_sm), fast, grid in [(c, f, g) for c in configs for f in fasts for g in grids]:
+        programs = grid or min(ROWS, sms * per_sm)
         times = []
-        for _ in range(5):
+        for _ in range(int(os.environ.get("CE_LAUNCHES", "5"))):
             flush.zero_()
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -60,7 +63,9 @@ def main():
             end.synchronize()
             times.append(start.elapsed_time(end))
         ms = statistics.median(times)
-        print(f"BLOCK_N={block} warps={warps} per_sm={per_sm} FAST={int(fast)}: {ms:.4f} ms, "
+        err = (lse - ref_lse).abs().max().item()
+        print(f"BLOCK_N={block} warps={warps} programs={programs} FAST={int(fast)}: "
+              f"{ms:.4f} ms (lse err {err:.1e}), "
               f"{2 * x.numel() * 2 / ms / 1e6:.0f} GB/s "
               f"(logits read once, gradient written once)", flush=True)
 
