@@ -1,13 +1,14 @@
 """GroupNorm kernels (x [N, C, *], statistics over each group of C / G channels and all spatial elements).
 
 y = (x - mean) * rstd * weight[c] + bias[c], rstd = 1 / sqrt(var + eps), biased variance (F.group_norm).
-One program per (sample, group). The group is the contiguous block [C/G, HW] of x (HW = product of the
-spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one channel: the affine
-weights and the per-channel gradient sums are then per tile row. The forward reads the group twice (sums of
-x - shift and of its square, shifted against cancellation; then y), the backward twice (sums, then dx).
-The second read can only come from L2 while the groups in flight fit there (not yet measured): for groups
-of more than ~50 KB (L2 / programs in flight on an H200) expect the forward to read x from memory twice
-(three passes over memory with the write of y, where the ideal is two).
+Persistent programs, each taking (sample, group) pairs in turn. The group is the contiguous block [C/G, HW] of
+x (HW = product of the spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one
+channel: the affine weights and the per-channel gradient sums are then per tile row. The forward reads the
+group twice (sums of x - shift and of its square, shifted against cancellation; then y), the backward twice
+(sums, then dx). The second read comes from L2 only while the groups in flight fit there: with one program
+per (sample, group) all 1024 groups of a [32, 512, 64, 64] input (128 KB each) were in flight at once and the
+forward ran at 50 % of the copy rate, x read from memory twice; the launchers now size the grid so that the
+groups in flight take about half of L2.
 dweight/dbias: each program writes its channels' sums into an fp32 [2, N, C] buffer that a second kernel
 reduces over N. Weight and bias reach the kernels as fp32.
 """
@@ -39,49 +40,61 @@ def _tile(base, c0, hw0, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr)
 
 
 @triton.jit
-def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, C, CPG, HW_v, G, eps, has_weight, has_bias, store_stats,
+def _tile_at(base, t, n_hw, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """_tile of the group's t-th tile, tiles numbered channel block by channel block."""
+    return _tile(base, (t // n_hw) * BLOCK_C, (t % n_hw) * BLOCK_HW, CPG, HW, BLOCK_C, BLOCK_HW)
+
+
+@triton.jit
+def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_weight, has_bias, store_stats,
                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
+    # Persistent: program p takes groups p, p + programs, ... The launcher sizes the grid so that the groups in
+    # flight fit in L2 for their second read. The sums pass loads one tile ahead and asks L2 to keep the tiles;
+    # the output pass walks the tiles last to first (the most recently read first) and lets them go.
     HW = HW_v.to(tl.int64) * ALIGN
-    pid = tl.program_id(0)
-    g = pid % G
-    base = pid.to(tl.int64) * CPG * HW
-    # Sums of x - shift: with shift the mean of the group's first tile, E[d^2] - E[d]^2 barely cancels.
-    offs, mask, _ = _tile(base, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
-    first = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-    shift = tl.sum(tl.sum(first, axis=1), axis=0) / tl.sum(tl.sum(mask.to(tl.float32), axis=1), axis=0)
-    acc_s = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
-    acc_q = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
-    for c0 in range(0, CPG, BLOCK_C):
-        for hw0 in range(0, HW, BLOCK_HW):
-            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
-            d = tl.where(mask, tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) - shift, 0.0)
+    n_hw = tl.cdiv(HW, BLOCK_HW)
+    n_tiles = tl.cdiv(CPG, BLOCK_C) * n_hw
+    count = (CPG * HW).to(tl.float32)
+    for grp in range(tl.program_id(0), N * G, tl.num_programs(0)):
+        g = grp % G
+        base = tl.cast(grp, tl.int64) * CPG * HW
+        # Sums of x - shift: with shift the mean of the group's first tile, E[d^2] - E[d]^2 barely cancels.
+        offs0, mask0, _c0 = _tile(base, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
+        x_next = tl.load(X + offs0, mask=mask0, other=0.0, eviction_policy="evict_last")
+        shift = (tl.sum(tl.sum(x_next.to(tl.float32), axis=1), axis=0)
+                 / tl.sum(tl.sum(mask0.to(tl.float32), axis=1), axis=0))
+        acc_s = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+        acc_q = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+        for t in range(0, n_tiles):
+            _o, mask_t, _c = _tile_at(base, t, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
+            x = x_next.to(tl.float32)
+            offs_n, mask_n, _cn = _tile_at(base, tl.minimum(t + 1, n_tiles - 1), n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
+            x_next = tl.load(X + offs_n, mask=mask_n, other=0.0, eviction_policy="evict_last")
+            d = tl.where(mask_t, x - shift, 0.0)
             acc_s += d
             acc_q += d * d
-    count = (CPG * HW).to(tl.float32)
-    mean_d = tl.sum(tl.sum(acc_s, axis=1), axis=0) / count
-    var = tl.maximum(tl.sum(tl.sum(acc_q, axis=1), axis=0) / count - mean_d * mean_d, 0.0)
-    mean = shift + mean_d
-    rstd = 1.0 / tl.sqrt_rn(var + eps)
-    if store_stats:
-        tl.store(MEAN + pid, mean)
-        tl.store(RSTD + pid, rstd)
-    for c0 in range(0, CPG, BLOCK_C):
-        cs = c0 + tl.arange(0, BLOCK_C)
-        ch = g * CPG + cs
-        cm = cs < CPG
-        if has_weight:
-            scale = tl.load(W + ch, mask=cm, other=0.0) * rstd
-        else:
-            scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
-        if has_bias:
-            shift_c = tl.load(B + ch, mask=cm, other=0.0) - mean * scale
-        else:
-            shift_c = -mean * scale
-        for hw0 in range(0, HW, BLOCK_HW):
-            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
-            xf = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+        mean_d = tl.sum(tl.sum(acc_s, axis=1), axis=0) / count
+        var = tl.maximum(tl.sum(tl.sum(acc_q, axis=1), axis=0) / count - mean_d * mean_d, 0.0)
+        mean = shift + mean_d
+        rstd = 1.0 / tl.sqrt_rn(var + eps)
+        if store_stats:
+            tl.store(MEAN + grp, mean)
+            tl.store(RSTD + grp, rstd)
+        for i in range(0, n_tiles):
+            offs, mask, cs = _tile_at(base, n_tiles - 1 - i, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
+            ch = g * CPG + cs
+            cm = cs < CPG
+            if has_weight:
+                scale = tl.load(W + ch, mask=cm, other=0.0) * rstd
+            else:
+                scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
+            if has_bias:
+                shift_c = tl.load(B + ch, mask=cm, other=0.0) - mean * scale
+            else:
+                shift_c = -mean * scale
+            xf = tl.load(X + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
             y = xf * scale[:, None] + shift_c[:, None]
-            tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask)
+            tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask, eviction_policy="evict_first")
 
 
 @triton.jit
@@ -90,55 +103,59 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
     # With xh = (x - mean) * rstd and dyw = dy * w[c]:
     #   dx = rstd * (dyw - mean(dyw) - xh * mean(dyw * xh)) over the group,
     #   dw[c] = sum over n, hw of dy * xh,  db[c] = sum over n, hw of dy (PARTIAL[0, n, c], PARTIAL[1, n, c]).
+    # Persistent over groups as the forward (the launcher keeps the groups in flight within L2): the sums pass
+    # reads dy and x, the dx pass reads them again, from L2.
     HW = HW_v.to(tl.int64) * ALIGN
-    pid = tl.program_id(0)
-    n = pid // G
-    g = pid % G
-    base = pid.to(tl.int64) * CPG * HW
-    mean = tl.load(MEAN + pid)
-    rstd = tl.load(RSTD + pid)
-    sum_dyw = tl.zeros([BLOCK_C], dtype=tl.float32)
-    sum_dyw_xh = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for c0 in range(0, CPG, BLOCK_C):
-        cs = c0 + tl.arange(0, BLOCK_C)
-        ch = g * CPG + cs
-        cm = cs < CPG
-        dy_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
-        dy_xh_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
-        for hw0 in range(0, HW, BLOCK_HW):
-            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
-            dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
-            xh = (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) - mean) * rstd
-            dy_c += dy
-            dy_xh_c += dy * xh
-        db = tl.sum(dy_c, axis=1)
-        dw = tl.sum(dy_xh_c, axis=1)
-        if compute_dwb:
-            row = n.to(tl.int64) * C + ch
-            tl.store(PARTIAL + row, dw, mask=cm)
-            tl.store(PARTIAL + N.to(tl.int64) * C + row, db, mask=cm)
-        if has_weight:
-            w = tl.load(W + ch, mask=cm, other=0.0)
-            db = db * w
-            dw = dw * w
-        sum_dyw += db
-        sum_dyw_xh += dw
-    count = (CPG * HW).to(tl.float32)
-    c1 = tl.sum(sum_dyw_xh, axis=0) / count
-    c2 = tl.sum(sum_dyw, axis=0) / count
-    for c0 in range(0, CPG, BLOCK_C):
-        cs = c0 + tl.arange(0, BLOCK_C)
-        cm = cs < CPG
-        if has_weight:
-            w = tl.load(W + g * CPG + cs, mask=cm, other=0.0)
-        else:
-            w = tl.zeros([BLOCK_C], dtype=tl.float32) + 1.0
-        for hw0 in range(0, HW, BLOCK_HW):
-            offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
-            dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
-            xh = (tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) - mean) * rstd
-            dx = rstd * (dy * w[:, None] - c2 - xh * c1)
-            tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
+    for grp in range(tl.program_id(0), N * G, tl.num_programs(0)):
+        n = grp // G
+        g = grp % G
+        base = tl.cast(grp, tl.int64) * CPG * HW
+        mean = tl.load(MEAN + grp)
+        rstd = tl.load(RSTD + grp)
+        sum_dyw = tl.zeros([BLOCK_C], dtype=tl.float32)
+        sum_dyw_xh = tl.zeros([BLOCK_C], dtype=tl.float32)
+        for c0 in range(0, CPG, BLOCK_C):
+            cs = c0 + tl.arange(0, BLOCK_C)
+            ch = g * CPG + cs
+            cm = cs < CPG
+            dy_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+            dy_xh_c = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
+            for hw0 in range(0, HW, BLOCK_HW):
+                offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
+                dy = tl.load(DY + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+                xh = (tl.load(X + offs, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
+                      - mean) * rstd
+                dy_c += dy
+                dy_xh_c += dy * xh
+            db = tl.sum(dy_c, axis=1)
+            dw = tl.sum(dy_xh_c, axis=1)
+            if compute_dwb:
+                row = n.to(tl.int64) * C + ch
+                tl.store(PARTIAL + row, dw, mask=cm)
+                tl.store(PARTIAL + N.to(tl.int64) * C + row, db, mask=cm)
+            if has_weight:
+                w = tl.load(W + ch, mask=cm, other=0.0)
+                db = db * w
+                dw = dw * w
+            sum_dyw += db
+            sum_dyw_xh += dw
+        count = (CPG * HW).to(tl.float32)
+        c1 = tl.sum(sum_dyw_xh, axis=0) / count
+        c2 = tl.sum(sum_dyw, axis=0) / count
+        for c0 in range(0, CPG, BLOCK_C):
+            cs = c0 + tl.arange(0, BLOCK_C)
+            cm = cs < CPG
+            if has_weight:
+                w = tl.load(W + g * CPG + cs, mask=cm, other=0.0)
+            else:
+                w = tl.zeros([BLOCK_C], dtype=tl.float32) + 1.0
+            for hw0 in range(0, HW, BLOCK_HW):
+                offs, mask, _ = _tile(base, c0, hw0, CPG, HW, BLOCK_C, BLOCK_HW)
+                dy = tl.load(DY + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+                xh = (tl.load(X + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+                      - mean) * rstd
+                dx = rstd * (dy * w[:, None] - c2 - xh * c1)
+                tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask, eviction_policy="evict_first")
 
 
 @triton.jit
@@ -170,7 +187,7 @@ def _warps(tile_elems):
 
 def _fwd_sig(dt):
     return {"X": f"*{dt}", "W": "*fp32", "B": "*fp32", "Y": f"*{dt}", "MEAN": "*fp32", "RSTD": "*fp32",
-            "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32", "eps": "fp32", "has_weight": "i1",
+            "N": "i32", "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32", "eps": "fp32", "has_weight": "i1",
             "has_bias": "i1", "store_stats": "i1"}
 
 
