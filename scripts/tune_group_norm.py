@@ -3,8 +3,8 @@ the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
 
     python scripts/tune_group_norm.py [N C H W G]      # on the GPU box; default 32 512 64 64 32, bf16
 
-The launcher (csrc/ops/group_norm.cpp, group_programs) takes as many programs as half of L2 holds groups (all
-tensors re-read), at least one per SM; "all" is one program per group (the grid before the kernels looped).
+The launcher (csrc/ops/group_norm.cpp, group_programs) takes as many programs as are resident, at most one per
+group; smaller grids keep the groups in flight within L2 for the second read (slower on the H200, 2026-11-29).
 """
 import sys
 from pathlib import Path

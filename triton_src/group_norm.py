@@ -5,10 +5,10 @@ Persistent programs, each taking (sample, group) pairs in turn. The group is the
 x (HW = product of the spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one
 channel: the affine weights and the per-channel gradient sums are then per tile row. The forward reads the
 group twice (sums of x - shift and of its square, shifted against cancellation; then y), the backward twice
-(sums, then dx). The second read comes from L2 only while the groups in flight fit there: with one program
-per (sample, group) all 1024 groups of a [32, 512, 64, 64] input (128 KB each) were in flight at once and the
-forward ran at 50 % of the copy rate, x read from memory twice; the launchers now size the grid so that the
-groups in flight take about half of L2.
+(sums, then dx). The grid is as many programs as are resident: a grid sized to keep the groups in flight within
+L2 (for the second read) measured slower on the H200 (see group_programs in csrc/ops/group_norm.cpp). The
+forward's sums load one tile ahead (105.5 us against 125 for [32, 512, 64, 64] bf16, JIT at one program per
+group); it still reads x from memory twice there (64 % of copy counting one read and one write).
 dweight/dbias: each program writes its channels' sums into an fp32 [2, N, C] buffer that a second kernel
 reduces over N. Weight and bias reach the kernels as fp32.
 """
@@ -48,9 +48,9 @@ def _tile_at(base, t, n_hw, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constex
 @triton.jit
 def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_weight, has_bias, store_stats,
                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
-    # Persistent: program p takes groups p, p + programs, ... The launcher sizes the grid so that the groups in
-    # flight fit in L2 for their second read. The sums pass loads one tile ahead and asks L2 to keep the tiles;
-    # the output pass walks the tiles last to first (the most recently read first) and lets them go.
+    # Persistent: program p takes groups p, p + programs, ... The sums pass loads one tile ahead and asks L2 to
+    # keep the tiles; the output pass walks the tiles last to first (the most recently read first) and lets them
+    # go.
     HW = HW_v.to(tl.int64) * ALIGN
     n_hw = tl.cdiv(HW, BLOCK_HW)
     n_tiles = tl.cdiv(CPG, BLOCK_C) * n_hw
@@ -103,8 +103,7 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
     # With xh = (x - mean) * rstd and dyw = dy * w[c]:
     #   dx = rstd * (dyw - mean(dyw) - xh * mean(dyw * xh)) over the group,
     #   dw[c] = sum over n, hw of dy * xh,  db[c] = sum over n, hw of dy (PARTIAL[0, n, c], PARTIAL[1, n, c]).
-    # Persistent over groups as the forward (the launcher keeps the groups in flight within L2): the sums pass
-    # reads dy and x, the dx pass reads them again, from L2.
+    # Persistent over groups as the forward: the sums pass reads dy and x, the dx pass reads them again.
     HW = HW_v.to(tl.int64) * ALIGN
     for grp in range(tl.program_id(0), N * G, tl.num_programs(0)):
         n = grp // G

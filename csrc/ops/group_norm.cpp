@@ -201,13 +201,12 @@ Choice choose(int64_t hw, bool aligned_ptrs, int64_t vec) {
   return {b, aligned_ptrs && b >= MIN_ALIGNED_BLOCK_HW && hw % vec == 0};
 }
 
-// Persistent grid: the kernels read each group twice (sums, then the output), the second time from L2 if the
-// groups in flight fit there. As many programs as are resident, but at most as many groups as half of L2 holds
-// (bytes_per_group: all tensors the kernel re-reads) and never fewer than one per SM. [32, 512, 64, 64] bf16
-// groups are 128 KB: 132 programs on an H200 (50 MB of L2) instead of all 1024 groups at once.
-int64_t group_programs(const Shape& s, int64_t bytes_per_group, const KernelImage& image, const LaunchContext& ctx) {
-  const int64_t by_l2 = std::max<int64_t>(ctx.sm_count, (ctx.l2_bytes / 2) / std::max<int64_t>(bytes_per_group, 1));
-  return std::min<int64_t>({s.n * s.g, max_resident_programs(image, ctx), by_l2});
+// Persistent grid, as many programs as are resident (at most one per group). A grid sized so that the groups in
+// flight fit in half of L2 was slower (H200, [32, 512, 64, 64] bf16, scripts/tune_group_norm.py: forward 168 us
+// at 132 programs, 112 at 264, 105.5 at 528 and at 1024 = one per group; backward 280 / 205 / 226 / 191 us): at
+// 8 warps per program the loads in flight matter more than L2 hits for the second read.
+int64_t group_programs(const Shape& s, const KernelImage& image, const LaunchContext& ctx) {
+  return std::min<int64_t>(s.n * s.g, max_resident_programs(image, ctx));
 }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num_groups,
@@ -235,7 +234,7 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num
   const Choice c = choose(s.hw, aligned16(x) && aligned16(w) && aligned16(b), vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
   const auto& v = group_norm_fwd_kernel_get({c.aligned, c.block_hw, x.scalar_type()}, ctx.arch_slot);
-  const int64_t programs = group_programs(s, s.cpg * s.hw * x.element_size(), v.image, ctx);
+  const int64_t programs = group_programs(s, v.image, ctx);
   group_norm_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x), ptr(w), ptr(b), ptr(y),
                                ptr(mean), ptr(rstd), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, eps, w.defined(),
                                b.defined(), store_stats);
@@ -281,7 +280,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
   const auto& v = group_norm_bwd_kernel_get({c.aligned, c.block_hw, x.scalar_type()}, ctx.arch_slot);
-  const int64_t programs = group_programs(s, 2 * s.cpg * s.hw * x.element_size(), v.image, ctx);
+  const int64_t programs = group_programs(s, v.image, ctx);
   group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
                                ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, w.defined(),
                                partials);

@@ -21,7 +21,6 @@ struct DeviceState {
   int cc = 0;
   int arch_slot = -1;
   int sm_count = 0;
-  int l2_bytes = 0;
   int max_shared_optin = 0;
   std::string name;
   std::string arch_error;
@@ -70,8 +69,6 @@ void init_device(int device, DeviceState& st) {
            "cuDeviceGetAttribute", nullptr, device);
   check_cu(d.cuDeviceGetAttribute(&st.max_shared_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev),
            "cuDeviceGetAttribute", nullptr, device);
-  check_cu(d.cuDeviceGetAttribute(&st.l2_bytes, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, dev), "cuDeviceGetAttribute",
-           nullptr, device);
   char name[256] = {0};
   d.cuDeviceGetName(name, sizeof(name) - 1, dev);
   st.name = name;
@@ -161,8 +158,7 @@ LaunchContext launch_context(const at::Tensor& on_device) {
   if (current != st.context) check_cu(d.cuCtxSetCurrent(st.context), "cuCtxSetCurrent", nullptr, device);
   const auto* impl = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
   c10::Stream stream = impl->getStream(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(device)));
-  return LaunchContext{device, st.arch_slot, st.sm_count, st.l2_bytes,
-                       reinterpret_cast<CUstream>(stream.native_handle())};
+  return LaunchContext{device, st.arch_slot, st.sm_count, reinterpret_cast<CUstream>(stream.native_handle())};
 }
 
 void launch(const KernelImage& image, const LaunchContext& ctx, Grid grid, void** params, int num_params) {

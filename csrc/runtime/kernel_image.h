@@ -57,7 +57,6 @@ struct LaunchContext {
   int device;
   int arch_slot;
   int sm_count;
-  int l2_bytes;  // the device's L2 size (persistent kernels that re-read their inputs size their grids by it)
   CUstream stream;
 };
 
