@@ -1,7 +1,9 @@
 """Sweep the persistent group_norm kernels' grid size with Triton's JIT (same source as the AOT build), timed like
 the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
 
-    python scripts/tune_group_norm.py [N C H W G]      # on the GPU box; default 32 512 64 64 32, bf16
+    python scripts/tune_group_norm.py [N C H W G] [--tiles]   # on the GPU box; default 32 512 64 64 32, bf16
+
+--tiles also times other tile shapes and warps at one program per group.
 
 The launcher (csrc/ops/group_norm.cpp, group_programs) takes as many programs as are resident, at most one per
 group; smaller grids keep the groups in flight within L2 for the second read (slower on the H200, 2026-11-29).
@@ -21,7 +23,7 @@ def bench(fn):
 
 
 def main():
-    n, c, h, w_, g = [int(a) for a in sys.argv[1:]] or [32, 512, 64, 64, 32]
+    n, c, h, w_, g = [int(a) for a in sys.argv[1:6] if a != "--tiles"] or [32, 512, 64, 64, 32]
     dt = torch.bfloat16
     hw = h * w_
     x = torch.randn(n, c, hw, device="cuda", dtype=dt) * 2 + 1
@@ -39,7 +41,14 @@ def main():
     group_kb = c // g * hw * x.element_size() / 1024
     print(f"[{n}, {c}, {h}, {w_}] G={g} bf16: groups of {group_kb:.0f} KB, tile {bc}x{block_hw}, {warps} warps; "
           f"copy of x {copy * 1e3:.1f} us", flush=True)
-    for programs in sorted({sms, 2 * sms, 4 * sms, 8 * sms, n * g}):
+    tiles = [(bc, block_hw, warps)]
+    if len(sys.argv) > 6 or "--tiles" in sys.argv:
+        tiles += [(bc2, bhw2, w2) for bc2, bhw2, w2 in ((1, 4096, 16), (2, 4096, 16), (1, 2048, 4), (1, 2048, 8),
+                                                         (2, 2048, 8), (4, 1024, 8), (1, 1024, 4))
+                  if bhw2 <= max(block_hw, 1024) and (bc2, bhw2, w2) != (bc, block_hw, warps)]
+    runs = [(p, t) for p in sorted({sms, 2 * sms, 4 * sms, 8 * sms, n * g}) for t in tiles[:1]]
+    runs += [(n * g, t) for t in tiles[1:]]
+    for programs, (bc, block_hw, warps) in runs:
         programs = min(programs, n * g)
 
         def fwd():
@@ -53,7 +62,7 @@ def main():
         fwd()
         err = (y.float() - ref).abs().max().item()
         tf, tb = bench(fwd), bench(bwd)
-        print(f"programs={programs:5}: fwd {tf * 1e3:7.1f} us ({copy / tf * 100:3.0f} % of copy), "
+        print(f"tile {bc}x{block_hw} nw={warps} programs={programs:5}: fwd {tf * 1e3:7.1f} us ({copy / tf * 100:3.0f} % of copy), "
               f"bwd {tb * 1e3:7.1f} us ({1.5 * copy / tb * 100:3.0f} % of a 3-tensor copy), y err {err:.3g}",
               flush=True)
 
