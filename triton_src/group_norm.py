@@ -10,7 +10,8 @@ L2 (for the second read) measured slower on the H200 (see group_programs in csrc
 forward's sums load one tile ahead (105.5 us against 125 for [32, 512, 64, 64] bf16, JIT at one program per
 group); it still reads x from memory twice there (64 % of copy counting one read and one write).
 dweight/dbias: each program writes its channels' sums into an fp32 [2, N, C] buffer that a second kernel
-reduces over N. Weight and bias reach the kernels as fp32.
+reduces over N into dweight and dbias in the parameters' dtype. Weight and bias reach the kernels in x's dtype
+when both have it, else as fp32.
 """
 import triton
 import triton.language as tl
@@ -85,11 +86,11 @@ def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_w
             ch = g * CPG + cs
             cm = cs < CPG
             if has_weight:
-                scale = tl.load(W + ch, mask=cm, other=0.0) * rstd
+                scale = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32) * rstd
             else:
                 scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
             if has_bias:
-                shift_c = tl.load(B + ch, mask=cm, other=0.0) - mean * scale
+                shift_c = tl.load(B + ch, mask=cm, other=0.0).to(tl.float32) - mean * scale
             else:
                 shift_c = -mean * scale
             xf = tl.load(X + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
@@ -133,7 +134,7 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
                 tl.store(PARTIAL + row, dw, mask=cm)
                 tl.store(PARTIAL + N.to(tl.int64) * C + row, db, mask=cm)
             if has_weight:
-                w = tl.load(W + ch, mask=cm, other=0.0)
+                w = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32)
                 db = db * w
                 dw = dw * w
             sum_dyw += db
@@ -145,7 +146,7 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
             cs = c0 + tl.arange(0, BLOCK_C)
             cm = cs < CPG
             if has_weight:
-                w = tl.load(W + g * CPG + cs, mask=cm, other=0.0)
+                w = tl.load(W + g * CPG + cs, mask=cm, other=0.0).to(tl.float32)
             else:
                 w = tl.zeros([BLOCK_C], dtype=tl.float32) + 1.0
             for hw0 in range(0, HW, BLOCK_HW):
@@ -158,18 +159,23 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
 
 
 @triton.jit
-def group_norm_reduce_kernel(PARTIAL, OUT, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    # OUT[j, c] = sum over n of PARTIAL[j, n, c], j = 0 (dweight) or 1 (dbias) on grid axis 1.
+def group_norm_reduce_kernel(PARTIAL, DW, DB, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+    # DW[c] (grid axis 1 = 0) or DB[c] (= 1) = sum over n of PARTIAL[j, n, c], stored in the parameters' dtype
+    # (no cast or copy kernels after it).
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    j = tl.program_id(1).to(tl.int64)
+    j = tl.program_id(1)
     cm = cs < C
-    src = PARTIAL + j * N * C
+    src = PARTIAL + j.to(tl.int64) * N * C
     acc = tl.zeros([BLOCK_N, BLOCK_C], dtype=tl.float32)
     for n0 in range(0, N, BLOCK_N):
         ns = n0 + tl.arange(0, BLOCK_N)
         m = (ns < N)[:, None] & cm[None, :]
         acc += tl.load(src + ns.to(tl.int64)[:, None] * C + cs[None, :], mask=m, other=0.0)
-    tl.store(OUT + j * C + cs, tl.sum(acc, axis=0), mask=cm)
+    total = tl.sum(acc, axis=0)
+    if j == 0:
+        tl.store(DW + cs, total.to(DW.dtype.element_ty), mask=cm)
+    else:
+        tl.store(DB + cs, total.to(DB.dtype.element_ty), mask=cm)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -184,14 +190,19 @@ def _warps(tile_elems):
     return 8 if tile_elems >= 4096 else 4
 
 
-def _fwd_sig(dt):
-    return {"X": f"*{dt}", "W": "*fp32", "B": "*fp32", "Y": f"*{dt}", "MEAN": "*fp32", "RSTD": "*fp32",
+# (x dtype, parameter dtype) pairs built, as layer_norm's: weight and bias in x's dtype when both have it, else
+# fp32 (the launcher upcasts; exact for 16-bit parameters): no cast kernels on the usual path.
+DTYPE_PAIRS = [("fp32", "fp32"), ("bf16", "bf16"), ("fp16", "fp16"), ("bf16", "fp32"), ("fp16", "fp32")]
+
+
+def _fwd_sig(dt, pd):
+    return {"X": f"*{dt}", "W": f"*{pd}", "B": f"*{pd}", "Y": f"*{dt}", "MEAN": "*fp32", "RSTD": "*fp32",
             "N": "i32", "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32", "eps": "fp32", "has_weight": "i1",
             "has_bias": "i1", "store_stats": "i1"}
 
 
-def _bwd_sig(dt):
-    return {"DY": f"*{dt}", "X": f"*{dt}", "W": "*fp32", "MEAN": "*fp32", "RSTD": "*fp32", "DX": f"*{dt}",
+def _bwd_sig(dt, pd):
+    return {"DY": f"*{dt}", "X": f"*{dt}", "W": f"*{pd}", "MEAN": "*fp32", "RSTD": "*fp32", "DX": f"*{dt}",
             "PARTIAL": "*fp32", "N": "i32", "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32",
             "has_weight": "i1", "compute_dwb": "i1"}
 
@@ -200,20 +211,22 @@ def _specs():
     fwd = KernelSpec(group_norm_fwd_kernel)
     bwd = KernelSpec(group_norm_bwd_kernel)
     reduce = KernelSpec(group_norm_reduce_kernel)
-    for dt in ("fp32", "bf16", "fp16"):
+    for dt, pd in DTYPE_PAIRS:
         for block_hw in HW_BLOCKS:
             bc = block_c(block_hw)
             alignments = (False, True) if block_hw >= CPP_CONSTANTS["MIN_ALIGNED_BLOCK_HW"] else (False,)
             for aligned in alignments:
-                key = {"x_dtype": dt, "block_hw": block_hw, "aligned": aligned}
+                key = {"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "aligned": aligned}
                 constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": 16 // ELEMENT_SIZE[dt] if aligned else 1}
-                fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt), constexprs=constexprs,
+                fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt, pd), constexprs=constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
-                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=constexprs,
+                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt, pd), constexprs=constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
-    reduce.variants.append(Variant(
-        key={"block_c": CPP_CONSTANTS["REDUCE_BLOCK_C"]}, signature={"PARTIAL": "*fp32", "OUT": "*fp32", "N": "i32", "C": "i32"},
-        constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"]}, num_warps=4))
+    for od in ("fp32", "bf16", "fp16"):
+        reduce.variants.append(Variant(
+            key={"out_dtype": od},
+            signature={"PARTIAL": "*fp32", "DW": f"*{od}", "DB": f"*{od}", "N": "i32", "C": "i32"},
+            constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"]}, num_warps=4))
     return [fwd, bwd, reduce]
 
 

@@ -174,12 +174,6 @@ std::tuple<Tensor, Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& x, i
 // ---- CUDA launcher
 
 // The kernels read weight and bias as fp32, contiguous.
-Tensor fp32_param(const optional<Tensor>& p) {
-  if (!p.has_value()) return Tensor();
-  const Tensor& t = p->scalar_type() == at::kFloat ? *p : p->to(at::kFloat);
-  return t.contiguous();
-}
-
 void check_cuda(const Tensor& x, const Shape& s, const char* op) {
   TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
               x.scalar_type());
@@ -229,11 +223,13 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num
   }
   check_cuda(x_in, s, "group_norm");
   Tensor x = x_in.contiguous();
-  Tensor w = fp32_param(weight);
-  Tensor b = fp32_param(bias);
+  // weight and bias in x's dtype when both have it (no cast kernels), else fp32
+  const KernelParams p = kernel_params(x, weight, bias);
+  const Tensor& w = p.w;
+  const Tensor& b = p.b;
   const Choice c = choose(s.hw, aligned16(x) && aligned16(w) && aligned16(b), vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
-  const auto& v = group_norm_fwd_kernel_get({c.aligned, c.block_hw, x.scalar_type()}, ctx.arch_slot);
+  const auto& v = group_norm_fwd_kernel_get({c.aligned, c.block_hw, p.dtype, x.scalar_type()}, ctx.arch_slot);
   const int64_t programs = group_programs(s, v.image, ctx);
   group_norm_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x), ptr(w), ptr(b), ptr(y),
                                ptr(mean), ptr(rstd), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, eps, w.defined(),
@@ -272,14 +268,15 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   Tensor dy = dy_in.contiguous();
   Tensor mean = mean_in.contiguous();
   Tensor rstd = rstd_in.contiguous();
-  Tensor w = fp32_param(weight);
+  const KernelParams p = kernel_params(x, weight, std::nullopt);
+  const Tensor& w = p.w;
   const bool partials = compute_dw || compute_db;
   const auto f32 = x_in.options().dtype(at::kFloat);
   Tensor partial = partials ? at::empty({2, s.n, s.c}, f32) : Tensor();
   const bool aligned_ptrs = aligned16(x) && aligned16(dy) && aligned16(w) && aligned16(mean) && aligned16(rstd);
   const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
-  const auto& v = group_norm_bwd_kernel_get({c.aligned, c.block_hw, x.scalar_type()}, ctx.arch_slot);
+  const auto& v = group_norm_bwd_kernel_get({c.aligned, c.block_hw, p.dtype, x.scalar_type()}, ctx.arch_slot);
   const int64_t programs = group_programs(s, v.image, ctx);
   group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
                                ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, w.defined(),
@@ -287,14 +284,18 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   Tensor dw = empty_grad(x_in, weight);
   Tensor db = empty_grad(x_in, weight);
   if (partials) {
-    // Per-(sample, channel) sums reduced over N by a Triton kernel (no at::sum on the GPU path).
-    Tensor sums = at::empty({2, s.c}, f32);
-    const auto& r = group_norm_reduce_kernel_get({REDUCE_BLOCK_C}, ctx.arch_slot);
+    // Per-(sample, channel) sums reduced over N by a Triton kernel (no at::sum on the GPU path), stored as
+    // dweight and dbias in the parameters' dtype (two tensors: views of one would alias each other, and opcheck
+    // rejects aliased outputs). A dtype without a variant (double parameters) goes through fp32.
+    const auto pdt = param_opts.dtype().toScalarType();
+    const auto odt = is_half_or_float(pdt) ? pdt : at::kFloat;
+    Tensor dw_k = at::empty({s.c}, param_opts.dtype(odt));
+    Tensor db_k = at::empty({s.c}, param_opts.dtype(odt));
+    const auto& r = group_norm_reduce_kernel_get({odt}, ctx.arch_slot);
     group_norm_reduce_kernel_launch(r, ctx, Grid{static_cast<uint32_t>(ceil_div(s.c, r.BLOCK_C)), 2},
-                                    ptr(partial), ptr(sums), s.n, s.c);
-    // copies: two views of `sums` would alias each other (and opcheck rejects aliased outputs)
-    if (compute_dw) dw = sums[0].to(param_opts.dtype(), /*non_blocking=*/false, /*copy=*/true);
-    if (compute_db) db = sums[1].to(param_opts.dtype(), /*non_blocking=*/false, /*copy=*/true);
+                                    ptr(partial), ptr(dw_k), ptr(db_k), s.n, s.c);
+    if (compute_dw) dw = odt == pdt ? dw_k : dw_k.to(pdt);
+    if (compute_db) db = odt == pdt ? db_k : db_k.to(pdt);
   }
   return {dx, dw, db};
 }
@@ -303,17 +304,21 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
 const VariantCheck variant_check("group_norm", [](int arch_slot) {
   std::vector<std::string> missing;
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
-    for (int64_t p = 1; p <= 4 * MAX_BLOCK_HW; p *= 2)
-      for (int64_t hw : {p - 1, p, p + 1})
-        for (bool aligned : {false, true}) {
-          if (hw < 1) continue;
-          Choice c = choose(hw, aligned, vec_elems(dt));
-          group_norm_fwd_kernel_key fk{c.aligned, c.block_hw, dt};
-          group_norm_bwd_kernel_key bk{c.aligned, c.block_hw, dt};
-          if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
-          if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
-        }
-  if (!group_norm_reduce_kernel_find({REDUCE_BLOCK_C}, arch_slot)) missing.push_back("group_norm_reduce_kernel");
+    for (auto pdt : {dt, at::kFloat})
+      for (int64_t p = 1; p <= 4 * MAX_BLOCK_HW; p *= 2)
+        for (int64_t hw : {p - 1, p, p + 1})
+          for (bool aligned : {false, true}) {
+            if (hw < 1) continue;
+            Choice c = choose(hw, aligned, vec_elems(dt));
+            group_norm_fwd_kernel_key fk{c.aligned, c.block_hw, pdt, dt};
+            group_norm_bwd_kernel_key bk{c.aligned, c.block_hw, pdt, dt};
+            if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+            if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
+          }
+  for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    group_norm_reduce_kernel_key rk{odt};
+    if (!group_norm_reduce_kernel_find(rk, arch_slot)) missing.push_back(rk.str());
+  }
   return missing;
 });
 

@@ -155,25 +155,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& x, c
 
 // ---- CUDA launcher
 
-// Weight and bias as the kernels read them: one dtype for both, x's own when both have it, else fp32
-// (exact for 16-bit parameters). Undefined tensors stand for absent parameters.
-struct KernelParams {
-  Tensor w, b;
-  c10::ScalarType dtype;
-};
-
-KernelParams kernel_params(const Tensor& x, const optional<Tensor>& weight, const optional<Tensor>& bias) {
-  const auto xdt = x.scalar_type();
-  const bool own =
-      (!weight.has_value() || weight->scalar_type() == xdt) && (!bias.has_value() || bias->scalar_type() == xdt);
-  const auto pdt = own ? xdt : at::kFloat;
-  // Tensor::to dispatches even when it has nothing to do: skip it on the hot path.
-  auto prepare = [&](const optional<Tensor>& p) -> Tensor {
-    if (!p.has_value()) return Tensor();
-    return (p->scalar_type() == pdt ? *p : p->to(pdt)).contiguous();
-  };
-  return {prepare(weight), prepare(bias), pdt};
-}
+// Weight and bias as the kernels read them: kernel_params (runtime/checks.h).
 
 void check_cuda_dtype(const Tensor& x, const char* op) {
   TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",

@@ -31,4 +31,18 @@ std::string shape_str(const at::Tensor& t) {
   return s.str();
 }
 
+KernelParams kernel_params(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias) {
+  const auto xdt = x.scalar_type();
+  const bool own =
+      (!weight.has_value() || weight->scalar_type() == xdt) && (!bias.has_value() || bias->scalar_type() == xdt);
+  const auto pdt = own ? xdt : at::kFloat;
+  // Tensor::to dispatches even when it has nothing to do: skip it on the hot path.
+  auto prepare = [&](const std::optional<at::Tensor>& p) -> at::Tensor {
+    if (!p.has_value()) return at::Tensor();
+    return (p->scalar_type() == pdt ? *p : p->to(pdt)).contiguous();
+  };
+  return {prepare(weight), prepare(bias), pdt};
+}
+
 }  // namespace liger

@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 
 namespace liger {
 
@@ -33,6 +34,15 @@ inline int64_t next_pow2(int64_t n) {
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Weight and bias as the norm kernels read them (layer_norm, group_norm): one dtype for both, x's own when both
+// have it, else fp32 (exact for 16-bit parameters). Undefined tensors stand for absent parameters.
+struct KernelParams {
+  at::Tensor w, b;
+  c10::ScalarType dtype;
+};
+KernelParams kernel_params(const at::Tensor& x, const std::optional<at::Tensor>& weight,
+                           const std::optional<at::Tensor>& bias);
 
 // "[4096]" style shape text for error messages (SymInt-safe).
 std::string shape_str(const at::Tensor& t);
