@@ -220,7 +220,11 @@ def _specs():
                 constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": 16 // ELEMENT_SIZE[dt] if aligned else 1}
                 fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt, pd), constexprs=constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
-                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt, pd), constexprs=constexprs,
+                # The backward of 4096-wide spatial tiles walks them as 2048-wide halves: H200, [32, 512, 64, 64]
+                # bf16, one program per group (scripts/tune_group_norm.py --tiles): 175 us against 192 at 1 x 4096;
+                # the forward keeps 1 x 4096 (105 us; 1 x 2048 131, 4 x 1024 117).
+                bwd_constexprs = {**constexprs, "BLOCK_HW": 2048} if block_hw == 4096 else constexprs
+                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt, pd), constexprs=bwd_constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
     for od in ("fp32", "bf16", "fp16"):
         reduce.variants.append(Variant(
