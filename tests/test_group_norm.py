@@ -433,6 +433,26 @@ def test_cuda_weight_of_another_dtype():
 
 
 @gpu
+@pytest.mark.parametrize("param_dtype", (torch.float16, torch.float64), ids=dtype_id)
+def test_cuda_parameters_of_a_third_dtype(param_dtype):
+    # bf16 x with fp16 / fp64 weight and bias: the kernels read fp32 copies of them, and dweight / dbias come back
+    # in the parameters' dtype (the reduce kernel stores fp16 directly, fp64 through fp32)
+    x = torch.randn(4, 16, 9, 9, device="cuda", dtype=torch.bfloat16)
+    w = torch.randn(16, device="cuda", dtype=param_dtype)
+    b = torch.randn(16, device="cuda", dtype=param_dtype)
+    dy = torch.randn_like(x)
+    got = op_grads(x, 4, w, b, dy)
+    assert got[2].dtype == param_dtype and got[3].dtype == param_dtype
+    leaves = [t.detach().double().requires_grad_() for t in (x, w, b)]
+    y64 = F.group_norm(leaves[0], 4, leaves[1], leaves[2], EPS)
+    ref = (y64.detach(),) + torch.autograd.grad(y64, leaves, dy.double())
+    for name, a, r in zip(("y", "dx", "dw", "db"), got, ref):
+        scale = r.abs().max().item()
+        err = (a.double() - r).abs().max().item() / scale
+        assert err < 2 ** -6, f"{name}: relative error {err:.3g}"
+
+
+@gpu
 def test_cuda_more_than_2_31_elements():
     x = torch.randn(33, 64, 1024, 1024, dtype=torch.bfloat16, device="cuda")  # 2.2e9 elements, groups of 2^21
     assert x.numel() > 2**31
