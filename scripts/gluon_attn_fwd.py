@@ -12,9 +12,10 @@ One program per (128-query tile, batch x head):
 - the default partition (8 warps, two warpgroups, 64 query rows each) runs S = Q K^T (async wgmma from shared
   memory), the online softmax in registers (exp2, running max and sum), O += P V with P from registers, and
   releases the slot once the second product has completed; it writes O and the row logsumexp at the end.
-Status 2026-11-29: compiles for sm_90a with triton 3.6: 12 warps (8 + the producer's, rounded to a warpgroup),
-164 KB of shared memory, 168 registers before setmaxnreg, no spills, 16 wgmma; never run. Next: run it, then
-ping-pong two Q tiles between the warpgroups and overlap the softmax with the next QK^T (FlashAttention-3).
+OVERLAP issues the next tile's QK^T before this tile's softmax (FlashAttention-3's intra-warpgroup overlap).
+Status 2026-11-29: both forms compile for sm_90a with triton 3.6: 12 warps (8 + the producer's, rounded to a
+warpgroup), 164 KB of shared memory, 168 registers, no spills; never run. Next: run them, then ping-pong two Q tiles
+between the warpgroups (FlashAttention-3), then the backward.
 """
 import re
 import subprocess
@@ -88,8 +89,61 @@ def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, 
 
 
 @gluon.jit
+def _softmax_step(qk, cols, rows, m_i, l_i, acc, seqlen, qk_scale, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
+                  j, o_layout: gl.constexpr, p_layout: gl.constexpr):
+    qk = qk * qk_scale
+    if CAUSAL:
+        qk = gl.where(cols[None, :] <= rows[:, None], qk, -float("inf"))
+    if (j + 1) * BLOCK_N > seqlen:
+        qk = gl.where(cols[None, :] < seqlen, qk, -float("inf"))
+    m_new = gl.maximum(m_i, gl.max(qk, axis=1))
+    p = gl.exp2(qk - m_new[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    l_i = l_i * alpha + gl.sum(p, axis=1)
+    acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
+    return gl.convert_layout(p.to(gl.bfloat16), p_layout), m_new, l_i, acc
+
+
+@gluon.jit
+def _consumer_overlap(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale,
+                      CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      STAGES: gl.constexpr, num_warps: gl.constexpr):
+    # As _consumer, with the next tile's QK^T issued before this tile's softmax (FlashAttention-3's
+    # intra-warpgroup overlap): the tensor cores compute S(j + 1) while the CUDA cores exponentiate S(j).
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BLOCK_N, 16])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, HEAD_DIM, 16])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
+    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
+    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, layout=row_layout)
+    l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
+    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
+    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
+    rows = m0 + gl.arange(0, BLOCK_M, layout=row_layout)
+    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(ready.index(0), 0)
+    qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+    qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+    for j in range(n_tiles):
+        s = j % STAGES
+        nxt = (j + 1) % STAGES
+        has_next = j + 1 < n_tiles
+        mbarrier.wait(ready.index(nxt), ((j + 1) // STAGES) & 1, pred=has_next)
+        qk_next = warpgroup_mma(q_smem, k_bufs.index(nxt).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        cols = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        p_op, m_i, l_i, acc = _softmax_step(qk, cols, rows, m_i, l_i, acc, seqlen, qk_scale, CAUSAL, BLOCK_N, j,
+                                            o_layout, p_layout)
+        acc = warpgroup_mma(p_op, v_bufs.index(s), acc, is_async=True)
+        qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_next, acc))
+        mbarrier.arrive(empty.index(s), count=1)
+    return acc, m_i, l_i
+
+
+@gluon.jit
 def attn_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: gl.constexpr,
-                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr):
+                    BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                    OVERLAP: gl.constexpr):
     pid_m = gl.program_id(0)
     bh = gl.program_id(1)
     b = bh // heads
@@ -119,12 +173,21 @@ def attn_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: 
         n_tiles = gl.cdiv(gl.minimum(m0 + BLOCK_M, seqlen), BLOCK_N)
     else:
         n_tiles = gl.cdiv(seqlen, BLOCK_N)
-    acc, m_i, l_i = gl.warp_specialize(
-        [(_consumer, (q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL, BLOCK_M,
-                      BLOCK_N, HEAD_DIM, STAGES, gl.num_warps())),
-         (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
-                      b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
-        [1], [24])
+    # (argument tuples written out in each call: a tuple held in a variable turns its constexprs into tensors)
+    if OVERLAP:
+        acc, m_i, l_i = gl.warp_specialize(
+            [(_consumer_overlap, (q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL,
+                                  BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, gl.num_warps())),
+             (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
+                          b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
+            [1], [24])
+    else:
+        acc, m_i, l_i = gl.warp_specialize(
+            [(_consumer, (q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL,
+                          BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, gl.num_warps())),
+             (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
+                          b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
+            [1], [24])
     out_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [gl.num_warps(), 1], [1, 0])
     o = gl.convert_layout(acc / gl.convert_layout(l_i, gl.SliceLayout(1, acc.type.layout))[:, None], out_layout)
     rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, out_layout))
@@ -139,14 +202,15 @@ def attn_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: 
 CONSTS = {"BLOCK_M": 128, "BLOCK_N": 128, "HEAD_DIM": 128, "STAGES": 2}
 
 
-def compile_only(causal):
+def compile_only(causal, overlap):
     target = GPUTarget("cuda", 90, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": 8, "num_stages": 1})
     sig = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LSE": "*fp32", "seqlen": "i32", "heads": "i32",
-           "kv_heads": "i32", "qk_scale": "fp32", "CAUSAL": "constexpr"}
+           "kv_heads": "i32", "qk_scale": "fp32", "CAUSAL": "constexpr", "OVERLAP": "constexpr"}
     sig.update({k: "constexpr" for k in CONSTS})
-    src = GluonASTSource(fn=attn_fwd_kernel, signature=sig, constexprs={"CAUSAL": causal, **CONSTS},
+    src = GluonASTSource(fn=attn_fwd_kernel, signature=sig, constexprs={"CAUSAL": causal, "OVERLAP": overlap,
+                                                                       **CONSTS},
                          attrs={(i,): [["tt.divisibility", 16]] for i in range(5)})
     k = triton.compile(src, target=target, options=options.__dict__)
     md = k.metadata
@@ -160,7 +224,7 @@ def compile_only(causal):
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
     counts = ", ".join(f"{p} x{len(re.findall(re.escape(p), ptx))}" for p in
                        ("wgmma.mma_async", "cp.async.bulk.tensor", "mbarrier.try_wait", "setmaxnreg"))
-    print(f"causal={causal}: warps {md.num_warps}, shared {md.shared} B, global scratch {md.global_scratch_size} B; "
+    print(f"causal={causal} overlap={overlap}: warps {md.num_warps}, shared {md.shared} B, global scratch {md.global_scratch_size} B; "
           f"PTX {counts}; ptxas: {regs.group(1) if regs else '?'} registers (before setmaxnreg), spills "
           f"{spills.group(1) + '/' + spills.group(2) if spills else '?'} bytes")
 
@@ -177,22 +241,25 @@ def run():
         o = torch.full_like(q, float("nan"))
         lse = torch.empty(B * H, S, device="cuda")
 
-        def launch():
-            attn_fwd_kernel[(triton.cdiv(S, 128), B * H)](q, k, v, o, lse, S, H, HK, D ** -0.5 * LOG2E, causal,
-                                                          **CONSTS, num_warps=8)
-
-        launch()
         ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              is_causal=causal, enable_gqa=True).transpose(1, 2)
-        err = (o.float() - ref.float()).abs().max().item()
-        ms = triton.testing.do_bench(launch)
-        flops = 4 * B * H * S * S * D / (2 if causal else 1)
-        print(f"B {B} H {H}/{HK} S {S} causal={causal}: max abs err {err:.3g}, {ms:.3f} ms, "
-              f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)
+        for overlap in (False, True):
+            def launch():
+                attn_fwd_kernel[(triton.cdiv(S, 128), B * H)](q, k, v, o, lse, S, H, HK, D ** -0.5 * LOG2E, causal,
+                                                              **CONSTS, OVERLAP=overlap, num_warps=8)
+
+            o.fill_(float("nan"))
+            launch()
+            err = (o.float() - ref.float()).abs().max().item()
+            ms = triton.testing.do_bench(launch)
+            flops = 4 * B * H * S * S * D / (2 if causal else 1)
+            print(f"B {B} H {H}/{HK} S {S} causal={causal} overlap={overlap}: max abs err {err:.3g}, {ms:.3f} ms, "
+                  f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)
 
 
 if __name__ == "__main__":
     for c in (False, True):
-        compile_only(c)
+        for ov in (False, True):
+            compile_only(c, ov)
     if "--run" in sys.argv:
         run()
