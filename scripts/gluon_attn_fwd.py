@@ -224,7 +224,8 @@ def compile_only(causal, overlap):
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
     counts = ", ".join(f"{p} x{len(re.findall(re.escape(p), ptx))}" for p in
                        ("wgmma.mma_async", "cp.async.bulk.tensor", "mbarrier.try_wait", "setmaxnreg"))
-    print(f"causal={causal} overlap={overlap}: warps {md.num_warps}, shared {md.shared} B, global scratch {md.global_scratch_size} B; "
+    print(f"causal={causal} overlap={overlap}: warps {md.num_warps}, shared {md.shared} B, "
+          f"global scratch {md.global_scratch_size} B; "
           f"PTX {counts}; ptxas: {regs.group(1) if regs else '?'} registers (before setmaxnreg), spills "
           f"{spills.group(1) + '/' + spills.group(2) if spills else '?'} bytes")
 
