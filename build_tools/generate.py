@@ -137,7 +137,13 @@ def _compile_job(job):
     if v.aligned:
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
                  if n in v.signature and v.signature[n].startswith("*")}
-    src = ASTSource(fn=fn, signature=signature, constexprs=dict(v.constexprs), attrs=attrs)
+    source = ASTSource
+    if getattr(fn, "is_gluon", lambda: False)():
+        # a Gluon kernel (explicit layouts, TMA, wgmma, warp specialization): same compile, its own front end
+        # (scripts/gluon_probe.py: compiles ahead of time for sm_90a; device-side TMA descriptors use the global
+        # scratch the runtime already allocates)
+        from triton.experimental.gluon._runtime import GluonASTSource as source
+    src = source(fn=fn, signature=signature, constexprs=dict(v.constexprs), attrs=attrs)
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages,
