@@ -163,10 +163,12 @@ def host_us_per_call(fn, n: int = 2000, warmup: int = 200, rounds: int = 5) -> f
 
 @dataclasses.dataclass
 class Inputs:
-    """One case's tensors: ``args`` go to every provider; ``leaves`` get gradients; ``grad_out`` is dy."""
+    """One case's tensors: ``args`` go to every provider; ``leaves`` get gradients; ``grad_out`` is dy; ``ref``:
+    whatever a bench's check needs computed before any provider runs (a provider may overwrite its inputs)."""
     args: tuple
     leaves: Sequence[torch.Tensor]
     grad_out: torch.Tensor
+    ref: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -1,5 +1,5 @@
 """Experiment for issue 6 (not built, not wired into liger::flash_attn): a warp-specialized FlashAttention forward
-for sm_90 in Gluon, the structure FlashAttention-3 uses without its ping-pong and intra-warpgroup overlap yet.
+for sm_90 in Gluon, on the way to FlashAttention-3's structure.
 
     python3 scripts/gluon_attn_fwd.py            # compile for sm_90a only (no GPU): registers, shared memory, PTX
     python3 scripts/gluon_attn_fwd.py --run      # on the GPU box: check against SDPA and time it (JIT)
@@ -12,10 +12,12 @@ One program per (128-query tile, batch x head):
 - the default partition (8 warps, two warpgroups, 64 query rows each) runs S = Q K^T (async wgmma from shared
   memory), the online softmax in registers (exp2, running max and sum), O += P V with P from registers, and
   releases the slot once the second product has completed; it writes O and the row logsumexp at the end.
-OVERLAP issues the next tile's QK^T before this tile's softmax (FlashAttention-3's intra-warpgroup overlap).
-Status 2026-11-29: both forms compile for sm_90a with triton 3.6: 12 warps (8 + the producer's, rounded to a
-warpgroup), 164 KB of shared memory, 168 registers, no spills; never run. Next: run them, then ping-pong two Q tiles
-between the warpgroups (FlashAttention-3), then the backward.
+OVERLAP issues the next tile's QK^T before this tile's softmax (FlashAttention-3's intra-warpgroup overlap);
+attn_fwd_pingpong_kernel gives each of two 4-warp consumer partitions 64 of the rows, so that one warpgroup's
+softmax runs beside the other's wgmma (without FlashAttention-3's explicit ordering of the two yet).
+Status 2026-11-29: the three forms compile for sm_90a with triton 3.6: 12 warps (the producer's warp rounded to a
+warpgroup), 164 / 180 KB of shared memory, 168 registers, no spills; never run. Next: run them, order the two
+warpgroups' products explicitly (FlashAttention-3's ping-pong), then the backward.
 """
 import re
 import subprocess
@@ -141,6 +143,93 @@ def _consumer_overlap(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, 
 
 
 @gluon.jit
+def _store_out(acc, m_i, l_i, O, LSE, b, h, bh, m0, seqlen, heads, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr,
+               num_warps: gl.constexpr):
+    out_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+    o = gl.convert_layout(acc / gl.convert_layout(l_i, gl.SliceLayout(1, acc.type.layout))[:, None], out_layout)
+    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, out_layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_layout))
+    offs = ((b * seqlen + rows).to(gl.int64) * heads + h)[:, None] * HEAD_DIM + cols[None, :]
+    gl.store(O + offs, o.to(gl.bfloat16), mask=(rows < seqlen)[:, None])
+    lse_rows = m0 + gl.arange(0, BLOCK_M, layout=m_i.type.layout)
+    gl.store(LSE + bh.to(gl.int64) * seqlen + lse_rows, (m_i + gl.log2(l_i)) / 1.4426950408889634,
+             mask=lse_rows < seqlen)
+
+
+@gluon.jit
+def _consumer_half(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, b, h, bh, m0, n_tiles, seqlen, heads,
+                   qk_scale, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                   num_warps: gl.constexpr):
+    # PINGPONG: one warpgroup's 64 query rows, over every K/V tile of the program's 128-row tile (the ring's
+    # slots are released by both warpgroups: empty barriers count 2); it stores its own rows.
+    acc, m_i, l_i = _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL,
+                              64, BLOCK_N, HEAD_DIM, STAGES, num_warps)
+    _store_out(acc, m_i, l_i, O, LSE, b, h, bh, m0, seqlen, heads, 64, HEAD_DIM, num_warps)
+
+
+@gluon.jit
+def _producer_pp(q_desc, k_desc, v_desc, q_lo, q_hi, k_bufs, v_bufs, q_bar, ready, empty, q_row, kv_row, kv_col,
+                 q_col, n_tiles, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [q_row, q_col], q_bar, q_lo)
+    tma.async_copy_global_to_shared(q_desc, [q_row + 64, q_col], q_bar, q_hi)
+    for j in range(n_tiles):
+        s = j % STAGES
+        ph = (j // STAGES) & 1
+        mbarrier.wait(empty.index(s), ph ^ 1)
+        mbarrier.expect(ready.index(s), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [kv_row + j * BLOCK_N, kv_col], ready.index(s), k_bufs.index(s))
+        tma.async_copy_global_to_shared(v_desc, [kv_row + j * BLOCK_N, kv_col], ready.index(s), v_bufs.index(s))
+
+
+@gluon.jit
+def attn_fwd_pingpong_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: gl.constexpr,
+                             BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                             STAGES: gl.constexpr):
+    # Two consumer partitions of one warpgroup each (64 query rows apiece) and the producer warp: the warpgroups
+    # interleave on the SM, one's softmax beside the other's wgmma (FlashAttention-3 orders them explicitly).
+    gl.static_assert(BLOCK_M == 128)
+    pid_m = gl.program_id(0)
+    bh = gl.program_id(1)
+    b = bh // heads
+    h = bh % heads
+    hk = h // (heads // kv_heads)
+    m0 = pid_m * BLOCK_M
+    q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([64, HEAD_DIM], gl.bfloat16)
+    kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], gl.bfloat16)
+    rows_total = gl.num_programs(1) // heads * seqlen
+    q_desc = tma.make_tensor_descriptor(Q, [rows_total, heads * HEAD_DIM], [heads * HEAD_DIM, 1], [64, HEAD_DIM],
+                                        q_layout)
+    k_desc = tma.make_tensor_descriptor(K, [rows_total, kv_heads * HEAD_DIM], [kv_heads * HEAD_DIM, 1],
+                                        [BLOCK_N, HEAD_DIM], kv_layout)
+    v_desc = tma.make_tensor_descriptor(V, [rows_total, kv_heads * HEAD_DIM], [kv_heads * HEAD_DIM, 1],
+                                        [BLOCK_N, HEAD_DIM], kv_layout)
+    q_lo = gl.allocate_shared_memory(gl.bfloat16, [64, HEAD_DIM], q_layout)
+    q_hi = gl.allocate_shared_memory(gl.bfloat16, [64, HEAD_DIM], q_layout)
+    k_bufs = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
+    v_bufs = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_bar, count=1)
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=2)  # one release per consumer warpgroup
+    if CAUSAL:
+        n_tiles = gl.cdiv(gl.minimum(m0 + BLOCK_M, seqlen), BLOCK_N)
+    else:
+        n_tiles = gl.cdiv(seqlen, BLOCK_N)
+    gl.warp_specialize(
+        [(_consumer_half, (q_lo, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, b, h, bh, m0, n_tiles, seqlen, heads,
+                           qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, gl.num_warps())),
+         (_consumer_half, (q_hi, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, b, h, bh, m0 + 64, n_tiles, seqlen,
+                           heads, qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, 4)),
+         (_producer_pp, (q_desc, k_desc, v_desc, q_lo, q_hi, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
+                         b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
+        [4, 1], [240, 24])
+
+
+@gluon.jit
 def attn_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: gl.constexpr,
                     BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                     OVERLAP: gl.constexpr):
@@ -188,29 +277,25 @@ def attn_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: 
              (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
                           b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
             [1], [24])
-    out_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [gl.num_warps(), 1], [1, 0])
-    o = gl.convert_layout(acc / gl.convert_layout(l_i, gl.SliceLayout(1, acc.type.layout))[:, None], out_layout)
-    rows = m0 + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, out_layout))
-    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, out_layout))
-    offs = ((b * seqlen + rows).to(gl.int64) * heads + h)[:, None] * HEAD_DIM + cols[None, :]
-    gl.store(O + offs, o.to(gl.bfloat16), mask=(rows < seqlen)[:, None])
-    lse_rows = m0 + gl.arange(0, BLOCK_M, layout=m_i.type.layout)
-    gl.store(LSE + bh.to(gl.int64) * seqlen + lse_rows, (m_i + gl.log2(l_i)) / 1.4426950408889634,
-             mask=lse_rows < seqlen)
+    _store_out(acc, m_i, l_i, O, LSE, b, h, bh, m0, seqlen, heads, BLOCK_M, HEAD_DIM, gl.num_warps())
 
 
 CONSTS = {"BLOCK_M": 128, "BLOCK_N": 128, "HEAD_DIM": 128, "STAGES": 2}
 
 
-def compile_only(causal, overlap):
+def compile_only(causal, overlap, pingpong=False):
     target = GPUTarget("cuda", 90, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": 8, "num_stages": 1})
     sig = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "O": "*bf16", "LSE": "*fp32", "seqlen": "i32", "heads": "i32",
            "kv_heads": "i32", "qk_scale": "fp32", "CAUSAL": "constexpr", "OVERLAP": "constexpr"}
     sig.update({k: "constexpr" for k in CONSTS})
-    src = GluonASTSource(fn=attn_fwd_kernel, signature=sig, constexprs={"CAUSAL": causal, "OVERLAP": overlap,
-                                                                       **CONSTS},
+    constexprs = {"CAUSAL": causal, "OVERLAP": overlap, **CONSTS}
+    if pingpong:
+        del sig["OVERLAP"], constexprs["OVERLAP"]
+        options = backend.parse_options({"num_warps": 4, "num_stages": 1})
+    src = GluonASTSource(fn=attn_fwd_pingpong_kernel if pingpong else attn_fwd_kernel, signature=sig,
+                         constexprs=constexprs,
                          attrs={(i,): [["tt.divisibility", 16]] for i in range(5)})
     k = triton.compile(src, target=target, options=options.__dict__)
     md = k.metadata
@@ -224,7 +309,8 @@ def compile_only(causal, overlap):
     spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
     counts = ", ".join(f"{p} x{len(re.findall(re.escape(p), ptx))}" for p in
                        ("wgmma.mma_async", "cp.async.bulk.tensor", "mbarrier.try_wait", "setmaxnreg"))
-    print(f"causal={causal} overlap={overlap}: warps {md.num_warps}, shared {md.shared} B, "
+    form = "pingpong" if pingpong else f"overlap={overlap}"
+    print(f"causal={causal} {form}: warps {md.num_warps}, shared {md.shared} B, "
           f"global scratch {md.global_scratch_size} B; "
           f"PTX {counts}; ptxas: {regs.group(1) if regs else '?'} registers (before setmaxnreg), spills "
           f"{spills.group(1) + '/' + spills.group(2) if spills else '?'} bytes")
@@ -244,17 +330,22 @@ def run():
 
         ref = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              is_causal=causal, enable_gqa=True).transpose(1, 2)
-        for overlap in (False, True):
+        for form in ("plain", "overlap", "pingpong"):
             def launch():
-                attn_fwd_kernel[(triton.cdiv(S, 128), B * H)](q, k, v, o, lse, S, H, HK, D ** -0.5 * LOG2E, causal,
-                                                              **CONSTS, OVERLAP=overlap, num_warps=8)
+                grid = (triton.cdiv(S, 128), B * H)
+                if form == "pingpong":
+                    attn_fwd_pingpong_kernel[grid](q, k, v, o, lse, S, H, HK, D ** -0.5 * LOG2E, causal, **CONSTS,
+                                                   num_warps=4)
+                else:
+                    attn_fwd_kernel[grid](q, k, v, o, lse, S, H, HK, D ** -0.5 * LOG2E, causal, **CONSTS,
+                                          OVERLAP=form == "overlap", num_warps=8)
 
             o.fill_(float("nan"))
             launch()
             err = (o.float() - ref.float()).abs().max().item()
             ms = triton.testing.do_bench(launch)
             flops = 4 * B * H * S * S * D / (2 if causal else 1)
-            print(f"B {B} H {H}/{HK} S {S} causal={causal} overlap={overlap}: max abs err {err:.3g}, {ms:.3f} ms, "
+            print(f"B {B} H {H}/{HK} S {S} causal={causal} {form}: max abs err {err:.3g}, {ms:.3f} ms, "
                   f"{flops / ms / 1e9:.0f} TFLOP/s", flush=True)
 
 
@@ -262,5 +353,6 @@ if __name__ == "__main__":
     for c in (False, True):
         for ov in (False, True):
             compile_only(c, ov)
+        compile_only(c, False, pingpong=True)
     if "--run" in sys.argv:
         run()
