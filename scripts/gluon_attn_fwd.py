@@ -36,10 +36,8 @@ LOG2E = 1.4426950408889634
 
 
 @gluon.jit
-def _producer(q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, q_row, kv_row, kv_col, q_col,
-              n_tiles, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
-    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [q_row, q_col], q_bar, q_smem)
+def _load_kv(k_desc, v_desc, k_bufs, v_bufs, ready, empty, kv_row, kv_col, n_tiles, BLOCK_N: gl.constexpr,
+             STAGES: gl.constexpr):
     for j in range(n_tiles):
         s = j % STAGES
         ph = (j // STAGES) & 1
@@ -50,53 +48,22 @@ def _producer(q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empt
 
 
 @gluon.jit
-def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL: gl.constexpr,
-              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-              num_warps: gl.constexpr):
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, BLOCK_N, 16])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
-                                                       instr_shape=[16, HEAD_DIM, 16])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=2)
-    row_layout: gl.constexpr = gl.SliceLayout(1, s_layout)
-    m_i = gl.full([BLOCK_M], -float("inf"), gl.float32, layout=row_layout)
-    l_i = gl.zeros([BLOCK_M], gl.float32, layout=row_layout)
-    acc = gl.zeros([BLOCK_M, HEAD_DIM], gl.float32, layout=o_layout)
-    s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
-    rows = m0 + gl.arange(0, BLOCK_M, layout=row_layout)
-    mbarrier.wait(q_bar, 0)
-    for j in range(n_tiles):
-        s = j % STAGES
-        ph = (j // STAGES) & 1
-        mbarrier.wait(ready.index(s), ph)
-        qk = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
-        qk = qk * qk_scale  # scores in log2 units
-        cols = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        if CAUSAL:
-            qk = gl.where(cols[None, :] <= rows[:, None], qk, -float("inf"))
-        if (j + 1) * BLOCK_N > seqlen:  # the last tile's rows past seqlen belong to the next sequence
-            qk = gl.where(cols[None, :] < seqlen, qk, -float("inf"))
-        m_new = gl.maximum(m_i, gl.max(qk, axis=1))
-        p = gl.exp2(qk - m_new[:, None])
-        alpha = gl.exp2(m_i - m_new)
-        l_i = l_i * alpha + gl.sum(p, axis=1)
-        acc = acc * gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))[:, None]
-        m_i = m_new
-        p_op = gl.convert_layout(p.to(gl.bfloat16), p_layout)
-        acc = warpgroup_mma(p_op, v_bufs.index(s), acc, is_async=True)
-        acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
-        mbarrier.arrive(empty.index(s), count=1)
-    return acc, m_i, l_i
+def _producer(q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, q_row, kv_row, kv_col, q_col,
+              n_tiles, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [q_row, q_col], q_bar, q_smem)
+    _load_kv(k_desc, v_desc, k_bufs, v_bufs, ready, empty, kv_row, kv_col, n_tiles, BLOCK_N, STAGES)
 
 
 @gluon.jit
 def _softmax_step(qk, cols, rows, m_i, l_i, acc, seqlen, qk_scale, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
                   j, o_layout: gl.constexpr, p_layout: gl.constexpr):
+    # one K/V tile's online softmax: scores in log2 units, masked, the running max and sum updated and the
+    # output rescaled; P returned as the PV product's register operand
     qk = qk * qk_scale
     if CAUSAL:
         qk = gl.where(cols[None, :] <= rows[:, None], qk, -float("inf"))
-    if (j + 1) * BLOCK_N > seqlen:
+    if (j + 1) * BLOCK_N > seqlen:  # the last tile's rows past seqlen belong to the next sequence
         qk = gl.where(cols[None, :] < seqlen, qk, -float("inf"))
     m_new = gl.maximum(m_i, gl.max(qk, axis=1))
     p = gl.exp2(qk - m_new[:, None])
@@ -107,11 +74,11 @@ def _softmax_step(qk, cols, rows, m_i, l_i, acc, seqlen, qk_scale, CAUSAL: gl.co
 
 
 @gluon.jit
-def _consumer_overlap(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale,
-                      CAUSAL: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                      STAGES: gl.constexpr, num_warps: gl.constexpr):
-    # As _consumer, with the next tile's QK^T issued before this tile's softmax (FlashAttention-3's
-    # intra-warpgroup overlap): the tensor cores compute S(j + 1) while the CUDA cores exponentiate S(j).
+def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL: gl.constexpr,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+              OVERLAP: gl.constexpr, num_warps: gl.constexpr):
+    # OVERLAP: the next tile's QK^T is issued before this tile's softmax (FlashAttention-3's intra-warpgroup
+    # overlap): the tensor cores compute S(j + 1) while the CUDA cores exponentiate S(j).
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BLOCK_N, 16])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
@@ -124,20 +91,29 @@ def _consumer_overlap(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, 
     s_zero = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, layout=s_layout)
     rows = m0 + gl.arange(0, BLOCK_M, layout=row_layout)
     mbarrier.wait(q_bar, 0)
-    mbarrier.wait(ready.index(0), 0)
-    qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
-    qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
+    if OVERLAP:
+        mbarrier.wait(ready.index(0), 0)
+        qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
     for j in range(n_tiles):
         s = j % STAGES
-        nxt = (j + 1) % STAGES
-        has_next = j + 1 < n_tiles
-        mbarrier.wait(ready.index(nxt), ((j + 1) // STAGES) & 1, pred=has_next)
-        qk_next = warpgroup_mma(q_smem, k_bufs.index(nxt).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        if OVERLAP:
+            nxt = (j + 1) % STAGES
+            mbarrier.wait(ready.index(nxt), ((j + 1) // STAGES) & 1, pred=j + 1 < n_tiles)
+            qk_next = warpgroup_mma(q_smem, k_bufs.index(nxt).permute((1, 0)), s_zero, use_acc=False,
+                                    is_async=True)
+        else:
+            mbarrier.wait(ready.index(s), (j // STAGES) & 1)
+            qk = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False, is_async=True)
+            qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
         cols = j * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
         p_op, m_i, l_i, acc = _softmax_step(qk, cols, rows, m_i, l_i, acc, seqlen, qk_scale, CAUSAL, BLOCK_N, j,
                                             o_layout, p_layout)
         acc = warpgroup_mma(p_op, v_bufs.index(s), acc, is_async=True)
-        qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_next, acc))
+        if OVERLAP:
+            qk, acc = warpgroup_mma_wait(num_outstanding=0, deps=(qk_next, acc))
+        else:
+            acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
         mbarrier.arrive(empty.index(s), count=1)
     return acc, m_i, l_i
 
@@ -163,7 +139,7 @@ def _consumer_half(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, b, h, bh
     # PINGPONG: one warpgroup's 64 query rows, over every K/V tile of the program's 128-row tile (the ring's
     # slots are released by both warpgroups: empty barriers count 2); it stores its own rows.
     acc, m_i, l_i = _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL,
-                              64, BLOCK_N, HEAD_DIM, STAGES, num_warps)
+                              64, BLOCK_N, HEAD_DIM, STAGES, False, num_warps)
     _store_out(acc, m_i, l_i, O, LSE, b, h, bh, m0, seqlen, heads, 64, HEAD_DIM, num_warps)
 
 
@@ -173,13 +149,7 @@ def _producer_pp(q_desc, k_desc, v_desc, q_lo, q_hi, k_bufs, v_bufs, q_bar, read
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [q_row, q_col], q_bar, q_lo)
     tma.async_copy_global_to_shared(q_desc, [q_row + 64, q_col], q_bar, q_hi)
-    for j in range(n_tiles):
-        s = j % STAGES
-        ph = (j // STAGES) & 1
-        mbarrier.wait(empty.index(s), ph ^ 1)
-        mbarrier.expect(ready.index(s), k_desc.block_type.nbytes + v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(k_desc, [kv_row + j * BLOCK_N, kv_col], ready.index(s), k_bufs.index(s))
-        tma.async_copy_global_to_shared(v_desc, [kv_row + j * BLOCK_N, kv_col], ready.index(s), v_bufs.index(s))
+    _load_kv(k_desc, v_desc, k_bufs, v_bufs, ready, empty, kv_row, kv_col, n_tiles, BLOCK_N, STAGES)
 
 
 @gluon.jit
@@ -262,21 +232,12 @@ def attn_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, qk_scale, CAUSAL: 
         n_tiles = gl.cdiv(gl.minimum(m0 + BLOCK_M, seqlen), BLOCK_N)
     else:
         n_tiles = gl.cdiv(seqlen, BLOCK_N)
-    # (argument tuples written out in each call: a tuple held in a variable turns its constexprs into tensors)
-    if OVERLAP:
-        acc, m_i, l_i = gl.warp_specialize(
-            [(_consumer_overlap, (q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL,
-                                  BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, gl.num_warps())),
-             (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
-                          b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
-            [1], [24])
-    else:
-        acc, m_i, l_i = gl.warp_specialize(
-            [(_consumer, (q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL,
-                          BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, gl.num_warps())),
-             (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
-                          b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
-            [1], [24])
+    acc, m_i, l_i = gl.warp_specialize(
+        [(_consumer, (q_smem, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles, seqlen, qk_scale, CAUSAL, BLOCK_M,
+                      BLOCK_N, HEAD_DIM, STAGES, OVERLAP, gl.num_warps())),
+         (_producer, (q_desc, k_desc, v_desc, q_smem, k_bufs, v_bufs, q_bar, ready, empty, b * seqlen + m0,
+                      b * seqlen, hk * HEAD_DIM, h * HEAD_DIM, n_tiles, BLOCK_N, STAGES))],
+        [1], [24])
     _store_out(acc, m_i, l_i, O, LSE, b, h, bh, m0, seqlen, heads, BLOCK_M, HEAD_DIM, gl.num_warps())
 
 
