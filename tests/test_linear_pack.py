@@ -130,6 +130,15 @@ def test_falls_back_for_hooks_replaced_layers_and_mixed_dtypes():
     assert calls == [1] and not _is_packed(block)  # the hook ran: each layer on its own
     handle.remove()
 
+    calls.clear()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            block.pack(x)
+    finally:
+        handle.remove()
+    assert calls == [1, 1, 1] and not _is_packed(block)  # a global hook sees each layer
+
     block.v_proj = nn.Sequential(nn.Linear(24, 8))  # replaced (a wrapper): looked up at each call
     with torch.no_grad():
         outs = block.pack(x)

@@ -4,6 +4,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from . import ops
 
@@ -415,27 +416,32 @@ class LinearPack:
         self._sizes: Tuple[int, ...] = ()
 
     def layers(self) -> Tuple[nn.Module, ...]:
-        return tuple(getattr(self.parent, n) for n in self.names)
+        return tuple(map(self.parent._modules.__getitem__, self.names))
 
     def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         layers = self.layers()
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or not self._packable(layers):
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return tuple(layer(x) for layer in layers)
         key = self._key_of(layers)
-        if key != self._key and not self._pack(layers):
+        if key is None or (key != self._key and not self._pack(layers)):
             return tuple(layer(x) for layer in layers)
         return F.linear(x, self._weight, self._bias).split(self._sizes, -1)
 
     @staticmethod
-    def _packable(layers) -> bool:
+    def _key_of(layers):
+        """The data_ptr of each weight and bias, or None when a layer must run as itself (not a plain nn.Linear,
+        or forward hooks that the packed product would skip). Written for host time: it runs at every call."""
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return None
+        key = []
         for layer in layers:
             if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
-                return False
-        return True
-
-    @staticmethod
-    def _key_of(layers):
-        return tuple((layer.weight.data_ptr(), -1 if layer.bias is None else layer.bias.data_ptr()) for layer in layers)
+                return None
+            params = layer._parameters
+            key.append(params["weight"].data_ptr())
+            bias = params["bias"]
+            key.append(-1 if bias is None else bias.data_ptr())
+        return tuple(key)
 
     def _pack(self, layers) -> bool:
         weights = [layer.weight for layer in layers]
