@@ -19,9 +19,9 @@ left() { echo $(( END - SECONDS )); }
 pack() { (cd "$OUT" && ls ./*.log >/dev/null 2>&1 && tar czf logs.tgz ./*.log && rm -f ./*.log); }
 trap pack EXIT
 if has prebuilt; then
-  # the binaries of an earlier call's build (its $OUT/liger_so.tgz, carried as .prebuilt/liger_so.tgz) with this
+  # the binaries of an earlier call's build (its $OUT/liger_so.tgz.* parts, carried in .prebuilt/) with this
   # tree's Python: valid while csrc/ and triton_src/ are unchanged since that build
-  tar xzf .prebuilt/liger_so.tgz -C python/liger_aot || exit 1
+  cat .prebuilt/liger_so.tgz.* | tar xzf - -C python/liger_aot || exit 1
   export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
   python3 -c "import liger_aot; print('prebuilt liger_aot', liger_aot.build_info()['torch_version'])"
   if ls .whl/liger_kernel-*.whl >/dev/null 2>&1; then
