@@ -13,7 +13,8 @@ eagerly and replayed from one CUDA graph capture of the decode step (torch.cuda.
 
 Per step, at position --context of the cache:
 - host µs: wall time of the step's Python call, the device idle before it (synchronized before each step, not after:
-  the launches never wait for the GPU), median over --steps steps. What the issue's host figures compare.
+  the launches never wait for the GPU), median over --steps steps, the providers taking turns 10 steps at a time
+  (the host's speed drifts during a run). What the issue's host figures compare.
 - GPU µs: device time of the step, its launches queued behind a spin kernel so that the host's launch latency is
   not counted (CUDA events, median).
 - step µs: one token's latency in a loop of --steps back-to-back steps (CUDA events around the loop / steps): the
@@ -36,21 +37,26 @@ import harness
 sys.path.insert(0, os.path.join(harness.REPO, "examples", "deploy"))
 
 
-def host_us(step, n: int) -> float:
-    """Median wall µs of one step() call with the device idle before it."""
-    times = []
+def host_us(steps: dict, n: int, chunk: int = 10) -> dict:
+    """Median wall µs of one step() call with the device idle before it, for each {label: step}.
+
+    The providers take turns, `chunk` steps each, until each has run n: this box's host speed drifts by tens of
+    per cent over a run, and measured one after the other the providers' figures would carry that drift."""
+    times = {label: [] for label in steps}
     gc.collect()
     gc.disable()
     try:
-        for _ in range(n):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
+        while any(len(t) < n for t in times.values()):
+            for label, step in steps.items():
+                for _ in range(min(chunk, n - len(times[label]))):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    step()
+                    times[label].append(time.perf_counter() - t0)
     finally:
         gc.enable()
     torch.cuda.synchronize()
-    return statistics.median(times) * 1e6
+    return {label: statistics.median(t) * 1e6 for label, t in times.items()}
 
 
 def spin_cycles_per_us() -> float:
@@ -183,31 +189,36 @@ def main() -> None:
     cycles = spin_cycles_per_us()
     rows, reference = [], None
     for mode in modes:
+        steps = {}
         for name, model in models.items():
             label = f"{name} {mode}" if mode != "torch.compile" else f"{name} torch.compile(reduce-overhead)"
             try:
                 step, logits = make_steps(model, mode, args.context)
-                if reference is None:
-                    reference = logits.float()
-                else:
-                    diff = (logits.float() - reference).abs().max().item()
-                    if diff > 0.05 * reference.abs().max().item():
-                        notes.append(f"{label}: logits differ from unpatched eager by up to {diff:.3g}")
-                with torch.no_grad():
-                    host = host_us(step, args.steps)
-                    device = gpu_us(step, min(args.steps, 100), hold_us=2 * host + 200, cycles_per_us=cycles)
-                    wall = loop_us(step, args.steps)
             except Exception as e:  # one failing provider must not lose the rest of the run
                 notes.append(f"{label} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
                 print(f"  {label:<44} failed: {type(e).__name__}: {e}", flush=True)
                 continue
-            finally:
-                step = None
-                torch.cuda.empty_cache()
-            rows.append((name, mode, host, device, wall))
-            if args.profile and mode == "eager":
-                print(host_profile(model, args.context), flush=True)
-            print(f"  {label:<44} host {host:8.1f} µs   GPU {device:8.1f} µs   step {wall:8.1f} µs", flush=True)
+            if reference is None:
+                reference = logits.float()
+            else:
+                diff = (logits.float() - reference).abs().max().item()
+                if diff > 0.05 * reference.abs().max().item():
+                    notes.append(f"{label}: logits differ from unpatched eager by up to {diff:.3g}")
+            steps[name] = step
+        with torch.no_grad():
+            hosts = host_us(steps, args.steps)
+            for name, step in steps.items():
+                label = f"{name} {mode}"
+                host = hosts[name]
+                device = gpu_us(step, min(args.steps, 100), hold_us=2 * host + 200, cycles_per_us=cycles)
+                wall = loop_us(step, args.steps)
+                rows.append((name, mode, host, device, wall))
+                print(f"  {label:<44} host {host:8.1f} µs   GPU {device:8.1f} µs   step {wall:8.1f} µs", flush=True)
+        steps = step = None
+        torch.cuda.empty_cache()
+        if args.profile and mode == "eager":
+            for name, model in models.items():
+                print(f"{name}:\n{host_profile(model, args.context)}", flush=True)
 
     by = {(n, m): (h, g, w) for n, m, h, g, w in rows}
     lines = ["| provider | mode | host µs/step | GPU µs/step | step µs (loop) | host vs unpatched eager |",

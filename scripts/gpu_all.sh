@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU box: build, GPU tests, the C++ example on CUDA, extra commands and the benchmarks.
-# Logs go to $OUT. Stages: STAGES="build test cpp extra bench" (default: build test cpp bench). The tree arrives
+# Logs go to $OUT. Stages: STAGES="build test cpp extra bench" (default: build test cpp bench); "prebuilt" instead of
+# "build" takes the binaries of an earlier build (see scripts/gpu_build.sh) and saves ~150 s. The tree arrives
 # without .git: pass LIGER_BENCH_COMMIT=<hash> so the recorded results name their commit.
 # DEADLINE (seconds, default 560) bounds the whole call: the test, extra and bench stages shorten their time
 # limits to what is left and skip what no longer fits, so the logs come back before the device's limit.
@@ -17,6 +18,16 @@ END=$(( SECONDS + ${DEADLINE:-560} ))
 left() { echo $(( END - SECONDS )); }
 pack() { (cd "$OUT" && ls ./*.log >/dev/null 2>&1 && tar czf logs.tgz ./*.log && rm -f ./*.log); }
 trap pack EXIT
+if has prebuilt; then
+  # the binaries of an earlier call's build (its $OUT/liger_so.tgz.* parts, carried in .prebuilt/) with this
+  # tree's Python: valid while csrc/ and triton_src/ are unchanged since that build
+  cat .prebuilt/liger_so.tgz.* | tar xzf - -C python/liger_aot || exit 1
+  export PYTHONPATH="$PWD/python${PYTHONPATH:+:$PYTHONPATH}"
+  python3 -c "import liger_aot; print('prebuilt liger_aot', liger_aot.build_info()['torch_version'])"
+  if ls .whl/liger_kernel-*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-deps --no-index .whl/liger_kernel-*.whl
+  fi
+fi
 if has build; then
   bash scripts/gpu_build.sh > "$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
   tail -1 "$OUT/build.log"

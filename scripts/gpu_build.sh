@@ -11,3 +11,10 @@ if ! python3 -m pip install -v --no-build-isolation --no-deps --no-index . > "$l
   exit 1
 fi
 python3 -c "import liger_aot, json; print(json.dumps(liger_aot.build_info()))"
+# The built binaries (the extension and the build record) as $OUT/liger_so.tgz.*: carried back as .prebuilt/,
+# a later call whose C++ and kernels are unchanged skips this build (gpu_all.sh's stage "prebuilt").
+if [[ -n "${OUT:-}" ]]; then
+  pkg=$(python3 -c "import liger_aot, os; print(os.path.dirname(liger_aot.__file__))")
+  # in parts of 15 MiB: the device returns files of at most 16 MiB
+  (cd "$pkg" && tar czf - ./*.so _build_info.json | split -b 15M - "$OUT/liger_so.tgz.")
+fi

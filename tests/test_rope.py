@@ -645,3 +645,144 @@ def test_cuda_bad_inputs():
     with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
         cos = torch.randn(2, 4, 16, device="cuda")
         liger.rope(q.double(), k.double(), cos, cos, 1)
+
+
+# ---- rope_kv_cache: a decoding step's RoPE and static-cache write
+
+
+def kv_cache_case(dtype, device, B=2, S=3, Hq=4, Hk=2, D=16, L=9, rot=None, cos_batch=1, fused=False,
+                  cache_dtype=None):
+    """q/k/v (views of one fused projection when fused), fp32 cos/sin tables at the new positions, caches filled
+    with random values (a skipped or misplaced write shows), and the slots."""
+    g = torch.Generator().manual_seed(7)
+
+    def r(*shape, dt=dtype):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dt)
+
+    if fused:
+        qkv = r(B, S, (Hq + 2 * Hk) * D)
+        q, k, v = qkv.split([Hq * D, Hk * D, Hk * D], -1)
+        q, k, v = q.view(B, S, Hq, D), k.view(B, S, Hk, D), v.view(B, S, Hk, D)
+    else:
+        q, k, v = r(B, S, Hq, D), r(B, S, Hk, D), r(B, S, Hk, D)
+    slots = torch.randperm(L, generator=g)[:S].to(device)
+    rot = rot or D
+    cos, sin = rope_table(torch.arange(cos_batch * S).view(cos_batch, S) * 3 + 1, rot, torch.float32)
+    cos, sin = cos.to(device), sin.to(device)
+    k_cache, v_cache = r(B, L, Hk, D, dt=cache_dtype or dtype), r(B, L, Hk, D, dt=cache_dtype or dtype)
+    return q, k, v, cos, sin, k_cache, v_cache, slots
+
+
+def kv_cache_reference(q, k, v, cos, sin, k_cache, v_cache, slots):
+    """float64: Hugging Face's rotate-half formula, then index_copy_ into copies of the caches."""
+    qr, kr = hf_rope(q.double(), k.double(), cos.double(), sin.double(), unsqueeze_dim=2) if cos.shape[-1] == q.shape[
+        -1] else partial_rope64(q, k, cos, sin)
+    kc, vc = k_cache.double().clone(), v_cache.double().clone()
+    keep = ((slots >= 0) & (slots < kc.shape[1])).nonzero().squeeze(1)
+    kc.index_copy_(1, slots[keep], kr[:, keep])
+    vc.index_copy_(1, slots[keep], v.double()[:, keep])
+    return qr, kc, vc
+
+
+def partial_rope64(q, k, cos, sin):
+    r = cos.shape[-1]
+    qr, kr = hf_rope(q.double()[..., :r], k.double()[..., :r], cos.double(), sin.double(), unsqueeze_dim=2)
+    return torch.cat([qr, q.double()[..., r:]], -1), torch.cat([kr, k.double()[..., r:]], -1)
+
+
+def check_kv_cache(case, what):
+    q, k, v, cos, sin, k_cache, v_cache, slots = case
+    ref_q, ref_k, ref_v = kv_cache_reference(*case)
+    out = ops.rope_kv_cache(q, k, v, cos, sin, k_cache, v_cache, slots)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    # each value is one rotation rounded once (or a copy): within 2 ulps of the float64 result
+    ulp = torch.finfo(q.dtype).eps
+    for name, got, ref in (("q", out, ref_q), ("k_cache", k_cache, ref_k), ("v_cache", v_cache, ref_v)):
+        err = (got.double().cpu() - ref.cpu()).abs()
+        limit = FLOOR_ULPS * ulp * ref.abs().cpu().clamp_min(1.0)
+        assert (err <= limit).all(), f"{what}: {name} off by {err.max().item():.3g}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("case", ("plain", "fused_qkv", "partial_rotary", "cos_per_batch", "decode_d64",
+                                  "d256_gqa", "d96_odd_heads"))
+def test_rope_kv_cache_matches_float64_reference(case, dtype, device):
+    kwargs = {"plain": {}, "fused_qkv": {"fused": True}, "partial_rotary": {"rot": 8},
+              "cos_per_batch": {"cos_batch": 2}, "decode_d64": {"B": 1, "S": 1, "Hq": 32, "Hk": 8, "D": 64, "L": 600},
+              "d256_gqa": {"B": 1, "S": 2, "Hq": 8, "Hk": 1, "D": 256}, "d96_odd_heads": {"Hq": 5, "Hk": 1, "D": 96}}
+    check_kv_cache(kv_cache_case(dtype, device, **kwargs[case]), case)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rope_kv_cache_skips_slots_outside_the_cache(device):
+    case = list(kv_cache_case(torch.float32, device, S=3, L=5))
+    case[7] = torch.tensor([4, -1, 5], device=device)  # one valid slot, one below, one past the end
+    k_before, v_before = case[5].clone(), case[6].clone()
+    check_kv_cache(case, "slots outside")
+    changed = (case[5] != k_before).any(-1).any(-1).any(0)
+    assert changed.tolist() == [False, False, False, False, True]
+    assert torch.equal(case[6][:, :4], v_before[:, :4])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rope_kv_cache_strided_cache_and_zero_tokens(device):
+    # caches as per-layer views of one [layers, B, L, Hk, D] tensor (what a static cache holds)
+    q, k, v, cos, sin, _, _, slots = kv_cache_case(torch.bfloat16, device)
+    big = torch.randn(3, 2, 2, 9, 2, 16, device=device).to(torch.bfloat16)  # [layers, k|v, B, L, Hk, D]
+    k_cache, v_cache = big[1, 0], big[1, 1]
+    before = big.clone()
+    check_kv_cache((q, k, v, cos, sin, k_cache, v_cache, slots), "views of one cache")
+    assert torch.equal(big[0], before[0]) and torch.equal(big[2], before[2])  # other layers untouched
+    empty = ops.rope_kv_cache(q[:, :0], k[:, :0], v[:, :0], cos[:, :0], sin[:, :0], k_cache, v_cache, slots[:0])
+    assert empty.shape == (2, 0, 4, 16)
+
+
+def test_rope_kv_cache_bad_inputs_and_no_gradients():
+    q, k, v, cos, sin, kc, vc, slots = kv_cache_case(torch.float32, "cpu")
+    with pytest.raises(RuntimeError, match="cache_position must be a 1-D int64"):
+        ops.rope_kv_cache(q, k, v, cos, sin, kc, vc, slots.int())
+    with pytest.raises(RuntimeError, match="one slot per token"):
+        ops.rope_kv_cache(q, k, v, cos, sin, kc, vc, slots[:1])
+    with pytest.raises(RuntimeError, match="v must have k's shape"):
+        ops.rope_kv_cache(q, k, v[:, :, :1], cos, sin, kc, vc, slots)
+    with pytest.raises(RuntimeError, match="k_cache must have k's dtype"):
+        ops.rope_kv_cache(q, k, v, cos, sin, kc.double(), vc, slots)
+    with pytest.raises(RuntimeError, match="v_cache must match k"):
+        ops.rope_kv_cache(q, k, v, cos, sin, kc, vc[:, :, :1], slots)
+    with pytest.raises(RuntimeError, match="dense"):
+        ops.rope_kv_cache(q, k, v, cos, sin, kc, torch.randn(2, 9, 2, 32)[..., ::2], slots)
+    with pytest.raises(RuntimeError, match="different tensors"):
+        ops.rope_kv_cache(q, k, v, cos, sin, kc, kc, slots)
+    q.requires_grad_(True)
+    out = ops.rope_kv_cache(q, k, v, cos, sin, kc, vc, slots)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        out.sum().backward()
+
+
+def kv_cache_opcheck_samples(device):
+    samples = []
+    for dtype in (torch.float32, torch.bfloat16):
+        samples.append(("rope_kv_cache", kv_cache_case(dtype, device), False))
+        samples.append(("rope_kv_cache", kv_cache_case(dtype, device, fused=True, rot=8), False))
+    return samples
+
+
+@pytest.mark.parametrize("device,index", opcheck_params(kv_cache_opcheck_samples))
+def test_rope_kv_cache_opcheck(device, index):
+    name, args, _ = kv_cache_opcheck_samples(device)[index]
+    opcheck(getattr(liger, name).default, args,
+            test_utils=("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rope_kv_cache_compile_fullgraph(device):
+    q, k, v, cos, sin, kc, vc, slots = kv_cache_case(torch.float32, device)
+    kc2, vc2 = kc.clone(), vc.clone()
+    expected = ops.rope_kv_cache(q, k, v, cos, sin, kc2, vc2, slots)
+    backend = "inductor" if device == "cuda" else "aot_eager"
+    fn = torch.compile(ops.rope_kv_cache, fullgraph=True, backend=backend)
+    got = fn(q, k, v, cos, sin, kc, vc, slots)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(kc, kc2, rtol=0, atol=0)
+    torch.testing.assert_close(vc, vc2, rtol=0, atol=0)

@@ -127,6 +127,55 @@ def rope_kernel(Q, K, COS, SIN, OQ, OK, seq_len, n_q_heads, n_k_heads, half_v, d
             _copy_heads(K, OK, k_tok, ok_tok, n_k_heads, skh * ALIGN, sokh * ALIGN, cols, cmask, BLOCK_H)
 
 
+@triton.jit
+def rope_kv_cache_kernel(Q, K, V, COS, SIN, OQ, KC, VC, POS, seq_len, cache_len, n_q_heads, n_k_heads, half_v, d_v,
+                         sqb, sqs, sqh, skb, sks, skh, svb, svs, svh, soqb, soqs, soqh, skcb, skcs, skch,
+                         svcb, svcs, svch, scb, scs, ssb, sss,
+                         BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr, ALIGN: tl.constexpr, CALIGN: tl.constexpr):
+    # rope_kernel's rotate-half forward for one token (b, s), with k's output row and v's copy written into the
+    # static caches at slot POS[s] of batch row b (decoding: no index_copy_ launches, the slot never read on the
+    # host). A slot outside [0, cache_len) writes nothing: the kernel cannot raise without a host sync.
+    tok = tl.program_id(0)
+    b = (tok // seq_len).to(tl.int64)
+    s = (tok % seq_len).to(tl.int64)
+    slot = tl.load(POS + s).to(tl.int64)
+    in_cache = (slot >= 0) & (slot < cache_len)
+    slot = tl.where(in_cache, slot, 0)
+    n_kv = tl.where(in_cache, n_k_heads, 0)
+    half = half_v * ALIGN
+    d = d_v * ALIGN
+    q_tok = b * (sqb * ALIGN) + s * (sqs * ALIGN)
+    k_tok = b * (skb * ALIGN) + s * (sks * ALIGN)
+    v_tok = b * (svb * ALIGN) + s * (svs * ALIGN)
+    oq_tok = b * (soqb * ALIGN) + s * (soqs * ALIGN)
+    kc_tok = b * (skcb * ALIGN) + slot * (skcs * ALIGN)
+    vc_tok = b * (svcb * ALIGN) + slot * (svcs * ALIGN)
+    cos_row = COS + b * (scb * CALIGN) + s * (scs * CALIGN)
+    sin_row = SIN + b * (ssb * CALIGN) + s * (sss * CALIGN)
+    for c0 in range(0, half, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        cmask = cols < half
+        c1 = tl.load(cos_row + cols, mask=cmask, other=0.0).to(tl.float32)
+        s1 = tl.load(sin_row + cols, mask=cmask, other=0.0).to(tl.float32)
+        c2 = tl.load(cos_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
+        s2 = tl.load(sin_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
+        a1 = -s1[None, :]
+        a2 = s2[None, :]
+        _rotate_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, c0, half, c1[None, :], c2[None, :],
+                      a1, a2, BLOCK_H, BLOCK_C, False)
+        _rotate_heads(K, KC, k_tok, kc_tok, n_kv, skh * ALIGN, skch * ALIGN, c0, half, c1[None, :], c2[None, :],
+                      a1, a2, BLOCK_H, BLOCK_C, False)
+    for p0 in range(2 * half, d, 2 * BLOCK_C):
+        cols = p0 + tl.arange(0, 2 * BLOCK_C)
+        cmask = cols < d
+        _copy_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, cols, cmask, BLOCK_H)
+        _copy_heads(K, KC, k_tok, kc_tok, n_kv, skh * ALIGN, skch * ALIGN, cols, cmask, BLOCK_H)
+    for p0 in range(0, d, 2 * BLOCK_C):
+        cols = p0 + tl.arange(0, 2 * BLOCK_C)
+        cmask = cols < d
+        _copy_heads(V, VC, v_tok, vc_tok, n_kv, svh * ALIGN, svch * ALIGN, cols, cmask, BLOCK_H)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Specializations
 
@@ -171,7 +220,31 @@ def _specs():
                                     "ALIGN": _align(xd) if aligned else 1, "CALIGN": _align(cd) if aligned else 1,
                                     "INTERLEAVED": interleaved},
                         num_warps=4, aligned=aligned))
-    return [spec]
+    return [spec, _kv_cache_spec()]
+
+
+# rope_kv_cache: one column block (BLOCK_C 64, the columns looped) per dtype pair and alignment; it serves decoding,
+# where a step has a few tokens and the launch, not the loop, is the cost.
+KV_CACHE_BLOCK_C = 64
+
+
+def _kv_cache_spec():
+    spec = KernelSpec(rope_kv_cache_kernel)
+    for aligned in (False, True):
+        for xd, cd in DTYPE_PAIRS:
+            sig = {"Q": f"*{xd}", "K": f"*{xd}", "V": f"*{xd}", "COS": f"*{cd}", "SIN": f"*{cd}", "OQ": f"*{xd}",
+                   "KC": f"*{xd}", "VC": f"*{xd}", "POS": "*i64", "seq_len": "i32", "cache_len": "i64",
+                   "n_q_heads": "i32", "n_k_heads": "i32", "half_v": "i32", "d_v": "i32"}
+            for name in ("sqb", "sqs", "sqh", "skb", "sks", "skh", "svb", "svs", "svh", "soqb", "soqs", "soqh",
+                         "skcb", "skcs", "skch", "svcb", "svcs", "svch", "scb", "scs", "ssb", "sss"):
+                sig[name] = "i64"
+            spec.variants.append(Variant(
+                key={"x_dtype": xd, "cs_dtype": cd, "aligned": aligned},
+                signature=sig,
+                constexprs={"BLOCK_H": _block_h(KV_CACHE_BLOCK_C), "BLOCK_C": KV_CACHE_BLOCK_C,
+                            "ALIGN": _align(xd) if aligned else 1, "CALIGN": _align(cd) if aligned else 1},
+                num_warps=4, aligned=aligned))
+    return spec
 
 
 KERNELS = _specs()

@@ -4,6 +4,7 @@
 #include <ATen/ExpandUtils.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include "liger_gen/rope.h"
@@ -34,6 +35,11 @@ TORCH_LIBRARY_FRAGMENT(liger, m) {
         {at::Tag::pt2_compliant_tag});
   m.def("qwen2vl_mrope(Tensor q, Tensor k, Tensor cos, Tensor sin, int[] mrope_section, int unsqueeze_dim=1) -> "
         "(Tensor, Tensor)",
+        {at::Tag::pt2_compliant_tag});
+  // Decoding with a static cache: rope(q, k) as unsqueeze_dim=2 (q [B, S, H, D]), the rotated k and v written into
+  // k_cache / v_cache [B, L, Hk, D] at slots cache_position [S]; returns the rotated q. Inference only.
+  m.def("rope_kv_cache(Tensor q, Tensor k, Tensor v, Tensor cos, Tensor sin, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+        "Tensor cache_position) -> Tensor",
         {at::Tag::pt2_compliant_tag});
 }
 
@@ -233,6 +239,61 @@ std::tuple<Tensor, Tensor> llama4_bwd_meta(const Tensor& dq, const Tensor& dk, c
   return {at::empty_like(dq), at::empty_like(dk)};
 }
 
+// ---- rope_kv_cache: checks, CPU reference, Meta
+
+constexpr Mode ROPE_KV{"rope_kv_cache", false};
+
+void check_kv_cache(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cos, const Tensor& sin,
+                    const Tensor& k_cache, const Tensor& v_cache, const Tensor& pos) {
+  const char* op = ROPE_KV.op;
+  check_inputs(q, k, cos, sin, 2, ROPE_KV);
+  TORCH_CHECK(v.dim() == 4, op, ": v must be 4-D [B, S, Hk, D], got shape ", shape_str(v));
+  TORCH_CHECK(v.scalar_type() == k.scalar_type(), op, ": v must have k's dtype ", k.scalar_type(), ", got ",
+              v.scalar_type());
+  for (int64_t i = 0; i < 4; ++i)
+    TORCH_SYM_CHECK(v.sym_size(i).sym_eq(k.sym_size(i)), op, ": v must have k's shape ", shape_str(k), ", got ",
+                    shape_str(v));
+  for (const Tensor* c : {&k_cache, &v_cache}) {
+    const char* name = c == &k_cache ? "k_cache" : "v_cache";
+    TORCH_CHECK(c->dim() == 4, op, ": ", name, " must be 4-D [B, L, Hk, D], got shape ", shape_str(*c));
+    TORCH_CHECK(c->scalar_type() == k.scalar_type(), op, ": ", name, " must have k's dtype ", k.scalar_type(),
+                ", got ", c->scalar_type());
+    for (int64_t i : {0, 2, 3})
+      TORCH_SYM_CHECK(c->sym_size(i).sym_eq(k.sym_size(i)), op, ": ", name,
+                      " must match k [B, S, Hk, D] in every dimension but the second (the cache length), got ",
+                      shape_str(*c), " and ", shape_str(k));
+    TORCH_CHECK(c->size(3) <= 1 || c->stride(3) == 1, op, ": ", name,
+                "'s last dimension must be dense (it is written in place), got strides ", c->strides());
+  }
+  TORCH_CHECK(!k_cache.is_same(v_cache), op, ": k_cache and v_cache must be different tensors");
+  TORCH_CHECK(pos.dim() == 1 && pos.scalar_type() == at::kLong, op,
+              ": cache_position must be a 1-D int64 tensor [S] (the slot of each new token), got ", pos.scalar_type(),
+              " of shape ", shape_str(pos));
+  TORCH_SYM_CHECK(pos.sym_size(0).sym_eq(q.sym_size(1)), op, ": cache_position must have one slot per token (",
+                  q.sym_size(1), "), got shape ", shape_str(pos));
+  for (const Tensor* t : {&v, &k_cache, &v_cache, &pos})
+    TORCH_CHECK(t->device() == q.device(), op, ": every tensor must be on q's device ", q.device(), ", got ",
+                t->device());
+}
+
+Tensor rope_kv_cache_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cos, const Tensor& sin,
+                         Tensor& k_cache, Tensor& v_cache, const Tensor& pos) {
+  check_kv_cache(q, k, v, cos, sin, k_cache, v_cache, pos);
+  auto [oq, ok] = apply_cpu(q, k, cos, sin, 2, ROPE_KV, false);
+  // Slots outside the cache are skipped, as the kernel does.
+  const Tensor keep = ((pos >= 0) & (pos < k_cache.size(1))).nonzero().squeeze(1);
+  const Tensor slots = pos.index_select(0, keep);
+  k_cache.index_copy_(1, slots, ok.index_select(1, keep));
+  v_cache.index_copy_(1, slots, v.index_select(1, keep));
+  return oq;
+}
+
+Tensor rope_kv_cache_meta(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& cos, const Tensor& sin,
+                          Tensor& k_cache, Tensor& v_cache, const Tensor& pos) {
+  check_kv_cache(q, k, v, cos, sin, k_cache, v_cache, pos);
+  return at::empty_like(q);
+}
+
 // ---- CUDA launcher
 
 // The cos/sin dtype the kernels take: q's own or fp32 (interleaved: always fp32); others are converted.
@@ -320,6 +381,67 @@ std::tuple<Tensor, Tensor> llama4_bwd_cuda(const Tensor& dq, const Tensor& dk, c
   check_inputs(dq, dk, fc, fs, 2, LLAMA4_BWD, "dq", "dk");
   return apply_cuda(dq, dk, fc, fs, 2, LLAMA4_BWD, true);
 }
+
+Tensor rope_kv_cache_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& cos_in,
+                          const Tensor& sin_in, Tensor& k_cache, Tensor& v_cache, const Tensor& pos) {
+  const char* op = ROPE_KV.op;
+  check_kv_cache(q_in, k_in, v_in, cos_in, sin_in, k_cache, v_cache, pos);
+  TORCH_CHECK(is_half_or_float(q_in.scalar_type()), op,
+              ": the CUDA kernels take float32, bfloat16 or float16 tensors, got ", q_in.scalar_type());
+  c10::DeviceGuard guard(q_in.device());
+  const Tensor q = unit_last(q_in), k = unit_last(k_in), v = unit_last(v_in);
+  Tensor oq = at::empty_like(q);
+  if (q.numel() == 0 && k.numel() == 0) return oq;
+  const auto csdt = kernel_cs_dtype(q.scalar_type(), cos_in.scalar_type(), false);
+  const Tensor cos = unit_last(cos_in.scalar_type() == csdt ? cos_in : cos_in.to(csdt));
+  const Tensor sin = unit_last(sin_in.scalar_type() == csdt ? sin_in : sin_in.to(csdt));
+  const Tensor position = pos.is_contiguous() ? pos : pos.contiguous();
+  const int64_t batch = q.size(0), seq = q.size(1), d = q.size(3), half = cos.size(2) / 2;
+  TORCH_CHECK(batch * seq < (int64_t(1) << 31) && q.size(2) < (int64_t(1) << 31), op,
+              ": at most 2^31 - 1 tokens (B * S) and heads are supported, got ", batch * seq, " tokens");
+  const int64_t cb = cos.size(0) == 1 ? 0 : cos.stride(0), sb = sin.size(0) == 1 ? 0 : sin.stride(0);
+  const int64_t vec = vec_elems(q.scalar_type()), cvec = vec_elems(csdt);
+  bool aligned = half % vec == 0 && d % vec == 0 && cb % cvec == 0 && sb % cvec == 0 && cos.stride(1) % cvec == 0 &&
+                 sin.stride(1) % cvec == 0 && aligned16(cos) && aligned16(sin);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&q, &k, &v, &oq, &k_cache, &v_cache})
+    aligned = aligned && aligned16(*t) && t->stride(0) % vec == 0 && t->stride(1) % vec == 0 &&
+              t->stride(2) % vec == 0;
+  const LaunchContext ctx = launch_context(q);
+  rope_kv_cache_kernel_key key{};
+  key.x_dtype = q.scalar_type();
+  key.cs_dtype = csdt;
+  key.aligned = aligned;
+  const auto& var = rope_kv_cache_kernel_get(key, ctx.arch_slot);
+  const int64_t a = var.ALIGN, ca = var.CALIGN;
+  // rope's grid: one program per token, each token's head blocks split over more programs when tokens are few.
+  const int64_t tokens = batch * seq;
+  const int64_t head_blocks = ceil_div(std::max<int64_t>({q.size(2), k.size(2), 1}), var.BLOCK_H);
+  const int64_t split = std::clamp<int64_t>(ceil_div(int64_t(ctx.sm_count) * 8, tokens), 1, head_blocks);
+  Grid grid{static_cast<uint32_t>(tokens), static_cast<uint32_t>(split)};
+  rope_kv_cache_kernel_launch(
+      var, ctx, grid, ptr(q), ptr(k), ptr(v), ptr(cos), ptr(sin), ptr(oq), ptr(k_cache), ptr(v_cache), ptr(position),
+      seq, k_cache.size(1), q.size(2), k.size(2), half / a, d / a, q.stride(0) / a, q.stride(1) / a, q.stride(2) / a,
+      k.stride(0) / a, k.stride(1) / a, k.stride(2) / a, v.stride(0) / a, v.stride(1) / a, v.stride(2) / a,
+      oq.stride(0) / a, oq.stride(1) / a, oq.stride(2) / a, k_cache.stride(0) / a, k_cache.stride(1) / a,
+      k_cache.stride(2) / a, v_cache.stride(0) / a, v_cache.stride(1) / a, v_cache.stride(2) / a, cb / ca,
+      cos.stride(1) / ca, sb / ca, sin.stride(1) / ca);
+  return oq;
+}
+
+// Every key the launchers can ask for, per arch slot, must have been built.
+const VariantCheck kv_cache_variant_check("rope_kv_cache", [](int arch_slot) {
+  std::vector<std::string> missing;
+  for (c10::ScalarType x : {at::kFloat, at::kBFloat16, at::kHalf})
+    for (c10::ScalarType cs : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble})
+      for (bool aligned : {false, true}) {
+        rope_kv_cache_kernel_key key{};
+        key.x_dtype = x;
+        key.cs_dtype = kernel_cs_dtype(x, cs, false);
+        key.aligned = aligned;
+        if (!rope_kv_cache_kernel_find(key, arch_slot)) missing.push_back(key.str());
+      }
+  return missing;
+});
 
 // Every key the launcher can ask for, per arch slot, must have been built.
 const VariantCheck variant_check("rope", [](int arch_slot) {
@@ -512,6 +634,7 @@ std::tuple<Tensor, Tensor> qwen2vl_mrope(const Tensor& q, const Tensor& k, const
 // ---- registrations
 
 TORCH_LIBRARY_IMPL(liger, CPU, m) {
+  m.impl("rope_kv_cache", &rope_kv_cache_cpu);
   m.impl("rope", &rope_cpu);
   m.impl("rope_bwd", &rope_bwd_cpu);
   m.impl("llama4_rope", &llama4_cpu);
@@ -519,6 +642,7 @@ TORCH_LIBRARY_IMPL(liger, CPU, m) {
 }
 
 TORCH_LIBRARY_IMPL(liger, Meta, m) {
+  m.impl("rope_kv_cache", &rope_kv_cache_meta);
   m.impl("rope", &rope_meta);
   m.impl("rope_bwd", &rope_bwd_meta);
   m.impl("llama4_rope", &llama4_meta);
@@ -526,6 +650,7 @@ TORCH_LIBRARY_IMPL(liger, Meta, m) {
 }
 
 TORCH_LIBRARY_IMPL(liger, CUDA, m) {
+  m.impl("rope_kv_cache", &rope_kv_cache_cuda);
   m.impl("rope", &rope_cuda);
   m.impl("rope_bwd", &rope_bwd_cuda);
   m.impl("llama4_rope", &llama4_cuda);
@@ -533,6 +658,8 @@ TORCH_LIBRARY_IMPL(liger, CUDA, m) {
 }
 
 TORCH_LIBRARY_IMPL(liger, Autograd, m) {
+  // inference only: a clear error when a gradient would be needed
+  m.impl("rope_kv_cache", torch::autograd::autogradNotImplementedFallback());
   m.impl("rope", &rope_autograd);
   m.impl("rope_bwd", &rope_bwd_autograd);
   m.impl("llama4_rope", &llama4_autograd);

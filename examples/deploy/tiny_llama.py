@@ -5,7 +5,9 @@ The same module runs on one of three op backends, with the same parameter names 
 
 - ``"torch"``: Hugging Face ``LlamaForCausalLM``'s formulas in plain PyTorch (the unpatched reference);
 - ``"liger_aot"``: ``torch.ops.liger.*`` through ``liger_aot.ops`` (``fused_add_rms_norm``/``rms_norm``, ``rope``,
-  ``swiglu``; with ``attention="liger_flash"`` also ``flash_attn`` and, for decoding, ``flash_attn_varlen``);
+  ``swiglu``; with ``attention="liger_flash"`` also ``flash_attn`` and, for decoding, ``flash_attn_varlen``); prefill
+  and decode run q/k/v and gate/up as one matrix product each (``liger_aot.nn.LinearPack``: same parameters), and
+  decode rotates q/k and writes the cache in one ``rope_kv_cache`` kernel;
 - ``"liger_kernel"``: Liger-Kernel's autograd Functions (what ``liger_kernel``'s Llama patch runs; benchmark only,
   needs the ``liger_kernel`` package and a GPU, not scriptable).
 
@@ -138,10 +140,25 @@ class TorchMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
+    @torch.jit.unused
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        """forward, for prefill / decode (the liger_aot backend packs gate and up there)."""
+        return self(x)
+
 
 class LigerMLP(TorchMLP):
+    def __init__(self, hidden: int, inter: int):
+        super().__init__(hidden, inter)
+        # gate and up as one matrix product when autograd does not record (decoding): fewer launches per token
+        self.gate_up = liger_aot.nn.LinearPack(self, ("gate_proj", "up_proj"))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(liger_aot.ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+
+    @torch.jit.unused
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x)
+        return self.down_proj(liger_aot.ops.swiglu(gate, up))
 
 
 class LigerKernelMLP(TorchMLP):
@@ -193,6 +210,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(config.num_heads * d, h, bias=False)
         self.rope = rope
         self.attend = LigerFlashAttention() if attention == "liger_flash" else SDPAttention()
+        self.qkv_pack = None  # the liger_aot backend's liger_aot.nn.LinearPack of q/k/v, for prefill / decode
 
     def _qkv(self, x: torch.Tensor, cos: torch.Tensor,
              sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -208,8 +226,18 @@ class Attention(nn.Module):
         return self.o_proj(self.attend(q, k, v).flatten(2))
 
     @torch.jit.unused
+    def _qkv_infer(self, x, cos, sin):
+        if self.qkv_pack is None:
+            return self._qkv(x, cos, sin)
+        b, s = x.shape[0], x.shape[1]
+        q, k, v = self.qkv_pack(x)
+        q, k = self.rope(q.view(b, s, self.num_heads, self.head_dim), k.view(b, s, self.num_kv_heads, self.head_dim),
+                         cos, sin)
+        return q, k, v.view(b, s, self.num_kv_heads, self.head_dim)
+
+    @torch.jit.unused
     def prefill(self, x, cos, sin, k_cache, v_cache):
-        q, k, v = self._qkv(x, cos, sin)
+        q, k, v = self._qkv_infer(x, cos, sin)
         k_cache[:, :x.shape[1]].copy_(k)
         v_cache[:, :x.shape[1]].copy_(v)
         return self.o_proj(self.attend(q, k, v).flatten(2))
@@ -217,9 +245,18 @@ class Attention(nn.Module):
     @torch.jit.unused
     def decode(self, x, cos, sin, k_cache, v_cache, position, seen):
         """One new token per row at `position` (int64 [1]); `seen`: the keys it attends to (see TinyLlama.decode)."""
-        q, k, v = self._qkv(x, cos, sin)
-        k_cache.index_copy_(1, position, k)
-        v_cache.index_copy_(1, position, v)
+        if self.qkv_pack is not None:
+            # liger_aot: one matrix product for q/k/v, one kernel for RoPE and the cache write (no index_copy_)
+            b, s = x.shape[0], x.shape[1]
+            q, k, v = self.qkv_pack(x)
+            q = liger_aot.ops.rope_kv_cache(q.view(b, s, self.num_heads, self.head_dim),
+                                            k.view(b, s, self.num_kv_heads, self.head_dim),
+                                            v.view(b, s, self.num_kv_heads, self.head_dim), cos, sin, k_cache, v_cache,
+                                            position)
+        else:
+            q, k, v = self._qkv(x, cos, sin)
+            k_cache.index_copy_(1, position, k)
+            v_cache.index_copy_(1, position, v)
         return self.o_proj(self.attend.decode(q, k_cache, v_cache, seen).flatten(2))
 
 
@@ -231,6 +268,8 @@ class DecoderLayer(nn.Module):
         self.self_attn = Attention(config, rope(), attention)
         self.post_attention_layernorm = norm(config.hidden_size, config.rms_norm_eps)
         self.mlp = mlp(config.hidden_size, config.intermediate_size)
+        if backend == "liger_aot":
+            self.self_attn.qkv_pack = liger_aot.nn.LinearPack(self.self_attn, ("q_proj", "k_proj", "v_proj"))
 
 
 _BACKEND_MODULES = {
@@ -247,6 +286,7 @@ class KVCache:
         shape = (config.num_layers, batch, config.max_seq_len, config.num_kv_heads, config.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.k_layers, self.v_layers = self.k.unbind(0), self.v.unbind(0)  # per-layer views, made once
         if hasattr(torch, "_dynamo"):  # torch.compile: fixed addresses, so CUDA graphs may keep them
             torch._dynamo.mark_static_address(self.k)
             torch._dynamo.mark_static_address(self.v)
@@ -327,8 +367,8 @@ class TinyLlama(nn.Module):
             seen = (cu_q, F.pad((position + 1).to(torch.int32), (1, 0)))
         else:
             seen = (torch.arange(self.config.max_seq_len, device=position.device) <= position).view(1, -1)
-        return self._layers(input_ids, lambda i, layer, x: layer.self_attn.decode(x, cos, sin, cache.k[i], cache.v[i],
-                                                                                  position, seen))
+        return self._layers(input_ids, lambda i, layer, x: layer.self_attn.decode(x, cos, sin, cache.k_layers[i],
+                                                                                  cache.v_layers[i], position, seen))
 
     def _layers(self, input_ids, attend) -> torch.Tensor:
         # forward's loop with the attention call passed in (forward keeps its own copy: TorchScript takes no callables)
@@ -338,7 +378,7 @@ class TinyLlama(nn.Module):
             x, residual = layer.input_layernorm(h, residual)
             h = attend(i, layer, x)
             x, residual = layer.post_attention_layernorm(h, residual)
-            h = layer.mlp(x)
+            h = layer.mlp.infer(x)
         h, _ = self.norm(h, residual)
         return self.lm_head(h)
 

@@ -1,6 +1,10 @@
 """``nn.Module``s whose parameter names match the Hugging Face modules they replace."""
+from typing import Optional, Sequence, Tuple
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from . import ops
 
@@ -260,7 +264,6 @@ class LigerDyT(nn.Module):
 
 # ---- cross_entropy, fused_linear_cross_entropy (issue 5) -----------------------------------------------------
 
-from typing import Optional  # noqa: E402  (this section is appended; the file's imports are not ours to edit)
 
 
 class LigerCrossEntropyLoss(nn.Module):
@@ -381,3 +384,84 @@ class LigerTVDLoss(nn.Module):
 
     def forward(self, p: torch.Tensor, q: torch.Tensor, shift_labels=None) -> torch.Tensor:
         return ops.tvd(p, q, shift_labels, self.reduction, self.ignore_index)
+
+
+# ---- inference: the projections that read one input as one matrix product
+
+
+class LinearPack:
+    """The ``nn.Linear`` children ``names`` of ``parent`` that read the same input (q/k/v, gate/up), run as one
+    matrix product where autograd does not record: ``q, k, v = LinearPack(attn, ("q_proj", "k_proj", "v_proj"))(x)``.
+
+    At the first such call the layers' weights (and biases) move into one tensor, each parameter becoming a view
+    of its rows: the modules, their parameter names and state dicts stay as they were (loading a state dict, or an
+    optimizer step, writes through the views), and one ``F.linear`` gives every output (split views of it). With
+    grad enabled, under ``torch.compile``/``torch.export`` tracing, during a CUDA graph capture that would have to
+    pack, or when a child is not a plain hook-free ``nn.Linear`` (say a PEFT wrapper), each layer runs on its own.
+    The children are looked up on ``parent`` at every call and the pack is rebuilt when a parameter no longer
+    points into it (after ``.to(dtype)`` or a move), so it never serves stale weights.
+
+    What it saves is host time: at batch 1 a decode step is bound by the launches, and q/k/v and gate/up are five
+    of a Llama layer's seven matrix products.
+    """
+
+    def __init__(self, parent: nn.Module, names: Sequence[str]):
+        if len(names) < 2:
+            raise ValueError(f"LinearPack: needs at least two layers, got {list(names)}")
+        self.parent = parent
+        self.names = tuple(names)
+        self._key = None  # (the data_ptr of each weight and bias) when packed
+        self._weight: Optional[torch.Tensor] = None
+        self._bias: Optional[torch.Tensor] = None
+        self._sizes: Tuple[int, ...] = ()
+
+    def layers(self) -> Tuple[nn.Module, ...]:
+        return tuple(map(self.parent._modules.__getitem__, self.names))
+
+    def __call__(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        layers = self.layers()
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return tuple(layer(x) for layer in layers)
+        key = self._key_of(layers)
+        if key is None or (key != self._key and not self._pack(layers)):
+            return tuple(layer(x) for layer in layers)
+        return F.linear(x, self._weight, self._bias).split(self._sizes, -1)
+
+    @staticmethod
+    def _key_of(layers):
+        """The data_ptr of each weight and bias, or None when a layer must run as itself (not a plain nn.Linear,
+        or forward hooks that the packed product would skip). Written for host time: it runs at every call."""
+        if _global_forward_hooks or _global_forward_pre_hooks:
+            return None
+        key = []
+        for layer in layers:
+            if type(layer) is not nn.Linear or layer._forward_hooks or layer._forward_pre_hooks:
+                return None
+            params = layer._parameters
+            key.append(params["weight"].data_ptr())
+            bias = params["bias"]
+            key.append(-1 if bias is None else bias.data_ptr())
+        return tuple(key)
+
+    def _pack(self, layers) -> bool:
+        weights = [layer.weight for layer in layers]
+        biases = [layer.bias for layer in layers]
+        first = weights[0]
+        if (any(w.dim() != 2 or w.shape[1] != first.shape[1] or w.dtype != first.dtype or w.device != first.device
+                or type(w) is not nn.Parameter for w in weights)
+                or len({b is None for b in biases}) != 1
+                or (biases[0] is not None and any(b.dtype != first.dtype or b.device != first.device for b in biases))
+                or (first.is_cuda and torch.cuda.is_current_stream_capturing())):
+            return False
+        with torch.no_grad(), torch.inference_mode(False):
+            weight = torch.cat([w.detach() for w in weights])
+            bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
+            sizes = tuple(w.shape[0] for w in weights)
+            for layer, w in zip(layers, weight.split(sizes)):
+                layer.weight.data = w
+            if bias is not None:
+                for layer, b in zip(layers, bias.split(sizes)):
+                    layer.bias.data = b
+        self._weight, self._bias, self._sizes = weight, bias, sizes
+        self._key = self._key_of(layers)
+        return True

@@ -198,6 +198,31 @@ def rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
     return _rope(q, k, cos, sin, unsqueeze_dim)
 
 
+_rope_kv_cache = torch.ops.liger.rope_kv_cache.default._op
+
+
+def rope_kv_cache(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                  k_cache: torch.Tensor, v_cache: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+    """A decoding step's RoPE and static-cache write in one kernel: returns ``rope(q)`` and writes ``rope(k)`` and
+    ``v`` into ``k_cache`` / ``v_cache`` at the slots ``cache_position`` (what :func:`rope` followed by two
+    ``index_copy_(1, cache_position, ...)`` computes, in one launch instead of three).
+
+    q ``[B, S, Hq, D]``, k and v ``[B, S, Hk, D]`` (the ``unsqueeze_dim=2`` layout of :func:`rope`; strided views of
+    a fused projection are read in place), cos/sin ``[B or 1, S, R]`` (``[S, R]`` is taken as ``[1, S, R]``),
+    caches ``[B, L, Hk, D]`` of k's dtype with a dense last dimension, ``cache_position`` int64 ``[S]``: token s of
+    every batch row goes to slot ``cache_position[s]``. The slots are read on the device only (the step can be
+    captured in a CUDA graph); a slot outside ``[0, L)`` is not written (the GPU cannot raise without a host
+    sync), and the slots of one call should differ. Inference only: no gradients.
+    """
+    if cos.dim() == 2:
+        cos = cos.unsqueeze(0)
+    if sin.dim() == 2:
+        sin = sin.unsqueeze(0)
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.rope_kv_cache(q, k, v, cos, sin, k_cache, v_cache, cache_position)
+    return _rope_kv_cache(q, k, v, cos, sin, k_cache, v_cache, cache_position)
+
+
 def qwen2vl_mrope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mrope_section: List[int],
                   unsqueeze_dim: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """Qwen2-VL / Qwen2.5-VL multimodal RoPE, Hugging Face ``apply_multimodal_rotary_pos_emb``.
