@@ -101,6 +101,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=sorted(harness.DTYPES), default="bf16")
     parser.add_argument("--quick", action="store_true", help="8192x4096 only")
+    parser.add_argument("--hidden", type=lambda t: [int(v) for v in t.split(",")], default=None,
+                        help="comma-separated widths instead of the default set (e.g. 16384,32768)")
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",
                         help="append the markdown to PATH (no PATH: benchmarks/results/<gpu>.md)")
     args = parser.parse_args()
@@ -114,8 +116,8 @@ def main() -> None:
     print(header + "\n", *notes, sep="\n", flush=True)
     ceiling = harness.copy_ceiling_gbps()
     print(f"copy ceiling: {ceiling:.0f} GB/s\n", flush=True)
-    cases = [make_case(ROWS, h, dtype) for h in ((4096,) if args.quick else HIDDEN)]
-    if not args.quick:
+    cases = [make_case(ROWS, h, dtype) for h in ((4096,) if args.quick else args.hidden or HIDDEN)]
+    if not args.quick and not args.hidden:
         cases.append(make_case(*SMALL, dtype))
     table = harness.run(cases, providers(liger_aot, liger_kernel), harness.MODES, ceiling, notes, check=check)
     sections = [

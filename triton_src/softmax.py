@@ -17,7 +17,7 @@ from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
 CPP_CONSTANTS = {
     "FWD_MAX_BLOCK_N": 32768,
-    "BWD_MAX_BLOCK_N": 16384,
+    "BWD_MAX_BLOCK_N": 32768,
     "MIN_BLOCK_N": 128,
     "LOOP_BLOCK_N": 4096,
 }
