@@ -15,6 +15,8 @@ from triton.language.extra import libdevice
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
+# Single blocks up to 32768 both ways (H200, 8192x32768 bf16: the backward 0.385 ms in one block against 0.632
+# looped; Liger-Kernel's single block 0.373).
 CPP_CONSTANTS = {
     "FWD_MAX_BLOCK_N": 32768,
     "BWD_MAX_BLOCK_N": 32768,
