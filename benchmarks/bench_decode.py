@@ -190,8 +190,12 @@ def main() -> None:
     rows, reference = [], None
     for mode in modes:
         steps = {}
+
+        def label_of(name):
+            return f"{name} {mode}" if mode != "torch.compile" else f"{name} torch.compile(reduce-overhead)"
+
         for name, model in models.items():
-            label = f"{name} {mode}" if mode != "torch.compile" else f"{name} torch.compile(reduce-overhead)"
+            label = label_of(name)
             try:
                 step, logits = make_steps(model, mode, args.context)
             except Exception as e:  # one failing provider must not lose the rest of the run
@@ -208,7 +212,7 @@ def main() -> None:
         with torch.no_grad():
             hosts = host_us(steps, args.steps)
             for name, step in steps.items():
-                label = f"{name} {mode}"
+                label = label_of(name)
                 host = hosts[name]
                 device = gpu_us(step, min(args.steps, 100), hold_us=2 * host + 200, cycles_per_us=cycles)
                 wall = loop_us(step, args.steps)

@@ -324,6 +324,29 @@ def test_double_backward_raises(device):
         torch.autograd.grad(dq.sum() + dk.sum(), (q, k))
 
 
+def kv_cache_case(dtype, device, B=2, S=3, Hq=4, Hk=2, D=16, L=9, rot=None, cos_batch=1, fused=False,
+                  cache_dtype=None):
+    """q/k/v (views of one fused projection when fused), fp32 cos/sin tables at the new positions, caches filled
+    with random values (a skipped or misplaced write shows), and the slots."""
+    g = torch.Generator().manual_seed(7)
+
+    def r(*shape, dt=dtype):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dt)
+
+    if fused:
+        qkv = r(B, S, (Hq + 2 * Hk) * D)
+        q, k, v = qkv.split([Hq * D, Hk * D, Hk * D], -1)
+        q, k, v = q.view(B, S, Hq, D), k.view(B, S, Hk, D), v.view(B, S, Hk, D)
+    else:
+        q, k, v = r(B, S, Hq, D), r(B, S, Hk, D), r(B, S, Hk, D)
+    slots = torch.randperm(L, generator=g)[:S].to(device)
+    rot = rot or D
+    cos, sin = rope_table(torch.arange(cos_batch * S).view(cos_batch, S) * 3 + 1, rot, torch.float32)
+    cos, sin = cos.to(device), sin.to(device)
+    k_cache, v_cache = r(B, L, Hk, D, dt=cache_dtype or dtype), r(B, L, Hk, D, dt=cache_dtype or dtype)
+    return q, k, v, cos, sin, k_cache, v_cache, slots
+
+
 # ---- opcheck
 
 
@@ -351,6 +374,9 @@ def opcheck_samples(device):
             samples.append(("qwen2vl_mrope", (t(2, 3, 4, 12, dtype=dtype, grad=grad),
                                               t(2, 1, 4, 12, dtype=dtype, grad=grad), t(3, 2, 4, 12, dtype=dtype),
                                               t(3, 2, 4, 12, dtype=dtype), [2, 2, 2], 1), grad))
+        # rope_kv_cache (inference only: no grad cases)
+        samples.append(("rope_kv_cache", kv_cache_case(dtype, device), False))
+        samples.append(("rope_kv_cache", kv_cache_case(dtype, device, fused=True, rot=8), False))
     return samples
 
 
@@ -650,29 +676,6 @@ def test_cuda_bad_inputs():
 # ---- rope_kv_cache: a decoding step's RoPE and static-cache write
 
 
-def kv_cache_case(dtype, device, B=2, S=3, Hq=4, Hk=2, D=16, L=9, rot=None, cos_batch=1, fused=False,
-                  cache_dtype=None):
-    """q/k/v (views of one fused projection when fused), fp32 cos/sin tables at the new positions, caches filled
-    with random values (a skipped or misplaced write shows), and the slots."""
-    g = torch.Generator().manual_seed(7)
-
-    def r(*shape, dt=dtype):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dt)
-
-    if fused:
-        qkv = r(B, S, (Hq + 2 * Hk) * D)
-        q, k, v = qkv.split([Hq * D, Hk * D, Hk * D], -1)
-        q, k, v = q.view(B, S, Hq, D), k.view(B, S, Hk, D), v.view(B, S, Hk, D)
-    else:
-        q, k, v = r(B, S, Hq, D), r(B, S, Hk, D), r(B, S, Hk, D)
-    slots = torch.randperm(L, generator=g)[:S].to(device)
-    rot = rot or D
-    cos, sin = rope_table(torch.arange(cos_batch * S).view(cos_batch, S) * 3 + 1, rot, torch.float32)
-    cos, sin = cos.to(device), sin.to(device)
-    k_cache, v_cache = r(B, L, Hk, D, dt=cache_dtype or dtype), r(B, L, Hk, D, dt=cache_dtype or dtype)
-    return q, k, v, cos, sin, k_cache, v_cache, slots
-
-
 def kv_cache_reference(q, k, v, cos, sin, k_cache, v_cache, slots):
     """float64: Hugging Face's rotate-half formula, then index_copy_ into copies of the caches."""
     qr, kr = hf_rope(q.double(), k.double(), cos.double(), sin.double(), unsqueeze_dim=2) if cos.shape[-1] == q.shape[
@@ -758,21 +761,6 @@ def test_rope_kv_cache_bad_inputs_and_no_gradients():
     out = ops.rope_kv_cache(q, k, v, cos, sin, kc, vc, slots)
     with pytest.raises(RuntimeError, match="not implemented"):
         out.sum().backward()
-
-
-def kv_cache_opcheck_samples(device):
-    samples = []
-    for dtype in (torch.float32, torch.bfloat16):
-        samples.append(("rope_kv_cache", kv_cache_case(dtype, device), False))
-        samples.append(("rope_kv_cache", kv_cache_case(dtype, device, fused=True, rot=8), False))
-    return samples
-
-
-@pytest.mark.parametrize("device,index", opcheck_params(kv_cache_opcheck_samples))
-def test_rope_kv_cache_opcheck(device, index):
-    name, args, _ = kv_cache_opcheck_samples(device)[index]
-    opcheck(getattr(liger, name).default, args,
-            test_utils=("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 @pytest.mark.parametrize("device", DEVICES)

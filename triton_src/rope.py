@@ -81,6 +81,25 @@ def _copy_heads(X, O, x_tok, o_tok, n_heads, sxh, soh, cols, cmask, BLOCK_H: tl.
 
 
 @triton.jit
+def _coefficients(cos_row, sin_row, c0, half, bwd, BLOCK_C: tl.constexpr, INTERLEAVED: tl.constexpr):
+    """The cos/sin chunk at columns c0.. as [1, BLOCK_C] rows (c1, c2, a1, a2) of o1 = x1 * c1 + x2 * a1,
+    o2 = x2 * c2 + x1 * a2: (a1, a2) = (-s1, s2) forward, (s2, -s1) backward (bwd a boolean)."""
+    cols = c0 + tl.arange(0, BLOCK_C)
+    cmask = cols < half
+    c1 = tl.load(cos_row + cols, mask=cmask, other=0.0).to(tl.float32)
+    s1 = tl.load(sin_row + cols, mask=cmask, other=0.0).to(tl.float32)
+    if INTERLEAVED:
+        c2 = c1
+        s2 = s1
+    else:
+        c2 = tl.load(cos_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
+        s2 = tl.load(sin_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
+    a1 = tl.where(bwd, s2, -s1)[None, :]
+    a2 = tl.where(bwd, -s1, s2)[None, :]
+    return c1[None, :], c2[None, :], a1, a2
+
+
+@triton.jit
 def rope_kernel(Q, K, COS, SIN, OQ, OK, seq_len, n_q_heads, n_k_heads, half_v, d_v,
                 sqb, sqs, sqh, skb, sks, skh, soqb, soqs, soqh, sokb, soks, sokh, scb, scs, ssb, sss, backward,
                 BLOCK_H: tl.constexpr, BLOCK_C: tl.constexpr, ALIGN: tl.constexpr, CALIGN: tl.constexpr,
@@ -99,21 +118,7 @@ def rope_kernel(Q, K, COS, SIN, OQ, OK, seq_len, n_q_heads, n_k_heads, half_v, d
     cos_row = COS + b * (scb * CALIGN) + s * (scs * CALIGN)
     sin_row = SIN + b * (ssb * CALIGN) + s * (sss * CALIGN)
     for c0 in range(0, half, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < half
-        c1 = tl.load(cos_row + cols, mask=cmask, other=0.0).to(tl.float32)
-        s1 = tl.load(sin_row + cols, mask=cmask, other=0.0).to(tl.float32)
-        if INTERLEAVED:
-            c2 = c1
-            s2 = s1
-        else:
-            c2 = tl.load(cos_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
-            s2 = tl.load(sin_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
-        bwd = backward != 0
-        a1 = tl.where(bwd, s2, -s1)[None, :]
-        a2 = tl.where(bwd, -s1, s2)[None, :]
-        c1 = c1[None, :]
-        c2 = c2[None, :]
+        c1, c2, a1, a2 = _coefficients(cos_row, sin_row, c0, half, backward != 0, BLOCK_C, INTERLEAVED)
         _rotate_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, c0, half, c1, c2, a1, a2,
                       BLOCK_H, BLOCK_C, INTERLEAVED)
         _rotate_heads(K, OK, k_tok, ok_tok, n_k_heads, skh * ALIGN, sokh * ALIGN, c0, half, c1, c2, a1, a2,
@@ -153,18 +158,11 @@ def rope_kv_cache_kernel(Q, K, V, COS, SIN, OQ, KC, VC, POS, seq_len, cache_len,
     cos_row = COS + b * (scb * CALIGN) + s * (scs * CALIGN)
     sin_row = SIN + b * (ssb * CALIGN) + s * (sss * CALIGN)
     for c0 in range(0, half, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < half
-        c1 = tl.load(cos_row + cols, mask=cmask, other=0.0).to(tl.float32)
-        s1 = tl.load(sin_row + cols, mask=cmask, other=0.0).to(tl.float32)
-        c2 = tl.load(cos_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
-        s2 = tl.load(sin_row + half + cols, mask=cmask, other=0.0).to(tl.float32)
-        a1 = -s1[None, :]
-        a2 = s2[None, :]
-        _rotate_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, c0, half, c1[None, :], c2[None, :],
-                      a1, a2, BLOCK_H, BLOCK_C, False)
-        _rotate_heads(K, KC, k_tok, kc_tok, n_kv, skh * ALIGN, skch * ALIGN, c0, half, c1[None, :], c2[None, :],
-                      a1, a2, BLOCK_H, BLOCK_C, False)
+        c1, c2, a1, a2 = _coefficients(cos_row, sin_row, c0, half, False, BLOCK_C, False)
+        _rotate_heads(Q, OQ, q_tok, oq_tok, n_q_heads, sqh * ALIGN, soqh * ALIGN, c0, half, c1, c2, a1, a2,
+                      BLOCK_H, BLOCK_C, False)
+        _rotate_heads(K, KC, k_tok, kc_tok, n_kv, skh * ALIGN, skch * ALIGN, c0, half, c1, c2, a1, a2,
+                      BLOCK_H, BLOCK_C, False)
     for p0 in range(2 * half, d, 2 * BLOCK_C):
         cols = p0 + tl.arange(0, 2 * BLOCK_C)
         cmask = cols < d

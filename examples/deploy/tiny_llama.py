@@ -350,7 +350,8 @@ class TinyLlama(nn.Module):
         """Logits of the prompt ``[B, S, vocab]``; its keys and values fill positions 0..S-1 of ``cache``."""
         s = input_ids.shape[1]
         cos, sin = self.rope_cos[:s].unsqueeze(0), self.rope_sin[:s].unsqueeze(0)
-        return self._layers(input_ids, lambda i, layer, x: layer.self_attn.prefill(x, cos, sin, cache.k[i], cache.v[i]))
+        return self._layers(input_ids, lambda i, layer, x: layer.self_attn.prefill(x, cos, sin, cache.k_layers[i],
+                                                                                   cache.v_layers[i]))
 
     @torch.jit.unused
     def decode(self, input_ids: torch.Tensor, position: torch.Tensor, cache: KVCache) -> torch.Tensor:
