@@ -472,8 +472,10 @@ def test_cuda_varlen_with_empty_sequences(mask, d):
 
 @gpu
 @pytest.mark.parametrize("d", [64, 96, 128])
-def test_cuda_non_contiguous_inputs_match_contiguous(d):
+def test_cuda_non_contiguous_inputs_match_contiguous(d, monkeypatch):
     # The kernels read strided views without a copy; the results must be those of contiguous inputs, bit for bit.
+    # (Contiguous inputs would take the Hopper Gluon forward, strided ones the Triton one: both take Triton here.)
+    monkeypatch.setenv("LIGER_FLASH_ATTN_WS", "0")
     fused = torch.randn(2, 333, 3, 4, d, dtype=torch.bfloat16, device="cuda", requires_grad=True)
     q, k, v = fused.unbind(2)  # views of a fused QKV: strides (333*3*4*d, 3*4*d, d, 1)
     out = ops.flash_attn(q, k, v, causal=True)
@@ -500,16 +502,106 @@ def test_cuda_non_contiguous_inputs_match_contiguous(d):
                                atol=0, rtol=0)
 
 
+def forward_kernels(fn):
+    """Names of the CUDA kernels fn() launches whose names contain 'flash_attn'."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return {e.key for e in prof.key_averages() if "flash_attn" in e.key}
+
+
+def hopper():
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
+
+
+def hf_layout(t):
+    """The same values in [B, H, S, D] memory, viewed as [B, S, H, D] (what Hugging Face attention layers pass)."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def misaligned(t):
+    """The same values 2 bytes past a 16-byte boundary (contiguous otherwise)."""
+    flat = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+    view = flat[1:].view(t.shape)
+    view.copy_(t)
+    return view
+
+
+@gpu
+@pytest.mark.skipif(not hopper(), reason="the Gluon forward is built for sm_90 only")
+def test_cuda_hopper_forward_taken_where_it_applies(monkeypatch):
+    def kernels(b, s_q, s_k, h, h_k, d, dtype=torch.bfloat16, view=None, **kw):
+        q, k, v = cuda_qkv(b, s_q, s_k, h, h_k, d, dtype)
+        if view is not None:
+            q, k, v = (view(t) for t in (q, k, v))
+        names = forward_kernels(lambda: ops.flash_attn(q, k, v, **kw))
+        return {"ws" if any("flash_attn_ws_fwd" in n for n in names) else
+                "triton" if any("flash_attn_fwd_kernel" in n for n in names) else "?"}
+
+    for d in (64, 128, 256):
+        for dtype in CUDA_DTYPES:
+            assert kernels(2, 600, 600, 4, 2, d, dtype, causal=True) == {"ws"}, (d, dtype)
+            assert kernels(2, 300, 300, 4, 2, d, dtype) == {"ws"}, (d, dtype)
+    assert kernels(1, 9, 9, 2, 2, 128, window_left=8, window_right=9) == {"ws"}  # a window that cuts nothing
+    assert kernels(1, 513, 513, 2, 2, 128, causal=True, window_left=512) == {"ws"}
+    assert kernels(2, 600, 600, 4, 2, 128, view=hf_layout, causal=True) == {"ws"}
+    for kw in (dict(d=96), dict(d=128, s_k=301), dict(d=128, causal=True, window_left=100),
+               dict(d=128, causal=True, s_q=512, s_k=512),
+               dict(d=128, softcap=20.0), dict(d=128, softmax_scale=-0.1), dict(d=128, view=misaligned)):
+        args = dict(b=2, s_q=300, s_k=300, h=4, h_k=2)
+        args.update(kw)
+        assert kernels(**args) == {"triton"}, kw
+    monkeypatch.setenv("LIGER_FLASH_ATTN_WS", "0")
+    assert kernels(2, 300, 300, 4, 2, 128, causal=True) == {"triton"}
+
+
+@gpu
+@pytest.mark.skipif(not hopper(), reason="the Gluon forward is built for sm_90 only")
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(3, 1, 4, 1), (2, 777, 4, 4), (1, 4097, 6, 2), (1, 2500, 2, 1)], ids=str)
+@pytest.mark.parametrize("layout", [None, hf_layout], ids=["contiguous", "bhsd"])
+def test_cuda_hopper_forward_matches_triton_forward(layout, shape, causal, d, dtype, monkeypatch):
+    # The Gluon forward against the float64 reference (the 2x rule) and against the Triton forward (outputs and
+    # the saved LSE agree to rounding); the backward from its out and LSE by the 2x rule as well.
+    b, s, h, h_k = shape
+    q, k, v = cuda_qkv(b, s, s, h, h_k, d, dtype)
+    if layout is not None:
+        q, k, v = (layout(t) for t in (q, k, v))
+    args = (q, k, v, None, None, s, s, causal, None, -1, -1, 0.0)
+    out, lse = liger.flash_attn_fwd(*args)
+    monkeypatch.setenv("LIGER_FLASH_ATTN_WS", "0")
+    out_t, lse_t = liger.flash_attn_fwd(*args)
+    monkeypatch.delenv("LIGER_FLASH_ATTN_WS")
+    ref = attention(q.double(), k.double(), v.double(), causal=causal)
+    check_rule("out", out, attention(q, k, v, causal=causal), ref)
+    torch.testing.assert_close(out, out_t, atol=2 * rounding_atol(ref, dtype), rtol=0)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q.double(), k.double().repeat_interleave(h // h_k, 2)) * d ** -0.5
+    scores = scores.masked_fill(~visible(s, s, causal, -1, -1, "cuda"), float("-inf"))
+    torch.testing.assert_close(lse.double(), torch.logsumexp(scores, -1), atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(lse, lse_t, atol=1e-4, rtol=1e-5)
+    if s > 1000 and d == 256:
+        return  # the float64 backward reference of the largest cases would dominate the run
+    run_and_check(lambda q, k, v: ops.flash_attn(q, k, v, causal=causal),
+                  lambda q, k, v: attention(q, k, v, causal=causal), (q, k, v))
+
+
 @gpu
 def test_cuda_poisoned_outputs_are_fully_written():
     # Fill the caching allocator's blocks with NaN so that every output the op allocates starts as NaN.
     junk = torch.full((64 << 20,), float("nan"), dtype=torch.bfloat16, device="cuda")
     del junk
-    q, k, v = (t.requires_grad_() for t in cuda_qkv(2, 1000, 1000, 4, 2, 128, torch.bfloat16))
-    out = ops.flash_attn(q, k, v, causal=True, window_left=100)
-    out.backward(torch.randn_like(out))
-    for t in (out, q.grad, k.grad, v.grad):
-        assert torch.isfinite(t).all()
+    for kw in (dict(causal=True, window_left=100), dict(causal=True), dict()):  # the last two: Hopper forward
+        q, k, v = (t.requires_grad_() for t in cuda_qkv(2, 1000, 1000, 4, 2, 128, torch.bfloat16))
+        out, lse = liger.flash_attn_fwd(q, k, v, None, None, 1000, 1000, kw.get("causal", False), None,
+                                        kw.get("window_left", -1), -1, 0.0)
+        assert torch.isfinite(out).all() and torch.isfinite(lse).all(), kw
+        out = ops.flash_attn(q, k, v, **kw)
+        out.backward(torch.randn_like(out))
+        for t in (out, q.grad, k.grad, v.grad):
+            assert torch.isfinite(t).all(), kw
 
 
 @gpu

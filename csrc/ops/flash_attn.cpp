@@ -8,9 +8,12 @@
 #include <torch/library.h>
 
 #include <climits>
+#include <cstdlib>
 #include <cmath>
+#include <string>
 
 #include "liger_gen/flash_attn.h"
+#include "liger_gen/flash_attn_ws.h"
 #include "runtime/checks.h"
 #include "runtime/kernel.h"
 
@@ -20,6 +23,7 @@ using at::Tensor;
 using c10::SymInt;
 using std::optional;
 using namespace liger::gen::flash_attn;
+using namespace liger::gen::flash_attn_ws;
 
 // ---- schema
 
@@ -417,6 +421,50 @@ Tensor aligned_contiguous(const Tensor& t) {
 
 Tensor cu_tensor(const optional<Tensor>& cu) { return cu.has_value() ? aligned_contiguous(*cu) : Tensor(); }
 
+// The Hopper forward in Gluon (triton_src/flash_attn_ws.py: TMA, wgmma, warp-specialized ping-pong warpgroups)
+// where its conditions hold: an sm_90 build variant for the dtype/head dim, fixed-length batches with S_q == S_k,
+// plain or causal masking (windows that cut nothing count as none), no soft-cap, a positive scale, q/k/v with
+// 16-byte aligned rows (row_aligned: TMA's rule for the [S, D] view of each sequence and head) and a contiguous
+// out. It writes out and lse exactly as flash_attn_fwd_kernel does, so the backward is shared.
+// LIGER_FLASH_ATTN_WS=0 turns it off (benchmarks compare the two forwards with it).
+bool ws_enabled() {
+  const char* env = std::getenv("LIGER_FLASH_ATTN_WS");  // read per call (~0.1 us): tests and benchmarks toggle it
+  return env == nullptr || std::string(env) != "0";
+}
+
+bool ws_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                const Attn& a, const Shapes& s, const LaunchContext& ctx) {
+  if (!ws_enabled() || a.varlen || s.max_q != s.max_k || a.softcap > 0 || !(a.scale > 0)) return false;
+  const int64_t last = s.max_k - 1;  // a window this wide cuts nothing
+  const bool left_open = a.window_left < 0 || a.window_left >= last;
+  const bool causal = a.window_right == 0 && last > 0;
+  if (!left_open || !(causal || a.window_right < 0 || a.window_right >= last)) return false;
+  // Short causal rows leave each program a tile or two after its setup (descriptors, barriers, the Q load): at
+  // S 512 the Triton forward is faster (H200, bf16 d128 B32 H16: 0.211 against 0.222 ms; from S 1024 on the
+  // Gluon one leads, 0.274 against 0.313 ms; benchmarks/results/h200.md).
+  if (causal && s.max_q <= 512) return false;
+  // the row stride is a TMA descriptor stride even for one row: a 16-byte multiple, rows not overlapping
+  for (const Tensor* t : {&q, &k, &v})
+    if (!row_aligned(*t) || t->stride(1) % ALIGN_ELEMS != 0 || t->stride(1) < s.d) return false;
+  if (!out.is_contiguous() || !aligned16(out)) return false;
+  const int64_t tiles = ceil_div(s.max_q, WS_BLOCK_M);
+  if (tiles > 65535 || s.batch * s.hq > INT32_MAX) return false;
+  flash_attn_ws_fwd_kernel_key key;
+  key.qkv_dtype = q.scalar_type();
+  key.head_dim = s.d;
+  key.causal = causal;
+  const auto* var = flash_attn_ws_fwd_kernel_find(key, ctx.arch_slot);
+  if (var == nullptr) return false;
+  constexpr double kLog2e = 1.4426950408889634;
+  flash_attn_ws_fwd_kernel_launch(*var, ctx,
+                                  Grid{static_cast<uint32_t>(s.batch * s.hq), static_cast<uint32_t>(tiles), 1},
+                                  ptr(q), ptr(k), ptr(v), ptr(out), ptr(lse), static_cast<int32_t>(s.max_q),
+                                  static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), q.stride(0), q.stride(1),
+                                  q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
+                                  v.stride(2), static_cast<float>(a.scale * kLog2e));
+  return true;
+}
+
 std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const optional<Tensor>& cu_q, const optional<Tensor>& cu_k, SymInt max_q,
                                     SymInt max_k, bool causal, optional<double> softmax_scale, int64_t window_left,
@@ -435,11 +483,12 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, cons
                                        : std::vector<int64_t>{s.batch, s.hq, s.max_q};
   Tensor lse = at::empty(lshape, q_in.options().dtype(at::kFloat));
   if (q_in.numel() == 0 || s.batch == 0) return {out, lse};
+  const LaunchContext ctx = launch_context(q_in);
+  if (ws_forward(q_in, k_in, v_in, out, lse, a, s, ctx)) return {out, lse};
   Operand q = operand(q_in, varlen), k = operand(k_in, varlen), v = operand(v_in, varlen), o = output(out, varlen);
   Tensor cq = cu_tensor(cu_q), ck = cu_tensor(cu_k);
   const int64_t lse_b = varlen ? 0 : s.hq * s.max_q;
   const int64_t lse_h = varlen ? q_in.size(0) : s.max_q;
-  const LaunchContext ctx = launch_context(q_in);
   const auto& var = flash_attn_fwd_kernel_get(attn_key<flash_attn_fwd_kernel_key>(q_in, a), ctx.arch_slot);
   Grid grid{static_cast<uint32_t>(ceil_div(s.max_q, var.BLOCK_M)), static_cast<uint32_t>(s.hq),
             static_cast<uint32_t>(s.batch)};
