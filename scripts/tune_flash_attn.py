@@ -4,6 +4,7 @@ triton_src/flash_attn.py (every variant is built for every arch: a tile above ~9
 serve sm_80-on-8.6/8.9 or sm_120 parts).
 
     python scripts/tune_flash_attn.py [fwd|dkdv|dq ...] [--d 128] [--s 8192] [--full]    # on the GPU box
+        [--bm 32,64 --bn 64,128 --warps 4,8 --stages 1,2,3]                               # a subset of tiles
 """
 import argparse
 import sys
@@ -27,6 +28,11 @@ def main():
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--full", action="store_true", help="not causal")
     p.add_argument("--softcap", type=float, default=0.0)
+    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+    p.add_argument("--bm", type=ints, default=(32, 64, 128))
+    p.add_argument("--bn", type=ints, default=(32, 64, 128))
+    p.add_argument("--warps", type=ints, default=(4, 8))
+    p.add_argument("--stages", type=ints, default=(1, 2, 3, 4))
     args = p.parse_args()
     d, s, h = args.d, args.s, args.heads
     b = max(1, 16384 // s)
@@ -68,10 +74,10 @@ def main():
     for kind in args.kernels:
         make, share = makers[kind]
         results = []
-        for bm in (32, 64, 128):
-            for bn in (32, 64, 128):
-                for w in (4, 8):
-                    for ns in (1, 2, 3, 4):
+        for bm in args.bm:
+            for bn in args.bn:
+                for w in args.warps:
+                    for ns in args.stages:
                         try:
                             fn = make(bm, bn, w, ns)
                             compiled = fn()  # Triton's run() returns the compiled kernel
