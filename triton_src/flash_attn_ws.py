@@ -2,7 +2,7 @@
 consumer warpgroups. liger::flash_attn takes it instead of flash_attn.py's Triton forward where its conditions hold
 (the launcher in csrc/ops/flash_attn.cpp checks them): sm_90, fixed-length batches with S_q == S_k, no window or
 soft-cap, head dim 64/128/256, bf16/fp16, a positive scale, q/k/v [B, S, H, D] with unit stride along D and
-16-byte multiples elsewhere (the layouts Hugging Face passes included).
+16-byte multiples elsewhere (the layouts Hugging Face passes included), and causal rows longer than 512.
 
 One program per (batch x head, 128-query tile); the grid's first axis is batch x head, so the first wave holds one
 tile of every head, and under causal masking the longest tiles (the last query tiles) start first.
