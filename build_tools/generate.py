@@ -299,43 +299,40 @@ def generate_op(op, module, archs, compiled, out: Path, arch_specific: dict) -> 
         sig = ", ".join([f"const {kn}_variant& v", "const liger::LaunchContext& ctx", "liger::Grid grid"] + params)
         h.append(f"void {kn}_launch({sig});\n\n")
 
-        # variant array
+        for v in variants:
+            if v.archs:
+                label = ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names)
+                arch_specific.setdefault(kn, {})[label] = [arch_name(a) for a in archs if v.built_for(a)]
+
+        # variant array and dense lookup table (none when no variant is built for this build's archs)
         dense = 1
         for n in key_names:
             dense *= len(domains[n])
         if built:
             c.append(f"static liger::FunctionCache {kn}_cache[{len(built)}];\n")
             c.append(f"static const {kn}_variant {kn}_variants[] = {{\n")
-        table = {}
-        i = 0
-        for v_idx, a_idx, arch in built:
-            v = variants[v_idx]
-            off, size = offsets[(k_idx, v_idx, arch)]
-            meta = compiled[(k_idx, v_idx, arch)][1]
-            label = kn + "[" + ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names) + "]"
-            cd = meta["cluster_dims"]
-            c.append(
-                f'  {{{{"{meta["name"]}", "{label}", "{arch_name(arch)}", {arch}, liger_cubins_{op} + {off}, '
-                f'{size}, {meta["num_warps"]}, {meta["num_ctas"]}, {{{cd[0]}, {cd[1]}, {cd[2]}}}, '
-                f'{meta["shared"]}, {meta["global_scratch_size"]}, {meta["global_scratch_align"]}, '
-                f'{meta["profile_scratch_size"]}, {meta["profile_scratch_align"]}, '
-                f'{cpp_literal(meta["launch_pdl"])}, {cpp_literal(meta["launch_cooperative_grid"])}, '
-                f'&{kn}_cache[{i}]}}')
-            for n in cexpr_names:
-                c.append(f", {int(v.constexprs[n])}")
-            c.append("},\n")
-            idx = 0
-            for n in key_names:
-                idx = idx * len(domains[n]) + domains[n].index(v.key[n])
-            table[a_idx * dense + idx] = i
-            i += 1
-        if built:
+            table = {}
+            for i, (v_idx, a_idx, arch) in enumerate(built):
+                v = variants[v_idx]
+                off, size = offsets[(k_idx, v_idx, arch)]
+                meta = compiled[(k_idx, v_idx, arch)][1]
+                label = kn + "[" + ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names) + "]"
+                cd = meta["cluster_dims"]
+                c.append(
+                    f'  {{{{"{meta["name"]}", "{label}", "{arch_name(arch)}", {arch}, liger_cubins_{op} + {off}, '
+                    f'{size}, {meta["num_warps"]}, {meta["num_ctas"]}, {{{cd[0]}, {cd[1]}, {cd[2]}}}, '
+                    f'{meta["shared"]}, {meta["global_scratch_size"]}, {meta["global_scratch_align"]}, '
+                    f'{meta["profile_scratch_size"]}, {meta["profile_scratch_align"]}, '
+                    f'{cpp_literal(meta["launch_pdl"])}, {cpp_literal(meta["launch_cooperative_grid"])}, '
+                    f'&{kn}_cache[{i}]}}')
+                for n in cexpr_names:
+                    c.append(f", {int(v.constexprs[n])}")
+                c.append("},\n")
+                idx = 0
+                for n in key_names:
+                    idx = idx * len(domains[n]) + domains[n].index(v.key[n])
+                table[a_idx * dense + idx] = i
             c.append("};\n\n")
-        for v in variants:
-            if v.archs:
-                label = ",".join(f"{n}={key_value_str(v.key[n])}" for n in key_names)
-                arch_specific.setdefault(kn, {})[label] = [arch_name(a) for a in archs if v.built_for(a)]
-        if built:
             c.append(f"static const int16_t {kn}_table[{len(archs) * dense}] = {{")
             c.append(", ".join(str(table.get(j, -1)) for j in range(len(archs) * dense)))
             c.append("};\n\n")
@@ -351,27 +348,27 @@ def generate_op(op, module, archs, compiled, out: Path, arch_specific: dict) -> 
             else:
                 c.append(f' << "{sep}{n}=" << {n}')
         c.append(' << "]";\n  return s.str();\n}\n\n')
-        c.append(f"const {kn}_variant* {kn}_find(const {kn}_key& key, int arch_slot) {{\n"
-                 f"  if (arch_slot < 0 || arch_slot >= {len(archs)}) return nullptr;\n  int64_t idx = 0;\n"
-                 + ("  int f;\n" if key_names else ""))  # a kernel with an empty key has nothing to switch on
         if not built:
-            c[-1] = (f"const {kn}_variant* {kn}_find(const {kn}_key& key, int arch_slot) {{\n"
+            c.append(f"const {kn}_variant* {kn}_find(const {kn}_key& key, int arch_slot) {{\n"
                      f"  (void)key;\n  (void)arch_slot;\n"
                      f"  return nullptr;  // no variant in this build's archs\n}}\n\n")
-        for n in (key_names if built else []):
-            if ftypes[n] == "bool":
-                vals = domains[n]
-                if len(vals) == 2:
-                    c.append(f"  f = key.{n} ? 1 : 0;\n")
-                else:
-                    c.append(f"  if (key.{n} != {cpp_literal(vals[0])}) return nullptr;\n  f = 0;\n")
-                c.append(f"  idx = idx * {len(vals)} + f;\n")
-                continue
-            c.append(f"  switch (key.{n}) {{\n")
-            for j, val in enumerate(domains[n]):
-                c.append(f"    case {cpp_literal(val)}: f = {j}; break;\n")
-            c.append(f"    default: return nullptr;\n  }}\n  idx = idx * {len(domains[n])} + f;\n")
-        if built:
+        else:
+            c.append(f"const {kn}_variant* {kn}_find(const {kn}_key& key, int arch_slot) {{\n"
+                     f"  if (arch_slot < 0 || arch_slot >= {len(archs)}) return nullptr;\n  int64_t idx = 0;\n"
+                     + ("  int f;\n" if key_names else ""))  # a kernel with an empty key has nothing to switch on
+            for n in key_names:
+                if ftypes[n] == "bool":
+                    vals = domains[n]
+                    if len(vals) == 2:
+                        c.append(f"  f = key.{n} ? 1 : 0;\n")
+                    else:
+                        c.append(f"  if (key.{n} != {cpp_literal(vals[0])}) return nullptr;\n  f = 0;\n")
+                    c.append(f"  idx = idx * {len(vals)} + f;\n")
+                    continue
+                c.append(f"  switch (key.{n}) {{\n")
+                for j, val in enumerate(domains[n]):
+                    c.append(f"    case {cpp_literal(val)}: f = {j}; break;\n")
+                c.append(f"    default: return nullptr;\n  }}\n  idx = idx * {len(domains[n])} + f;\n")
             c.append(f"  int16_t i = {kn}_table[arch_slot * {dense} + idx];\n"
                      f"  return i < 0 ? nullptr : &{kn}_variants[i];\n}}\n\n")
         c.append(f"const {kn}_variant& {kn}_get(const {kn}_key& key, int arch_slot) {{\n"
