@@ -4,7 +4,7 @@
                                                       # shared memory, spills
     python3 scripts/gluon_attn_fwd.py --run [--sweep] # on the GPU: check against SDPA (float64 reference for small
                                                       # cases), time it at B2 H16 S8192 against SDPA flash/cuDNN
---sweep also times other (BLOCK_N, STAGES) tiles and the plain exp2.
+--sweep also times other (BLOCK_N, STAGES) tiles, with and without the intra-warpgroup overlap.
 """
 import os
 import re
@@ -52,7 +52,7 @@ def run(sweep: bool):
 
     triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
 
-    def launch(q, k, v, causal, block_n=None, stages=None, fast_exp=True, overlap=None, out=None):
+    def launch(q, k, v, causal, block_n=None, stages=None, overlap=None, out=None):
         B, S, H, D = q.shape
         dflt_n, dflt_st = ws.TILES[D]
         overlap = ws.OVERLAP[D] if overlap is None else overlap
@@ -60,7 +60,7 @@ def run(sweep: bool):
         grid = (B * H, triton.cdiv(S, 2 * ws.HALF_M.value))
         ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, S, H, k.shape[2], *q.stride()[:3], *k.stride()[:3],
                                           *v.stride()[:3], D ** -0.5 * ws.LOG2E.value, causal,
-                                          block_n or dflt_n, D, stages or dflt_st, fast_exp, overlap,
+                                          block_n or dflt_n, D, stages or dflt_st, overlap,
                                           num_warps=4)
         return o, lse
 
@@ -124,7 +124,7 @@ def run(sweep: bool):
             for n, st, ov in configs:
                 tag = f"ws[{n or 'dflt'},{st or 'dflt'},{'dflt' if ov is None else 'ov' if ov else 'plain'}]"
                 try:
-                    ms = bench(lambda: launch(q, k, v, causal, n, st, True, ov, out))
+                    ms = bench(lambda: launch(q, k, v, causal, n, st, ov, out))
                     row.append(f"{tag} {flops / ms / 1e9:.0f}")
                 except Exception as e:  # noqa: BLE001  (a tile that does not fit: out of shared memory)
                     row.append(f"{tag} {type(e).__name__}")

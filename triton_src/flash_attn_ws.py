@@ -36,14 +36,11 @@ CPP_CONSTANTS = {
 
 
 @gluon.jit
-def _exp2(x, FAST_EXP: gl.constexpr):
+def _exp2(x):
     # ex2.approx.ftz: gl.exp2 is ex2.approx without .ftz, whose denormal handling adds instructions per score;
     # results below 2^-126 flush to 0, which a probability summed in fp32 next to a 1 does not notice.
-    if FAST_EXP:
-        return gl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=gl.float32,
-                                         is_pure=True, pack=1)
-    else:
-        return gl.exp2(x)
+    return gl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=gl.float32, is_pure=True,
+                                     pack=1)
 
 
 @gluon.jit
@@ -62,8 +59,7 @@ def _producer(q_desc, k_desc, v_desc, q_lo, q_hi, k_bufs, v_bufs, q_bar, ready, 
 
 @gluon.jit
 def _softmax(qk, j, rows, m_i, l_i, mask_from, seqlen, qk_scale, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr,
-             FAST_EXP: gl.constexpr, s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr,
-             dtype: gl.constexpr):
+             s_layout: gl.constexpr, o_layout: gl.constexpr, p_layout: gl.constexpr, dtype: gl.constexpr):
     # One K tile's online softmax: P as the P V product's register operand, the new running max and sum, and
     # the factor the output accumulated so far is rescaled by.
     if j >= mask_from:
@@ -75,8 +71,8 @@ def _softmax(qk, j, rows, m_i, l_i, mask_from, seqlen, qk_scale, CAUSAL: gl.cons
     m_new = gl.maximum(m_i, gl.max(qk, axis=1))
     # a row with every score so far masked (only rows past the sequence end) keeps shift 0: no NaN
     shift = gl.where(m_new == -float("inf"), 0.0, m_new * qk_scale)
-    p = _exp2(qk * qk_scale - shift[:, None], FAST_EXP)
-    alpha = _exp2(m_i * qk_scale - shift, FAST_EXP)
+    p = _exp2(qk * qk_scale - shift[:, None])
+    alpha = _exp2(m_i * qk_scale - shift)
     l_i = l_i * alpha + gl.sum(p, axis=1)
     p_op = gl.convert_layout(p.to(dtype), p_layout)
     return p_op, m_new, l_i, gl.convert_layout(alpha, gl.SliceLayout(1, o_layout))
@@ -85,7 +81,7 @@ def _softmax(qk, j, rows, m_i, l_i, mask_from, seqlen, qk_scale, CAUSAL: gl.cons
 @gluon.jit
 def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_row0, r0, n_tiles, seqlen, o_stride,
               qk_scale, CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-              FAST_EXP: gl.constexpr, OVERLAP: gl.constexpr, num_warps: gl.constexpr):
+              OVERLAP: gl.constexpr, num_warps: gl.constexpr):
     # One warpgroup's HALF_M query rows r0 .. r0 + HALF_M - 1 (0-based in the sequence) over the program's K/V tiles.
     # OVERLAP (FlashAttention-3's intra-warpgroup pipelining): S(j) = Q K(j)^T is issued together with
     # O += P(j-1) V(j-1), and the softmax of S(j) runs while the second product is still on the tensor cores.
@@ -111,7 +107,7 @@ def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_r
         qk = warpgroup_mma(q_smem, k_bufs.index(0).permute((1, 0)), s_zero, use_acc=False, is_async=True)
         qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
         p_op, m_i, l_i, alpha = _softmax(qk, 0, rows, m_i, l_i, mask_from, seqlen, qk_scale, CAUSAL, BLOCK_N,
-                                         FAST_EXP, s_layout, o_layout, p_layout, dtype)
+                                         s_layout, o_layout, p_layout, dtype)
         for j in range(1, n_tiles):
             s = j % STAGES
             prev = (j - 1) % STAGES
@@ -120,7 +116,7 @@ def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_r
             acc = warpgroup_mma(p_op, v_bufs.index(prev), acc, is_async=True)
             qk = warpgroup_mma_wait(num_outstanding=1, deps=(qk,))  # S(j) is done; P(j-1) V may still run
             p_op, m_i, l_i, alpha = _softmax(qk, j, rows, m_i, l_i, mask_from, seqlen, qk_scale, CAUSAL, BLOCK_N,
-                                             FAST_EXP, s_layout, o_layout, p_layout, dtype)
+                                             s_layout, o_layout, p_layout, dtype)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
             mbarrier.arrive(empty.index(prev), count=1)
             acc = acc * alpha[:, None]
@@ -135,7 +131,7 @@ def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_r
             qk = warpgroup_mma(q_smem, k_bufs.index(s).permute((1, 0)), s_zero, use_acc=False, is_async=True)
             qk = warpgroup_mma_wait(num_outstanding=0, deps=(qk,))
             p_op, m_i, l_i, alpha = _softmax(qk, j, rows, m_i, l_i, mask_from, seqlen, qk_scale, CAUSAL, BLOCK_N,
-                                             FAST_EXP, s_layout, o_layout, p_layout, dtype)
+                                             s_layout, o_layout, p_layout, dtype)
             acc = acc * alpha[:, None]
             acc = warpgroup_mma(p_op, v_bufs.index(s), acc, is_async=True)
             acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
@@ -155,7 +151,7 @@ def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_r
 def flash_attn_ws_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, stride_qb, stride_qs, stride_qh, stride_kb,
                              stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, qk_scale, CAUSAL: gl.constexpr,
                              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                             FAST_EXP: gl.constexpr, OVERLAP: gl.constexpr):
+                             OVERLAP: gl.constexpr):
     # q [B, S, heads, D], k, v [B, S, kv_heads, D] with unit stride along D and the other strides (in elements)
     # multiples of 16 bytes (TMA's rule, the launcher checks); o contiguous [B, S, heads, D]; LSE [B, heads, S];
     # qk_scale = scale * log2(e)
@@ -198,10 +194,10 @@ def flash_attn_ws_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, stride_qb
     lse_row0 = bh.to(gl.int64) * seqlen
     gl.warp_specialize(
         [(_consumer, (q_lo, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_row0, m0, n_tiles, seqlen,
-                      heads * HEAD_DIM, qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, FAST_EXP, OVERLAP,
+                      heads * HEAD_DIM, qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, OVERLAP,
                       gl.num_warps())),
          (_consumer, (q_hi, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_row0, m0 + HALF_M, n_tiles,
-                      seqlen, heads * HEAD_DIM, qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, FAST_EXP, OVERLAP, 4)),
+                      seqlen, heads * HEAD_DIM, qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, OVERLAP, 4)),
          (_producer, (q_desc, k_desc, v_desc, q_lo, q_hi, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles,
                       BLOCK_N, STAGES))],
         [4, 1], [240, 24])
@@ -232,7 +228,7 @@ def _specs():
                 spec.variants.append(Variant(
                     key={"qkv_dtype": dt, "head_dim": d, "causal": causal}, signature=_sig(dt),
                     constexprs={"CAUSAL": causal, "BLOCK_N": block_n, "HEAD_DIM": d, "STAGES": stages,
-                                "FAST_EXP": True, "OVERLAP": OVERLAP[d]},
+                                "OVERLAP": OVERLAP[d]},
                     num_warps=4, aligned=True, archs=(90,)))
     return [spec]
 
