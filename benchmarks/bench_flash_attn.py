@@ -9,8 +9,8 @@ TFLOP/s are counted as FlashAttention does: forward 4 * B * H * S_q * S_k * D (h
 2.5x the forward, forward+backward 3.5x. Every case keeps B * S at 16k tokens. The anchor (issue 6) is bf16,
 head dim 128, causal, S = 8192: targets forward >= 550 and forward+backward >= 450 TFLOP/s on the H200.
 Inputs are [B, S, H, D] tensors; SDPA gets their [B, H, S, D] transposed views (what Hugging Face passes).
-"liger_aot, Triton fwd" is liger_aot with LIGER_FLASH_ATTN_WS=0: the Triton forward where the Hopper Gluon one
-(triton_src/flash_attn_ws.py) would run.
+"liger_aot, Triton" is liger_aot with LIGER_FLASH_ATTN_WS=0: the Triton forward and backward where the Hopper Gluon
+ones (triton_src/flash_attn_ws.py) would run.
 """
 import argparse
 import os
@@ -61,14 +61,20 @@ def providers(liger_aot, notes):
     if liger_aot is not None:
         out.append(harness.Provider("liger_aot", lambda q, k, v, causal: liger_aot.ops.flash_attn(q, k, v, causal)))
 
-        def triton_forward(q, k, v, causal):
-            # the Triton forward in place of the Hopper Gluon one (the launcher reads LIGER_FLASH_ATTN_WS per call)
+        def triton_kernels(q, k, v, causal):
+            # the Triton kernels in place of the Hopper Gluon ones: the launcher reads LIGER_FLASH_ATTN_WS per call,
+            # so it is set around the forward and, through hooks on the output's autograd node, around its backward
             os.environ["LIGER_FLASH_ATTN_WS"] = "0"
             try:
-                return liger_aot.ops.flash_attn(q, k, v, causal)
+                out = liger_aot.ops.flash_attn(q, k, v, causal)
             finally:
                 del os.environ["LIGER_FLASH_ATTN_WS"]
-        out.append(harness.Provider("liger_aot, Triton fwd", triton_forward))
+            if out.grad_fn is not None:
+                out.grad_fn.register_prehook(lambda grads: os.environ.__setitem__("LIGER_FLASH_ATTN_WS", "0"))
+                out.grad_fn.register_hook(lambda grads_in, grads_out: os.environ.pop("LIGER_FLASH_ATTN_WS", None)
+                                          and None)  # a hook's non-None return would replace the gradients
+            return out
+        out.append(harness.Provider("liger_aot, Triton", triton_kernels))
     out.append(harness.Provider("SDPA flash (FA2)", sdpa_with(SDPBackend.FLASH_ATTENTION)))
     out.append(harness.Provider("SDPA cuDNN", sdpa_with(SDPBackend.CUDNN_ATTENTION)))
     fa = harness.optional(lambda: __import__("flash_attn").flash_attn_func, "flash-attn package", notes)

@@ -18,9 +18,12 @@ Masks only where needed: the last K tile when the sequence ends inside it, and u
 that cross the warpgroup's diagonal. Output and the natural-log LSE ([B, H, S], fp32) are stored by row with
 masks, in the layout flash_attn.py's backward reads.
 """
+from triton._C.libtriton import ir
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+from triton.experimental.gluon.language._core import builtin
+from triton.experimental.gluon.language.nvidia.hopper import (fence_async_shared, mbarrier, tma, warpgroup_mma,
+                                                              warpgroup_mma_wait)
 
 from build_tools.spec import KernelSpec, Variant
 
@@ -230,7 +233,267 @@ def _specs():
                     constexprs={"CAUSAL": causal, "BLOCK_N": block_n, "HEAD_DIM": d, "STAGES": stages,
                                 "OVERLAP": OVERLAP[d]},
                     num_warps=4, aligned=True, archs=(90,)))
-    return [spec]
+    bwd = KernelSpec(flash_attn_ws_bwd_kernel)
+    convert = KernelSpec(flash_attn_ws_dq_convert_kernel)
+    for dt in DTYPES:
+        for d in BWD_HEAD_DIMS:
+            for causal in (False, True):
+                bwd.variants.append(Variant(
+                    key={"qkv_dtype": dt, "head_dim": d, "causal": causal}, signature=_bwd_sig(dt),
+                    constexprs={"CAUSAL": causal, "HEAD_DIM": d, "STAGES": BWD_STAGES[d]},
+                    num_warps=4, aligned=True, archs=(90,)))
+            convert.variants.append(Variant(
+                key={"qkv_dtype": dt, "head_dim": d},
+                signature={"DQ_ACC": "*fp32", "DQ": f"*{dt}", "seqlen": "i32", "heads": "i32", "scale": "fp32"},
+                constexprs={"HEAD_DIM": d, "BLOCK_M": CONVERT_BLOCK_M}, num_warps=4, aligned=True, archs=(90,)))
+    return [spec, bwd, convert]
+
+
+def _bwd_sig(dt):
+    sig = {"Q": f"*{dt}", "K": f"*{dt}", "V": f"*{dt}", "DO": f"*{dt}", "LSE": "*fp32", "DELTA": "*fp32",
+           "DQ": "*fp32", "DK": f"*{dt}", "DV": f"*{dt}", "seqlen": "i32", "heads": "i32", "kv_heads": "i32"}
+    sig.update({f"stride_{t}{a}": "i64" for t in ("q", "k", "v", "do") for a in "bsh"})
+    sig.update({"qk_scale": "fp32", "scale": "fp32"})
+    return sig
+
+
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backward (FlashAttention-3's algorithm on the forward's pattern)
+#
+# One program per (batch x KV head, 128-key tile); it loops over the query heads of its GQA group and, for each,
+# over the 64-query tiles that see its keys. The producer warp streams Q and dO tiles through a STAGES-deep ring
+# (one 3-D TMA descriptor per tensor over [S, group, D], so a GQA group's heads come from one descriptor) together
+# with the tile's LSE and delta = rowsum(dO * O) (plain loads into shared memory: their rows are 4-byte aligned
+# only); two consumer warpgroups own 64 keys each and keep their dK, dV rows in registers:
+#     S^T = K Q^T,  dP^T = V dO^T            (wgmma from shared memory)
+#     P^T = exp2(S^T * scale * log2 e - lse * log2 e),  dS^T = P^T (dP^T - delta)
+#     dV += P^T dO,  dK += dS^T Q            (P^T, dS^T as register operands)
+#     dQ  = dS K                             (dS^T through shared memory, both warpgroups' halves; each
+#                                             warpgroup multiplies by half of K's columns)
+# Each warpgroup adds its [64, D/2] dQ piece to an fp32 [B, H, S, D] buffer (zeroed by the launcher) with one
+# TMA reduce-add (cp.reduce.async.bulk.tensor: the L2 does the adds, a 16 KB tile per instruction; per-element
+# atomics from registers took twice the whole kernel's time); flash_attn_ws_dq_convert_kernel then scales, casts
+# and transposes it to dq's layout. dK and dV are stored once per program, deterministic.
+BWD_HALF_N = gl.constexpr(64)  # keys per consumer warpgroup; a program's key tile is two of them
+BWD_BLOCK_M = gl.constexpr(64)  # queries per step
+BWD_HEAD_DIMS = (64, 128)
+BWD_STAGES = {64: 2, 128: 2}
+CONVERT_BLOCK_M = 64
+CPP_CONSTANTS["WS_BWD_BLOCK_N"] = 2 * BWD_HALF_N.value
+CPP_CONSTANTS["WS_DQ_CONVERT_BLOCK_M"] = CONVERT_BLOCK_M
+
+
+@builtin
+def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
+    # cp.reduce.async.bulk.tensor .add from shared memory (Gluon 3.6 has the op in its builder but no wrapper);
+    # completion is tracked like a TMA store: tma.store_wait
+    coord = _semantic._convert_to_ir_values(coord, require_i64=False)
+    _semantic.builder.create_async_tma_reduce(ir.DESCRIPTOR_REDUCE_KIND.ADD, tensor_desc.handle, coord, src.handle)
+
+
+@gluon.jit
+def _bwd_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, lse_bufs, delta_bufs, kv_bar,
+                  ready, empty, LSE, DELTA, stat_row0, seqlen, n0, m_first, n_m, rot, n_iters,
+                  STAGES: gl.constexpr):
+    mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [n0, 0], kv_bar, k_smem)
+    tma.async_copy_global_to_shared(v_desc, [n0, 0], kv_bar, v_smem)
+    stat_layout: gl.constexpr = gl.BlockedLayout([2], [32], [1], [0])
+    offs = gl.arange(0, BWD_BLOCK_M, layout=stat_layout)
+    for it in range(n_iters):
+        s = it % STAGES
+        g = it // n_m
+        m0 = (m_first + (it % n_m + rot) % n_m) * BWD_BLOCK_M
+        rows = m0 + offs
+        in_seq = rows < seqlen
+        row0 = stat_row0 + g * seqlen  # [B, H, S] statistics of query head h0 + g
+        # rows past the end: lse +inf makes P 0 there
+        lse = gl.load(LSE + row0 + rows, mask=in_seq, other=float("inf"))
+        delta = gl.load(DELTA + row0 + rows, mask=in_seq, other=0.0)
+        mbarrier.wait(empty.index(s), ((it // STAGES) & 1) ^ 1)
+        lse_bufs.index(s).store(lse * LOG2E)
+        delta_bufs.index(s).store(delta)
+        gl.thread_barrier()  # every lane's statistics are in shared memory before the arrive below releases them
+        mbarrier.expect(ready.index(s), q_desc.block_type.nbytes + do_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [m0, g, 0], ready.index(s), q_bufs.index(s))
+        tma.async_copy_global_to_shared(do_desc, [m0, g, 0], ready.index(s), do_bufs.index(s))
+
+
+@gluon.jit
+def _bwd_consumer(q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_smem, lse_bufs, delta_bufs, kv_bar, ready, empty,
+                  ds_bar, dq_desc, DK, DV, wg, n0, m_first, n_m, rot, n_iters, seqlen, b, h0, heads, kv_heads, qk_scale,
+                  scale, CAUSAL: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                  num_warps: gl.constexpr):
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                       instr_shape=[16, BWD_BLOCK_M, 16])
+    acc_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                         instr_shape=[16, HEAD_DIM, 16])
+    dq_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                        instr_shape=[16, HEAD_DIM // 2, 16])
+    op_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=acc_layout, k_width=2)
+    col_layout: gl.constexpr = gl.SliceLayout(0, s_layout)
+    dtype: gl.constexpr = DK.dtype.element_ty
+    two_d: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BWD_BLOCK_M, HEAD_DIM], dtype)
+    r0 = n0 + wg * BWD_HALF_N  # this warpgroup's first key
+    k_w = k_smem.slice(wg * BWD_HALF_N, BWD_HALF_N, dim=0)
+    v_w = v_smem.slice(wg * BWD_HALF_N, BWD_HALF_N, dim=0)
+    k_cols = k_smem.slice(wg * (HEAD_DIM // 2), HEAD_DIM // 2, dim=1)  # B operand of this warpgroup's dQ half
+    dk = gl.zeros([BWD_HALF_N, HEAD_DIM], gl.float32, layout=acc_layout)
+    dv = gl.zeros([BWD_HALF_N, HEAD_DIM], gl.float32, layout=acc_layout)
+    s_zero = gl.zeros([BWD_HALF_N, BWD_BLOCK_M], gl.float32, layout=s_layout)
+    dq_zero = gl.zeros([BWD_BLOCK_M, HEAD_DIM // 2], gl.float32, layout=dq_layout)
+    keys = r0 + gl.arange(0, BWD_HALF_N, layout=gl.SliceLayout(1, s_layout))
+    cols0 = gl.arange(0, BWD_BLOCK_M, layout=col_layout)
+    mbarrier.wait(kv_bar, 0)
+    for it in range(n_iters):
+        s = it % STAGES
+        d = it % 2
+        g = it // n_m
+        m0 = (m_first + (it % n_m + rot) % n_m) * BWD_BLOCK_M
+        mbarrier.wait(ready.index(s), (it // STAGES) & 1)
+        q_t = q_bufs.index(s)._reinterpret(dtype, [BWD_BLOCK_M, HEAD_DIM], two_d)
+        do_t = do_bufs.index(s)._reinterpret(dtype, [BWD_BLOCK_M, HEAD_DIM], two_d)
+        st = warpgroup_mma(k_w, q_t.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        dpt = warpgroup_mma(v_w, do_t.permute((1, 0)), s_zero, use_acc=False, is_async=True)
+        lse2 = lse_bufs.index(s).load(col_layout)
+        delta = delta_bufs.index(s).load(col_layout)
+        st = warpgroup_mma_wait(num_outstanding=1, deps=(st,))
+        pt = _exp2(st * qk_scale - lse2[None, :])
+        if CAUSAL:
+            if m0 < r0 + BWD_HALF_N:  # the tile crosses (or lies before) this warpgroup's diagonal
+                pt = gl.where((m0 + cols0)[None, :] >= keys[:, None], pt, 0.0)
+        dv = warpgroup_mma(gl.convert_layout(pt.to(dtype), op_layout), do_t, dv, is_async=True)
+        dpt = warpgroup_mma_wait(num_outstanding=1, deps=(dpt,))
+        dst = (pt * (dpt - delta[None, :])).to(dtype)
+        ds_smem.index(d).slice(wg * BWD_HALF_N, BWD_HALF_N, dim=0).store(dst)
+        dk = warpgroup_mma(gl.convert_layout(dst, op_layout), q_t, dk, is_async=True)
+        fence_async_shared()
+        gl.thread_barrier()
+        mbarrier.arrive(ds_bar.index(d), count=1)
+        mbarrier.wait(ds_bar.index(d), (it // 2) & 1)
+        dq = warpgroup_mma(ds_smem.index(d).permute((1, 0)), k_cols, dq_zero, use_acc=False, is_async=True)
+        dq, dv, dk = warpgroup_mma_wait(num_outstanding=0, deps=(dq, dv, dk))
+        mbarrier.arrive(empty.index(s), count=1)
+        tma.store_wait(0)  # the previous step's reduce has read dq_smem
+        gl.thread_barrier()
+        dq_smem.store(dq)
+        fence_async_shared()
+        gl.thread_barrier()
+        # rows of the [B * H * S, D] buffer; rows past this sequence's end carry zeros (P is 0 there), so adding
+        # them into the next head's first rows changes nothing, and TMA drops rows past the buffer
+        dq_row = ((b * heads + h0 + g) * seqlen + m0).to(gl.int32)
+        _tma_reduce_add(dq_desc, [dq_row, wg * (HEAD_DIM // 2)], dq_smem)
+    # dK = scale * sum dS^T Q, dV = sum P^T dO: [B, S, kv_heads, D] contiguous, rows inside the sequence
+    o_rows = r0 + gl.arange(0, BWD_HALF_N, layout=gl.SliceLayout(1, acc_layout))
+    o_cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
+    hk = h0 // (heads // kv_heads)
+    offs = (((b * seqlen + o_rows.to(gl.int64)) * kv_heads + hk) * HEAD_DIM)[:, None] + o_cols[None, :]
+    keep = (o_rows < seqlen)[:, None]
+    gl.store(DK + offs, (dk * scale).to(dtype), mask=keep)
+    gl.store(DV + offs, dv.to(dtype), mask=keep)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def flash_attn_ws_bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, seqlen, heads, kv_heads, stride_qb, stride_qs,
+                             stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_dob,
+                             stride_dos, stride_doh, qk_scale, scale, CAUSAL: gl.constexpr, HEAD_DIM: gl.constexpr,
+                             STAGES: gl.constexpr):
+    # q, do [B, S, heads, D], k, v [B, S, kv_heads, D] (unit stride along D, other strides 16-byte multiples);
+    # LSE, DELTA [B, heads, S] fp32; DQ [B, heads, S, D] fp32, zeroed, with B * heads * S < 2^31;
+    # DK, DV [B, S, kv_heads, D] contiguous; qk_scale = scale * log2(e)
+    gl.static_assert(gl.num_warps() == 4)
+    # Causal: grid (batch x KV head, key tile), so the first wave holds the first key tiles (the most queries) of
+    # every head. Without a mask every program has the same work: grid (key tile, batch x KV head), so that a
+    # wave's programs share a few heads' Q, dO and dQ rows in L2
+    if CAUSAL:
+        bhk = gl.program_id(0)
+        n0 = gl.program_id(1) * (2 * BWD_HALF_N)
+        n_bhk = gl.num_programs(0)
+    else:
+        bhk = gl.program_id(1)
+        n0 = gl.program_id(0) * (2 * BWD_HALF_N)
+        n_bhk = gl.num_programs(1)
+    b = (bhk // kv_heads).to(gl.int64)
+    hk = bhk % kv_heads
+    group = heads // kv_heads
+    h0 = hk * group
+    m_first = 0
+    if CAUSAL:
+        m_first = n0 // BWD_BLOCK_M
+    n_m = gl.cdiv(seqlen, BWD_BLOCK_M) - m_first
+    # Without a mask every key tile's program would start at query tile 0 and add into the same dQ rows at the
+    # same time; each starts at its own diagonal instead (causal programs start there anyway)
+    rot = (n0 // BWD_BLOCK_M) % n_m
+    if CAUSAL:
+        rot = 0
+    n_iters = n_m * group
+    dtype: gl.constexpr = Q.dtype.element_ty
+    kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BWD_HALF_N, HEAD_DIM], dtype)
+    q3_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BWD_BLOCK_M, 1, HEAD_DIM], dtype)
+    ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BWD_HALF_N, BWD_BLOCK_M], dtype)
+    dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BWD_BLOCK_M, HEAD_DIM // 2], gl.float32)
+    stat_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    q_desc = tma.make_tensor_descriptor(Q + b * stride_qb + h0 * stride_qh, [seqlen, group, HEAD_DIM],
+                                        [stride_qs, stride_qh, 1], [BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
+    do_desc = tma.make_tensor_descriptor(DO + b * stride_dob + h0 * stride_doh, [seqlen, group, HEAD_DIM],
+                                         [stride_dos, stride_doh, 1], [BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
+    k_desc = tma.make_tensor_descriptor(K + b * stride_kb + hk * stride_kh, [seqlen, HEAD_DIM], [stride_ks, 1],
+                                        [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
+    v_desc = tma.make_tensor_descriptor(V + b * stride_vb + hk * stride_vh, [seqlen, HEAD_DIM], [stride_vs, 1],
+                                        [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
+    dq_desc = tma.make_tensor_descriptor(DQ, [n_bhk // kv_heads * heads * seqlen, HEAD_DIM],
+                                         [HEAD_DIM, 1], [BWD_BLOCK_M, HEAD_DIM // 2], dq_layout)
+    k_smem = gl.allocate_shared_memory(dtype, [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
+    v_smem = gl.allocate_shared_memory(dtype, [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
+    q_bufs = gl.allocate_shared_memory(dtype, [STAGES, BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
+    do_bufs = gl.allocate_shared_memory(dtype, [STAGES, BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
+    lse_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, BWD_BLOCK_M], stat_layout)
+    delta_bufs = gl.allocate_shared_memory(gl.float32, [STAGES, BWD_BLOCK_M], stat_layout)
+    ds_smem = gl.allocate_shared_memory(dtype, [2, 2 * BWD_HALF_N, BWD_BLOCK_M], ds_layout)
+    dq_lo = gl.allocate_shared_memory(gl.float32, [BWD_BLOCK_M, HEAD_DIM // 2], dq_layout)
+    dq_hi = gl.allocate_shared_memory(gl.float32, [BWD_BLOCK_M, HEAD_DIM // 2], dq_layout)
+    kv_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    ds_bar = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    mbarrier.init(kv_bar, count=1)
+    for s in gl.static_range(STAGES):
+        mbarrier.init(ready.index(s), count=1)
+        mbarrier.init(empty.index(s), count=2)  # one release per consumer warpgroup
+    for d in gl.static_range(2):
+        mbarrier.init(ds_bar.index(d), count=2)  # both halves of dS^T are in shared memory
+    stat_row0 = (b * heads + h0) * seqlen
+    gl.warp_specialize(
+        [(_bwd_consumer, (q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_lo, lse_bufs, delta_bufs, kv_bar, ready,
+                          empty, ds_bar, dq_desc, DK, DV, 0, n0, m_first, n_m, rot, n_iters, seqlen, b, h0, heads,
+                          kv_heads, qk_scale, scale, CAUSAL, HEAD_DIM, STAGES, gl.num_warps())),
+         (_bwd_consumer, (q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_hi, lse_bufs, delta_bufs, kv_bar, ready,
+                          empty, ds_bar, dq_desc, DK, DV, 1, n0, m_first, n_m, rot, n_iters, seqlen, b, h0, heads,
+                          kv_heads, qk_scale, scale, CAUSAL, HEAD_DIM, STAGES, 4)),
+         (_bwd_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, lse_bufs, delta_bufs,
+                          kv_bar, ready, empty, LSE, DELTA, stat_row0, seqlen, n0, m_first, n_m, rot, n_iters,
+                          STAGES))],
+        [4, 1], [240, 24])
+
+
+@gluon.jit
+def flash_attn_ws_dq_convert_kernel(DQ_ACC, DQ, seqlen, heads, scale, HEAD_DIM: gl.constexpr,
+                                    BLOCK_M: gl.constexpr):
+    # dq[b, s, h, :] = scale * dq_acc[b, h, s, :], cast; dq contiguous [B, S, heads, D]
+    layout: gl.constexpr = gl.BlockedLayout([1, 4], [32 * 4 // HEAD_DIM, HEAD_DIM // 4], [gl.num_warps(), 1],
+                                            [1, 0])
+    bh = gl.program_id(0).to(gl.int64)
+    rows = gl.program_id(1) * BLOCK_M + gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, layout))
+    cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, layout))
+    keep = (rows < seqlen)[:, None]
+    x = gl.load(DQ_ACC + (bh * seqlen + rows)[:, None] * HEAD_DIM + cols[None, :], mask=keep)
+    b = bh // heads
+    h = bh % heads
+    dst = ((b * seqlen + rows) * heads + h)[:, None] * HEAD_DIM + cols[None, :]
+    gl.store(DQ + dst, (x * scale).to(DQ.dtype.element_ty), mask=keep)
 
 
 KERNELS = _specs()

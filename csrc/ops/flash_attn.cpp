@@ -421,32 +421,40 @@ Tensor aligned_contiguous(const Tensor& t) {
 
 Tensor cu_tensor(const optional<Tensor>& cu) { return cu.has_value() ? aligned_contiguous(*cu) : Tensor(); }
 
-// The Hopper forward in Gluon (triton_src/flash_attn_ws.py: TMA, wgmma, warp-specialized ping-pong warpgroups)
-// where its conditions hold: an sm_90 build variant for the dtype/head dim, fixed-length batches with S_q == S_k,
-// plain or causal masking (windows that cut nothing count as none), no soft-cap, a positive scale, q/k/v with
-// 16-byte aligned rows (row_aligned: TMA's rule for the [S, D] view of each sequence and head) and a contiguous
-// out. It writes out and lse exactly as flash_attn_fwd_kernel does, so the backward is shared.
-// LIGER_FLASH_ATTN_WS=0 turns it off (benchmarks compare the two forwards with it).
+// The Hopper kernels in Gluon (triton_src/flash_attn_ws.py: TMA, wgmma, warp-specialized warpgroups) where their
+// conditions hold: an sm_90 build variant for the dtype/head dim, fixed-length batches with S_q == S_k, plain or
+// causal masking (windows that cut nothing count as none), no soft-cap, a positive scale, tensors with 16-byte
+// aligned rows (row_aligned: TMA's rule for the [S, D] view of each sequence and head). The forward writes out
+// and lse exactly as flash_attn_fwd_kernel does, the backward takes the same delta; either side may run without
+// the other. LIGER_FLASH_ATTN_WS=0 turns both off (benchmarks compare them with the Triton kernels).
 bool ws_enabled() {
   const char* env = std::getenv("LIGER_FLASH_ATTN_WS");  // read per call (~0.1 us): tests and benchmarks toggle it
   return env == nullptr || std::string(env) != "0";
 }
 
-bool ws_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                const Attn& a, const Shapes& s, const LaunchContext& ctx) {
-  if (!ws_enabled() || a.varlen || s.max_q != s.max_k || a.softcap > 0 || !(a.scale > 0)) return false;
+// Whether the masking is one the Gluon kernels implement; *causal tells which.
+bool ws_masking(const Attn& a, const Shapes& s, bool* causal) {
+  if (a.varlen || s.max_q != s.max_k || a.softcap > 0 || !(a.scale > 0)) return false;
   const int64_t last = s.max_k - 1;  // a window this wide cuts nothing
   const bool left_open = a.window_left < 0 || a.window_left >= last;
-  const bool causal = a.window_right == 0 && last > 0;
-  if (!left_open || !(causal || a.window_right < 0 || a.window_right >= last)) return false;
+  *causal = a.window_right == 0 && last > 0;
+  return left_open && (*causal || a.window_right < 0 || a.window_right >= last) && ws_enabled();
+}
+
+bool ws_rows(const Tensor& t, const Shapes& s) {
+  // the row stride is a TMA descriptor stride even for one row: a 16-byte multiple, rows not overlapping
+  return row_aligned(t) && t.stride(1) % ALIGN_ELEMS == 0 && t.stride(1) >= s.d;
+}
+
+bool ws_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                const Attn& a, const Shapes& s, const LaunchContext& ctx) {
+  bool causal = false;
+  if (!ws_masking(a, s, &causal)) return false;
   // Short causal rows leave each program a tile or two after its setup (descriptors, barriers, the Q load): at
   // S 512 the Triton forward is faster (H200, bf16 d128 B32 H16: 0.211 against 0.222 ms; from S 1024 on the
   // Gluon one leads, 0.274 against 0.313 ms; benchmarks/results/h200.md).
   if (causal && s.max_q <= 512) return false;
-  // the row stride is a TMA descriptor stride even for one row: a 16-byte multiple, rows not overlapping
-  for (const Tensor* t : {&q, &k, &v})
-    if (!row_aligned(*t) || t->stride(1) % ALIGN_ELEMS != 0 || t->stride(1) < s.d) return false;
-  if (!out.is_contiguous() || !aligned16(out)) return false;
+  if (!ws_rows(q, s) || !ws_rows(k, s) || !ws_rows(v, s) || !out.is_contiguous() || !aligned16(out)) return false;
   const int64_t tiles = ceil_div(s.max_q, WS_BLOCK_M);
   if (tiles > 65535 || s.batch * s.hq > INT32_MAX) return false;
   flash_attn_ws_fwd_kernel_key key;
@@ -462,6 +470,50 @@ bool ws_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&
                                   static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), q.stride(0), q.stride(1),
                                   q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
                                   v.stride(2), static_cast<float>(a.scale * kLog2e));
+  return true;
+}
+
+// The backward (head dims 64 and 128): dK/dV per 128-key tile in registers, dQ added up in an fp32 [B, H, S, D]
+// buffer by TMA reduce-adds, then scaled, cast and transposed into dq. dq, dk, dv: contiguous, as allocated.
+bool ws_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& lse,
+                 const Tensor& delta, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Attn& a,
+                 const Shapes& s, const LaunchContext& ctx) {
+  bool causal = false;
+  if (!ws_masking(a, s, &causal) || (causal && s.max_q <= 512)) return false;
+  if (!ws_rows(q, s) || !ws_rows(k, s) || !ws_rows(v, s) || !ws_rows(dout, s)) return false;
+  // q and dout's head stride is a TMA stride too (their descriptors span a GQA group's heads): not 0 (expanded)
+  for (const Tensor* t : {&q, &dout})
+    if (t->size(2) > 1 && t->stride(2) < s.d) return false;
+  auto head_stride = [&](const Tensor& t) { return t.size(2) > 1 ? t.stride(2) : s.d; };
+  const int64_t tiles = ceil_div(s.max_k, WS_BWD_BLOCK_N);
+  // dQ's reduce-adds address the buffer's rows with 32-bit coordinates
+  if (s.batch * s.hq * s.max_q > INT32_MAX) return false;
+  // causal: grid (B * H_k, key tiles), longest first; otherwise (key tiles, B * H_k) for L2 locality
+  const uint32_t heads_dim = static_cast<uint32_t>(s.batch * s.hk), tiles_dim = static_cast<uint32_t>(tiles);
+  if ((causal ? tiles : s.batch * s.hk) > 65535) return false;
+  const Grid grid = causal ? Grid{heads_dim, tiles_dim, 1} : Grid{tiles_dim, heads_dim, 1};
+  flash_attn_ws_bwd_kernel_key key;
+  key.qkv_dtype = q.scalar_type();
+  key.head_dim = s.d;
+  key.causal = causal;
+  const auto* var = flash_attn_ws_bwd_kernel_find(key, ctx.arch_slot);
+  flash_attn_ws_dq_convert_kernel_key ckey;
+  ckey.qkv_dtype = q.scalar_type();
+  ckey.head_dim = s.d;
+  const auto* cvar = flash_attn_ws_dq_convert_kernel_find(ckey, ctx.arch_slot);
+  if (var == nullptr || cvar == nullptr) return false;
+  Tensor dq_acc = at::zeros({s.batch, s.hq, s.max_q, s.d}, q.options().dtype(at::kFloat));
+  constexpr double kLog2e = 1.4426950408889634;
+  flash_attn_ws_bwd_kernel_launch(
+      *var, ctx, grid, ptr(q), ptr(k), ptr(v), ptr(dout), ptr(lse), ptr(delta), ptr(dq_acc), ptr(dk), ptr(dv),
+      static_cast<int32_t>(s.max_q), static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), q.stride(0),
+      q.stride(1), head_stride(q), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
+      dout.stride(0), dout.stride(1), head_stride(dout), static_cast<float>(a.scale * kLog2e),
+      static_cast<float>(a.scale));
+  flash_attn_ws_dq_convert_kernel_launch(
+      *cvar, ctx,
+      Grid{static_cast<uint32_t>(s.batch * s.hq), static_cast<uint32_t>(ceil_div(s.max_q, WS_DQ_CONVERT_BLOCK_M)), 1},
+      ptr(dq_acc), ptr(dq), static_cast<int32_t>(s.max_q), static_cast<int32_t>(s.hq), static_cast<float>(a.scale));
   return true;
 }
 
@@ -541,6 +593,8 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dout_in, const Tensor&
   flash_attn_bwd_preprocess_kernel_launch(pv, ctx, Grid{static_cast<uint32_t>(ceil_div(s.max_q, pv.BLOCK_M)), hq, nb},
                                           ptr(o.t), ptr(dout.t), ptr(delta), ptr(cq), s.max_q, varlen, o.sb, o.ss,
                                           o.sh, dout.sb, dout.ss, dout.sh, lse_b, lse_h);
+
+  if (!varlen && ws_backward(q.t, k.t, v.t, dout.t, lse, delta, dq_t, dk_t, dv_t, a, s, ctx)) return {dq_t, dk_t, dv_t};
 
   const auto& kv = flash_attn_bwd_dkdv_kernel_get(attn_key<flash_attn_bwd_dkdv_kernel_key>(q_in, a), ctx.arch_slot);
   flash_attn_bwd_dkdv_kernel_launch(
