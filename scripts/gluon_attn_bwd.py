@@ -58,7 +58,9 @@ def run(sweep: bool):
         o = torch.empty_like(q)
         lse = torch.empty(B, H, S, device=q.device)
         grid = (B * H, triton.cdiv(S, 2 * ws.HALF_M.value))
-        ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, S, H, k.shape[2], *q.stride()[:3], *k.stride()[:3],
+        cu = torch.zeros(1, dtype=torch.int32, device=q.device)  # fixed-length batch: unused
+        ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, cu, S, B * S, False, H, k.shape[2], *q.stride()[:3],
+                                          *k.stride()[:3],
                                           *v.stride()[:3], D ** -0.5 * ws.LOG2E.value, causal, block_n, D, stages,
                                           ws.OVERLAP[D], num_warps=4)
         return o, lse
@@ -74,7 +76,9 @@ def run(sweep: bool):
         delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
         tiles = triton.cdiv(S, 2 * ws.BWD_HALF_N.value)
         grid = (B * HK, tiles) if causal else (tiles, B * HK)  # as the launcher
-        ws.flash_attn_ws_bwd_kernel[grid](q, k, v, do, lse, delta, dq_acc, dk, dv, S, H, HK, *q.stride()[:3],
+        cu = torch.zeros(1, dtype=torch.int32, device=q.device)
+        ws.flash_attn_ws_bwd_kernel[grid](q, k, v, do, lse, delta, dq_acc, dk, dv, cu, S, B * S, False, H, HK,
+                                          *q.stride()[:3],
                                           *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
                                           D ** -0.5 * ws.LOG2E.value, D ** -0.5, causal, D,
                                           stages or ws.BWD_STAGES[D], num_warps=4)

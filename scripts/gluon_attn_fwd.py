@@ -58,7 +58,9 @@ def run(sweep: bool):
         overlap = ws.OVERLAP[D] if overlap is None else overlap
         o, lse = out or (torch.full_like(q, float("nan")), torch.full((B, H, S), float("nan"), device=q.device))
         grid = (B * H, triton.cdiv(S, 2 * ws.HALF_M.value))
-        ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, S, H, k.shape[2], *q.stride()[:3], *k.stride()[:3],
+        cu = torch.zeros(1, dtype=torch.int32, device=q.device)  # fixed-length batch: unused
+        ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, cu, S, B * S, False, H, k.shape[2], *q.stride()[:3],
+                                          *k.stride()[:3],
                                           *v.stride()[:3], D ** -0.5 * ws.LOG2E.value, causal,
                                           block_n or dflt_n, D, stages or dflt_st, overlap,
                                           num_warps=4)

@@ -585,6 +585,64 @@ def test_cuda_hopper_backward_taken_where_it_applies(monkeypatch):
 
 
 @gpu
+@pytest.mark.skipif(not hopper(), reason="the Gluon kernels are built for sm_90 only")
+def test_cuda_hopper_kernels_taken_for_packed_batches():
+    # Packed sequences take the Gluon kernels when cu_seqlens_q and cu_seqlens_k are one tensor (the same
+    # sequences on both sides, known without reading the device); two tensors, even equal ones, take Triton.
+    cu = torch.tensor([0, 300, 1000, 1001], dtype=torch.int32, device="cuda")
+    q, k, v = (torch.randn(1001, h, 128, dtype=torch.bfloat16, device="cuda", requires_grad=True) for h in (4, 2, 2))
+
+    def kernels(cu_k, **kw):
+        out = ops.flash_attn_varlen(q, k, v, cu, cu_k, 700, 700, **kw)
+        names = forward_kernels(lambda: out.backward(torch.randn_like(out)))
+        return {n.split("(")[0] for n in names if "flash_attn" in n}
+
+    for causal in (False, True):
+        with_one = kernels(cu, causal=causal)
+        assert any("flash_attn_ws_bwd" in n for n in with_one), with_one
+        assert not any("flash_attn_bwd_dkdv" in n for n in with_one), with_one
+        with_two = kernels(cu.clone(), causal=causal)
+        assert any("flash_attn_bwd_dkdv" in n for n in with_two) and not any("_ws_" in n for n in with_two), with_two
+    names = forward_kernels(lambda: ops.flash_attn_varlen(q, k, v, cu, cu, 700, 700, causal=True))
+    assert any("flash_attn_ws_fwd" in n for n in names), names
+
+
+@gpu
+@pytest.mark.skipif(not hopper(), reason="the Gluon kernels are built for sm_90 only")
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
+@pytest.mark.parametrize("d", [64, 128, 256])
+@pytest.mark.parametrize("causal", [False, True])
+def test_cuda_hopper_packed_batches_match_triton(causal, d, dtype, monkeypatch):
+    # A packed batch with an empty sequence, a one-token one and lengths around the tiles, through the Gluon
+    # forward and (d64/d128) backward: the float64 reference by the 2x rule, the Triton kernels to rounding.
+    cu = torch.tensor([0, 0, 700, 1800, 1801, 1929, 4000], dtype=torch.int32, device="cuda")
+    total, max_len = 4000, 2071
+    q, k, v = (torch.randn(total, h, d, dtype=dtype, device="cuda") for h in (6, 2, 2))
+    dout = torch.randn_like(q)
+    args = (q, k, v, cu, cu, max_len, max_len, causal, None, -1, -1, 0.0)
+    out, lse = liger.flash_attn_fwd(*args)
+    grads = liger.flash_attn_bwd(dout, q, k, v, out, lse, *args[3:])
+    monkeypatch.setenv("LIGER_FLASH_ATTN_WS", "0")
+    out_t, lse_t = liger.flash_attn_fwd(*args)
+    grads_t = liger.flash_attn_bwd(dout, q, k, v, out_t, lse_t, *args[3:])
+    monkeypatch.delenv("LIGER_FLASH_ATTN_WS")
+    ins64 = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    insb = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    ref = attention_varlen(*ins64, cu, cu, causal=causal)
+    base = attention_varlen(*insb, cu, cu, causal=causal)
+    check_rule("out", out, base, ref.detach())
+    torch.testing.assert_close(out, out_t, atol=2 * rounding_atol(ref.detach(), dtype), rtol=0)
+    torch.testing.assert_close(lse, lse_t, atol=1e-4, rtol=1e-5)
+    ref.backward(dout.double())
+    base.backward(dout)
+    floor = 2.0 ** -23 * d * max(r.grad.abs().max().item() for r in ins64)
+    for name, g, gt, r, gb in zip(("dq", "dk", "dv"), grads, grads_t, ins64, insb):
+        assert torch.isfinite(g).all(), name
+        check_rule(name, g, gb.grad, r.grad, floor)
+        torch.testing.assert_close(g, gt, atol=2 * rounding_atol(r.grad, dtype) + floor, rtol=0)
+
+
+@gpu
 @pytest.mark.skipif(not hopper(), reason="the Gluon backward is built for sm_90 only")
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=str)
 @pytest.mark.parametrize("d", [64, 128])

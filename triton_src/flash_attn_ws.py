@@ -47,6 +47,17 @@ def _exp2(x):
 
 
 @gluon.jit
+def _sequence(CU, b, seqlen, is_varlen):
+    # (first row, length) of sequence b: cu_seqlens[b] and its length in a packed batch; in a fixed-length batch
+    # row 0 of the sequence's own slice and the common length
+    start = b * 0
+    if is_varlen:
+        start = gl.load(CU + b).to(gl.int64)
+        seqlen = gl.load(CU + b + 1) - gl.load(CU + b)
+    return start, seqlen
+
+
+@gluon.jit
 def _producer(q_desc, k_desc, v_desc, q_lo, q_hi, k_bufs, v_bufs, q_bar, ready, empty, m0, n_tiles,
               BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
     mbarrier.expect(q_bar, 2 * q_desc.block_type.nbytes)
@@ -151,12 +162,14 @@ def _consumer(q_smem, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_r
 
 
 @gluon.jit
-def flash_attn_ws_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, stride_qb, stride_qs, stride_qh, stride_kb,
-                             stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, qk_scale, CAUSAL: gl.constexpr,
-                             BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                             OVERLAP: gl.constexpr):
-    # q [B, S, heads, D], k, v [B, S, kv_heads, D] with unit stride along D and the other strides (in elements)
-    # multiples of 16 bytes (TMA's rule, the launcher checks); o contiguous [B, S, heads, D]; LSE [B, heads, S];
+def flash_attn_ws_fwd_kernel(Q, K, V, O, LSE, CU, seqlen, total, is_varlen, heads, kv_heads, stride_qb, stride_qs,
+                             stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, qk_scale,
+                             CAUSAL: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                             STAGES: gl.constexpr, OVERLAP: gl.constexpr):
+    # Fixed length: q [B, S, heads, D], k, v [B, S, kv_heads, D], o contiguous [B, S, heads, D], LSE [B, heads, S].
+    # Packed (is_varlen, the same cu_seqlens CU for queries and keys): q [total, heads, D], k, v [total, kv_heads,
+    # D] (stride_*b 0), o contiguous [total, heads, D], LSE [heads, total]; seqlen is then the longest sequence.
+    # Unit stride along D, the other strides (in elements) multiples of 16 bytes (TMA's rule, the launcher checks);
     # qk_scale = scale * log2(e)
     gl.static_assert(gl.num_warps() == 4)
     bh = gl.program_id(0)
@@ -168,16 +181,24 @@ def flash_attn_ws_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, stride_qb
     if CAUSAL:
         pid_m = n_m - 1 - pid_m  # longest tiles first
     m0 = pid_m * (2 * HALF_M)
+    start, seqlen = _sequence(CU, b, seqlen, is_varlen)
+    if m0 >= seqlen:
+        return  # a tile past a shorter packed sequence's end
+    tok0 = b * seqlen  # the sequence's first row in o
+    lse_row0 = (b * heads + h) * seqlen
+    if is_varlen:
+        tok0 = start
+        lse_row0 = h * total + start
     dtype: gl.constexpr = Q.dtype.element_ty
     q_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([HALF_M, HEAD_DIM], dtype)
     kv_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BLOCK_N, HEAD_DIM], dtype)
     # [S, D] views of this (sequence, head): TMA zero-fills rows past the end, nothing of another sequence is read
-    q_desc = tma.make_tensor_descriptor(Q + b * stride_qb + h * stride_qh, [seqlen, HEAD_DIM], [stride_qs, 1],
-                                        [HALF_M, HEAD_DIM], q_layout)
-    k_desc = tma.make_tensor_descriptor(K + b * stride_kb + hk * stride_kh, [seqlen, HEAD_DIM], [stride_ks, 1],
-                                        [BLOCK_N, HEAD_DIM], kv_layout)
-    v_desc = tma.make_tensor_descriptor(V + b * stride_vb + hk * stride_vh, [seqlen, HEAD_DIM], [stride_vs, 1],
-                                        [BLOCK_N, HEAD_DIM], kv_layout)
+    q_desc = tma.make_tensor_descriptor(Q + b * stride_qb + start * stride_qs + h * stride_qh, [seqlen, HEAD_DIM],
+                                        [stride_qs, 1], [HALF_M, HEAD_DIM], q_layout)
+    k_desc = tma.make_tensor_descriptor(K + b * stride_kb + start * stride_ks + hk * stride_kh, [seqlen, HEAD_DIM],
+                                        [stride_ks, 1], [BLOCK_N, HEAD_DIM], kv_layout)
+    v_desc = tma.make_tensor_descriptor(V + b * stride_vb + start * stride_vs + hk * stride_vh, [seqlen, HEAD_DIM],
+                                        [stride_vs, 1], [BLOCK_N, HEAD_DIM], kv_layout)
     q_lo = gl.allocate_shared_memory(dtype, [HALF_M, HEAD_DIM], q_layout)
     q_hi = gl.allocate_shared_memory(dtype, [HALF_M, HEAD_DIM], q_layout)
     k_bufs = gl.allocate_shared_memory(dtype, [STAGES, BLOCK_N, HEAD_DIM], kv_layout)
@@ -193,8 +214,7 @@ def flash_attn_ws_fwd_kernel(Q, K, V, O, LSE, seqlen, heads, kv_heads, stride_qb
         n_tiles = gl.cdiv(gl.minimum(m0 + 2 * HALF_M, seqlen), BLOCK_N)
     else:
         n_tiles = gl.cdiv(seqlen, BLOCK_N)
-    o_row0 = (b * seqlen * heads + h) * HEAD_DIM  # element offset of (b, row 0, h, 0); a row is heads * HEAD_DIM
-    lse_row0 = bh.to(gl.int64) * seqlen
+    o_row0 = (tok0 * heads + h) * HEAD_DIM  # element offset of (the sequence's row 0, h, 0); a row: heads * HEAD_DIM
     gl.warp_specialize(
         [(_consumer, (q_lo, k_bufs, v_bufs, q_bar, ready, empty, O, LSE, o_row0, lse_row0, m0, n_tiles, seqlen,
                       heads * HEAD_DIM, qk_scale, CAUSAL, BLOCK_N, HEAD_DIM, STAGES, OVERLAP,
@@ -215,8 +235,8 @@ OVERLAP = {64: False, 128: True, 256: False}
 
 
 def _sig(dt):
-    sig = {"Q": f"*{dt}", "K": f"*{dt}", "V": f"*{dt}", "O": f"*{dt}", "LSE": "*fp32", "seqlen": "i32",
-           "heads": "i32", "kv_heads": "i32"}
+    sig = {"Q": f"*{dt}", "K": f"*{dt}", "V": f"*{dt}", "O": f"*{dt}", "LSE": "*fp32", "CU": "*i32", "seqlen": "i32",
+           "total": "i32", "is_varlen": "i1", "heads": "i32", "kv_heads": "i32"}
     sig.update({f"stride_{t}{a}": "i64" for t in "qkv" for a in "bsh"})
     sig["qk_scale"] = "fp32"
     return sig
@@ -251,7 +271,8 @@ def _specs():
 
 def _bwd_sig(dt):
     sig = {"Q": f"*{dt}", "K": f"*{dt}", "V": f"*{dt}", "DO": f"*{dt}", "LSE": "*fp32", "DELTA": "*fp32",
-           "DQ": "*fp32", "DK": f"*{dt}", "DV": f"*{dt}", "seqlen": "i32", "heads": "i32", "kv_heads": "i32"}
+           "DQ": "*fp32", "DK": f"*{dt}", "DV": f"*{dt}", "CU": "*i32", "seqlen": "i32", "total": "i32",
+           "is_varlen": "i1", "heads": "i32", "kv_heads": "i32"}
     sig.update({f"stride_{t}{a}": "i64" for t in ("q", "k", "v", "do") for a in "bsh"})
     sig.update({"qk_scale": "fp32", "scale": "fp32"})
     return sig
@@ -295,7 +316,7 @@ def _tma_reduce_add(tensor_desc, coord, src, _semantic=None):
 
 @gluon.jit
 def _bwd_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, lse_bufs, delta_bufs, kv_bar,
-                  ready, empty, LSE, DELTA, stat_row0, seqlen, n0, m_first, n_m, rot, n_iters,
+                  ready, empty, LSE, DELTA, stat_row0, head_rows, seqlen, n0, m_first, n_m, rot, n_iters,
                   STAGES: gl.constexpr):
     mbarrier.expect(kv_bar, k_desc.block_type.nbytes + v_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(k_desc, [n0, 0], kv_bar, k_smem)
@@ -308,7 +329,7 @@ def _bwd_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_sm
         m0 = (m_first + (it % n_m + rot) % n_m) * BWD_BLOCK_M
         rows = m0 + offs
         in_seq = rows < seqlen
-        row0 = stat_row0 + g * seqlen  # [B, H, S] statistics of query head h0 + g
+        row0 = stat_row0 + g * head_rows  # statistics of query head h0 + g
         # rows past the end: lse +inf makes P 0 there
         lse = gl.load(LSE + row0 + rows, mask=in_seq, other=float("inf"))
         delta = gl.load(DELTA + row0 + rows, mask=in_seq, other=0.0)
@@ -323,8 +344,8 @@ def _bwd_producer(q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_sm
 
 @gluon.jit
 def _bwd_consumer(q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_smem, lse_bufs, delta_bufs, kv_bar, ready, empty,
-                  ds_bar, dq_desc, DK, DV, wg, n0, m_first, n_m, rot, n_iters, seqlen, b, h0, heads, kv_heads, qk_scale,
-                  scale, CAUSAL: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                  ds_bar, dq_desc, DK, DV, wg, n0, m_first, n_m, rot, n_iters, seqlen, tok0, stat_row0, head_rows, h0,
+                  heads, kv_heads, qk_scale, scale, CAUSAL: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                   num_warps: gl.constexpr):
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
                                                        instr_shape=[16, BWD_BLOCK_M, 16])
@@ -381,15 +402,16 @@ def _bwd_consumer(q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_smem, lse_bufs, d
         dq_smem.store(dq)
         fence_async_shared()
         gl.thread_barrier()
-        # rows of the [B * H * S, D] buffer; rows past this sequence's end carry zeros (P is 0 there), so adding
-        # them into the next head's first rows changes nothing, and TMA drops rows past the buffer
-        dq_row = ((b * heads + h0 + g) * seqlen + m0).to(gl.int32)
+        # rows of the [B * H * S, D] (packed: [H * total, D]) buffer; rows past this sequence's end carry zeros (P
+        # is 0 there), so adding them into the next rows changes nothing, and TMA drops rows past the buffer
+        dq_row = (stat_row0 + g * head_rows + m0).to(gl.int32)
         _tma_reduce_add(dq_desc, [dq_row, wg * (HEAD_DIM // 2)], dq_smem)
-    # dK = scale * sum dS^T Q, dV = sum P^T dO: [B, S, kv_heads, D] contiguous, rows inside the sequence
+    # dK = scale * sum dS^T Q, dV = sum P^T dO: contiguous [B, S, kv_heads, D] or [total, kv_heads, D], rows inside
+    # the sequence
     o_rows = r0 + gl.arange(0, BWD_HALF_N, layout=gl.SliceLayout(1, acc_layout))
     o_cols = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, acc_layout))
     hk = h0 // (heads // kv_heads)
-    offs = (((b * seqlen + o_rows.to(gl.int64)) * kv_heads + hk) * HEAD_DIM)[:, None] + o_cols[None, :]
+    offs = (((tok0 + o_rows.to(gl.int64)) * kv_heads + hk) * HEAD_DIM)[:, None] + o_cols[None, :]
     keep = (o_rows < seqlen)[:, None]
     gl.store(DK + offs, (dk * scale).to(dtype), mask=keep)
     gl.store(DV + offs, dv.to(dtype), mask=keep)
@@ -397,13 +419,15 @@ def _bwd_consumer(q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_smem, lse_bufs, d
 
 
 @gluon.jit
-def flash_attn_ws_bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, seqlen, heads, kv_heads, stride_qb, stride_qs,
-                             stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh, stride_dob,
-                             stride_dos, stride_doh, qk_scale, scale, CAUSAL: gl.constexpr, HEAD_DIM: gl.constexpr,
-                             STAGES: gl.constexpr):
-    # q, do [B, S, heads, D], k, v [B, S, kv_heads, D] (unit stride along D, other strides 16-byte multiples);
-    # LSE, DELTA [B, heads, S] fp32; DQ [B, heads, S, D] fp32, zeroed, with B * heads * S < 2^31;
-    # DK, DV [B, S, kv_heads, D] contiguous; qk_scale = scale * log2(e)
+def flash_attn_ws_bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, CU, seqlen, total, is_varlen, heads, kv_heads,
+                             stride_qb, stride_qs, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs,
+                             stride_vh, stride_dob, stride_dos, stride_doh, qk_scale, scale, CAUSAL: gl.constexpr,
+                             HEAD_DIM: gl.constexpr, STAGES: gl.constexpr):
+    # Fixed length: q, do [B, S, heads, D], k, v [B, S, kv_heads, D] (unit stride along D, other strides 16-byte
+    # multiples); LSE, DELTA [B, heads, S] fp32; DQ [B, heads, S, D] fp32, zeroed; DK, DV [B, S, kv_heads, D]
+    # contiguous; total = B * S. Packed (is_varlen, cu_seqlens CU for queries and keys alike): [total, ...] tensors
+    # (stride_*b 0), LSE, DELTA [heads, total], DQ [heads, total, D], seqlen the longest sequence.
+    # heads * total < 2^31; qk_scale = scale * log2(e)
     gl.static_assert(gl.num_warps() == 4)
     # Causal: grid (batch x KV head, key tile), so the first wave holds the first key tiles (the most queries) of
     # every head. Without a mask every program has the same work: grid (key tile, batch x KV head), so that a
@@ -411,15 +435,23 @@ def flash_attn_ws_bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, seqlen, heads,
     if CAUSAL:
         bhk = gl.program_id(0)
         n0 = gl.program_id(1) * (2 * BWD_HALF_N)
-        n_bhk = gl.num_programs(0)
     else:
         bhk = gl.program_id(1)
         n0 = gl.program_id(0) * (2 * BWD_HALF_N)
-        n_bhk = gl.num_programs(1)
     b = (bhk // kv_heads).to(gl.int64)
     hk = bhk % kv_heads
     group = heads // kv_heads
     h0 = hk * group
+    start, seqlen = _sequence(CU, b, seqlen, is_varlen)
+    if n0 >= seqlen:
+        return  # a key tile past a shorter packed sequence's end
+    tok0 = b * seqlen  # the sequence's first row in dk, dv
+    stat_row0 = (b * heads + h0) * seqlen  # row of (sequence, head h0) in LSE, DELTA and DQ's [rows, D]
+    head_rows = seqlen  # rows from one head to the next there
+    if is_varlen:
+        tok0 = start
+        stat_row0 = h0 * total + start
+        head_rows = total
     m_first = 0
     if CAUSAL:
         m_first = n0 // BWD_BLOCK_M
@@ -436,16 +468,18 @@ def flash_attn_ws_bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, seqlen, heads,
     ds_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([2 * BWD_HALF_N, BWD_BLOCK_M], dtype)
     dq_layout: gl.constexpr = gl.NVMMASharedLayout.get_default_for([BWD_BLOCK_M, HEAD_DIM // 2], gl.float32)
     stat_layout: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
-    q_desc = tma.make_tensor_descriptor(Q + b * stride_qb + h0 * stride_qh, [seqlen, group, HEAD_DIM],
-                                        [stride_qs, stride_qh, 1], [BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
-    do_desc = tma.make_tensor_descriptor(DO + b * stride_dob + h0 * stride_doh, [seqlen, group, HEAD_DIM],
-                                         [stride_dos, stride_doh, 1], [BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
-    k_desc = tma.make_tensor_descriptor(K + b * stride_kb + hk * stride_kh, [seqlen, HEAD_DIM], [stride_ks, 1],
-                                        [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
-    v_desc = tma.make_tensor_descriptor(V + b * stride_vb + hk * stride_vh, [seqlen, HEAD_DIM], [stride_vs, 1],
-                                        [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
-    dq_desc = tma.make_tensor_descriptor(DQ, [n_bhk // kv_heads * heads * seqlen, HEAD_DIM],
-                                         [HEAD_DIM, 1], [BWD_BLOCK_M, HEAD_DIM // 2], dq_layout)
+    q_desc = tma.make_tensor_descriptor(Q + b * stride_qb + start * stride_qs + h0 * stride_qh,
+                                        [seqlen, group, HEAD_DIM], [stride_qs, stride_qh, 1],
+                                        [BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
+    do_desc = tma.make_tensor_descriptor(DO + b * stride_dob + start * stride_dos + h0 * stride_doh,
+                                         [seqlen, group, HEAD_DIM], [stride_dos, stride_doh, 1],
+                                         [BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
+    k_desc = tma.make_tensor_descriptor(K + b * stride_kb + start * stride_ks + hk * stride_kh, [seqlen, HEAD_DIM],
+                                        [stride_ks, 1], [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
+    v_desc = tma.make_tensor_descriptor(V + b * stride_vb + start * stride_vs + hk * stride_vh, [seqlen, HEAD_DIM],
+                                        [stride_vs, 1], [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
+    dq_desc = tma.make_tensor_descriptor(DQ, [heads * total, HEAD_DIM], [HEAD_DIM, 1],
+                                         [BWD_BLOCK_M, HEAD_DIM // 2], dq_layout)
     k_smem = gl.allocate_shared_memory(dtype, [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
     v_smem = gl.allocate_shared_memory(dtype, [2 * BWD_HALF_N, HEAD_DIM], kv_layout)
     q_bufs = gl.allocate_shared_memory(dtype, [STAGES, BWD_BLOCK_M, 1, HEAD_DIM], q3_layout)
@@ -465,17 +499,17 @@ def flash_attn_ws_bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, seqlen, heads,
         mbarrier.init(empty.index(s), count=2)  # one release per consumer warpgroup
     for d in gl.static_range(2):
         mbarrier.init(ds_bar.index(d), count=2)  # both halves of dS^T are in shared memory
-    stat_row0 = (b * heads + h0) * seqlen
     gl.warp_specialize(
         [(_bwd_consumer, (q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_lo, lse_bufs, delta_bufs, kv_bar, ready,
-                          empty, ds_bar, dq_desc, DK, DV, 0, n0, m_first, n_m, rot, n_iters, seqlen, b, h0, heads,
-                          kv_heads, qk_scale, scale, CAUSAL, HEAD_DIM, STAGES, gl.num_warps())),
+                          empty, ds_bar, dq_desc, DK, DV, 0, n0, m_first, n_m, rot, n_iters, seqlen, tok0,
+                          stat_row0, head_rows, h0, heads, kv_heads, qk_scale, scale, CAUSAL, HEAD_DIM, STAGES,
+                          gl.num_warps())),
          (_bwd_consumer, (q_bufs, do_bufs, k_smem, v_smem, ds_smem, dq_hi, lse_bufs, delta_bufs, kv_bar, ready,
-                          empty, ds_bar, dq_desc, DK, DV, 1, n0, m_first, n_m, rot, n_iters, seqlen, b, h0, heads,
-                          kv_heads, qk_scale, scale, CAUSAL, HEAD_DIM, STAGES, 4)),
+                          empty, ds_bar, dq_desc, DK, DV, 1, n0, m_first, n_m, rot, n_iters, seqlen, tok0,
+                          stat_row0, head_rows, h0, heads, kv_heads, qk_scale, scale, CAUSAL, HEAD_DIM, STAGES, 4)),
          (_bwd_producer, (q_desc, do_desc, k_desc, v_desc, q_bufs, do_bufs, k_smem, v_smem, lse_bufs, delta_bufs,
-                          kv_bar, ready, empty, LSE, DELTA, stat_row0, seqlen, n0, m_first, n_m, rot, n_iters,
-                          STAGES))],
+                          kv_bar, ready, empty, LSE, DELTA, stat_row0, head_rows, seqlen, n0, m_first, n_m, rot,
+                          n_iters, STAGES))],
         [4, 1], [240, 24])
 
 

@@ -7,6 +7,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <array>
 #include <climits>
 #include <cstdlib>
 #include <cmath>
@@ -422,9 +423,11 @@ Tensor aligned_contiguous(const Tensor& t) {
 Tensor cu_tensor(const optional<Tensor>& cu) { return cu.has_value() ? aligned_contiguous(*cu) : Tensor(); }
 
 // The Hopper kernels in Gluon (triton_src/flash_attn_ws.py: TMA, wgmma, warp-specialized warpgroups) where their
-// conditions hold: an sm_90 build variant for the dtype/head dim, fixed-length batches with S_q == S_k, plain or
-// causal masking (windows that cut nothing count as none), no soft-cap, a positive scale, tensors with 16-byte
-// aligned rows (row_aligned: TMA's rule for the [S, D] view of each sequence and head). The forward writes out
+// conditions hold: an sm_90 build variant for the dtype/head dim, S_q == S_k (fixed-length batches with
+// max_seqlen_q == max_seqlen_k, or packed ones whose cu_seqlens_q and cu_seqlens_k are one tensor: the same
+// sequences on both sides), plain or causal masking (windows that cut nothing count as none), no soft-cap, a
+// positive scale, tensors with 16-byte aligned rows (row_aligned: TMA's rule for the [S, D] view of each sequence
+// and head). The forward writes out
 // and lse exactly as flash_attn_fwd_kernel does, the backward takes the same delta; either side may run without
 // the other. LIGER_FLASH_ATTN_WS=0 turns both off (benchmarks compare them with the Triton kernels).
 bool ws_enabled() {
@@ -432,31 +435,57 @@ bool ws_enabled() {
   return env == nullptr || std::string(env) != "0";
 }
 
-// Whether the masking is one the Gluon kernels implement; *causal tells which.
-bool ws_masking(const Attn& a, const Shapes& s, bool* causal) {
-  if (a.varlen || s.max_q != s.max_k || a.softcap > 0 || !(a.scale > 0)) return false;
+// Whether the sequences and the masking are ones the Gluon kernels implement; *causal tells which masking.
+bool ws_masking(const Attn& a, const Shapes& s, const optional<Tensor>& cu_q, const optional<Tensor>& cu_k,
+                bool* causal) {
+  if (a.varlen && !cu_q->is_same(*cu_k)) return false;
+  if (s.max_q != s.max_k || a.softcap > 0 || !(a.scale > 0)) return false;
   const int64_t last = s.max_k - 1;  // a window this wide cuts nothing
   const bool left_open = a.window_left < 0 || a.window_left >= last;
   *causal = a.window_right == 0 && last > 0;
   return left_open && (*causal || a.window_right < 0 || a.window_right >= last) && ws_enabled();
 }
 
-bool ws_rows(const Tensor& t, const Shapes& s) {
+bool ws_rows(const Tensor& t, const Shapes& s, bool varlen) {
   // the row stride is a TMA descriptor stride even for one row: a 16-byte multiple, rows not overlapping
-  return row_aligned(t) && t.stride(1) % ALIGN_ELEMS == 0 && t.stride(1) >= s.d;
+  const int64_t rows = t.stride(varlen ? 0 : 1);
+  return row_aligned(t) && rows % ALIGN_ELEMS == 0 && rows >= s.d;
+}
+
+// Strides (batch, sequence, head) in elements: a packed [total, H, D] tensor has no batch stride.
+std::array<int64_t, 3> ws_strides(const Tensor& t, bool varlen) {
+  if (varlen) return {0, t.stride(0), t.stride(1)};
+  return {t.stride(0), t.stride(1), t.stride(2)};
+}
+
+// What the kernels take for the sequences: the longest length, the number of rows of the token dimension
+// (B * S when fixed) and cu_seqlens (unused when fixed).
+struct WsSeqs {
+  int32_t max_len, total;
+  bool varlen;
+  CUdeviceptr cu;
+};
+
+WsSeqs ws_seqs(const Tensor& q, const Shapes& s, bool varlen, const Tensor& cu) {
+  return {static_cast<int32_t>(s.max_q), static_cast<int32_t>(varlen ? q.size(0) : s.batch * s.max_q), varlen,
+          varlen ? ptr(cu) : CUdeviceptr{0}};
 }
 
 bool ws_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                const Attn& a, const Shapes& s, const LaunchContext& ctx) {
+                const Tensor& cu, const optional<Tensor>& cu_q, const optional<Tensor>& cu_k, const Attn& a,
+                const Shapes& s, const LaunchContext& ctx) {
   bool causal = false;
-  if (!ws_masking(a, s, &causal)) return false;
+  if (!ws_masking(a, s, cu_q, cu_k, &causal)) return false;
   // Short causal rows leave each program a tile or two after its setup (descriptors, barriers, the Q load): at
   // S 512 the Triton forward is faster (H200, bf16 d128 B32 H16: 0.211 against 0.222 ms; from S 1024 on the
   // Gluon one leads, 0.274 against 0.313 ms; benchmarks/results/h200.md).
   if (causal && s.max_q <= 512) return false;
-  if (!ws_rows(q, s) || !ws_rows(k, s) || !ws_rows(v, s) || !out.is_contiguous() || !aligned16(out)) return false;
+  const bool varlen = a.varlen;
+  if (!ws_rows(q, s, varlen) || !ws_rows(k, s, varlen) || !ws_rows(v, s, varlen) || !out.is_contiguous() ||
+      !aligned16(out))
+    return false;
   const int64_t tiles = ceil_div(s.max_q, WS_BLOCK_M);
-  if (tiles > 65535 || s.batch * s.hq > INT32_MAX) return false;
+  if (tiles > 65535 || s.batch * s.hq > INT32_MAX || q.size(0) * (varlen ? s.hq : 1) > INT32_MAX) return false;
   flash_attn_ws_fwd_kernel_key key;
   key.qkv_dtype = q.scalar_type();
   key.head_dim = s.d;
@@ -464,30 +493,40 @@ bool ws_forward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor&
   const auto* var = flash_attn_ws_fwd_kernel_find(key, ctx.arch_slot);
   if (var == nullptr) return false;
   constexpr double kLog2e = 1.4426950408889634;
+  const WsSeqs seqs = ws_seqs(q, s, varlen, cu);
+  const auto sq = ws_strides(q, varlen), sk = ws_strides(k, varlen), sv = ws_strides(v, varlen);
   flash_attn_ws_fwd_kernel_launch(*var, ctx,
                                   Grid{static_cast<uint32_t>(s.batch * s.hq), static_cast<uint32_t>(tiles), 1},
-                                  ptr(q), ptr(k), ptr(v), ptr(out), ptr(lse), static_cast<int32_t>(s.max_q),
-                                  static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), q.stride(0), q.stride(1),
-                                  q.stride(2), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1),
-                                  v.stride(2), static_cast<float>(a.scale * kLog2e));
+                                  ptr(q), ptr(k), ptr(v), ptr(out), ptr(lse), seqs.cu, seqs.max_len, seqs.total,
+                                  seqs.varlen, static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), sq[0], sq[1],
+                                  sq[2], sk[0], sk[1], sk[2], sv[0], sv[1], sv[2], static_cast<float>(a.scale * kLog2e));
   return true;
 }
 
 // The backward (head dims 64 and 128): dK/dV per 128-key tile in registers, dQ added up in an fp32 [B, H, S, D]
 // buffer by TMA reduce-adds, then scaled, cast and transposed into dq. dq, dk, dv: contiguous, as allocated.
 bool ws_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& lse,
-                 const Tensor& delta, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Attn& a,
-                 const Shapes& s, const LaunchContext& ctx) {
+                 const Tensor& delta, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& cu,
+                 const optional<Tensor>& cu_q, const optional<Tensor>& cu_k, const Attn& a, const Shapes& s,
+                 const LaunchContext& ctx) {
   bool causal = false;
-  if (!ws_masking(a, s, &causal) || (causal && s.max_q <= 512)) return false;
-  if (!ws_rows(q, s) || !ws_rows(k, s) || !ws_rows(v, s) || !ws_rows(dout, s)) return false;
+  if (!ws_masking(a, s, cu_q, cu_k, &causal) || (causal && s.max_q <= 512)) return false;
+  const bool varlen = a.varlen;
+  if (!ws_rows(q, s, varlen) || !ws_rows(k, s, varlen) || !ws_rows(v, s, varlen) || !ws_rows(dout, s, varlen))
+    return false;
   // q and dout's head stride is a TMA stride too (their descriptors span a GQA group's heads): not 0 (expanded)
+  const int64_t hdim = varlen ? 1 : 2;
   for (const Tensor* t : {&q, &dout})
-    if (t->size(2) > 1 && t->stride(2) < s.d) return false;
-  auto head_stride = [&](const Tensor& t) { return t.size(2) > 1 ? t.stride(2) : s.d; };
+    if (t->size(hdim) > 1 && t->stride(hdim) < s.d) return false;
+  auto strides = [&](const Tensor& t) {
+    auto st = ws_strides(t, varlen);
+    if (t.size(hdim) == 1) st[2] = s.d;  // unused, but a valid TMA stride
+    return st;
+  };
   const int64_t tiles = ceil_div(s.max_k, WS_BWD_BLOCK_N);
-  // dQ's reduce-adds address the buffer's rows with 32-bit coordinates
-  if (s.batch * s.hq * s.max_q > INT32_MAX) return false;
+  const WsSeqs seqs = ws_seqs(q, s, varlen, cu);
+  // dQ's reduce-adds address the buffer's rows ([B * H * S] or [H * total]) with 32-bit coordinates
+  if (s.hq * seqs.total > INT32_MAX || (!varlen && s.batch * s.max_q > INT32_MAX)) return false;
   // causal: grid (B * H_k, key tiles), longest first; otherwise (key tiles, B * H_k) for L2 locality
   const uint32_t heads_dim = static_cast<uint32_t>(s.batch * s.hk), tiles_dim = static_cast<uint32_t>(tiles);
   if ((causal ? tiles : s.batch * s.hk) > 65535) return false;
@@ -502,18 +541,22 @@ bool ws_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   ckey.head_dim = s.d;
   const auto* cvar = flash_attn_ws_dq_convert_kernel_find(ckey, ctx.arch_slot);
   if (var == nullptr || cvar == nullptr) return false;
-  Tensor dq_acc = at::zeros({s.batch, s.hq, s.max_q, s.d}, q.options().dtype(at::kFloat));
+  // [B, H, S, D], or [H, total, D] packed (one "batch entry" of total rows for the conversion)
+  Tensor dq_acc = varlen ? at::zeros({s.hq, seqs.total, s.d}, q.options().dtype(at::kFloat))
+                         : at::zeros({s.batch, s.hq, s.max_q, s.d}, q.options().dtype(at::kFloat));
   constexpr double kLog2e = 1.4426950408889634;
-  flash_attn_ws_bwd_kernel_launch(
-      *var, ctx, grid, ptr(q), ptr(k), ptr(v), ptr(dout), ptr(lse), ptr(delta), ptr(dq_acc), ptr(dk), ptr(dv),
-      static_cast<int32_t>(s.max_q), static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), q.stride(0),
-      q.stride(1), head_stride(q), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
-      dout.stride(0), dout.stride(1), head_stride(dout), static_cast<float>(a.scale * kLog2e),
-      static_cast<float>(a.scale));
+  const auto sq = strides(q), sk = ws_strides(k, varlen), sv = ws_strides(v, varlen), sd = strides(dout);
+  flash_attn_ws_bwd_kernel_launch(*var, ctx, grid, ptr(q), ptr(k), ptr(v), ptr(dout), ptr(lse), ptr(delta),
+                                  ptr(dq_acc), ptr(dk), ptr(dv), seqs.cu, seqs.max_len, seqs.total, seqs.varlen,
+                                  static_cast<int32_t>(s.hq), static_cast<int32_t>(s.hk), sq[0], sq[1], sq[2], sk[0],
+                                  sk[1], sk[2], sv[0], sv[1], sv[2], sd[0], sd[1], sd[2],
+                                  static_cast<float>(a.scale * kLog2e), static_cast<float>(a.scale));
+  const int64_t conv_batch = varlen ? 1 : s.batch, conv_rows = varlen ? seqs.total : s.max_q;
   flash_attn_ws_dq_convert_kernel_launch(
       *cvar, ctx,
-      Grid{static_cast<uint32_t>(s.batch * s.hq), static_cast<uint32_t>(ceil_div(s.max_q, WS_DQ_CONVERT_BLOCK_M)), 1},
-      ptr(dq_acc), ptr(dq), static_cast<int32_t>(s.max_q), static_cast<int32_t>(s.hq), static_cast<float>(a.scale));
+      Grid{static_cast<uint32_t>(conv_batch * s.hq), static_cast<uint32_t>(ceil_div(conv_rows, WS_DQ_CONVERT_BLOCK_M)),
+           1},
+      ptr(dq_acc), ptr(dq), static_cast<int32_t>(conv_rows), static_cast<int32_t>(s.hq), static_cast<float>(a.scale));
   return true;
 }
 
@@ -536,9 +579,9 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, cons
   Tensor lse = at::empty(lshape, q_in.options().dtype(at::kFloat));
   if (q_in.numel() == 0 || s.batch == 0) return {out, lse};
   const LaunchContext ctx = launch_context(q_in);
-  if (ws_forward(q_in, k_in, v_in, out, lse, a, s, ctx)) return {out, lse};
-  Operand q = operand(q_in, varlen), k = operand(k_in, varlen), v = operand(v_in, varlen), o = output(out, varlen);
   Tensor cq = cu_tensor(cu_q), ck = cu_tensor(cu_k);
+  if (ws_forward(q_in, k_in, v_in, out, lse, cq, cu_q, cu_k, a, s, ctx)) return {out, lse};
+  Operand q = operand(q_in, varlen), k = operand(k_in, varlen), v = operand(v_in, varlen), o = output(out, varlen);
   const int64_t lse_b = varlen ? 0 : s.hq * s.max_q;
   const int64_t lse_h = varlen ? q_in.size(0) : s.max_q;
   const auto& var = flash_attn_fwd_kernel_get(attn_key<flash_attn_fwd_kernel_key>(q_in, a), ctx.arch_slot);
@@ -594,7 +637,8 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dout_in, const Tensor&
                                           ptr(o.t), ptr(dout.t), ptr(delta), ptr(cq), s.max_q, varlen, o.sb, o.ss,
                                           o.sh, dout.sb, dout.ss, dout.sh, lse_b, lse_h);
 
-  if (!varlen && ws_backward(q.t, k.t, v.t, dout.t, lse, delta, dq_t, dk_t, dv_t, a, s, ctx)) return {dq_t, dk_t, dv_t};
+  if (ws_backward(q.t, k.t, v.t, dout.t, lse, delta, dq_t, dk_t, dv_t, cq, cu_q, cu_k, a, s, ctx))
+    return {dq_t, dk_t, dv_t};
 
   const auto& kv = flash_attn_bwd_dkdv_kernel_get(attn_key<flash_attn_bwd_dkdv_kernel_key>(q_in, a), ctx.arch_slot);
   flash_attn_bwd_dkdv_kernel_launch(

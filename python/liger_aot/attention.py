@@ -85,8 +85,12 @@ def liger_flash_attention_forward(module: torch.nn.Module, query: torch.Tensor, 
         max_q, max_k = kwargs.get("max_length_q"), kwargs.get("max_length_k")
         max_q = int(max_q) if max_q is not None else int((cu_q[1:] - cu_q[:-1]).max())
         max_k = int(max_k) if max_k is not None else int((cu_k[1:] - cu_k[:-1]).max())
-        out = ops.flash_attn_varlen(q[0], k[0], v[0], cu_q.to(torch.int32), cu_k.to(torch.int32), max_q, max_k, causal,
-                                    scaling, window_left, -1, cap)
+        # one tensor for both sides when the caller passed one: the kernels then know the sequences match (the
+        # Hopper kernels need that)
+        cu_q32 = cu_q.to(torch.int32)
+        cu_k32 = cu_q32 if cu_k is cu_q else cu_k.to(torch.int32)
+        out = ops.flash_attn_varlen(q[0], k[0], v[0], cu_q32, cu_k32, max_q, max_k, causal, scaling, window_left, -1,
+                                    cap)
         return out.unsqueeze(0), None
     keys = None
     if attention_mask is not None:
@@ -105,9 +109,11 @@ def liger_flash_attention_forward(module: torch.nn.Module, query: torch.Tensor, 
     if keys is None:
         out = ops.flash_attn(q, k, v, causal, scaling, window_left, -1, cap)
         return out, None
-    queries = keys[:, s_k - s_q:]
-    cu_q, idx_q, max_q = _cu_seqlens(queries)
     cu_k, idx_k, max_k = _cu_seqlens(keys)
+    if s_q == s_k:  # the same sequences on both sides: one cu_seqlens tensor
+        cu_q, idx_q, max_q = cu_k, idx_k, max_k
+    else:
+        cu_q, idx_q, max_q = _cu_seqlens(keys[:, s_k - s_q:])
     out = ops.flash_attn_varlen(_unpad(q, idx_q), _unpad(k, idx_k), _unpad(v, idx_k), cu_q, cu_k, max_q, max_k,
                                 causal, scaling, window_left, -1, cap)
     full = out.new_zeros(b * s_q, out.shape[-2], out.shape[-1])
