@@ -11,6 +11,9 @@ head dim 128, causal, S = 8192: targets forward >= 550 and forward+backward >= 4
 Inputs are [B, S, H, D] tensors; SDPA gets their [B, H, S, D] transposed views (what Hugging Face passes).
 "liger_aot, Triton" is liger_aot with LIGER_FLASH_ATTN_WS=0: the Triton forward and backward where the Hopper Gluon
 ones (triton_src/flash_attn_ws.py) would run.
+Packed batches (flash_attn_varlen, sequences of PACKED_LENS, 16k tokens): liger_aot against its own Triton kernels
+only (SDPA has no packed-sequence entry; the flash-attn package, when installed, is compared too). --packed runs
+only those.
 """
 import argparse
 import os
@@ -44,6 +47,28 @@ def make_case(causal: bool, d: int, s: int, dtype: torch.dtype) -> harness.Case:
     return harness.Case(name, make, {m: fwd * f for m, f in FLOP_FACTOR.items()})
 
 
+PACKED_LENS = (2048, 1000, 3000, 512, 4096, 1500, 2500, 1728)  # 16384 tokens, as a training batch after packing
+
+
+def make_packed_case(causal: bool, d: int, kv_heads: int, dtype: torch.dtype) -> harness.Case:
+    h = heads_for(d)
+    cu_list = [0]
+    for n in PACKED_LENS:
+        cu_list.append(cu_list[-1] + n)
+
+    def make() -> harness.Inputs:
+        total = cu_list[-1]
+        q, k, v = (torch.randn(total, n, d, device="cuda", dtype=dtype, requires_grad=True) for n in (h, kv_heads,
+                                                                                                    kv_heads))
+        cu = torch.tensor(cu_list, dtype=torch.int32, device="cuda")
+        return harness.Inputs(args=(q, k, v, cu, max(PACKED_LENS), causal), leaves=(q, k, v),
+                              grad_out=torch.randn_like(q))
+
+    fwd = sum(4 * h * n * n * d / (2 if causal else 1) for n in PACKED_LENS)
+    name = f"packed {'causal' if causal else 'full'} d{d} h{h}/{kv_heads} 8 seqs"
+    return harness.Case(name, make, {m: fwd * f for m, f in FLOP_FACTOR.items()})
+
+
 def sdpa_with(backend):
     from torch.nn.attention import sdpa_kernel
 
@@ -55,26 +80,46 @@ def sdpa_with(backend):
     return fn
 
 
+def with_triton_kernels(fn):
+    """fn with the Triton kernels in place of the Hopper Gluon ones: the launcher reads LIGER_FLASH_ATTN_WS per call,
+    so it is set around the forward and, through hooks on the output's autograd node, around its backward."""
+    def wrapped(*args):
+        os.environ["LIGER_FLASH_ATTN_WS"] = "0"
+        try:
+            out = fn(*args)
+        finally:
+            del os.environ["LIGER_FLASH_ATTN_WS"]
+        if out.grad_fn is not None:
+            out.grad_fn.register_prehook(lambda grads: os.environ.__setitem__("LIGER_FLASH_ATTN_WS", "0"))
+            out.grad_fn.register_hook(lambda grads_in, grads_out: os.environ.pop("LIGER_FLASH_ATTN_WS", None)
+                                      and None)  # a hook's non-None return would replace the gradients
+        return out
+    return wrapped
+
+
+def packed_providers(liger_aot, notes):
+    out = []
+    if liger_aot is not None:
+        def varlen(q, k, v, cu, max_len, causal):
+            return liger_aot.ops.flash_attn_varlen(q, k, v, cu, cu, max_len, max_len, causal)
+        out += [harness.Provider("liger_aot", varlen),
+                harness.Provider("liger_aot, Triton", with_triton_kernels(varlen))]
+    fa = harness.optional(lambda: __import__("flash_attn").flash_attn_varlen_func, "flash-attn package", notes)
+    if fa is not None:
+        out.append(harness.Provider("flash-attn", lambda q, k, v, cu, n, causal: fa(q, k, v, cu, cu, n, n,
+                                                                                    causal=causal)))
+    return out
+
+
 def providers(liger_aot, notes):
     from torch.nn.attention import SDPBackend
     out = []
     if liger_aot is not None:
         out.append(harness.Provider("liger_aot", lambda q, k, v, causal: liger_aot.ops.flash_attn(q, k, v, causal)))
 
-        def triton_kernels(q, k, v, causal):
-            # the Triton kernels in place of the Hopper Gluon ones: the launcher reads LIGER_FLASH_ATTN_WS per call,
-            # so it is set around the forward and, through hooks on the output's autograd node, around its backward
-            os.environ["LIGER_FLASH_ATTN_WS"] = "0"
-            try:
-                out = liger_aot.ops.flash_attn(q, k, v, causal)
-            finally:
-                del os.environ["LIGER_FLASH_ATTN_WS"]
-            if out.grad_fn is not None:
-                out.grad_fn.register_prehook(lambda grads: os.environ.__setitem__("LIGER_FLASH_ATTN_WS", "0"))
-                out.grad_fn.register_hook(lambda grads_in, grads_out: os.environ.pop("LIGER_FLASH_ATTN_WS", None)
-                                          and None)  # a hook's non-None return would replace the gradients
-            return out
-        out.append(harness.Provider("liger_aot, Triton", triton_kernels))
+        out.append(harness.Provider("liger_aot, Triton",
+                                    with_triton_kernels(lambda q, k, v, causal: liger_aot.ops.flash_attn(q, k, v,
+                                                                                                       causal))))
     out.append(harness.Provider("SDPA flash (FA2)", sdpa_with(SDPBackend.FLASH_ATTENTION)))
     out.append(harness.Provider("SDPA cuDNN", sdpa_with(SDPBackend.CUDNN_ATTENTION)))
     fa = harness.optional(lambda: __import__("flash_attn").flash_attn_func, "flash-attn package", notes)
@@ -139,6 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     parser.add_argument("--quick", action="store_true", help="the anchor shape only, causal and not")
+    parser.add_argument("--packed", action="store_true", help="the packed (varlen) batches only")
     parser.add_argument("--results", nargs="?", const="", metavar="PATH",
                         help="append the markdown to PATH (no PATH: benchmarks/results/<gpu>.md)")
     args = parser.parse_args()
@@ -150,19 +196,27 @@ def main() -> None:
     header = harness.environment_header(f"flash_attn, {args.dtype}" + (" (--quick)" if args.quick else ""))
     print(header + "\n", *notes, sep="\n", flush=True)
 
-    shapes = [(True, 128, 8192), (False, 128, 8192)]
-    if not args.quick:
-        shapes += [(c, d, 8192) for c in (True, False) for d in (64, 256)]
-        shapes += [(c, 128, s) for c in (True, False) for s in (512, 1024, 2048, 4096, 16384, 32768)]
-    cases = [make_case(c, d, s, dtype) for c, d, s in shapes]
-    # ceiling 1.0: the "% of copy" column is meaningless for FLOPs and is not reported
-    table = harness.run(cases, providers(liger_aot, notes), harness.MODES, 1.0, notes, check=check)
-    sections = [
-        anchor_line(table, args.dtype),
-        "TFLOP/s (FlashAttention's count; ms in parentheses), median of CUDA events after an L2 flush:\n\n"
-        + tflops_table(table),
-        "Peak memory, MB above the inputs (bwd: above the retained forward graph as well):\n\n" + memory_table(table),
-    ]
+    sections = []
+    if not args.packed:
+        shapes = [(True, 128, 8192), (False, 128, 8192)]
+        if not args.quick:
+            shapes += [(c, d, 8192) for c in (True, False) for d in (64, 256)]
+            shapes += [(c, 128, s) for c in (True, False) for s in (512, 1024, 2048, 4096, 16384, 32768)]
+        cases = [make_case(c, d, s, dtype) for c, d, s in shapes]
+        # ceiling 1.0: the "% of copy" column is meaningless for FLOPs and is not reported
+        table = harness.run(cases, providers(liger_aot, notes), harness.MODES, 1.0, notes, check=check)
+        sections += [
+            anchor_line(table, args.dtype),
+            "TFLOP/s (FlashAttention's count; ms in parentheses), median of CUDA events after an L2 flush:\n\n"
+            + tflops_table(table),
+            "Peak memory, MB above the inputs (bwd: above the retained forward graph as well):\n\n"
+            + memory_table(table),
+        ]
+    if args.packed or not args.quick:
+        cases = [make_packed_case(c, d, hk, dtype) for c, d, hk in ((True, 128, 16), (False, 128, 16), (True, 64, 8))]
+        table = harness.run(cases, packed_providers(liger_aot, notes), harness.MODES, 1.0, notes)
+        sections.append(f"Packed batches (sequences of {', '.join(map(str, PACKED_LENS))} tokens), TFLOP/s (ms):\n\n"
+                        + tflops_table(table))
     harness.report(header, sections, notes, args.results)
 
 
