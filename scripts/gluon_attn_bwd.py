@@ -8,41 +8,15 @@ The forward used for out/LSE is the Gluon forward of the same file; delta = rows
 --sweep also times other ring depths.
 """
 import os
-import re
-import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
-from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 
+from gluon_attn_fwd import compile_report, forward, no_cu_seqlens, set_allocator  # noqa: E402
 from triton_src import flash_attn_ws as ws  # noqa: E402
-
-
-def compile_report():
-    target = GPUTarget("cuda", 90, 32)
-    backend = triton.compiler.make_backend(target)
-    spec = next(s for s in ws.KERNELS if s.fn is ws.flash_attn_ws_bwd_kernel)
-    for v in spec.variants:
-        names = list(spec.fn.arg_names)
-        sig = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n].startswith("*")}
-        src = GluonASTSource(fn=spec.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs)
-        opts = backend.parse_options({"num_warps": v.num_warps, "num_stages": 1})
-        k = triton.compile(src, target=target, options=opts.__dict__)
-        with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
-            f.write(k.asm["ptx"])
-            f.flush()
-            text = subprocess.run([get_ptxas(90).path, "--gpu-name", "sm_90a", "-v", f.name, "-o", "/dev/null"],
-                                  capture_output=True, text=True).stderr
-        spills = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", text)
-        spilled = spills.group(1) + "/" + spills.group(2) if spills else "?"
-        print(f"{v.key}: shared {k.metadata.shared} B, scratch {k.metadata.global_scratch_size} B, spills {spilled}",
-              flush=True)
 
 
 def run(sweep: bool):
@@ -50,20 +24,7 @@ def run(sweep: bool):
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-
-    def forward(q, k, v, causal):
-        B, S, H, D = q.shape
-        block_n, stages = ws.TILES[D]
-        o = torch.empty_like(q)
-        lse = torch.empty(B, H, S, device=q.device)
-        grid = (B * H, triton.cdiv(S, 2 * ws.HALF_M.value))
-        cu = torch.zeros(1, dtype=torch.int32, device=q.device)  # fixed-length batch: unused
-        ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, cu, S, B * S, False, H, k.shape[2], *q.stride()[:3],
-                                          *k.stride()[:3],
-                                          *v.stride()[:3], D ** -0.5 * ws.LOG2E.value, causal, block_n, D, stages,
-                                          ws.OVERLAP[D], num_warps=4)
-        return o, lse
+    set_allocator()
 
     def backward(q, k, v, o, lse, do, causal, stages=None, bufs=None):
         B, S, H, D = q.shape
@@ -76,11 +37,9 @@ def run(sweep: bool):
         delta = (o.float() * do.float()).sum(-1).transpose(1, 2).contiguous()
         tiles = triton.cdiv(S, 2 * ws.BWD_HALF_N.value)
         grid = (B * HK, tiles) if causal else (tiles, B * HK)  # as the launcher
-        cu = torch.zeros(1, dtype=torch.int32, device=q.device)
-        ws.flash_attn_ws_bwd_kernel[grid](q, k, v, do, lse, delta, dq_acc, dk, dv, cu, S, B * S, False, H, HK,
-                                          *q.stride()[:3],
-                                          *k.stride()[:3], *v.stride()[:3], *do.stride()[:3],
-                                          D ** -0.5 * ws.LOG2E.value, D ** -0.5, causal, D,
+        ws.flash_attn_ws_bwd_kernel[grid](q, k, v, do, lse, delta, dq_acc, dk, dv, no_cu_seqlens(q.device), S,
+                                          B * S, False, H, HK, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+                                          *do.stride()[:3], D ** -0.5 * ws.LOG2E.value, D ** -0.5, causal, D,
                                           stages or ws.BWD_STAGES[D], num_warps=4)
         bm = ws.CONVERT_BLOCK_M
         ws.flash_attn_ws_dq_convert_kernel[(B * H, triton.cdiv(S, bm))](dq_acc, dq, S, H, D ** -0.5, D, bm,
@@ -135,8 +94,9 @@ def run(sweep: bool):
             q, k, v = (torch.randn(B, S, h, D, device="cuda", dtype=torch.bfloat16) for h in (H, HK, HK))
             do = torch.randn_like(q)
             fwd_flops = 4 * B * H * S * S * D / (2 if causal else 1)
-            o, lse = forward(q, k, v, causal)
-            fwd_ms = bench(lambda: forward(q, k, v, causal))
+            fwd_out = (torch.empty_like(q), torch.empty(B, H, S, device="cuda"))  # no NaN fill inside the timing
+            o, lse = forward(q, k, v, causal, out=fwd_out)
+            fwd_ms = bench(lambda: forward(q, k, v, causal, out=fwd_out))
             row = []
             qs, ks, vs = (t.transpose(1, 2).detach().requires_grad_() for t in (q, k, v))
             for name, backend in (("fa2", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
@@ -165,4 +125,4 @@ if __name__ == "__main__":
     if "--run" in sys.argv:
         run("--sweep" in sys.argv)
     else:
-        compile_report()
+        compile_report(ws.flash_attn_ws_bwd_kernel)

@@ -6,6 +6,7 @@
                                                       # cases), time it at B2 H16 S8192 against SDPA flash/cuDNN
 --sweep also times other (BLOCK_N, STAGES) tiles, with and without the intra-warpgroup overlap.
 """
+import functools
 import os
 import re
 import subprocess
@@ -22,15 +23,17 @@ from triton.experimental.gluon._runtime import GluonASTSource  # noqa: E402
 from triton_src import flash_attn_ws as ws  # noqa: E402
 
 
-def compile_report():
+def compile_report(kernel=None):
+    """Compile every built variant of `kernel` (default: the forward) for sm_90a and print its resources."""
+    kernel = kernel or ws.flash_attn_ws_fwd_kernel
     target = GPUTarget("cuda", 90, 32)
     backend = triton.compiler.make_backend(target)
-    for v in ws.KERNELS[0].variants:
-        names = list(ws.flash_attn_ws_fwd_kernel.arg_names)
+    spec = next(s for s in ws.KERNELS if s.fn is kernel)
+    for v in spec.variants:
+        names = list(kernel.arg_names)
         sig = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names) if sig[n].startswith("*")}
-        src = GluonASTSource(fn=ws.flash_attn_ws_fwd_kernel, signature=sig, constexprs=dict(v.constexprs),
-                             attrs=attrs)
+        src = GluonASTSource(fn=kernel, signature=sig, constexprs=dict(v.constexprs), attrs=attrs)
         opts = backend.parse_options({"num_warps": v.num_warps, "num_stages": 1})
         k = triton.compile(src, target=target, options=opts.__dict__)
         with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
@@ -45,26 +48,40 @@ def compile_report():
               flush=True)
 
 
+@functools.lru_cache
+def no_cu_seqlens(device):
+    """The cu_seqlens argument of a fixed-length batch (never read): one int32, allocated once."""
+    import torch
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def set_allocator():
+    """Device-side TMA descriptors need global scratch: Triton's JIT takes it from this allocator."""
+    import torch
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+
+
+def forward(q, k, v, causal, block_n=None, stages=None, overlap=None, out=None):
+    """The Gluon forward through Triton's JIT (after set_allocator()) on q [B, S, H, D], k, v [B, S, H_k, D]:
+    (out, LSE [B, H, S])."""
+    import torch
+    B, S, H, D = q.shape
+    dflt_n, dflt_st = ws.TILES[D]
+    overlap = ws.OVERLAP[D] if overlap is None else overlap
+    o, lse = out or (torch.full_like(q, float("nan")), torch.full((B, H, S), float("nan"), device=q.device))
+    grid = (B * H, triton.cdiv(S, 2 * ws.HALF_M.value))
+    ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, no_cu_seqlens(q.device), S, B * S, False, H, k.shape[2],
+                                      *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], D ** -0.5 * ws.LOG2E.value,
+                                      causal, block_n or dflt_n, D, stages or dflt_st, overlap, num_warps=4)
+    return o, lse
+
+
 def run(sweep: bool):
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-
-    def launch(q, k, v, causal, block_n=None, stages=None, overlap=None, out=None):
-        B, S, H, D = q.shape
-        dflt_n, dflt_st = ws.TILES[D]
-        overlap = ws.OVERLAP[D] if overlap is None else overlap
-        o, lse = out or (torch.full_like(q, float("nan")), torch.full((B, H, S), float("nan"), device=q.device))
-        grid = (B * H, triton.cdiv(S, 2 * ws.HALF_M.value))
-        cu = torch.zeros(1, dtype=torch.int32, device=q.device)  # fixed-length batch: unused
-        ws.flash_attn_ws_fwd_kernel[grid](q, k, v, o, lse, cu, S, B * S, False, H, k.shape[2], *q.stride()[:3],
-                                          *k.stride()[:3],
-                                          *v.stride()[:3], D ** -0.5 * ws.LOG2E.value, causal,
-                                          block_n or dflt_n, D, stages or dflt_st, overlap,
-                                          num_warps=4)
-        return o, lse
+    set_allocator()
 
     def reference(q, k, v, causal):
         qd, kd, vd = (t.double().transpose(1, 2) for t in (q, k, v))
@@ -84,7 +101,7 @@ def run(sweep: bool):
             for B, H, HK, S in ((2, 4, 2, 1), (1, 2, 2, 17), (2, 3, 1, 1000), (1, 2, 1, 4097), (3, 4, 4, 256)):
                 for causal in (False, True):
                     q, k, v = (torch.randn(B, S, h, D, device="cuda", dtype=dt) for h in (H, HK, HK))
-                    o, lse = launch(q, k, v, causal)
+                    o, lse = forward(q, k, v, causal)
                     ro, rlse = reference(q, k, v, causal)
                     # FlashAttention's rule: error at most 2x that of the same computation at this precision
                     qs, ks, vs = (t.transpose(1, 2) for t in (q, k, v))
@@ -126,7 +143,7 @@ def run(sweep: bool):
             for n, st, ov in configs:
                 tag = f"ws[{n or 'dflt'},{st or 'dflt'},{'dflt' if ov is None else 'ov' if ov else 'plain'}]"
                 try:
-                    ms = bench(lambda: launch(q, k, v, causal, n, st, ov, out))
+                    ms = bench(lambda: forward(q, k, v, causal, n, st, ov, out))
                     row.append(f"{tag} {flops / ms / 1e9:.0f}")
                 except Exception as e:  # noqa: BLE001  (a tile that does not fit: out of shared memory)
                     row.append(f"{tag} {type(e).__name__}")

@@ -427,9 +427,9 @@ Tensor cu_tensor(const optional<Tensor>& cu) { return cu.has_value() ? aligned_c
 // max_seqlen_q == max_seqlen_k, or packed ones whose cu_seqlens_q and cu_seqlens_k are one tensor: the same
 // sequences on both sides), plain or causal masking (windows that cut nothing count as none), no soft-cap, a
 // positive scale, tensors with 16-byte aligned rows (row_aligned: TMA's rule for the [S, D] view of each sequence
-// and head). The forward writes out
-// and lse exactly as flash_attn_fwd_kernel does, the backward takes the same delta; either side may run without
-// the other. LIGER_FLASH_ATTN_WS=0 turns both off (benchmarks compare them with the Triton kernels).
+// and head). The forward writes out and lse exactly as flash_attn_fwd_kernel does, the backward takes the same
+// delta; either side may run without the other. LIGER_FLASH_ATTN_WS=0 turns both off (benchmarks compare them
+// with the Triton kernels).
 bool ws_enabled() {
   const char* env = std::getenv("LIGER_FLASH_ATTN_WS");  // read per call (~0.1 us): tests and benchmarks toggle it
   return env == nullptr || std::string(env) != "0";
