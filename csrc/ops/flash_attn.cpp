@@ -3,6 +3,7 @@
 // (q [B, S_q, H_q, D]) and packed ones (q [total_q, H_q, D] with cu_seqlens); GQA/MQA (H_q a multiple of
 // H_k); causal masks aligned to the bottom-right corner when S_q != S_k; sliding windows; soft-capping.
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -509,6 +510,8 @@ bool ws_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
                  const Tensor& delta, const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& cu,
                  const optional<Tensor>& cu_q, const optional<Tensor>& cu_k, const Attn& a, const Shapes& s,
                  const LaunchContext& ctx) {
+  // Its dQ sums land in the order key tiles finish: torch.use_deterministic_algorithms(True) takes Triton's.
+  if (at::globalContext().deterministicAlgorithms()) return false;
   bool causal = false;
   if (!ws_masking(a, s, cu_q, cu_k, &causal) || (causal && s.max_q <= 512)) return false;
   const bool varlen = a.varlen;
