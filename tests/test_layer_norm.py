@@ -491,7 +491,7 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (1000, 4096, 70000))
+@pytest.mark.parametrize("hidden", (1000, 4096, 20000, 32768, 70000))  # 16384-32768: persistent
 @pytest.mark.parametrize("x_dtype,w_dtype,b_dtype", [
     (torch.bfloat16, torch.float32, torch.float32), (torch.float16, torch.float32, torch.float32),
     (torch.bfloat16, torch.bfloat16, torch.float32), (torch.float16, torch.bfloat16, torch.float16),
@@ -507,10 +507,10 @@ def test_cuda_parameters_of_another_dtype(x_dtype, w_dtype, b_dtype, hidden):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100000))
+@pytest.mark.parametrize("hidden", (4096, 32768, 100000))
 def test_cuda_large_mean(hidden):
     # |mean| 1000 x std: the variance must be centred (one-pass E[x^2] - E[x]^2 loses every digit in fp32).
-    x = (torch.randn(64, hidden, device="cuda") + 1000).to(torch.bfloat16)
+    x = (torch.randn(300, hidden, device="cuda") + 1000).to(torch.bfloat16)  # 300: persistent programs loop
     w, b = params_for("both", hidden, torch.bfloat16)
     dy = torch.randn_like(x)
     y, dx, dw, db = fwd_bwd(x, w, b, dy)
@@ -531,7 +531,7 @@ def make_cuda_layout(layout, rows, hidden, dtype):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (127, 4096, 70000))
+@pytest.mark.parametrize("hidden", (127, 4096, 20000, 70000))
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=dtype_id)
 @pytest.mark.parametrize("layout", ("row_stride_aligned", "row_stride_odd", "transposed", "storage_offset",
                                     "last_dim_strided", "expanded_rows", "expanded_batch"))
@@ -554,7 +554,7 @@ def test_cuda_expanded_incoming_gradient():
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100003))  # one block per row; odd: the unaligned loop
+@pytest.mark.parametrize("hidden", (4096, 32768, 100003))  # one block per row, persistent; odd: the unaligned loop
 def test_cuda_more_than_2_31_elements(hidden):
     rows = 2**31 // hidden + 8
     x = torch.randn(rows, hidden, dtype=torch.bfloat16, device="cuda")
@@ -566,7 +566,7 @@ def test_cuda_more_than_2_31_elements(hidden):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100000))
+@pytest.mark.parametrize("hidden", (4096, 32768, 100000))
 def test_cuda_graph_capture_and_replay(hidden):
     x = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     w, b = (t.requires_grad_() for t in params_for("both", hidden, torch.bfloat16))

@@ -343,7 +343,7 @@ def make_cuda_layout(layout, rows, hidden, dtype):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (127, 4096, 70000))
+@pytest.mark.parametrize("hidden", (127, 4096, 30000, 70000))
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=dtype_id)
 @pytest.mark.parametrize("layout", ("row_stride_aligned", "row_stride_odd", "transposed", "storage_offset",
                                     "last_dim_strided", "expanded_rows", "expanded_batch"))
@@ -363,7 +363,7 @@ def test_cuda_minus_infinity():
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100003))
+@pytest.mark.parametrize("hidden", (4096, 32768, 100003))  # one row per program, persistent, looped
 def test_cuda_more_than_2_31_elements(hidden):
     rows = 2**31 // hidden + 8
     x = torch.randn(rows, hidden, dtype=torch.bfloat16, device="cuda")
@@ -373,7 +373,7 @@ def test_cuda_more_than_2_31_elements(hidden):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100000))
+@pytest.mark.parametrize("hidden", (4096, 32768, 100000))
 def test_cuda_graph_capture_and_replay(hidden):
     x = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     dy = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16)

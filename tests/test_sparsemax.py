@@ -382,7 +382,7 @@ def make_cuda_layout(layout, rows, hidden, dtype):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (127, 4096, 70000))
+@pytest.mark.parametrize("hidden", (127, 4096, 30000, 70000))
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=dtype_id)
 @pytest.mark.parametrize("layout", ("row_stride_aligned", "row_stride_odd", "transposed", "storage_offset",
                                     "last_dim_strided", "expanded_rows", "expanded_batch"))
@@ -394,7 +394,7 @@ def test_cuda_strided_and_expanded_inputs(layout, dtype, hidden):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (1000, 70000))
+@pytest.mark.parametrize("hidden", (1000, 20000, 70000))  # one block, persistent, looped
 @pytest.mark.parametrize("scale", (1e-3, 1.0, 100.0))  # support: the whole row, a few entries, one entry
 def test_cuda_special_rows(hidden, scale):
     x = torch.randn(4, hidden, device="cuda") * scale
@@ -411,7 +411,7 @@ def test_cuda_special_rows(hidden, scale):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100003))
+@pytest.mark.parametrize("hidden", (4096, 32768, 100003))
 def test_cuda_more_than_2_31_elements(hidden):
     rows = 2**31 // hidden + 8
     x = torch.randn(rows, hidden, dtype=torch.bfloat16, device="cuda")
@@ -421,7 +421,7 @@ def test_cuda_more_than_2_31_elements(hidden):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 100000))
+@pytest.mark.parametrize("hidden", (4096, 32768, 100000))
 def test_cuda_graph_capture_and_replay(hidden):
     x = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     dy = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16)

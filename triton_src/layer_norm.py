@@ -57,12 +57,20 @@ def _pair_add(a0, a1, b0, b1):
 
 
 @triton.jit
-def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y, eps, has_weight, has_bias,
-                        store_stats, BLOCK_N: tl.constexpr, AFFINE: tl.constexpr):
+def _bf16_to_fp32(v):
+    # exact, and not merged with an earlier .to(tl.float32) of v by common-subexpression elimination
+    return (v.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, x, n_cols, stride_x, stride_y, eps, has_weight, has_bias,
+                        store_stats, BLOCK_N: tl.constexpr, AFFINE: tl.constexpr, REWIDEN: tl.constexpr):
+    # x: the row as loaded (x's dtype, zeros past n_cols). REWIDEN (bf16): the output widens x again from its
+    # 16-bit registers, so that the fp32 row dies at the reduction (registers for the next row's early load).
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
     x_row = X + row * stride_x
-    xf = tl.load(x_row + cols, mask=cm, other=0.0).to(tl.float32)
+    xf = x.to(tl.float32)
     # y = (u - mu) * rstd with u the row less a base (mean = base + mu). Each round of a row-wide reduction is
     # a barrier the row's next loads wait behind (one resident program per SM on wide rows), so 16-bit rows
     # take one round: (sum, sum of squares) of d = x - x[0] as one two-operand reduction (8192 x 32768 bf16
@@ -102,6 +110,8 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
     else:
         w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
         b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
+    if REWIDEN:
+        u = _bf16_to_fp32(x) - base  # bit-identical to the u above (the fallback's too: same base, same row)
     y = (u - mu) * rstd * w + b
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
     if store_stats:
@@ -112,17 +122,39 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, n_cols, stride_x, stride_y,
 @triton.jit
 def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
                           has_bias, store_stats, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-                          AFFINE: tl.constexpr):
+                          AFFINE: tl.constexpr, PERSISTENT: tl.constexpr = False, REWIDEN: tl.constexpr = False):
     # n_cols and the strides arrive divided by ALIGN so that Triton can prove 16-byte alignment. AFFINE
     # (one-row programs only): weight and bias are both given, has_weight / has_bias are not read.
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
+    if PERSISTENT:
+        # One-row steps, programs striding over the rows (grid: the resident programs), each row's load issued
+        # before the previous row is reduced: wide rows leave one or two programs per SM, which otherwise idle
+        # through every row's reduction. H200, 8192 rows bf16 (scripts/tune_wide_rows.py): 289.4 us at 32768
+        # (89 % of copy; REWIDEN, without it the held rows spill: 357.6) against 319.4, and 143.3 us at 16384
+        # against 153.8 for one program per row.
+        cols = tl.arange(0, BLOCK_N)
+        cm = cols < n_cols
+        stride_x = stride_x_v * ALIGN
+        nprog = tl.num_programs(0)
+        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=0.0)
+        for r in range(pid, n_rows, nprog):
+            row = tl.cast(r, tl.int64)
+            x = nxt
+            ahead = row + nprog
+            nxt = tl.load(X + ahead * stride_x + cols, mask=cm & (ahead < n_rows), other=0.0)
+            _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, x, n_cols, stride_x, stride_y_v * ALIGN, eps,
+                                has_weight, has_bias, store_stats, BLOCK_N, AFFINE, REWIDEN)
+        return
     if BLOCK_M == 1:
         # One row as 1-D tensors: 39 us vs 46 us for the [1, N] form at 8192x4096 bf16 on H200
         # (scripts/tune_layer_norm.py; fewer layout conversions around the row sums).
-        _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, pid.to(tl.int64), n_cols, stride_x_v * ALIGN,
-                            stride_y_v * ALIGN, eps, has_weight, has_bias, store_stats, BLOCK_N, AFFINE)
+        row = pid.to(tl.int64)
+        cols = tl.arange(0, BLOCK_N)
+        x = tl.load(X + row * (stride_x_v * ALIGN) + cols, mask=cols < n_cols, other=0.0)
+        _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, x, n_cols, stride_x_v * ALIGN, stride_y_v * ALIGN, eps,
+                            has_weight, has_bias, store_stats, BLOCK_N, AFFINE, REWIDEN)
         return
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = tl.arange(0, BLOCK_N)
@@ -428,6 +460,19 @@ def _warps(table, tile_elems):
     return table.get(tile_elems, 4 if tile_elems < min(table) else 32)
 
 
+def _persistent_fwd(x_dtype, block_n, affine):
+    """(PERSISTENT, REWIDEN) of a forward variant: 16-bit rows of 16384 and bf16 rows of 32768 with weight and
+    bias (the AFFINE variants: flag masks would cost registers) stride over the rows; at 32768 the early-loaded
+    next row fits beside the current one only with REWIDEN (bf16; fp16 rows of 32768 keep one row per program)."""
+    if not affine or x_dtype == "fp32":
+        return False, False
+    if block_n == 16384:
+        return True, False
+    if block_n == 32768 and x_dtype == "bf16":
+        return True, True
+    return False, False
+
+
 def _fwd_sig(xd, pd):
     return {"X": f"*{xd}", "W": f"*{pd}", "B": f"*{pd}", "Y": f"*{xd}", "MEAN": "*fp32", "RSTD": "*fp32",
             "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64", "stride_y_v": "i64", "eps": "fp32",
@@ -466,9 +511,11 @@ def _specs():
         for block_n in _single_blocks(CPP_CONSTANTS["FWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)
             for affine in (False, True) if block_n >= CPP_CONSTANTS["AFFINE_MIN_BLOCK_N"] else (False,):
+                persistent, rewiden = _persistent_fwd(xd, block_n, affine)
                 fwd.variants.append(Variant(
                     key={**base, "block_n": block_n, "affine": affine}, signature=_fwd_sig(xd, pd),
-                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd), "AFFINE": affine},
+                    constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd), "AFFINE": affine,
+                                "PERSISTENT": persistent, "REWIDEN": rewiden},
                     num_warps=_warps(_FWD_WARPS, block_m * block_n), aligned=True))
         for block_n in _single_blocks(CPP_CONSTANTS["BWD_MAX_BLOCK_N"]):
             block_m = _rows_per_program(block_n)

@@ -22,6 +22,8 @@ CPP_CONSTANTS = {
     "BWD_MAX_BLOCK_N": 32768,
     "MIN_BLOCK_N": 128,
     "LOOP_BLOCK_N": 4096,
+    "PERSISTENT_BLOCK_N": 32768,  # 16-bit forward variants at this block stride over the rows (PERSISTENT)
+    "REWIDEN_MIN_BLOCK_N": 16384,  # bf16 backward variants from this block re-widen from 16-bit registers
 }
 
 
@@ -36,9 +38,42 @@ def _exp(v, ACCURATE: tl.constexpr):
 
 
 @triton.jit
+def _softmax_row(x, Y, row, cols, cm, stride_y, ACCURATE: tl.constexpr):
+    xf = x.to(tl.float32)
+    m = tl.max(xf, axis=0)
+    e = _exp(xf - m, ACCURATE)
+    inv = tl.math.div_rn(1.0, tl.sum(e, axis=0))
+    tl.store(Y + row * stride_y + cols, (e * inv).to(Y.dtype.element_ty), mask=cm)
+
+
+@triton.jit
+def _bf16_to_fp32(v):
+    return (v.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def softmax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr):
+                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr,
+                       PERSISTENT: tl.constexpr = False):
     n_cols = n_cols_v * ALIGN
+    if PERSISTENT:
+        # One row per step, programs striding over the rows (grid: the resident programs), each row's load
+        # issued before the previous row is reduced: a 32768-element row is the only program on its SM, and
+        # without the early load the SM idles through every row's reductions. H200, 8192 x 32768 bf16
+        # (scripts/tune_wide_rows.py): 277.5 us (93 % of copy) against 332.5 for one program per row.
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        cols = tl.arange(0, BLOCK_N)
+        cm = cols < n_cols
+        stride_x = stride_x_v * ALIGN
+        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=-float("inf"))
+        for r in range(pid, n_rows, nprog):
+            row = tl.cast(r, tl.int64)
+            x = nxt
+            ahead = row + nprog
+            nxt = tl.load(X + ahead * stride_x + cols, mask=cm & (ahead < n_rows), other=-float("inf"))
+            _softmax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, ACCURATE)
+        return
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
@@ -82,16 +117,22 @@ def softmax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BL
 
 @triton.jit
 def softmax_bwd_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, stride_dx_v, BLOCK_M: tl.constexpr,
-                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
+                       BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, REWIDEN: tl.constexpr = False):
     n_cols = n_cols_v * ALIGN
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
     mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
     rows2d = rows[:, None]
-    dy = tl.load(DY + rows2d * (stride_dy_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    y = tl.load(Y + rows2d * (stride_y_v * ALIGN) + cols[None, :], mask=mask, other=0.0).to(tl.float32)
-    dot = tl.sum(dy * y, axis=1)
-    dx = y * (dy - dot[:, None])
+    dy_raw = tl.load(DY + rows2d * (stride_dy_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    y_raw = tl.load(Y + rows2d * (stride_y_v * ALIGN) + cols[None, :], mask=mask, other=0.0)
+    dot = tl.sum(dy_raw.to(tl.float32) * y_raw.to(tl.float32), axis=1)
+    if REWIDEN:
+        # bf16 -> fp32 again from the 16-bit registers, by a shift (exact; common-subexpression elimination does
+        # not merge it with the conversion above), so the fp32 copies die at the sum: H200, 8192 rows bf16
+        # (scripts/tune_wide_rows.py): 191.5 us against 195.3 at 16384, 374.8 against 379.8 at 32768.
+        dx = _bf16_to_fp32(y_raw) * (_bf16_to_fp32(dy_raw) - dot[:, None])
+    else:
+        dx = y_raw.to(tl.float32) * (dy_raw.to(tl.float32) - dot[:, None])
     tl.store(DX + rows2d * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)
 
 
@@ -167,10 +208,19 @@ def _specs():
                                              (bwd, _BWD_ARGS, CPP_CONSTANTS["BWD_MAX_BLOCK_N"], {})):
             for block_n in _blocks(max_block):
                 block_m = _rows_per_program(block_n)
+                warps = _warps(block_m * block_n)
+                if spec is fwd:
+                    # 16-bit rows of 32768: persistent with the next row loaded early, 16 warps (64 fp32 values and
+                    # the next row's 64 16-bit ones per thread); fp32 rows would spill with the next row held.
+                    persistent = dt != "fp32" and block_n == CPP_CONSTANTS["PERSISTENT_BLOCK_N"]
+                    extra = {**accurate, "PERSISTENT": persistent}
+                    warps = 16 if persistent else warps
+                else:
+                    extra = {"REWIDEN": dt == "bf16" and block_n >= CPP_CONSTANTS["REWIDEN_MIN_BLOCK_N"]}
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
                     constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},
-                    num_warps=_warps(block_m * block_n), aligned=True))
+                    num_warps=warps, aligned=True))
         for spec, args, extra in ((fwd_loop, _FWD_ARGS, accurate), (bwd_loop, _BWD_ARGS, {})):
             for aligned in (False, True):
                 spec.variants.append(Variant(

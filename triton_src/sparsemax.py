@@ -21,10 +21,12 @@ import triton.language as tl
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 
 # The backward holds rows of up to 32768 in one block (H200, 8192x32768 bf16: 0.374 ms against the looped kernel's
-# 0.631); the forward's single block at 32768 (32 warps, one program per SM, iterations of block reductions) was
-# slower than the looped one (0.745 against 0.663 ms), so it stops at 16384.
+# 0.631); the forward's one-row-per-program block at 32768 (32 warps, three block reductions per step) was slower
+# than the looped one (0.745 against 0.663 ms); its persistent form (one reduction per step, the next row loaded
+# early) is faster than both, so the forward's single block goes to 32768 too.
 CPP_CONSTANTS = {
-    "FWD_MAX_BLOCK_N": 16384,
+    "FWD_MAX_BLOCK_N": 32768,
+    "PERSISTENT_MIN_BLOCK_N": 16384,
     "BWD_MAX_BLOCK_N": 32768,
     "MIN_BLOCK_N": 128,
     "LOOP_BLOCK_N": 4096,
@@ -48,9 +50,56 @@ def _step(lo, hi, tau, active, k, s, f_mid, mid):
 
 
 @triton.jit
+def _sums3(k0, s0, f0, k1, s1, f1):
+    return k0 + k1, s0 + s1, f0 + f1
+
+
+@triton.jit
+def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr):
+    """One row as a 1-D tensor (x as loaded, -inf past n_cols): each step is one block-wide reduction of
+    (|S|, sum over S, f at the bracket's middle), as the looped kernel's step, instead of three."""
+    xf = x.to(tl.float32)
+    hi = tl.max(xf, axis=0)
+    lo = hi - 1.0
+    tau = lo
+    active = hi == hi
+    it = 0
+    while active & (it < MAX_ITERS):
+        mid = 0.5 * (lo + hi)
+        in_s = xf >= lo
+        k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, xf, 0.0), tl.maximum(xf - mid, 0.0)), 0, _sums3)
+        lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+        it += 1
+    tl.store(Y + row * stride_y + cols, tl.maximum(xf - tau, 0.0).to(Y.dtype.element_ty), mask=cm)
+
+
+@triton.jit
 def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
-                         BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr):
+                         BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr,
+                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False):
     n_cols = n_cols_v * ALIGN
+    if PERSISTENT:
+        # Rows of 16384-32768: programs stride over the rows (grid: the resident programs, 2 per SM at 16384),
+        # one reduction per step, and with PREFETCH the next row's load issued before this row's steps. H200,
+        # 8192 rows bf16 (scripts/tune_wide_rows.py): 579.5 us at 32768 against 800.4 for the looped kernel,
+        # 315.5 us at 16384 against 418.7 for three reductions per step and one program per row.
+        pid = tl.program_id(0)
+        nprog = tl.num_programs(0)
+        cols = tl.arange(0, BLOCK_N)
+        cm = cols < n_cols
+        stride_x = stride_x_v * ALIGN
+        if PREFETCH:
+            nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=-float("inf"))
+        for r in range(pid, n_rows, nprog):
+            row = tl.cast(r, tl.int64)
+            if PREFETCH:
+                x = nxt
+                ahead = row + nprog
+                nxt = tl.load(X + ahead * stride_x + cols, mask=cm & (ahead < n_rows), other=-float("inf"))
+            else:
+                x = tl.load(X + row * stride_x + cols, mask=cm, other=-float("inf"))
+            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS)
+        return
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
@@ -203,10 +252,18 @@ def _specs():
                                              (bwd, _BWD_ARGS, CPP_CONSTANTS["BWD_MAX_BLOCK_N"], {})):
             for block_n in _blocks(max_block):
                 block_m = _rows_per_program(block_n)
+                warps = _warps(block_m * block_n)
+                if spec is fwd:
+                    # persistent from 16384 (16 warps); the next row held early where it fits beside the current
+                    # one (not fp32 rows of 32768: 128 fp32 registers per thread)
+                    persistent = block_n >= CPP_CONSTANTS["PERSISTENT_MIN_BLOCK_N"]
+                    extra = {**iters, "PERSISTENT": persistent,
+                             "PREFETCH": persistent and (dt != "fp32" or block_n <= 16384)}
+                    warps = 16 if persistent else warps
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
                     constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},
-                    num_warps=_warps(block_m * block_n), aligned=True))
+                    num_warps=warps, aligned=True))
         for spec, args, extra in ((fwd_loop, _FWD_ARGS, iters), (bwd_loop, _BWD_ARGS, {})):
             for aligned in (False, True):
                 spec.variants.append(Variant(

@@ -226,7 +226,9 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
   FwdChoice c = choose_fwd(x_in.scalar_type(), p.dtype, x.cols, aligned, has_w && has_b);
   if (!c.looped) {
     const auto& v = layer_norm_fwd_kernel_get(c.single, ctx.arch_slot);
-    Grid grid{static_cast<uint32_t>(ceil_div(x.rows, v.BLOCK_M))};
+    // PERSISTENT variants (16-bit rows of 16384-32768 with weight and bias) stride over the rows
+    Grid grid{static_cast<uint32_t>(v.PERSISTENT ? std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx))
+                                                 : ceil_div(x.rows, v.BLOCK_M))};
     layer_norm_fwd_kernel_launch(v, ctx, grid, ptr(x.t), ptr(p.w), ptr(p.b), ptr(y), ptr(mean), ptr(rstd), x.rows,
                                  x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN, eps, has_w, has_b,
                                  store_stats);

@@ -104,7 +104,10 @@ Tensor softmax_cuda(const Tensor& x_in) {
   const Choice c = choose(x.cols, aligned, FWD_MAX_BLOCK_N);
   if (!c.looped) {
     const auto& v = softmax_fwd_kernel_get({c.block_n, x_in.scalar_type()}, ctx.arch_slot);
-    softmax_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(ceil_div(x.rows, v.BLOCK_M))}, ptr(x.t), ptr(y),
+    // PERSISTENT variants (16-bit rows of 32768) stride over the rows: as many programs as are resident
+    const int64_t programs =
+        v.PERSISTENT ? std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx)) : ceil_div(x.rows, v.BLOCK_M);
+    softmax_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(y),
                               x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN);
   } else {
     const auto& v = softmax_fwd_looped_kernel_get({aligned, x_in.scalar_type()}, ctx.arch_slot);

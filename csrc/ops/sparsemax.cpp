@@ -113,7 +113,10 @@ Tensor sparsemax_cuda(const Tensor& x_in) {
   const Choice c = choose(x.cols, aligned, FWD_MAX_BLOCK_N);
   if (!c.looped) {
     const auto& v = sparsemax_fwd_kernel_get({c.block_n, x_in.scalar_type()}, ctx.arch_slot);
-    sparsemax_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(ceil_div(x.rows, v.BLOCK_M))}, ptr(x.t), ptr(y),
+    // PERSISTENT variants (rows of 16384-32768) stride over the rows: as many programs as are resident
+    const int64_t programs =
+        v.PERSISTENT ? std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx)) : ceil_div(x.rows, v.BLOCK_M);
+    sparsemax_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(y),
                               x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN);
   } else {
     const auto& v = sparsemax_fwd_looped_kernel_get({aligned, x_in.scalar_type()}, ctx.arch_slot);
