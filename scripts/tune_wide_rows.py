@@ -44,7 +44,8 @@ def _triple_add(a0, a1, a2, b0, b1, b2):
 
 @triton.jit
 def softmax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr,
-                          STAGES: tl.constexpr, STORE_CM: tl.constexpr = "", LOAD_EV: tl.constexpr = ""):
+                          STAGES: tl.constexpr, STORE_CM: tl.constexpr = "", LOAD_EV: tl.constexpr = "",
+                          LOAD_CM: tl.constexpr = ""):
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
@@ -58,7 +59,8 @@ def softmax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK
             nxt = tl.load(X + r2 * stride_x + cols, mask=cm & (r2 < n_rows), other=-float("inf"),
                           eviction_policy=LOAD_EV)
         else:
-            x = tl.load(X + r64 * stride_x + cols, mask=cm, other=-float("inf"), eviction_policy=LOAD_EV)
+            x = tl.load(X + r64 * stride_x + cols, mask=cm, other=-float("inf"), eviction_policy=LOAD_EV,
+                        cache_modifier=LOAD_CM)
         xf = x.to(tl.float32)
         m = tl.max(xf, axis=0)
         e = _exp(xf - m, False)
@@ -101,7 +103,7 @@ def softmax_bwd_pf_kernel(DY, Yp, DX, n_rows, nprog, n_cols, stride, BLOCK_N: tl
 @triton.jit
 def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stride_x, stride_y, eps, BLOCK_N: tl.constexpr,
                              PREFETCH: tl.constexpr, HOIST: tl.constexpr, STAGES: tl.constexpr,
-                             LOWREG: tl.constexpr = False):
+                             LOWREG: tl.constexpr = False, X_EV: tl.constexpr = "", WB_EV: tl.constexpr = ""):
     # bf16 rows: (sum, sum of squares) of x - x[0] as one reduction, as the build's one-row forward.
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
@@ -117,9 +119,9 @@ def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stri
         if PREFETCH == 1:
             x = nxt
             r2 = r64 + nprog
-            nxt = tl.load(X + r2 * stride_x + cols, mask=cm & (r2 < n_rows), other=0.0)
+            nxt = tl.load(X + r2 * stride_x + cols, mask=cm & (r2 < n_rows), other=0.0, eviction_policy=X_EV)
         else:
-            x = tl.load(x_row + cols, mask=cm, other=0.0)
+            x = tl.load(x_row + cols, mask=cm, other=0.0, eviction_policy=X_EV)
         xf = x.to(tl.float32)
         x0 = tl.load(x_row).to(tl.float32)
         u = tl.where(cm, xf - x0, 0.0)
@@ -139,8 +141,8 @@ def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stri
             w = w_h.to(tl.float32)
             b = b_h.to(tl.float32)
         else:
-            w = tl.load(W + cols, mask=cm, other=1.0).to(tl.float32)
-            b = tl.load(B + cols, mask=cm, other=0.0).to(tl.float32)
+            w = tl.load(W + cols, mask=cm, other=1.0, eviction_policy=WB_EV).to(tl.float32)
+            b = tl.load(B + cols, mask=cm, other=0.0, eviction_policy=WB_EV).to(tl.float32)
         if LOWREG:
             # the row again from its raw 16-bit registers (bit-exact bf16 -> fp32 by a shift, which CSE does
             # not merge with the conversion above), so that the fp32 copy dies after the reduction
@@ -353,7 +355,86 @@ def run_sparsemax(n):
     report("sparsemax fwd", n, res, 2 * x.numel() * 2)
 
 
-RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
+def run_layer_norm_ev(n):
+    """LayerNorm fwd at 16384-wide rows: eviction hints (x streamed, weight and bias kept), warps, REWIDEN."""
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT) + 0.5
+    w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    mean = torch.empty(ROWS, device="cuda", dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    ref = torch.nn.functional.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
+    bn = triton.next_power_of_2(n)
+    res = []
+
+    def check(fn, label):
+        y.fill_(float("nan"))
+        fn()
+        err = (y.float() - ref).abs().max().item()
+        res.append((bench(fn), f"{label} (err {err:.2g})"))
+
+    check(lambda: layer_norm_fwd_kernel[(SMS,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5, True,
+                                                True, True, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, AFFINE=True,
+                                                PERSISTENT=True, REWIDEN=n == 32768, num_warps=16), "build kernel")
+    for x_ev in ("", "evict_first"):
+        for wb_ev in ("", "evict_last"):
+            for lowreg in (False, True):
+                for nw in (8, 16, 32):
+                    for g, gl in ((SMS, "1/SM"), (2 * SMS, "2/SM")):
+                        check(lambda: layer_norm_fwd_pf_kernel[(g,)](x, w, b, y, mean, rstd, ROWS, g, n, n, n, 1e-5,
+                                                                     BLOCK_N=bn, PREFETCH=1, STAGES=1, HOIST=False,
+                                                                     LOWREG=lowreg, X_EV=x_ev, WB_EV=wb_ev,
+                                                                     num_warps=nw),
+                              f"pf=1 lowreg={lowreg} nw={nw} {gl} x {x_ev or '-'} wb {wb_ev or '-'}")
+    compiled = torch.compile(lambda x, w, b: torch.nn.functional.layer_norm(x, (n,), w, b, 1e-5), dynamic=False)
+    res.append((bench(lambda: compiled(x, w, b)), "torch.compile"))
+    report("layer_norm fwd (hints)", n, res, 2 * x.numel() * 2)
+
+
+def run_sparsemax_warps(n):
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    bn = triton.next_power_of_2(n)
+    res = []
+    for nw in (4, 8, 16, 32):
+        if bn // (32 * nw) > 64:
+            continue
+        for per_sm in (1, 2, 3, 4):
+            g = per_sm * SMS
+            res.append((bench(lambda: sparsemax_fwd_kernel[(g,)](x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1,
+                                                                 BLOCK_N=bn, ALIGN=8, MAX_ITERS=64, PERSISTENT=True,
+                                                                 PREFETCH=True, num_warps=nw)),
+                        f"build persistent nw={nw} {per_sm}/SM"))
+    report("sparsemax fwd (warps)", n, res, 2 * x.numel() * 2)
+
+
+def run_softmax_mid(n):
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT) * 3
+    y = torch.empty_like(x)
+    res = []
+    for bm in (1, 2):
+        for nw in (2, 4, 8, 16):
+            if bm * n // (32 * nw) < 4:
+                continue
+            res.append((bench(lambda: softmax_fwd_kernel[(ROWS // bm,)](x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=bm,
+                                                                         BLOCK_N=n, ALIGN=8, ACCURATE=False,
+                                                                         num_warps=nw)), f"build bm={bm} nw={nw}"))
+    for nw in (4, 8, 16):
+        for st, ev in MODS:
+            for lcm in ("", ".ca", ".cg"):
+                res.append((bench(lambda: softmax_fwd_pf_kernel[(ROWS,)](x, y, ROWS, ROWS, n, n, n, BLOCK_N=n,
+                                                                         PREFETCH=0, STAGES=1, STORE_CM=st,
+                                                                         LOAD_EV=ev, LOAD_CM=lcm, num_warps=nw)),
+                            f"row/program nw={nw} store {st or '-'} load {ev or '-'} {lcm or '-'}"))
+    try:
+        from liger_kernel.ops.softmax import _softmax_forward
+        res.append((bench(lambda: _softmax_forward(x)), "Liger-Kernel"))
+    except Exception as e:  # noqa: BLE001
+        print(f"Liger-Kernel: {str(e)[:100]}")
+    report("softmax fwd (mid)", n, res, 2 * x.numel() * 2)
+
+
+RUNS = {"softmax": run_softmax, "layer_norm_ev": run_layer_norm_ev, "sparsemax_warps": run_sparsemax_warps,
+        "softmax_mid": run_softmax_mid, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax}
 
 if __name__ == "__main__":
