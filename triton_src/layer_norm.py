@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src._rows import bf16_to_fp32, load_row
 
 CPP_CONSTANTS = {
     "FWD_MAX_BLOCK_N": 32768,
@@ -54,12 +55,6 @@ def _affine(xhat, w, b, has_weight, has_bias):
 @triton.jit
 def _pair_add(a0, a1, b0, b1):
     return a0 + b0, a1 + b1
-
-
-@triton.jit
-def _bf16_to_fp32(v):
-    # exact, and not merged with an earlier .to(tl.float32) of v by common-subexpression elimination
-    return (v.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
 
 
 @triton.jit
@@ -111,7 +106,7 @@ def _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, x, n_cols, stride_x, stride
         w = tl.load(W + cols, mask=cm & has_weight, other=1.0).to(tl.float32)
         b = tl.load(B + cols, mask=cm & has_bias, other=0.0).to(tl.float32)
     if REWIDEN:
-        u = _bf16_to_fp32(x) - base  # bit-identical to the u above (the fallback's too: same base, same row)
+        u = bf16_to_fp32(x) - base  # bit-identical to the u above (the fallback's too: same base, same row)
     y = (u - mu) * rstd * w + b
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
     if store_stats:
@@ -138,12 +133,11 @@ def layer_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, 
         cm = cols < n_cols
         stride_x = stride_x_v * ALIGN
         nprog = tl.num_programs(0)
-        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=0.0)
+        nxt = load_row(X, pid, n_rows, stride_x, cols, cm, 0.0)
         for r in range(pid, n_rows, nprog):
             row = tl.cast(r, tl.int64)
             x = nxt
-            ahead = row + nprog
-            nxt = tl.load(X + ahead * stride_x + cols, mask=cm & (ahead < n_rows), other=0.0)
+            nxt = load_row(X, row + nprog, n_rows, stride_x, cols, cm, 0.0)
             _layer_norm_fwd_row(X, W, B, Y, MEAN, RSTD, row, x, n_cols, stride_x, stride_y_v * ALIGN, eps,
                                 has_weight, has_bias, store_stats, BLOCK_N, AFFINE, REWIDEN)
         return

@@ -14,6 +14,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src._rows import bf16_to_fp32, load_row
 
 # Single blocks up to 32768 both ways (H200, 8192x32768 bf16: the backward 0.385 ms in one block against 0.632
 # looped; Liger-Kernel's single block 0.373).
@@ -47,11 +48,6 @@ def _softmax_row(x, Y, row, cols, cm, stride_y, ACCURATE: tl.constexpr):
 
 
 @triton.jit
-def _bf16_to_fp32(v):
-    return (v.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
-
-
-@triton.jit
 def softmax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
                        BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr,
                        PERSISTENT: tl.constexpr = False):
@@ -66,12 +62,11 @@ def softmax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: 
         cols = tl.arange(0, BLOCK_N)
         cm = cols < n_cols
         stride_x = stride_x_v * ALIGN
-        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=-float("inf"))
+        nxt = load_row(X, pid, n_rows, stride_x, cols, cm, -float("inf"))
         for r in range(pid, n_rows, nprog):
             row = tl.cast(r, tl.int64)
             x = nxt
-            ahead = row + nprog
-            nxt = tl.load(X + ahead * stride_x + cols, mask=cm & (ahead < n_rows), other=-float("inf"))
+            nxt = load_row(X, row + nprog, n_rows, stride_x, cols, cm, -float("inf"))
             _softmax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, ACCURATE)
         return
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
@@ -130,7 +125,7 @@ def softmax_bwd_kernel(DY, Y, DX, n_rows, n_cols_v, stride_dy_v, stride_y_v, str
         # bf16 -> fp32 again from the 16-bit registers, by a shift (exact; common-subexpression elimination does
         # not merge it with the conversion above), so the fp32 copies die at the sum: H200, 8192 rows bf16
         # (scripts/tune_wide_rows.py): 191.5 us against 195.3 at 16384, 374.8 against 379.8 at 32768.
-        dx = _bf16_to_fp32(y_raw) * (_bf16_to_fp32(dy_raw) - dot[:, None])
+        dx = bf16_to_fp32(y_raw) * (bf16_to_fp32(dy_raw) - dot[:, None])
     else:
         dx = y_raw.to(tl.float32) * (dy_raw.to(tl.float32) - dot[:, None])
     tl.store(DX + rows2d * (stride_dx_v * ALIGN) + cols[None, :], dx.to(DX.dtype.element_ty), mask=mask)

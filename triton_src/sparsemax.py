@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src._rows import load_row
 
 # The backward holds rows of up to 32768 in one block (H200, 8192x32768 bf16: 0.374 ms against the looped kernel's
 # 0.631); the forward's one-row-per-program block at 32768 (32 warps, three block reductions per step) was slower
@@ -89,13 +90,12 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
         cm = cols < n_cols
         stride_x = stride_x_v * ALIGN
         if PREFETCH:
-            nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=-float("inf"))
+            nxt = load_row(X, pid, n_rows, stride_x, cols, cm, -float("inf"))
         for r in range(pid, n_rows, nprog):
             row = tl.cast(r, tl.int64)
             if PREFETCH:
                 x = nxt
-                ahead = row + nprog
-                nxt = tl.load(X + ahead * stride_x + cols, mask=cm & (ahead < n_rows), other=-float("inf"))
+                nxt = load_row(X, row + nprog, n_rows, stride_x, cols, cm, -float("inf"))
             else:
                 x = tl.load(X + row * stride_x + cols, mask=cm, other=-float("inf"))
             _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS)
