@@ -23,3 +23,14 @@ for n in [int(a) for a in sys.argv[1:]] or [32768]:
     torch.compile(lambda x, w, b: F.layer_norm(x, (n,), w, b, 1e-5), dynamic=False)(x, w, b)
     torch.compile(rms, dynamic=False)(x, r, w)
     torch.cuda.synchronize()
+
+# The configuration each Inductor kernel launched with (its autotuner's surviving launchers): the code above
+# shows the heuristics' candidates, not the one chosen.
+import gc  # noqa: E402
+
+from torch._inductor.runtime.triton_heuristics import CachingAutotuner  # noqa: E402
+
+for obj in gc.get_objects():
+    if isinstance(obj, CachingAutotuner):
+        print(f"{obj.fn.__name__}: " + "; ".join(f"{lc.config}, regs {getattr(lc, 'n_regs', '?')}, "
+                                                 f"spills {getattr(lc, 'n_spills', '?')}" for lc in obj.launchers))
