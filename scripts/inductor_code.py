@@ -31,6 +31,10 @@ import gc  # noqa: E402
 from torch._inductor.runtime.triton_heuristics import CachingAutotuner  # noqa: E402
 
 for obj in gc.get_objects():
-    if isinstance(obj, CachingAutotuner):
+    try:
+        is_tuner = isinstance(obj, CachingAutotuner)
+    except ReferenceError:  # dead weak proxies among gc's objects
+        continue
+    if is_tuner:
         print(f"{obj.fn.__name__}: " + "; ".join(f"{lc.config}, regs {getattr(lc, 'n_regs', '?')}, "
                                                  f"spills {getattr(lc, 'n_spills', '?')}" for lc in obj.launchers))

@@ -19,7 +19,7 @@ import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.layer_norm import layer_norm_fwd_kernel  # noqa: E402
+from triton_src.layer_norm import layer_norm_fwd_kernel, layer_norm_fwd_looped_kernel  # noqa: E402
 from triton_src.softmax import _exp, softmax_bwd_kernel, softmax_fwd_kernel  # noqa: E402
 from triton_src.sparsemax import sparsemax_fwd_kernel, sparsemax_fwd_looped_kernel  # noqa: E402
 
@@ -435,7 +435,26 @@ def run_softmax_mid(n):
     report("softmax fwd (mid)", n, res, 2 * x.numel() * 2)
 
 
-RUNS = {"softmax": run_softmax, "layer_norm_ev": run_layer_norm_ev, "sparsemax_warps": run_sparsemax_warps,
+def run_layer_norm_looped(n):
+    """The build's looped (two-read, per-lane Welford) LayerNorm forward by chunk, warps and pipelining stages."""
+    x = torch.randn(ROWS, n, device="cuda", dtype=DT) + 0.5
+    w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    mean = torch.empty(ROWS, device="cuda", dtype=torch.float32)
+    rstd = torch.empty_like(mean)
+    res = []
+    for bn in (512, 1024, 2048, 4096, 8192):
+        for nw in (2, 4, 8, 16):
+            if bn // (32 * nw) < 2 or bn // (32 * nw) > 64:
+                continue
+            for st in (1, 2, 3, 4):
+                res.append((bench(lambda: layer_norm_fwd_looped_kernel[(ROWS,)](
+                    x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5, True, True, True, BLOCK_N=bn, ALIGN=8,
+                    num_warps=nw, num_stages=st)), f"looped BLOCK_N={bn} nw={nw} stages={st}"))
+    report("layer_norm fwd (looped)", n, res, 2 * x.numel() * 2)
+
+
+RUNS = {"layer_norm_looped": run_layer_norm_looped, "softmax": run_softmax, "layer_norm_ev": run_layer_norm_ev, "sparsemax_warps": run_sparsemax_warps,
         "softmax_mid": run_softmax_mid, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax}
 

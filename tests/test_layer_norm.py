@@ -491,7 +491,7 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (1000, 4096, 20000, 32768, 70000))  # 16384-32768: persistent
+@pytest.mark.parametrize("hidden", (1000, 4096, 16384, 20000, 32768, 70000))  # 16384: unmasked loop; 20000+: persistent
 @pytest.mark.parametrize("x_dtype,w_dtype,b_dtype", [
     (torch.bfloat16, torch.float32, torch.float32), (torch.float16, torch.float32, torch.float32),
     (torch.bfloat16, torch.bfloat16, torch.float32), (torch.float16, torch.bfloat16, torch.float16),
@@ -507,7 +507,7 @@ def test_cuda_parameters_of_another_dtype(x_dtype, w_dtype, b_dtype, hidden):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (4096, 32768, 100000))
+@pytest.mark.parametrize("hidden", (4096, 16384, 32768, 100000))
 def test_cuda_large_mean(hidden):
     # |mean| 1000 x std: the variance must be centred (one-pass E[x^2] - E[x]^2 loses every digit in fp32).
     x = (torch.randn(300, hidden, device="cuda") + 1000).to(torch.bfloat16)  # 300: persistent programs loop
