@@ -491,7 +491,7 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (1000, 4096, 16384, 20000, 32768, 70000))  # 16384: unmasked loop; 20000+: persistent
+@pytest.mark.parametrize("hidden", (1000, 4096, 16384, 20000, 32768, 70000))  # 16384-32768: persistent
 @pytest.mark.parametrize("x_dtype,w_dtype,b_dtype", [
     (torch.bfloat16, torch.float32, torch.float32), (torch.float16, torch.float32, torch.float32),
     (torch.bfloat16, torch.bfloat16, torch.float32), (torch.float16, torch.bfloat16, torch.float16),

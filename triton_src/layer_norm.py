@@ -30,12 +30,6 @@ CPP_CONSTANTS = {
     "BWD_MAX_BLOCK_N": 8192,
     "MIN_BLOCK_N": 256,
     "LOOP_BLOCK_N": 4096,
-    # 16-bit rows of (8192, 16384] columns, a multiple of 2048, with weight and bias: the looped forward in
-    # 2048-element chunks, 16 warps, no masks (the shape of torch.compile's kernel there, which runs 4 programs of
-    # 31 registers per SM: 134.9 us at 8192 x 16384 bf16 against 145-149 for the persistent single block).
-    "EVEN_LOOP_BLOCK_N": 2048,
-    "EVEN_LOOP_MIN_COLS": 8193,
-    "EVEN_LOOP_MAX_COLS": 16384,
     "ROWSTATS_BLOCK_N": 1024,
     "COLS_BLOCK_M": 2,
     "COLS_BLOCK_N": 1024,
@@ -196,15 +190,13 @@ def _welford_combine(mean_a, m2_a, n_a, mean_b, m2_b, n_b):
 
 @triton.jit
 def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, stride_x_v, stride_y_v, eps, has_weight,
-                                 has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-                                 EVEN: tl.constexpr = False, AFFINE: tl.constexpr = False):
+                                 has_bias, store_stats, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr):
     # Rows wider than a single block (or not 16-byte aligned), one program per row (a row count below 2^31 is
     # checked by the launcher; one resident wave, or one sized to keep rows in L2, measured slower). First
     # pass: Welford per lane (each lane's running mean and centred sum of squares over the chunks, no
     # cross-thread reduction inside the loop), merged across lanes once
     # (Chan); x is read with evict_last so that the second pass, which reads it with evict_first, finds it in
     # L2 (what torch.compile's kernel does; per-chunk block reductions cost a barrier round each).
-    # EVEN: n_cols is a multiple of BLOCK_N (no masks); AFFINE: weight and bias both given (no flag masks).
     DT: tl.constexpr = X.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     cols = tl.arange(0, BLOCK_N)
@@ -216,18 +208,13 @@ def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, strid
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         m = c < n_cols
-        xf = tl.load(x_row + c, mask=None if EVEN else m, other=None if EVEN else 0.0,
-                     eviction_policy="evict_last").to(tl.float32)
+        xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_last").to(tl.float32)
         # every live lane has seen one element per earlier chunk: its count is this chunk's number + 1
         inv = 1.0 / tl.cast(start // BLOCK_N + 1, tl.float32)
         delta = xf - mean
         new_mean = mean + delta * inv
-        if EVEN:
-            mean = new_mean
-            m2 = m2 + delta * (xf - new_mean)
-        else:
-            mean = tl.where(m, new_mean, mean)
-            m2 = tl.where(m, m2 + delta * (xf - new_mean), m2)
+        mean = tl.where(m, new_mean, mean)
+        m2 = tl.where(m, m2 + delta * (xf - new_mean), m2)
     # lane j saw ceil((n_cols - j) / BLOCK_N) elements
     count = tl.maximum(tl.cdiv(n_cols - cols, BLOCK_N), 0).to(tl.float32)
     mean_row, m2_row, _ = tl.reduce((mean, m2, count), 0, _welford_combine)
@@ -235,18 +222,12 @@ def layer_norm_fwd_looped_kernel(X, W, B, Y, MEAN, RSTD, n_rows, n_cols_v, strid
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         m = c < n_cols
-        if EVEN and AFFINE:
-            xf = tl.load(x_row + c, eviction_policy="evict_first").to(tl.float32)
-            w = tl.load(W + c, eviction_policy="evict_last").to(tl.float32)
-            b = tl.load(B + c, eviction_policy="evict_last").to(tl.float32)
-            tl.store(y_row + c, ((xf - mean_row) * rstd * w + b).to(DT))
-        else:
-            xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
-            # absent weight / bias: loaded as 1 / 0 with their null pointers masked off (no branch-held tiles)
-            w = tl.load(W + c, mask=m & has_weight, other=1.0, eviction_policy="evict_last").to(tl.float32)
-            b = tl.load(B + c, mask=m & has_bias, other=0.0, eviction_policy="evict_last").to(tl.float32)
-            y = (xf - mean_row) * rstd * w + b
-            tl.store(y_row + c, y.to(DT), mask=m)
+        xf = tl.load(x_row + c, mask=m, other=0.0, eviction_policy="evict_first").to(tl.float32)
+        # absent weight / bias: loaded as 1 / 0 with their null pointers masked off (no branch-held tiles)
+        w = tl.load(W + c, mask=m & has_weight, other=1.0, eviction_policy="evict_last").to(tl.float32)
+        b = tl.load(B + c, mask=m & has_bias, other=0.0, eviction_policy="evict_last").to(tl.float32)
+        y = (xf - mean_row) * rstd * w + b
+        tl.store(y_row + c, y.to(DT), mask=m)
     if store_stats:
         tl.store(MEAN + row, mean_row)
         tl.store(RSTD + row, rstd)
@@ -541,14 +522,8 @@ def _specs():
         for aligned in (False, True):
             align = _align(xd) if aligned else 1
             fwd_loop.variants.append(Variant(
-                key={**base, "aligned": aligned, "even": False}, signature=_fwd_sig(xd, pd),
-                constexprs={"BLOCK_N": loop_n, "ALIGN": align, "EVEN": False, "AFFINE": False}, num_warps=8,
-                aligned=aligned))
-            if aligned and xd != "fp32":
-                fwd_loop.variants.append(Variant(
-                    key={**base, "aligned": True, "even": True}, signature=_fwd_sig(xd, pd),
-                    constexprs={"BLOCK_N": CPP_CONSTANTS["EVEN_LOOP_BLOCK_N"], "ALIGN": align, "EVEN": True,
-                                "AFFINE": True}, num_warps=16, aligned=True))
+                key={**base, "aligned": aligned}, signature=_fwd_sig(xd, pd),
+                constexprs={"BLOCK_N": loop_n, "ALIGN": align}, num_warps=8, aligned=aligned))
             rowstats.variants.append(Variant(
                 key={**base, "aligned": aligned}, signature=_rowstats_sig(xd, pd),
                 constexprs={"BLOCK_N": CPP_CONSTANTS["ROWSTATS_BLOCK_N"], "ALIGN": align}, num_warps=4,

@@ -182,10 +182,6 @@ FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType pdt, int64_t cols, boo
   // weight and bias both given: the variant without the runtime flag masks (fewer registers on wide rows)
   c.single.affine = affine && c.single.block_n >= AFFINE_MIN_BLOCK_N;
   c.loop.aligned = aligned;
-  // 16-bit rows of (8192, 16384] in whole 2048-element chunks with weight and bias: the unmasked looped forward
-  c.loop.even = aligned && affine && xdt != at::kFloat && cols >= EVEN_LOOP_MIN_COLS && cols <= EVEN_LOOP_MAX_COLS &&
-                cols % EVEN_LOOP_BLOCK_N == 0;
-  c.looped = c.looped || c.loop.even;
   return c;
 }
 
