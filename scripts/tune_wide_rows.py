@@ -1,6 +1,11 @@
 """Persistent row kernels that load the next row while the current one is reduced (Triton JIT, on the GPU box).
 
-    python scripts/tune_wide_rows.py [softmax|softmax_bwd|layer_norm|sparsemax ...] [--hidden 16384,32768]
+    python scripts/tune_wide_rows.py [OP ...] [--hidden 16384,32768]
+
+OP: softmax, softmax_bwd, layer_norm, sparsemax (the persistent forms below against the build's kernels),
+layer_norm_ev (eviction hints), layer_norm_looped (the build's looped forward by chunk / warps / stages),
+sparsemax_warps (the built persistent sparsemax by warps and programs per SM), softmax_mid (forward tiles and
+cache operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
 A one-row program on a wide row (16384-32768 elements, one resident program per SM) waits for its row, reduces
 it (block-wide barriers) and stores, with no other program on the SM to overlap: ~76 % of copy at 32768. Here a
@@ -43,7 +48,8 @@ def _triple_add(a0, a1, a2, b0, b1, b2):
 
 
 @triton.jit
-def softmax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr,
+def softmax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr,
+                          PREFETCH: tl.constexpr,
                           STAGES: tl.constexpr, STORE_CM: tl.constexpr = "", LOAD_EV: tl.constexpr = "",
                           LOAD_CM: tl.constexpr = ""):
     pid = tl.program_id(0)
@@ -101,7 +107,8 @@ def softmax_bwd_pf_kernel(DY, Yp, DX, n_rows, nprog, n_cols, stride, BLOCK_N: tl
 
 
 @triton.jit
-def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stride_x, stride_y, eps, BLOCK_N: tl.constexpr,
+def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stride_x, stride_y, eps,
+                             BLOCK_N: tl.constexpr,
                              PREFETCH: tl.constexpr, HOIST: tl.constexpr, STAGES: tl.constexpr,
                              LOWREG: tl.constexpr = False, X_EV: tl.constexpr = "", WB_EV: tl.constexpr = ""):
     # bf16 rows: (sum, sum of squares) of x - x[0] as one reduction, as the build's one-row forward.
@@ -156,7 +163,8 @@ def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stri
 
 
 @triton.jit
-def sparsemax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr, PREFETCH: tl.constexpr,
+def sparsemax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr,
+                            PREFETCH: tl.constexpr,
                             FUSE: tl.constexpr, MAX_ITERS: tl.constexpr):
     # FUSE 0: the build's three block reductions per step (k, s; then f at the Newton-bisection midpoint);
     # FUSE 1: (k, s) as one reduction, then f (two rounds); FUSE 2: f at the bracket's middle, so (k, s, f) are one
@@ -454,7 +462,8 @@ def run_layer_norm_looped(n):
     report("layer_norm fwd (looped)", n, res, 2 * x.numel() * 2)
 
 
-RUNS = {"layer_norm_looped": run_layer_norm_looped, "softmax": run_softmax, "layer_norm_ev": run_layer_norm_ev, "sparsemax_warps": run_sparsemax_warps,
+RUNS = {"layer_norm_looped": run_layer_norm_looped, "softmax": run_softmax, "layer_norm_ev": run_layer_norm_ev,
+        "sparsemax_warps": run_sparsemax_warps,
         "softmax_mid": run_softmax_mid, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax}
 
