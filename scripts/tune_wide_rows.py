@@ -2,17 +2,20 @@
 
     python scripts/tune_wide_rows.py [OP ...] [--hidden 16384,32768]
 
-OP: softmax, softmax_bwd, layer_norm, sparsemax (the persistent forms below against the build's kernels),
-layer_norm_ev (eviction hints), layer_norm_looped (the build's looped forward by chunk / warps / stages),
-sparsemax_warps (the built persistent sparsemax by warps and programs per SM), softmax_mid (forward tiles and
-cache operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
+OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), layer_norm (the build's forward: one
+row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
+three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
+layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
+operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
 A one-row program on a wide row (16384-32768 elements, one resident program per SM) waits for its row, reduces
 it (block-wide barriers) and stores, with no other program on the SM to overlap: ~76 % of copy at 32768. Here a
 grid of SM-count programs walks the rows; with PREFETCH=1 the next row's load is issued before the current row's
 reductions (registers: the raw 16-bit row, half of the fp32 one), with PREFETCH=2 Triton's pipeliner stages the
 row through shared memory (tl.range num_stages=2). Each variant is checked against PyTorch and timed like the
-benchmarks (do_bench flushes L2), next to the build's kernels run through the JIT.
+benchmarks (do_bench flushes L2), next to the build's kernels run through the JIT. The LayerNorm prototype these
+results record (benchmarks/results/h200.md, 2026-11-29: hoisted weight/bias, eviction hints, shared-memory
+pipelining) is in this script as of commit 2650b94; the build's kernel has its persistent form since.
 """
 import argparse
 import sys
@@ -24,9 +27,11 @@ import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.layer_norm import layer_norm_fwd_kernel, layer_norm_fwd_looped_kernel  # noqa: E402
+from triton_src._rows import bf16_to_fp32, load_row  # noqa: E402
+from triton_src.layer_norm import _pair_add, layer_norm_fwd_kernel, layer_norm_fwd_looped_kernel  # noqa: E402
 from triton_src.softmax import _exp, softmax_bwd_kernel, softmax_fwd_kernel  # noqa: E402
-from triton_src.sparsemax import sparsemax_fwd_kernel, sparsemax_fwd_looped_kernel  # noqa: E402
+from triton_src.sparsemax import (_sparsemax_row, _step, sparsemax_fwd_kernel,  # noqa: E402
+                                  sparsemax_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
@@ -38,16 +43,6 @@ def bench(fn):
 
 
 @triton.jit
-def _pair_add(a0, a1, b0, b1):
-    return a0 + b0, a1 + b1
-
-
-@triton.jit
-def _triple_add(a0, a1, a2, b0, b1, b2):
-    return a0 + b0, a1 + b1, a2 + b2
-
-
-@triton.jit
 def softmax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr,
                           PREFETCH: tl.constexpr,
                           STAGES: tl.constexpr, STORE_CM: tl.constexpr = "", LOAD_EV: tl.constexpr = "",
@@ -56,14 +51,12 @@ def softmax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
     if PREFETCH == 1:
-        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=-float("inf"))
+        nxt = load_row(X, pid, n_rows, stride_x, cols, cm, -float("inf"))
     for r in tl.range(pid, n_rows, nprog, num_stages=STAGES):
         r64 = tl.cast(r, tl.int64)
         if PREFETCH == 1:
             x = nxt
-            r2 = r64 + nprog
-            nxt = tl.load(X + r2 * stride_x + cols, mask=cm & (r2 < n_rows), other=-float("inf"),
-                          eviction_policy=LOAD_EV)
+            nxt = load_row(X, r64 + nprog, n_rows, stride_x, cols, cm, -float("inf"))
         else:
             x = tl.load(X + r64 * stride_x + cols, mask=cm, other=-float("inf"), eviction_policy=LOAD_EV,
                         cache_modifier=LOAD_CM)
@@ -82,18 +75,15 @@ def softmax_bwd_pf_kernel(DY, Yp, DX, n_rows, nprog, n_cols, stride, BLOCK_N: tl
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
     if PREFETCH == 1:
-        p0 = pid.to(tl.int64) * stride + cols
-        ndy = tl.load(DY + p0, mask=cm & (pid < n_rows), other=0.0)
-        ny = tl.load(Yp + p0, mask=cm & (pid < n_rows), other=0.0)
+        ndy = load_row(DY, pid, n_rows, stride, cols, cm, 0.0)
+        ny = load_row(Yp, pid, n_rows, stride, cols, cm, 0.0)
     for r in tl.range(pid, n_rows, nprog, num_stages=STAGES):
         off = tl.cast(r, tl.int64) * stride + cols
         if PREFETCH == 1:
             dy = ndy
             y = ny
-            r2 = tl.cast(r, tl.int64) + nprog
-            p2 = r2 * stride + cols
-            ndy = tl.load(DY + p2, mask=cm & (r2 < n_rows), other=0.0, eviction_policy=LOAD_EV)
-            ny = tl.load(Yp + p2, mask=cm & (r2 < n_rows), other=0.0, eviction_policy=LOAD_EV)
+            ndy = load_row(DY, tl.cast(r, tl.int64) + nprog, n_rows, stride, cols, cm, 0.0)
+            ny = load_row(Yp, tl.cast(r, tl.int64) + nprog, n_rows, stride, cols, cm, 0.0)
         else:
             dy = tl.load(DY + off, mask=cm, other=0.0, eviction_policy=LOAD_EV)
             y = tl.load(Yp + off, mask=cm, other=0.0, eviction_policy=LOAD_EV)
@@ -101,100 +91,40 @@ def softmax_bwd_pf_kernel(DY, Yp, DX, n_rows, nprog, n_cols, stride, BLOCK_N: tl
         yf = y.to(tl.float32)
         dot = tl.sum(dyf * yf, axis=0)
         if LOWREG:
-            dyf = (dy.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
-            yf = (y.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
+            dyf = bf16_to_fp32(dy)
+            yf = bf16_to_fp32(y)
         tl.store(DX + off, (yf * (dyf - dot)).to(DX.dtype.element_ty), mask=cm, cache_modifier=STORE_CM)
 
 
 @triton.jit
-def layer_norm_fwd_pf_kernel(X, W, B, Y, MEAN, RSTD, n_rows, nprog, n_cols, stride_x, stride_y, eps,
-                             BLOCK_N: tl.constexpr,
-                             PREFETCH: tl.constexpr, HOIST: tl.constexpr, STAGES: tl.constexpr,
-                             LOWREG: tl.constexpr = False, X_EV: tl.constexpr = "", WB_EV: tl.constexpr = ""):
-    # bf16 rows: (sum, sum of squares) of x - x[0] as one reduction, as the build's one-row forward.
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_N)
-    cm = cols < n_cols
-    if HOIST:
-        w_h = tl.load(W + cols, mask=cm, other=1.0)
-        b_h = tl.load(B + cols, mask=cm, other=0.0)
-    if PREFETCH == 1:
-        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=0.0)
-    for r in tl.range(pid, n_rows, nprog, num_stages=STAGES):
-        r64 = tl.cast(r, tl.int64)
-        x_row = X + r64 * stride_x
-        if PREFETCH == 1:
-            x = nxt
-            r2 = r64 + nprog
-            nxt = tl.load(X + r2 * stride_x + cols, mask=cm & (r2 < n_rows), other=0.0, eviction_policy=X_EV)
-        else:
-            x = tl.load(x_row + cols, mask=cm, other=0.0, eviction_policy=X_EV)
-        xf = x.to(tl.float32)
-        x0 = tl.load(x_row).to(tl.float32)
-        u = tl.where(cm, xf - x0, 0.0)
-        s1, s2 = tl.reduce((u, u * u), 0, _pair_add)
-        mu = s1 / n_cols
-        var = s2 / n_cols - mu * mu
-        base = x0
-        if mu * mu > 16.0 * var:
-            xr = tl.load(x_row + cols, mask=cm, other=0.0).to(tl.float32)
-            base = tl.sum(xr, axis=0) / n_cols
-            u = tl.where(cm, xr - base, 0.0)
-            s1, s2 = tl.reduce((u, u * u), 0, _pair_add)
-            mu = s1 / n_cols
-            var = s2 / n_cols - mu * mu
-        rstd = 1.0 / tl.sqrt_rn(tl.maximum(var, 0.0) + eps)
-        if HOIST:
-            w = w_h.to(tl.float32)
-            b = b_h.to(tl.float32)
-        else:
-            w = tl.load(W + cols, mask=cm, other=1.0, eviction_policy=WB_EV).to(tl.float32)
-            b = tl.load(B + cols, mask=cm, other=0.0, eviction_policy=WB_EV).to(tl.float32)
-        if LOWREG:
-            # the row again from its raw 16-bit registers (bit-exact bf16 -> fp32 by a shift, which CSE does
-            # not merge with the conversion above), so that the fp32 copy dies after the reduction
-            xr32 = (x.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
-            y = (xr32 - (base + mu)) * rstd * w + b
-        else:
-            y = (u - mu) * rstd * w + b
-        tl.store(Y + r64 * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
-        tl.store(MEAN + r64, base + mu)
-        tl.store(RSTD + r64, rstd)
-
-
-@triton.jit
 def sparsemax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLOCK_N: tl.constexpr,
-                            PREFETCH: tl.constexpr,
-                            FUSE: tl.constexpr, MAX_ITERS: tl.constexpr):
-    # FUSE 0: the build's three block reductions per step (k, s; then f at the Newton-bisection midpoint);
-    # FUSE 1: (k, s) as one reduction, then f (two rounds); FUSE 2: f at the bracket's middle, so (k, s, f) are one
-    # reduction per step (the looped kernel's step).
+                            PREFETCH: tl.constexpr, FUSE: tl.constexpr, MAX_ITERS: tl.constexpr):
+    # FUSE 0: three block reductions per step (k, s; then f at the Newton-bisection midpoint; the build's one-row
+    # kernel); FUSE 1: (k, s) as one reduction, then f (two rounds); FUSE 2: the build's persistent step, f at the
+    # bracket's middle so that (k, s, f) are one reduction.
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     cm = cols < n_cols
     if PREFETCH == 1:
-        nxt = tl.load(X + pid.to(tl.int64) * stride_x + cols, mask=cm & (pid < n_rows), other=-float("inf"))
+        nxt = load_row(X, pid, n_rows, stride_x, cols, cm, -float("inf"))
     for r in tl.range(pid, n_rows, nprog, num_stages=1):
         r64 = tl.cast(r, tl.int64)
         if PREFETCH == 1:
             x = nxt
-            r2 = r64 + nprog
-            nxt = tl.load(X + r2 * stride_x + cols, mask=cm & (r2 < n_rows), other=-float("inf"))
+            nxt = load_row(X, r64 + nprog, n_rows, stride_x, cols, cm, -float("inf"))
         else:
             x = tl.load(X + r64 * stride_x + cols, mask=cm, other=-float("inf"))
-        xf = x.to(tl.float32)
-        hi = tl.max(xf, axis=0)
-        lo = hi - 1.0
-        tau = lo
-        active = hi == hi
-        it = 0
-        while active & (it < MAX_ITERS):
-            in_s = xf >= lo
-            if FUSE == 2:
-                mid = 0.5 * (lo + hi)
-                k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, xf, 0.0), tl.maximum(xf - mid, 0.0)),
-                                        0, _triple_add)
-            else:
+        if FUSE == 2:
+            _sparsemax_row(x, Y, r64, cols, cm, stride_y, MAX_ITERS)
+        else:
+            xf = x.to(tl.float32)
+            hi = tl.max(xf, axis=0)
+            lo = hi - 1.0
+            tau = lo
+            active = hi == hi
+            it = 0
+            while active & (it < MAX_ITERS):
+                in_s = xf >= lo
                 if FUSE == 1:
                     k, s = tl.reduce((in_s.to(tl.float32), tl.where(in_s, xf, 0.0)), 0, _pair_add)
                 else:
@@ -202,21 +132,12 @@ def sparsemax_fwd_pf_kernel(X, Y, n_rows, nprog, n_cols, stride_x, stride_y, BLO
                     s = tl.sum(tl.where(in_s, xf, 0.0), axis=0)
                 mid = 0.5 * (tl.maximum((s - 1.0) / k, lo) + hi)
                 f_mid = tl.sum(tl.maximum(xf - mid, 0.0), axis=0)
-            new_tau = (s - 1.0) / k
-            moved = new_tau > lo
-            tau = tl.where(active, new_tau, tau)
-            above = f_mid >= 1.0
-            new_lo = tl.maximum(new_tau, lo)
-            new_lo = tl.where(above, tl.maximum(new_lo, mid), new_lo)
-            hi = tl.where(above, hi, mid)
-            lo = new_lo
-            active = active & moved
-            it += 1
-        y = tl.maximum(xf - tau, 0.0)
-        tl.store(Y + r64 * stride_y + cols, y.to(Y.dtype.element_ty), mask=cm)
+                lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+                it += 1
+            tl.store(Y + r64 * stride_y + cols, tl.maximum(xf - tau, 0.0).to(Y.dtype.element_ty), mask=cm)
 
 
-def report(name, n, res, bytes_moved, ref_t=None):
+def report(name, n, res, bytes_moved):
     res.sort()
     copy_gbs = COPY[n]
     lines = [f"  {t*1e3:8.1f} us {bytes_moved / t / 1e6:6.0f} GB/s {100 * bytes_moved / t / 1e6 / copy_gbs:4.0f} %  {c}"
@@ -241,19 +162,22 @@ def grids():
 MODS = (("", ""), (".cs", ""), ("", "evict_first"), (".cs", "evict_first"))
 
 
+def checker(res, out, describe):
+    """check(fn, label): poisons out, runs fn, appends (median time, label with describe()'s error summary)."""
+    def check(fn, label):
+        out.fill_(float("nan"))
+        fn()
+        res.append((bench(fn), f"{label} ({describe()})"))
+    return check
+
+
 def run_softmax(n):
     x = torch.randn(ROWS, n, device="cuda", dtype=DT) * 3
     y = torch.empty_like(x)
     ref = torch.softmax(x.float(), -1)
     bn = triton.next_power_of_2(n)
     res = []
-
-    def check(fn, label):
-        y.fill_(float("nan"))
-        fn()
-        err = (y.float() - ref).abs().max().item()
-        res.append((bench(fn), f"{label} (err {err:.2g})"))
-
+    check = checker(res, y, lambda: f"err {(y.float() - ref).abs().max().item():.2g}")
     for nw in (16, 32):
         check(lambda: softmax_fwd_kernel[(ROWS,)](x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=bn, ALIGN=8,
                                                   ACCURATE=False, num_warps=nw), f"build kernel nw={nw}")
@@ -275,12 +199,7 @@ def run_softmax_bwd(n):
     ref = yf * (dyf - (dyf * yf).sum(-1, keepdim=True))
     bn = triton.next_power_of_2(n)
     res = []
-
-    def check(fn, label):
-        dx.fill_(float("nan"))
-        fn()
-        err = ((dx.float() - ref).abs().max() / ref.abs().max()).item()
-        res.append((bench(fn), f"{label} (rel err {err:.2g})"))
+    check = checker(res, dx, lambda: f"rel err {((dx.float() - ref).abs().max() / ref.abs().max()).item():.2g}")
 
     for nw in (16, 32):
         check(lambda: softmax_bwd_kernel[(ROWS,)](dy, y, dx, ROWS, n // 8, n // 8, n // 8, n // 8, BLOCK_M=1,
@@ -298,6 +217,7 @@ def run_softmax_bwd(n):
 
 
 def run_layer_norm(n):
+    """The build's forward (weight and bias): one row per program, and persistent with / without REWIDEN."""
     x = torch.randn(ROWS, n, device="cuda", dtype=DT) + 0.5
     w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
     y = torch.empty_like(x)
@@ -306,25 +226,17 @@ def run_layer_norm(n):
     ref = torch.nn.functional.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
     bn = triton.next_power_of_2(n)
     res = []
-
-    def check(fn, label):
-        y.fill_(float("nan"))
-        fn()
-        err = (y.float() - ref).abs().max().item()
-        res.append((bench(fn), f"{label} (err {err:.2g})"))
-
-    for nw in (16, 32):
-        check(lambda: layer_norm_fwd_kernel[(ROWS,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5, True,
-                                                     True, True, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, AFFINE=True,
-                                                     num_warps=nw), f"build kernel nw={nw}")
-    for pf, grids_ in ((0, ((ROWS, "row/program"), (SMS, "1/SM"))), (1, ((SMS, "1/SM"), (2 * SMS, "2/SM")))):
-        for lowreg in (False, True):
-            for nw in (16, 32):
-                for g, gl in grids_:
-                    check(lambda: layer_norm_fwd_pf_kernel[(g,)](x, w, b, y, mean, rstd, ROWS, g, n, n, n, 1e-5,
-                                                                 BLOCK_N=bn, PREFETCH=pf, STAGES=1, HOIST=False,
-                                                                 LOWREG=lowreg, num_warps=nw),
-                          f"persistent pf={pf} lowreg={lowreg} nw={nw} {gl}")
+    check = checker(res, y, lambda: f"err {(y.float() - ref).abs().max().item():.2g}")
+    forms = [(ROWS, False, False, "row/program")] + [(g, True, rw, f"persistent rewiden={rw} {gl}")
+                                                      for g, gl in grids() for rw in (False, True)]
+    for nw in (8, 16, 32):
+        for g, persistent, rewiden, label in forms:
+            check(lambda: layer_norm_fwd_kernel[(g,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5, True,
+                                                      True, True, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, AFFINE=True,
+                                                      PERSISTENT=persistent, REWIDEN=rewiden, num_warps=nw),
+                  f"build {label} nw={nw}")
+    compiled = torch.compile(lambda x, w, b: torch.nn.functional.layer_norm(x, (n,), w, b, 1e-5), dynamic=False)
+    res.append((bench(lambda: compiled(x, w, b)), "torch.compile"))
     report("layer_norm fwd", n, res, 2 * x.numel() * 2)
 
 
@@ -336,13 +248,8 @@ def run_sparsemax(n):
     sparsemax_fwd_looped_kernel[(ROWS,)](x, want, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096, ALIGN=8, MAX_ITERS=64,
                                          num_warps=8)
     res = []
-
-    def check(fn, label):
-        y.fill_(float("nan"))
-        fn()
-        err = (y.float() - want.float()).abs().max().item()
-        sums = (y.float().sum(-1) - 1).abs().max().item()
-        res.append((bench(fn), f"{label} (vs looped {err:.2g}, |sum-1| {sums:.2g})"))
+    check = checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}, "
+                                    f"|sum-1| {(y.float().sum(-1) - 1).abs().max().item():.2g}")
 
     res.append((bench(lambda: sparsemax_fwd_looped_kernel[(ROWS,)](x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096,
                                                                    ALIGN=8, MAX_ITERS=64, num_warps=8)),
@@ -361,41 +268,6 @@ def run_sparsemax(n):
                     except Exception as e:  # noqa: BLE001
                         print(f"  sparsemax fuse={fuse} pf={pf} nw={nw} {gl}: {str(e)[:120]}")
     report("sparsemax fwd", n, res, 2 * x.numel() * 2)
-
-
-def run_layer_norm_ev(n):
-    """LayerNorm fwd at 16384-wide rows: eviction hints (x streamed, weight and bias kept), warps, REWIDEN."""
-    x = torch.randn(ROWS, n, device="cuda", dtype=DT) + 0.5
-    w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
-    y = torch.empty_like(x)
-    mean = torch.empty(ROWS, device="cuda", dtype=torch.float32)
-    rstd = torch.empty_like(mean)
-    ref = torch.nn.functional.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
-    bn = triton.next_power_of_2(n)
-    res = []
-
-    def check(fn, label):
-        y.fill_(float("nan"))
-        fn()
-        err = (y.float() - ref).abs().max().item()
-        res.append((bench(fn), f"{label} (err {err:.2g})"))
-
-    check(lambda: layer_norm_fwd_kernel[(SMS,)](x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5, True,
-                                                True, True, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, AFFINE=True,
-                                                PERSISTENT=True, REWIDEN=n == 32768, num_warps=16), "build kernel")
-    for x_ev in ("", "evict_first"):
-        for wb_ev in ("", "evict_last"):
-            for lowreg in (False, True):
-                for nw in (8, 16, 32):
-                    for g, gl in ((SMS, "1/SM"), (2 * SMS, "2/SM")):
-                        check(lambda: layer_norm_fwd_pf_kernel[(g,)](x, w, b, y, mean, rstd, ROWS, g, n, n, n, 1e-5,
-                                                                     BLOCK_N=bn, PREFETCH=1, STAGES=1, HOIST=False,
-                                                                     LOWREG=lowreg, X_EV=x_ev, WB_EV=wb_ev,
-                                                                     num_warps=nw),
-                              f"pf=1 lowreg={lowreg} nw={nw} {gl} x {x_ev or '-'} wb {wb_ev or '-'}")
-    compiled = torch.compile(lambda x, w, b: torch.nn.functional.layer_norm(x, (n,), w, b, 1e-5), dynamic=False)
-    res.append((bench(lambda: compiled(x, w, b)), "torch.compile"))
-    report("layer_norm fwd (hints)", n, res, 2 * x.numel() * 2)
 
 
 def run_sparsemax_warps(n):
@@ -462,10 +334,9 @@ def run_layer_norm_looped(n):
     report("layer_norm fwd (looped)", n, res, 2 * x.numel() * 2)
 
 
-RUNS = {"layer_norm_looped": run_layer_norm_looped, "softmax": run_softmax, "layer_norm_ev": run_layer_norm_ev,
-        "sparsemax_warps": run_sparsemax_warps,
-        "softmax_mid": run_softmax_mid, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
-        "sparsemax": run_sparsemax}
+RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
+        "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps, "layer_norm_looped": run_layer_norm_looped,
+        "softmax_mid": run_softmax_mid}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
