@@ -5,8 +5,9 @@
 OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), layer_norm (the build's forward: one
 row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
 three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
-layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
-operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
+sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM /
+register cap), layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles
+and cache operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
 A one-row program on a wide row (16384-32768 elements, one resident program per SM) waits for its row, reduces
 it (block-wide barriers) and stores, with no other program on the SM to overlap: ~76 % of copy at 32768. Here a
@@ -287,6 +288,35 @@ def run_sparsemax_warps(n):
     report("sparsemax fwd (warps)", n, res, 2 * x.numel() * 2)
 
 
+def run_sparsemax_vec(n):
+    """The build's forward with and without VEC (steps on the vectors' maxima) by warps, programs per SM and a
+    register cap, on the benchmark's rows (2 * randn: a few candidates) and on dense ones (0.2 * randn:
+    hundreds of candidates, every row falls back to the steps on the whole row)."""
+    bn = triton.next_power_of_2(n)
+    persistent = bn >= 16384
+    for scale in (2.0, 0.2):
+        x = scale * torch.randn(ROWS, n, device="cuda", dtype=DT)
+        y = torch.empty_like(x)
+        want = torch.empty_like(x)
+        sparsemax_fwd_looped_kernel[(ROWS,)](x, want, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096, ALIGN=8,
+                                             MAX_ITERS=64, num_warps=8)
+        res = []
+        check = checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}")
+        configs = (((16, 1, None), (16, 2, None), (16, 2, 64), (8, 2, None), (8, 4, None)) if persistent
+                   else tuple((nw, 0, None) for nw in (4, 8, 16) if 1 <= bn // (32 * nw) <= 64))
+        for vec in (0, 8):
+            for nw, per_sm, maxnreg in configs:
+                g = per_sm * SMS if persistent else ROWS
+                label = f"vec={vec} nw={nw}" + (f" {per_sm}/SM maxnreg={maxnreg}" if persistent else "")
+                try:
+                    check(lambda: sparsemax_fwd_kernel[(g,)](
+                        x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, MAX_ITERS=64,
+                        PERSISTENT=persistent, PREFETCH=persistent, VEC=vec, num_warps=nw, maxnreg=maxnreg), label)
+                except Exception as e:  # noqa: BLE001
+                    print(f"  {label}: {str(e)[:160]}")
+        report(f"sparsemax fwd (VEC, {scale} * randn)", n, res, 2 * x.numel() * 2)
+
+
 def run_softmax_mid(n):
     x = torch.randn(ROWS, n, device="cuda", dtype=DT) * 3
     y = torch.empty_like(x)
@@ -335,7 +365,8 @@ def run_layer_norm_looped(n):
 
 
 RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
-        "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps, "layer_norm_looped": run_layer_norm_looped,
+        "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps,
+        "sparsemax_vec": run_sparsemax_vec, "layer_norm_looped": run_layer_norm_looped,
         "softmax_mid": run_softmax_mid}
 
 if __name__ == "__main__":

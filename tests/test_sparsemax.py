@@ -411,6 +411,25 @@ def test_cuda_special_rows(hidden, scale):
 
 
 @gpu
+@pytest.mark.parametrize("hidden", (1024, 4096, 5000, 20000, 32768))  # one row per program, persistent
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_candidates_in_one_vector(dtype, hidden):
+    """One-row forwards take the threshold from each 16-byte vector's maximum when no vector holds two entries
+    >= max - 1, from the whole row otherwise: rows of both kinds, side by side in one launch."""
+    x = 3 * torch.randn(64, hidden, device="cuda", dtype=torch.float32)
+    top = x.amax(-1, keepdim=True)
+    x[0::4, 8:10] = top[0::4] + torch.tensor([0.5, 0.25], device="cuda")  # two in one vector: the whole row
+    x[1::4, 0] = top[1::4, 0] + 0.5  # neighbouring vectors: the maxima
+    x[1::4, 16] = top[1::4, 0] + 0.25
+    x[2::4, 3:6] = top[2::4] + 0.125  # three tied entries in one vector
+    x = x.to(dtype)
+    dy = torch.randn_like(x)
+    y, dx = fwd_bwd(x, dy)
+    check_against_reference(x, y, dy, dx)
+    assert (y[1::4, 0] > 0).all() and (y[0::4, 8] > 0).all()
+
+
+@gpu
 @pytest.mark.parametrize("hidden", (4096, 32768, 100003))
 def test_cuda_more_than_2_31_elements(hidden):
     rows = 2**31 // hidden + 8

@@ -11,6 +11,11 @@ at most MAX_ITERS steps. Rows stop after 1-8 steps (randn rows of 1024-262144 el
 emulated in fp32 with torch ops). tau stays in fp32 (Liger-Kernel rounds it to x's dtype first; the fp32 one is closer
 to the float64 projection).
 
+Candidates: tau >= max(x) - 1, so only x >= max - 1 enter a step. One-row programs (rows of 1024 and up) hold
+each 16-byte vector of the row in one thread; when no vector holds two candidates the steps run on the vectors'
+maxima, 1/8 of a 16-bit row (H200, 8192 x 32768 bf16 of 2 * randn: 295 us against 486; rows where a vector holds
+two, e.g. 0.2 * randn, run the steps on the whole row, ~7 % slower than without the check).
+
 Backward from the saved output: dx = mask * (dy - mean of dy over the support), mask = y > 0.
 Single-block kernels hold BLOCK_M rows in registers; longer rows use looped kernels that read the row once
 per step from memory (L2 for the first rows in flight).
@@ -56,37 +61,63 @@ def _sums3(k0, s0, f0, k1, s1, f1):
 
 
 @triton.jit
-def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr):
-    """One row as a 1-D tensor (x as loaded, -inf past n_cols): each step is one block-wide reduction of
-    (|S|, sum over S, f at the bracket's middle), as the looped kernel's step, instead of three."""
-    xf = x.to(tl.float32)
-    hi = tl.max(xf, axis=0)
+def _newton(v, hi, MAX_ITERS: tl.constexpr):
+    """The threshold of fp32 values v (1-D, -inf where unused) whose maximum is hi: each step is one
+    block-wide reduction of (|S|, sum over S, f at the bracket's middle), as the looped kernel's step, instead
+    of three."""
     lo = hi - 1.0
     tau = lo
     active = hi == hi
     it = 0
     while active & (it < MAX_ITERS):
         mid = 0.5 * (lo + hi)
-        in_s = xf >= lo
-        k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, xf, 0.0), tl.maximum(xf - mid, 0.0)), 0, _sums3)
+        in_s = v >= lo
+        k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0)), 0, _sums3)
         lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
         it += 1
+    return tau
+
+
+@triton.jit
+def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: tl.constexpr = 0):
+    """One row (x as loaded, -inf past n_cols; x, cols, cm 1-D, or [BLOCK_N // VEC, VEC] with VEC > 0), written
+    to row `row` of Y.
+
+    Every step's set S and bracket lie in [max - 1, max]: only the candidates x >= max - 1 take part. With VEC,
+    each thread holds its VEC-element vectors whole; when no vector holds two candidates (randn rows of 32768
+    have a dozen candidates in 4096 vectors), the candidates are exactly the vectors' maxima that are >= max - 1,
+    and the steps run on the maxima (1/VEC of the row) instead of the row; otherwise on the row."""
+    xf = x.to(tl.float32)
+    if VEC > 0:
+        vmax = tl.max(xf, axis=1)  # within each thread
+        hi = tl.max(vmax, axis=0)
+        hits = tl.sum((xf >= hi - 1.0).to(tl.int32), axis=1)
+        if tl.max(hits, axis=0) <= 1:
+            tau = _newton(vmax, hi, MAX_ITERS)
+        else:
+            tau = _newton(tl.reshape(xf, [xf.shape[0] * xf.shape[1]], can_reorder=True), hi, MAX_ITERS)
+    else:
+        tau = _newton(xf, tl.max(xf, axis=0), MAX_ITERS)
     tl.store(Y + row * stride_y + cols, tl.maximum(xf - tau, 0.0).to(Y.dtype.element_ty), mask=cm)
 
 
 @triton.jit
 def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr,
-                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False):
+                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False, VEC: tl.constexpr = 0):
     n_cols = n_cols_v * ALIGN
+    if VEC > 0:  # a row as [BLOCK_N // VEC, VEC], each vector in one thread (see _sparsemax_row)
+        cols = tl.arange(0, BLOCK_N // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    else:
+        cols = tl.arange(0, BLOCK_N)
     if PERSISTENT:
-        # Rows of 16384-32768: programs stride over the rows (grid: the resident programs, 2 per SM at 16384),
-        # one reduction per step, and with PREFETCH the next row's load issued before this row's steps. H200,
-        # 8192 rows bf16 (scripts/tune_wide_rows.py): 579.5 us at 32768 against 800.4 for the looped kernel,
-        # 315.5 us at 16384 against 418.7 for three reductions per step and one program per row.
+        # Rows of 16384-32768: programs stride over the rows (grid: the resident programs), one reduction per
+        # step, and with PREFETCH the next row's load issued before this row's steps. H200, 8192 rows bf16
+        # (scripts/tune_wide_rows.py, before VEC): 579.5 us at 32768 against 800.4 for the looped kernel, 315.5 us
+        # at 16384 against 418.7 for three reductions per step and one program per row. With VEC, 8 warps
+        # (16-bit rows): 153 us at 16384 against 212 for 16 warps (sparsemax_vec sweep).
         pid = tl.program_id(0)
         nprog = tl.num_programs(0)
-        cols = tl.arange(0, BLOCK_N)
         cm = cols < n_cols
         stride_x = stride_x_v * ALIGN
         if PREFETCH:
@@ -98,7 +129,13 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
                 nxt = load_row(X, row + nprog, n_rows, stride_x, cols, cm, -float("inf"))
             else:
                 x = tl.load(X + row * stride_x + cols, mask=cm, other=-float("inf"))
-            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS)
+            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC)
+        return
+    if VEC > 0:  # one row per program (BLOCK_M == 1)
+        row = tl.program_id(0).to(tl.int64)
+        cm = cols < n_cols
+        x = tl.load(X + row * (stride_x_v * ALIGN) + cols, mask=cm, other=-float("inf"))
+        _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC)
         return
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
@@ -254,12 +291,13 @@ def _specs():
                 block_m = _rows_per_program(block_n)
                 warps = _warps(block_m * block_n)
                 if spec is fwd:
-                    # persistent from 16384 (16 warps); the next row held early where it fits beside the current
-                    # one (not fp32 rows of 32768: 128 fp32 registers per thread)
+                    # persistent from 16384 (8 warps for 16-bit rows, 16 for fp32 ones); the next row held early
+                    # where it fits beside the current one (not fp32 rows of 32768: 128 fp32 registers per thread)
                     persistent = block_n >= CPP_CONSTANTS["PERSISTENT_MIN_BLOCK_N"]
                     extra = {**iters, "PERSISTENT": persistent,
-                             "PREFETCH": persistent and (dt != "fp32" or block_n <= 16384)}
-                    warps = 16 if persistent else warps
+                             "PREFETCH": persistent and (dt != "fp32" or block_n <= 16384),
+                             "VEC": _align(dt) if block_m == 1 else 0}
+                    warps = (16 if dt == "fp32" else 8) if persistent else warps
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
                     constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},
