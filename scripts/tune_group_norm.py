@@ -3,7 +3,8 @@ the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
 
     python scripts/tune_group_norm.py [N C H W G] [--tiles]   # on the GPU box; default 32 512 64 64 32, bf16
 
---tiles also times other tile shapes and warps at one program per group.
+--tiles also times other tile shapes and warps at one program per group; --big times larger tiles (8192-32768
+elements, 16-32 warps) at one and two programs per SM, whose groups in flight fit in L2 for the second read.
 
 The launcher (csrc/ops/group_norm.cpp, group_programs) takes as many programs as are resident, at most one per
 group; smaller grids keep the groups in flight within L2 for the second read (slower on the H200, 2026-11-29).
@@ -23,7 +24,7 @@ def bench(fn):
 
 
 def main():
-    n, c, h, w_, g = [int(a) for a in sys.argv[1:6] if a != "--tiles"] or [32, 512, 64, 64, 32]
+    n, c, h, w_, g = [int(a) for a in sys.argv[1:6] if not a.startswith("--")] or [32, 512, 64, 64, 32]
     dt = torch.bfloat16
     hw = h * w_
     x = torch.randn(n, c, hw, device="cuda", dtype=dt) * 2 + 1
@@ -48,6 +49,9 @@ def main():
                   if bhw2 <= max(block_hw, 1024) and (bc2, bhw2, w2) != (bc, block_hw, warps)]
     runs = [(p, t) for p in sorted({sms, 2 * sms, 4 * sms, 8 * sms, n * g}) for t in tiles[:1]]
     runs += [(n * g, t) for t in tiles[1:]]
+    if "--big" in sys.argv:
+        runs += [(p, t) for t in ((2, 4096, 16), (4, 4096, 16), (4, 4096, 32), (8, 4096, 32)) if t[0] <= c // g
+                 for p in (sms, 2 * sms)]
     for programs, (bc, block_hw, warps) in runs:
         programs = min(programs, n * g)
 

@@ -5,9 +5,9 @@
 OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), layer_norm (the build's forward: one
 row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
 three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
-sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM /
-register cap), layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles
-and cache operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
+sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM),
+layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
+operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
 A one-row program on a wide row (16384-32768 elements, one resident program per SM) waits for its row, reduces
 it (block-wide barriers) and stores, with no other program on the SM to overlap: ~76 % of copy at 32768. Here a
@@ -289,8 +289,7 @@ def run_sparsemax_warps(n):
 
 
 def run_sparsemax_vec(n):
-    """The build's forward with and without VEC (steps on the vectors' maxima) by warps, programs per SM and a
-    register cap, on the benchmark's rows (2 * randn: a few candidates) and on dense ones (0.2 * randn:
+    """The build's forward with and without VEC (steps on the vectors' maxima) by warps and programs per SM, on the benchmark's rows (2 * randn: a few candidates) and on dense ones (0.2 * randn:
     hundreds of candidates, every row falls back to the steps on the whole row)."""
     bn = triton.next_power_of_2(n)
     persistent = bn >= 16384
@@ -302,16 +301,16 @@ def run_sparsemax_vec(n):
                                              MAX_ITERS=64, num_warps=8)
         res = []
         check = checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}")
-        configs = (((16, 1, None), (16, 2, None), (16, 2, 64), (8, 2, None), (8, 4, None)) if persistent
-                   else tuple((nw, 0, None) for nw in (4, 8, 16) if 1 <= bn // (32 * nw) <= 64))
+        configs = (((8, 1), (8, 2), (8, 4), (16, 1), (16, 2)) if persistent
+                   else tuple((nw, 0) for nw in (4, 8, 16) if 1 <= bn // (32 * nw) <= 64))
         for vec in (0, 8):
-            for nw, per_sm, maxnreg in configs:
+            for nw, per_sm in configs:
                 g = per_sm * SMS if persistent else ROWS
-                label = f"vec={vec} nw={nw}" + (f" {per_sm}/SM maxnreg={maxnreg}" if persistent else "")
+                label = f"vec={vec} nw={nw}" + (f" {per_sm}/SM" if persistent else "")
                 try:
                     check(lambda: sparsemax_fwd_kernel[(g,)](
                         x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, MAX_ITERS=64,
-                        PERSISTENT=persistent, PREFETCH=persistent, VEC=vec, num_warps=nw, maxnreg=maxnreg), label)
+                        PERSISTENT=persistent, PREFETCH=persistent, VEC=vec, num_warps=nw), label)
                 except Exception as e:  # noqa: BLE001
                     print(f"  {label}: {str(e)[:160]}")
         report(f"sparsemax fwd (VEC, {scale} * randn)", n, res, 2 * x.numel() * 2)

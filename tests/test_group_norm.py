@@ -381,8 +381,11 @@ def test_bad_backward_inputs():
 # GPU tests. Run with `pytest -m gpu`.
 
 # (shape, groups): HW 1 / 3 / 49 / 4096 / 65536, groups of 1 channel up to 512 channels, odd sizes
+# One-tile groups, more of them than programs ([32, 512, 16, 16], [64, 128, 32, 32]); wide tiles ([2, 8, 256, 256];
+# [4, 40, 64, 64]: 5 channels per group, backward only; [2, 12, 130, 130]: 6 channels, unaligned spatial size).
 GPU_SHAPES = [((4, 64), 8), ((3, 6, 3), 3), ((8, 64, 7, 7), 32), ((5, 30, 11, 13), 5), ((32, 512, 16, 16), 32),
-              ((2, 64, 64, 64), 32), ((2, 8, 256, 256), 2), ((7, 4, 8, 8), 4), ((1, 2048, 3), 1), ((2, 6, 4097), 3)]
+              ((2, 64, 64, 64), 32), ((2, 8, 256, 256), 2), ((7, 4, 8, 8), 4), ((1, 2048, 3), 1), ((2, 6, 4097), 3),
+              ((64, 128, 32, 32), 32), ((4, 40, 64, 64), 8), ((2, 12, 130, 130), 2)]
 
 
 def poison_freed_blocks(*specs):

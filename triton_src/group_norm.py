@@ -5,7 +5,7 @@ Persistent programs, each taking (sample, group) pairs in turn. The group is the
 x (HW = product of the spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one
 channel: the affine weights and the per-channel gradient sums are then per tile row. The forward reads the
 group twice (sums of x - shift and of its square, shifted against cancellation; then y), the backward twice
-(sums, then dx). The grid is as many programs as are resident: a grid sized to keep the groups in flight within
+(sums, then dx); groups that fit one tile are read once, and the next group's tile is loaded early. The grid is as many programs as are resident: a grid sized to keep the groups in flight within
 L2 (for the second read) measured slower on the H200 (see group_programs in csrc/ops/group_norm.cpp). The
 forward's sums load one tile ahead (105.5 us against 125 for [32, 512, 64, 64] bf16, JIT at one program per
 group); it still reads x from memory twice there (64 % of copy counting one read and one write).
@@ -28,6 +28,12 @@ CPP_CONSTANTS = {
     "MAX_BLOCK_HW": HW_BLOCKS[-1],
     "MIN_ALIGNED_BLOCK_HW": 64,
     "REDUCE_BLOCK_C": 128,
+    "WIDE_BLOCK_C": 4,
+    "WIDE_FWD_MIN_HW": 16384,
+    # one-tile groups: programs per SM (H200, [64, 128, 32, 32] bf16, scripts/tune_group_norm.py: forward 17.2 us
+    # at 2 per SM, 18.0 at 4, 25.9 at one program per group; backward 25.8 at 2, 24.6 at 4, 29.4)
+    "ONE_TILE_FWD_PER_SM": 2,
+    "ONE_TILE_BWD_PER_SM": 4,
 }
 
 
@@ -47,6 +53,39 @@ def _tile_at(base, t, n_hw, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constex
 
 
 @triton.jit
+def _fwd_one_tile(X, W, B, Y, MEAN, RSTD, N, CPG, HW, G, eps, has_weight, has_bias, store_stats,
+                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Groups that fit one tile: each is read once (statistics from registers, two-pass exact), and the next
+    group's tile is loaded before this one is reduced (the persistent row kernels' early load)."""
+    offs, mask, cs = _tile(0, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
+    size = CPG.to(tl.int64) * HW
+    n_groups = N * G
+    count = (CPG * HW).to(tl.float32)
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    nxt = tl.load(X + tl.cast(pid, tl.int64) * size + offs, mask=mask & (pid < n_groups), other=0.0)
+    for grp in range(pid, n_groups, nprog):
+        x = nxt.to(tl.float32)
+        nxt = tl.load(X + tl.cast(grp + nprog, tl.int64) * size + offs, mask=mask & (grp + nprog < n_groups), other=0.0)
+        mean = tl.sum(tl.sum(x, axis=1), axis=0) / count
+        d = tl.where(mask, x - mean, 0.0)
+        rstd = 1.0 / tl.sqrt_rn(tl.sum(tl.sum(d * d, axis=1), axis=0) / count + eps)
+        if store_stats:
+            tl.store(MEAN + grp, mean)
+            tl.store(RSTD + grp, rstd)
+        ch = (grp % G) * CPG + cs
+        cm = cs < CPG
+        if has_weight:
+            scale = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32) * rstd
+        else:
+            scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
+        y = d * scale[:, None]
+        if has_bias:
+            y += tl.load(B + ch, mask=cm, other=0.0).to(tl.float32)[:, None]
+        tl.store(Y + tl.cast(grp, tl.int64) * size + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_weight, has_bias, store_stats,
                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
     # Persistent: program p takes groups p, p + programs, ... The sums pass loads one tile ahead and asks L2 to
@@ -55,6 +94,10 @@ def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_w
     HW = HW_v.to(tl.int64) * ALIGN
     n_hw = tl.cdiv(HW, BLOCK_HW)
     n_tiles = tl.cdiv(CPG, BLOCK_C) * n_hw
+    if n_tiles == 1:
+        _fwd_one_tile(X, W, B, Y, MEAN, RSTD, N, CPG, HW, G, eps, has_weight, has_bias, store_stats, BLOCK_C,
+                      BLOCK_HW)
+        return
     count = (CPG * HW).to(tl.float32)
     for grp in range(tl.program_id(0), N * G, tl.num_programs(0)):
         g = grp % G
@@ -99,6 +142,47 @@ def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_w
 
 
 @triton.jit
+def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weight, compute_dwb,
+                  BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """Groups that fit one tile: dy and x read once, the next group's loaded before this one is reduced."""
+    offs, mask, cs = _tile(0, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
+    size = CPG.to(tl.int64) * HW
+    n_groups = N * G
+    count = (CPG * HW).to(tl.float32)
+    cm = cs < CPG
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    first = mask & (pid < n_groups)
+    nxt_dy = tl.load(DY + tl.cast(pid, tl.int64) * size + offs, mask=first, other=0.0)
+    nxt_x = tl.load(X + tl.cast(pid, tl.int64) * size + offs, mask=first, other=0.0)
+    for grp in range(pid, n_groups, nprog):
+        dy = nxt_dy.to(tl.float32)
+        x = nxt_x.to(tl.float32)
+        at = tl.cast(grp + nprog, tl.int64) * size + offs
+        more = mask & (grp + nprog < n_groups)
+        nxt_dy = tl.load(DY + at, mask=more, other=0.0)
+        nxt_x = tl.load(X + at, mask=more, other=0.0)
+        n = grp // G
+        ch = (grp % G) * CPG + cs
+        rstd = tl.load(RSTD + grp)
+        xh = tl.where(mask, (x - tl.load(MEAN + grp)) * rstd, 0.0)
+        db = tl.sum(dy, axis=1)
+        dw = tl.sum(dy * xh, axis=1)
+        if compute_dwb:
+            row = tl.cast(n, tl.int64) * C + ch
+            tl.store(PARTIAL + row, dw, mask=cm)
+            tl.store(PARTIAL + N.to(tl.int64) * C + row, db, mask=cm)
+        if has_weight:
+            w = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32)
+        else:
+            w = tl.zeros([BLOCK_C], dtype=tl.float32) + 1.0
+        c1 = tl.sum(dw * w, axis=0) / count
+        c2 = tl.sum(db * w, axis=0) / count
+        dx = rstd * (dy * w[:, None] - c2 - xh * c1)
+        tl.store(DX + tl.cast(grp, tl.int64) * size + offs, dx.to(DX.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G, has_weight, compute_dwb,
                           BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
     # With xh = (x - mean) * rstd and dyw = dy * w[c]:
@@ -106,6 +190,10 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
     #   dw[c] = sum over n, hw of dy * xh,  db[c] = sum over n, hw of dy (PARTIAL[0, n, c], PARTIAL[1, n, c]).
     # Persistent over groups as the forward: the sums pass reads dy and x, the dx pass reads them again.
     HW = HW_v.to(tl.int64) * ALIGN
+    if (CPG <= BLOCK_C) & (HW <= BLOCK_HW):
+        _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weight, compute_dwb, BLOCK_C,
+                      BLOCK_HW)
+        return
     for grp in range(tl.program_id(0), N * G, tl.num_programs(0)):
         n = grp // G
         g = grp % G
@@ -216,8 +304,9 @@ def _specs():
             bc = block_c(block_hw)
             alignments = (False, True) if block_hw >= CPP_CONSTANTS["MIN_ALIGNED_BLOCK_HW"] else (False,)
             for aligned in alignments:
-                key = {"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "aligned": aligned}
-                constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": 16 // ELEMENT_SIZE[dt] if aligned else 1}
+                align = 16 // ELEMENT_SIZE[dt] if aligned else 1
+                key = {"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "aligned": aligned, "wide": False}
+                constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": align}
                 fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt, pd), constexprs=constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
                 # The backward of 4096-wide spatial tiles walks them as 2048-wide halves: H200, [32, 512, 64, 64]
@@ -226,6 +315,17 @@ def _specs():
                 bwd_constexprs = {**constexprs, "BLOCK_HW": 2048} if block_hw == 4096 else constexprs
                 bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt, pd), constexprs=bwd_constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
+                if block_hw == HW_BLOCKS[-1]:
+                    # WIDE: [4, 4096] tiles on 16 warps for groups of >= 4 channels of >= 4096 elements (the launcher
+                    # picks them; the forward from 16384): H200 bf16, one or two programs per SM
+                    # (scripts/tune_group_norm.py --big): backward [32, 512, 64, 64] 146 us against 190,
+                    # [16, 256, 128, 128] 160 against 207; forward [16, 256, 128, 128] 98 against 112.5, but
+                    # [32, 512, 64, 64] 114 against 105.
+                    wide = {**key, "wide": True}
+                    wide_constexprs = {"BLOCK_C": CPP_CONSTANTS["WIDE_BLOCK_C"], "BLOCK_HW": block_hw, "ALIGN": align}
+                    for spec, sig in ((fwd, _fwd_sig(dt, pd)), (bwd, _bwd_sig(dt, pd))):
+                        spec.variants.append(Variant(key=wide, signature=sig, constexprs=wide_constexprs,
+                                                     num_warps=16, aligned=aligned))
     for od in ("fp32", "bf16", "fp16"):
         reduce.variants.append(Variant(
             key={"out_dtype": od},

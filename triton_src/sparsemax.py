@@ -33,6 +33,7 @@ from triton_src._rows import load_row
 CPP_CONSTANTS = {
     "FWD_MAX_BLOCK_N": 32768,
     "PERSISTENT_MIN_BLOCK_N": 16384,
+    "PERSISTENT_MIN_PER_SM": 4,
     "BWD_MAX_BLOCK_N": 32768,
     "MIN_BLOCK_N": 128,
     "LOOP_BLOCK_N": 4096,
@@ -61,14 +62,11 @@ def _sums3(k0, s0, f0, k1, s1, f1):
 
 
 @triton.jit
-def _newton(v, hi, MAX_ITERS: tl.constexpr):
-    """The threshold of fp32 values v (1-D, -inf where unused) whose maximum is hi: each step is one
-    block-wide reduction of (|S|, sum over S, f at the bracket's middle), as the looped kernel's step, instead
-    of three."""
-    lo = hi - 1.0
-    tau = lo
-    active = hi == hi
-    it = 0
+def _newton(v, lo, hi, tau, active, DONE: tl.constexpr, MAX_ITERS: tl.constexpr):
+    """The threshold of fp32 values v (1-D, -inf where unused) from the state after DONE steps: each step is one
+    block-wide reduction of (|S|, sum over S, f at the bracket's middle), as the looped kernel's step, instead of
+    three."""
+    it = tl.full([], DONE, tl.int32)
     while active & (it < MAX_ITERS):
         mid = 0.5 * (lo + hi)
         in_s = v >= lo
@@ -86,18 +84,23 @@ def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: 
     Every step's set S and bracket lie in [max - 1, max]: only the candidates x >= max - 1 take part. With VEC,
     each thread holds its VEC-element vectors whole; when no vector holds two candidates (randn rows of 32768
     have a dozen candidates in 4096 vectors), the candidates are exactly the vectors' maxima that are >= max - 1,
-    and the steps run on the maxima (1/VEC of the row) instead of the row; otherwise on the row."""
+    and the steps run on the maxima (1/VEC of the row) instead of the row; otherwise on the row. (Counting the
+    candidates within the first step instead of a reduction of its own measured the same at 32768 and slower at
+    16384, where it took 175 registers against 128: H200 bf16, sparsemax_vec sweep.)"""
     xf = x.to(tl.float32)
     if VEC > 0:
         vmax = tl.max(xf, axis=1)  # within each thread
         hi = tl.max(vmax, axis=0)
-        hits = tl.sum((xf >= hi - 1.0).to(tl.int32), axis=1)
+        lo = hi - 1.0
+        hits = tl.sum((xf >= lo).to(tl.int32), axis=1)  # within each thread
         if tl.max(hits, axis=0) <= 1:
-            tau = _newton(vmax, hi, MAX_ITERS)
+            tau = _newton(vmax, lo, hi, lo, hi == hi, 0, MAX_ITERS)
         else:
-            tau = _newton(tl.reshape(xf, [xf.shape[0] * xf.shape[1]], can_reorder=True), hi, MAX_ITERS)
+            tau = _newton(tl.reshape(xf, [xf.shape[0] * xf.shape[1]], can_reorder=True), lo, hi, lo, hi == hi, 0,
+                          MAX_ITERS)
     else:
-        tau = _newton(xf, tl.max(xf, axis=0), MAX_ITERS)
+        hi = tl.max(xf, axis=0)
+        tau = _newton(xf, hi - 1.0, hi, hi - 1.0, hi == hi, 0, MAX_ITERS)
     tl.store(Y + row * stride_y + cols, tl.maximum(xf - tau, 0.0).to(Y.dtype.element_ty), mask=cm)
 
 
@@ -115,7 +118,9 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
         # step, and with PREFETCH the next row's load issued before this row's steps. H200, 8192 rows bf16
         # (scripts/tune_wide_rows.py, before VEC): 579.5 us at 32768 against 800.4 for the looped kernel, 315.5 us
         # at 16384 against 418.7 for three reductions per step and one program per row. With VEC, 8 warps
-        # (16-bit rows): 153 us at 16384 against 212 for 16 warps (sparsemax_vec sweep).
+        # (16-bit rows): 153 us at 16384 against 212 for 16 warps (sparsemax_vec sweep). The grid is at least
+        # PERSISTENT_MIN_PER_SM programs per SM, more than are resident at 32768 (255 registers, one): 288 us
+        # against 295.4 at one per SM.
         pid = tl.program_id(0)
         nprog = tl.num_programs(0)
         cm = cols < n_cols
@@ -297,7 +302,8 @@ def _specs():
                     extra = {**iters, "PERSISTENT": persistent,
                              "PREFETCH": persistent and (dt != "fp32" or block_n <= 16384),
                              "VEC": _align(dt) if block_m == 1 else 0}
-                    warps = (16 if dt == "fp32" else 8) if persistent else warps
+                    # one row per program below: 4 warps to 8192 (H200 bf16 8192 x 8192: 72 us against 76 for 8)
+                    warps = (16 if dt == "fp32" else 8) if persistent else (warps if dt == "fp32" else min(warps, 4))
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "block_n": block_n}, signature=_sig(args, dt),
                     constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(dt), **extra},

@@ -199,8 +199,18 @@ Choice choose(int64_t hw, bool aligned_ptrs, int64_t vec) {
 // flight fit in half of L2 was slower (H200, [32, 512, 64, 64] bf16, scripts/tune_group_norm.py: forward 168 us
 // at 132 programs, 112 at 264, 105.5 at 528 and at 1024 = one per group; backward 280 / 205 / 226 / 191 us): at
 // 8 warps per program the loads in flight matter more than L2 hits for the second read.
-int64_t group_programs(const Shape& s, const KernelImage& image, const LaunchContext& ctx) {
-  return std::min<int64_t>(s.n * s.g, max_resident_programs(image, ctx));
+// Groups that fit one tile are read once and the next group's tile is loaded early: a few programs per SM,
+// each walking several groups (per_sm_one_tile; see ONE_TILE_*_PER_SM).
+template <typename V>
+int64_t group_programs(const Shape& s, const V& v, const LaunchContext& ctx, int64_t per_sm_one_tile) {
+  const bool one_tile = s.cpg <= v.BLOCK_C && s.hw <= v.BLOCK_HW;
+  const int64_t programs = one_tile ? int64_t(ctx.sm_count) * per_sm_one_tile : max_resident_programs(v.image, ctx);
+  return std::min<int64_t>(s.n * s.g, programs);
+}
+
+// [WIDE_BLOCK_C, MAX_BLOCK_HW] tiles on 16 warps for groups of >= WIDE_BLOCK_C channels with large spatial sizes.
+bool wide_tiles(const Shape& s, const Choice& c, int64_t min_hw) {
+  return c.block_hw == MAX_BLOCK_HW && s.cpg >= WIDE_BLOCK_C && s.hw >= min_hw;
 }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num_groups,
@@ -229,8 +239,9 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num
   const Tensor& b = p.b;
   const Choice c = choose(s.hw, aligned16(x) && aligned16(w) && aligned16(b), vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
-  const auto& v = group_norm_fwd_kernel_get({c.aligned, c.block_hw, p.dtype, x.scalar_type()}, ctx.arch_slot);
-  const int64_t programs = group_programs(s, v.image, ctx);
+  const auto& v = group_norm_fwd_kernel_get(
+      {c.aligned, c.block_hw, p.dtype, wide_tiles(s, c, WIDE_FWD_MIN_HW), x.scalar_type()}, ctx.arch_slot);
+  const int64_t programs = group_programs(s, v, ctx, ONE_TILE_FWD_PER_SM);
   group_norm_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x), ptr(w), ptr(b), ptr(y),
                                ptr(mean), ptr(rstd), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, eps, w.defined(),
                                b.defined(), store_stats);
@@ -276,8 +287,9 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const bool aligned_ptrs = aligned16(x) && aligned16(dy) && aligned16(w) && aligned16(mean) && aligned16(rstd);
   const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
-  const auto& v = group_norm_bwd_kernel_get({c.aligned, c.block_hw, p.dtype, x.scalar_type()}, ctx.arch_slot);
-  const int64_t programs = group_programs(s, v.image, ctx);
+  const auto& v = group_norm_bwd_kernel_get(
+      {c.aligned, c.block_hw, p.dtype, wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()}, ctx.arch_slot);
+  const int64_t programs = group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
   group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
                                ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, w.defined(),
                                partials);
@@ -310,10 +322,12 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
           for (bool aligned : {false, true}) {
             if (hw < 1) continue;
             Choice c = choose(hw, aligned, vec_elems(dt));
-            group_norm_fwd_kernel_key fk{c.aligned, c.block_hw, pdt, dt};
-            group_norm_bwd_kernel_key bk{c.aligned, c.block_hw, pdt, dt};
-            if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
-            if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
+            for (bool wide : {false, c.block_hw == MAX_BLOCK_HW}) {
+              group_norm_fwd_kernel_key fk{c.aligned, c.block_hw, pdt, wide, dt};
+              group_norm_bwd_kernel_key bk{c.aligned, c.block_hw, pdt, wide, dt};
+              if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+              if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
+            }
           }
   for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf}) {
     group_norm_reduce_kernel_key rk{odt};
