@@ -6,6 +6,7 @@ OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), laye
 row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
 three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
 sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM),
+sparsemax_stages (its persistent form: next row in registers or staged in shared memory, REWIDEN),
 layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
 operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
@@ -363,9 +364,34 @@ def run_layer_norm_looped(n):
     report("layer_norm fwd (looped)", n, res, 2 * x.numel() * 2)
 
 
+def run_sparsemax_stages(n):
+    """The build's persistent forward (VEC) at 16-bit rows: the next row early in registers (PREFETCH) or staged
+    through shared memory by Triton's pipeliner (STAGES), REWIDEN, by warps and programs per SM."""
+    bn = triton.next_power_of_2(n)
+    x = 2.0 * torch.randn(ROWS, n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    want = torch.empty_like(x)
+    sparsemax_fwd_looped_kernel[(ROWS,)](x, want, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096, ALIGN=8,
+                                         MAX_ITERS=64, num_warps=8)
+    res = []
+    check = checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}")
+    for pf, stages in ((True, 1), (False, 1), (False, 2), (False, 3)):
+        for rw in (False, True):
+            for nw in (8, 16):
+                for per_sm in (1, 2, 4):
+                    label = f"prefetch={pf} stages={stages} rewiden={rw} nw={nw} {per_sm}/SM"
+                    try:
+                        check(lambda: sparsemax_fwd_kernel[(per_sm * SMS,)](
+                            x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, MAX_ITERS=64,
+                            PERSISTENT=True, PREFETCH=pf, VEC=8, STAGES=stages, REWIDEN=rw, num_warps=nw), label)
+                    except Exception as e:  # noqa: BLE001
+                        print(f"  {label}: {str(e)[:160]}")
+    report("sparsemax fwd (stages)", n, res, 2 * x.numel() * 2)
+
+
 RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps,
-        "sparsemax_vec": run_sparsemax_vec, "layer_norm_looped": run_layer_norm_looped,
+        "sparsemax_vec": run_sparsemax_vec, "sparsemax_stages": run_sparsemax_stages, "layer_norm_looped": run_layer_norm_looped,
         "softmax_mid": run_softmax_mid}
 
 if __name__ == "__main__":

@@ -113,12 +113,9 @@ Tensor sparsemax_cuda(const Tensor& x_in) {
   const Choice c = choose(x.cols, aligned, FWD_MAX_BLOCK_N);
   if (!c.looped) {
     const auto& v = sparsemax_fwd_kernel_get({c.block_n, x_in.scalar_type()}, ctx.arch_slot);
-    // PERSISTENT variants (rows of 16384-32768) stride over the rows: as many programs as are resident, and at
-    // least PERSISTENT_MIN_PER_SM per SM (see the kernel)
+    // PERSISTENT variants (rows of 16384-32768) stride over the rows: as many programs as are resident
     const int64_t programs =
-        v.PERSISTENT ? std::min<int64_t>(x.rows, std::max<int64_t>(max_resident_programs(v.image, ctx),
-                                                                    int64_t(ctx.sm_count) * PERSISTENT_MIN_PER_SM))
-                     : ceil_div(x.rows, v.BLOCK_M);
+        v.PERSISTENT ? std::min<int64_t>(x.rows, max_resident_programs(v.image, ctx)) : ceil_div(x.rows, v.BLOCK_M);
     sparsemax_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(y),
                               x.rows, x.cols / v.ALIGN, x.row_stride / v.ALIGN, x.cols / v.ALIGN);
   } else {
