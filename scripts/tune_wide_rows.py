@@ -6,7 +6,8 @@ OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), laye
 row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
 three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
 sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM),
-sparsemax_stages (its persistent form: next row in registers or staged in shared memory, REWIDEN),
+sparsemax_stages (its persistent form: next row in registers or staged in shared memory, REWIDEN), softmax_small
+(the one-row forward on 4 rows by warps),
 layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
 operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
@@ -290,7 +291,8 @@ def run_sparsemax_warps(n):
 
 
 def run_sparsemax_vec(n):
-    """The build's forward with and without VEC (steps on the vectors' maxima) by warps and programs per SM, on the benchmark's rows (2 * randn: a few candidates) and on dense ones (0.2 * randn:
+    """The build's forward with and without VEC (steps on the vectors' maxima) by warps and programs per SM, on
+    the benchmark's rows (2 * randn: a few candidates) and on dense ones (0.2 * randn:
     hundreds of candidates, every row falls back to the steps on the whole row)."""
     bn = triton.next_power_of_2(n)
     persistent = bn >= 16384
@@ -389,9 +391,29 @@ def run_sparsemax_stages(n):
     report("sparsemax fwd (stages)", n, res, 2 * x.numel() * 2)
 
 
+def run_softmax_small(n):
+    """The build's one-row softmax forward on 4 rows (latency, not bandwidth) by warps, timed as the benchmarks
+    time small cases (benchmarks/harness.py: a hold kernel before each call, so no launch gap is timed)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import harness  # noqa: E402
+    x = torch.randn(4, n, device="cuda", dtype=DT) * 3
+    y = torch.empty_like(x)
+    res = []
+    for nw in (2, 4, 8, 16, 32):
+        if n // (32 * nw) < 1:
+            continue
+        fn = lambda: softmax_fwd_kernel[(4,)](x, y, 4, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=n, ALIGN=8,  # noqa
+                                              ACCURATE=False, num_warps=nw)
+        fn()
+        err = (y.float() - x.float().softmax(-1)).abs().max().item()
+        res.append((harness.time_ms(fn), f"4 rows nw={nw} (max err {err:.2g})"))
+    report("softmax fwd (4 rows)", n, res, 2 * x.numel() * 2)
+
+
 RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps,
-        "sparsemax_vec": run_sparsemax_vec, "sparsemax_stages": run_sparsemax_stages, "layer_norm_looped": run_layer_norm_looped,
+        "sparsemax_vec": run_sparsemax_vec, "sparsemax_stages": run_sparsemax_stages,
+        "softmax_small": run_softmax_small, "layer_norm_looped": run_layer_norm_looped,
         "softmax_mid": run_softmax_mid}
 
 if __name__ == "__main__":
