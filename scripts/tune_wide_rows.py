@@ -290,6 +290,18 @@ def run_sparsemax_warps(n):
     report("sparsemax fwd (warps)", n, res, 2 * x.numel() * 2)
 
 
+def sparsemax_case(n, scale):
+    """A 8192 x n bf16 input of scale * randn, its output buffer, and check() (see checker) against the build's
+    looped kernel, with the list the timings go to."""
+    x = scale * torch.randn(ROWS, n, device="cuda", dtype=DT)
+    y = torch.empty_like(x)
+    want = torch.empty_like(x)
+    sparsemax_fwd_looped_kernel[(ROWS,)](x, want, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096, ALIGN=8, MAX_ITERS=64,
+                                         num_warps=8)
+    res = []
+    return x, y, res, checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}")
+
+
 def run_sparsemax_vec(n):
     """The build's forward with and without VEC (steps on the vectors' maxima) by warps and programs per SM, on
     the benchmark's rows (2 * randn: a few candidates) and on dense ones (0.2 * randn:
@@ -297,13 +309,7 @@ def run_sparsemax_vec(n):
     bn = triton.next_power_of_2(n)
     persistent = bn >= 16384
     for scale in (2.0, 0.2):
-        x = scale * torch.randn(ROWS, n, device="cuda", dtype=DT)
-        y = torch.empty_like(x)
-        want = torch.empty_like(x)
-        sparsemax_fwd_looped_kernel[(ROWS,)](x, want, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096, ALIGN=8,
-                                             MAX_ITERS=64, num_warps=8)
-        res = []
-        check = checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}")
+        x, y, res, check = sparsemax_case(n, scale)
         configs = (((8, 1), (8, 2), (8, 4), (16, 1), (16, 2)) if persistent
                    else tuple((nw, 0) for nw in (4, 8, 16) if 1 <= bn // (32 * nw) <= 64))
         for vec in (0, 8):
@@ -370,13 +376,7 @@ def run_sparsemax_stages(n):
     """The build's persistent forward (VEC) at 16-bit rows: the next row early in registers (PREFETCH) or staged
     through shared memory by Triton's pipeliner (STAGES), REWIDEN, by warps and programs per SM."""
     bn = triton.next_power_of_2(n)
-    x = 2.0 * torch.randn(ROWS, n, device="cuda", dtype=DT)
-    y = torch.empty_like(x)
-    want = torch.empty_like(x)
-    sparsemax_fwd_looped_kernel[(ROWS,)](x, want, ROWS, n // 8, n // 8, n // 8, BLOCK_N=4096, ALIGN=8,
-                                         MAX_ITERS=64, num_warps=8)
-    res = []
-    check = checker(res, y, lambda: f"vs looped {(y.float() - want.float()).abs().max().item():.2g}")
+    x, y, res, check = sparsemax_case(n, 2.0)
     for pf, stages in ((True, 1), (False, 1), (False, 2), (False, 3)):
         for rw in (False, True):
             for nw in (8, 16):
