@@ -7,8 +7,10 @@ same process. 8192 rows, bf16, with weight, casting "llama"; prints the best con
 
 Sweeps the single-block kernel (one row per program, warps) and the looped kernel (BLOCK_N x warps, one program per
 row);
-the backward: the build's single-block kernel at one row per block (warps x programs per SM) and the split path
-(rowstats + cols), the partial dw rows summed outside the timing (layer_norm's column_sum_kernel in the build).
+the backward: the build's single-block kernel at one row per block (warps x programs per SM), the split path
+(rowstats + cols), and farn_bwd_rows_kernel (a prototype shaped as Liger-Kernel's one-pass backward: consecutive
+rows per program, or strided, weight in 16 or 32 bits, next row early), the partial dw rows summed outside the
+timing (layer_norm's column_sum_kernel in the build).
 A 1-D row kernel with the casting mode constant (tried 2026-11-29, not kept) spilled 148 bytes at 16384 x 32 warps
 and 264 at 16 warps, and ran at 492-528 us against the split path's 397 at 8192 x 16384 bf16.
 """
@@ -17,16 +19,71 @@ from pathlib import Path
 
 import torch
 import triton
+import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from triton_src.fused_add_rms_norm import (CASTING_LLAMA, fused_add_rms_norm_bwd_cols_kernel,  # noqa: E402
+from triton_src.fused_add_rms_norm import (CASTING_LLAMA, _normed, fused_add_rms_norm_bwd_cols_kernel,  # noqa: E402
                                            fused_add_rms_norm_bwd_kernel, fused_add_rms_norm_bwd_rowstats_kernel,
                                            fused_add_rms_norm_fwd_kernel, fused_add_rms_norm_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
 EPS = 1e-6
+
+
+@triton.jit
+def farn_bwd_rows_kernel(DY, DSO, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols, rows_per_program,
+                         BLOCK_N: tl.constexpr, CONTIG: tl.constexpr, W16: tl.constexpr, PREFETCH: tl.constexpr):
+    """Prototype (not in the build): the one-pass backward as Liger-Kernel shapes it, one row at a time in a
+    1-D block, dw accumulated in registers over the program's rows (casting "llama", weight, ds_out given, offset
+    0). CONTIG: each program takes rows_per_program consecutive rows (Liger-Kernel) instead of striding by the
+    grid; W16: the weight stays 16-bit in registers, widened at each use; PREFETCH: the next row's dy, s and
+    ds_out loaded before this row is reduced."""
+    DT: tl.constexpr = S.dtype.element_ty
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    cm = cols < n_cols
+    w16 = tl.load(W + cols, mask=cm, other=0.0)
+    w32 = w16.to(tl.float32)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if CONTIG:
+        first = pid * rows_per_program
+        last = tl.minimum(first + rows_per_program, n_rows)
+        step = 1
+    else:
+        first = pid
+        last = n_rows
+        step = n_progs
+    if PREFETCH:
+        off = tl.cast(first, tl.int64) * n_cols + cols
+        ok = cm & (first < last)
+        dy_n = tl.load(DY + off, mask=ok, other=0.0)
+        s_n = tl.load(S + off, mask=ok, other=0.0)
+        dso_n = tl.load(DSO + off, mask=ok, other=0.0)
+    for row in range(first, last, step):
+        off = tl.cast(row, tl.int64) * n_cols + cols
+        if PREFETCH:
+            dy, s, dso = dy_n, s_n, dso_n
+            nxt = tl.cast(row + step, tl.int64) * n_cols + cols
+            ok = cm & (row + step < last)
+            dy_n = tl.load(DY + nxt, mask=ok, other=0.0)
+            s_n = tl.load(S + nxt, mask=ok, other=0.0)
+            dso_n = tl.load(DSO + nxt, mask=ok, other=0.0)
+        else:
+            dy = tl.load(DY + off, mask=cm, other=0.0)
+            s = tl.load(S + off, mask=cm, other=0.0)
+            dso = tl.load(DSO + off, mask=cm, other=0.0)
+        dyf = dy.to(tl.float32)
+        sf = s.to(tl.float32)
+        rstd = tl.load(RSTD + row)
+        dn = dyf * (w16.to(tl.float32) if W16 else w32)
+        c = tl.sum(dn * sf, axis=0) / n_cols
+        ds = rstd * dn - (rstd * rstd * rstd * c) * sf + dso.to(tl.float32)
+        tl.store(DS + off, ds.to(DT), mask=cm)
+        dw_acc += dyf * _normed(sf, rstd, 0, DT)
+    tl.store(DW_PARTIAL + tl.cast(pid, tl.int64) * n_cols + cols, dw_acc, mask=cm)
 
 
 def bench(fn):
@@ -129,6 +186,19 @@ def tune_bwd(n):
             BLOCK_N=1024, ALIGN=8, num_warps=8)
 
     run(split, split_progs, f"split rowstats + cols ({split_progs} x {col_blocks})")
+    for nw in (16, 32):
+        for per_sm in (1, 2):
+            progs = sms * per_sm
+            for contig in (True, False):
+                for w16 in (False, True):
+                    for pf in (False, True):
+                        try:
+                            run(lambda p: farn_bwd_rows_kernel[(progs,)](
+                                dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // progs), BLOCK_N=block_n, CONTIG=contig,
+                                W16=w16, PREFETCH=pf, num_warps=nw), progs,
+                                f"rows prototype nw={nw} programs={progs} contig={contig} w16={w16} prefetch={pf}")
+                        except Exception as e:  # noqa: BLE001
+                            print(f"  rows prototype nw={nw} {progs} {contig} {w16} {pf}: {str(e)[:120]}")
     res.sort()
     gbs = lambda t: 4 * s.numel() * 2 / t / 1e6
     print(f"bwd n={n}: " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s" for t, c in res), flush=True)
