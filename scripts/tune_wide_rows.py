@@ -6,8 +6,7 @@ OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), laye
 row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
 three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
 sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM),
-sparsemax_stages (its persistent form: next row in registers or staged in shared memory, REWIDEN), softmax_small
-(the one-row forward on 4 rows by warps),
+softmax_small (the one-row forward on 4 rows by warps),
 layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
 operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
 
@@ -219,13 +218,17 @@ def run_softmax_bwd(n):
     report("softmax bwd", n, res, 3 * y.numel() * 2)
 
 
-def run_layer_norm(n):
-    """The build's forward (weight and bias): one row per program, and persistent with / without REWIDEN."""
+def layer_norm_case(n):
+    """x (8192 x n bf16, mean 0.5), weight, bias and the forward's outputs y, mean, rstd."""
     x = torch.randn(ROWS, n, device="cuda", dtype=DT) + 0.5
     w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
-    y = torch.empty_like(x)
     mean = torch.empty(ROWS, device="cuda", dtype=torch.float32)
-    rstd = torch.empty_like(mean)
+    return x, w, b, torch.empty_like(x), mean, torch.empty_like(mean)
+
+
+def run_layer_norm(n):
+    """The build's forward (weight and bias): one row per program, and persistent with / without REWIDEN."""
+    x, w, b, y, mean, rstd = layer_norm_case(n)
     ref = torch.nn.functional.layer_norm(x.float(), (n,), w.float(), b.float(), 1e-5)
     bn = triton.next_power_of_2(n)
     res = []
@@ -355,11 +358,7 @@ def run_softmax_mid(n):
 
 def run_layer_norm_looped(n):
     """The build's looped (two-read, per-lane Welford) LayerNorm forward by chunk, warps and pipelining stages."""
-    x = torch.randn(ROWS, n, device="cuda", dtype=DT) + 0.5
-    w, b = torch.rand(n, device="cuda", dtype=DT), torch.randn(n, device="cuda", dtype=DT)
-    y = torch.empty_like(x)
-    mean = torch.empty(ROWS, device="cuda", dtype=torch.float32)
-    rstd = torch.empty_like(mean)
+    x, w, b, y, mean, rstd = layer_norm_case(n)
     res = []
     for bn in (512, 1024, 2048, 4096, 8192):
         for nw in (2, 4, 8, 16):
@@ -370,25 +369,6 @@ def run_layer_norm_looped(n):
                     x, w, b, y, mean, rstd, ROWS, n // 8, n // 8, n // 8, 1e-5, True, True, True, BLOCK_N=bn, ALIGN=8,
                     num_warps=nw, num_stages=st)), f"looped BLOCK_N={bn} nw={nw} stages={st}"))
     report("layer_norm fwd (looped)", n, res, 2 * x.numel() * 2)
-
-
-def run_sparsemax_stages(n):
-    """The build's persistent forward (VEC) at 16-bit rows: the next row early in registers (PREFETCH) or staged
-    through shared memory by Triton's pipeliner (STAGES), REWIDEN, by warps and programs per SM."""
-    bn = triton.next_power_of_2(n)
-    x, y, res, check = sparsemax_case(n, 2.0)
-    for pf, stages in ((True, 1), (False, 1), (False, 2), (False, 3)):
-        for rw in (False, True):
-            for nw in (8, 16):
-                for per_sm in (1, 2, 4):
-                    label = f"prefetch={pf} stages={stages} rewiden={rw} nw={nw} {per_sm}/SM"
-                    try:
-                        check(lambda: sparsemax_fwd_kernel[(per_sm * SMS,)](
-                            x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, MAX_ITERS=64,
-                            PERSISTENT=True, PREFETCH=pf, VEC=8, STAGES=stages, REWIDEN=rw, num_warps=nw), label)
-                    except Exception as e:  # noqa: BLE001
-                        print(f"  {label}: {str(e)[:160]}")
-    report("sparsemax fwd (stages)", n, res, 2 * x.numel() * 2)
 
 
 def run_softmax_small(n):
@@ -412,8 +392,7 @@ def run_softmax_small(n):
 
 RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps,
-        "sparsemax_vec": run_sparsemax_vec, "sparsemax_stages": run_sparsemax_stages,
-        "softmax_small": run_softmax_small, "layer_norm_looped": run_layer_norm_looped,
+        "sparsemax_vec": run_sparsemax_vec, "softmax_small": run_softmax_small, "layer_norm_looped": run_layer_norm_looped,
         "softmax_mid": run_softmax_mid}
 
 if __name__ == "__main__":

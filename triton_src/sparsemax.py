@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
-from triton_src._rows import bf16_to_fp32, load_row
+from triton_src._rows import load_row
 
 # The backward holds rows of up to 32768 in one block (H200, 8192x32768 bf16: 0.374 ms against the looped kernel's
 # 0.631); the forward's one-row-per-program block at 32768 (32 warps, three block reductions per step) was slower
@@ -76,8 +76,7 @@ def _newton(v, lo, hi, tau, active, DONE: tl.constexpr, MAX_ITERS: tl.constexpr)
 
 
 @triton.jit
-def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: tl.constexpr = 0,
-                   REWIDEN: tl.constexpr = False):
+def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: tl.constexpr = 0):
     """One row (x as loaded, -inf past n_cols; x, cols, cm 1-D, or [BLOCK_N // VEC, VEC] with VEC > 0), written
     to row `row` of Y.
 
@@ -86,8 +85,7 @@ def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: 
     have a dozen candidates in 4096 vectors), the candidates are exactly the vectors' maxima that are >= max - 1,
     and the steps run on the maxima (1/VEC of the row) instead of the row; otherwise on the row. (Counting the
     candidates within the first step instead of a reduction of its own measured the same at 32768 and slower at
-    16384, where it took 175 registers against 128: H200 bf16, sparsemax_vec sweep.) REWIDEN (bf16): the output
-    widens x again from its 16-bit registers instead of keeping the fp32 row alive through the steps."""
+    16384, where it took 175 registers against 128: H200 bf16, sparsemax_vec sweep.)"""
     xf = x.to(tl.float32)
     if VEC > 0:
         vmax = tl.max(xf, axis=1)  # within each thread
@@ -102,16 +100,13 @@ def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: 
     else:
         hi = tl.max(xf, axis=0)
         tau = _newton(xf, hi - 1.0, hi, hi - 1.0, hi == hi, 0, MAX_ITERS)
-    if REWIDEN:
-        xf = bf16_to_fp32(x)
     tl.store(Y + row * stride_y + cols, tl.maximum(xf - tau, 0.0).to(Y.dtype.element_ty), mask=cm)
 
 
 @triton.jit
 def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr,
-                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False, VEC: tl.constexpr = 0,
-                         STAGES: tl.constexpr = 1, REWIDEN: tl.constexpr = False):
+                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False, VEC: tl.constexpr = 0):
     n_cols = n_cols_v * ALIGN
     if VEC > 0:  # a row as [BLOCK_N // VEC, VEC], each vector in one thread (see _sparsemax_row)
         cols = tl.arange(0, BLOCK_N // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
@@ -124,22 +119,23 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
         # at 16384 against 418.7 for three reductions per step and one program per row. With VEC, 8 warps
         # (16-bit rows): 153 us at 16384 against 212 for 16 warps (sparsemax_vec sweep). At 32768 (255 registers,
         # one resident program per SM) grids of 1, 2 and 4 programs per SM measure within 2 %, in either order
-        # from run to run. The next row staged through shared memory by the pipeliner (STAGES 2-3, no PREFETCH)
-        # and REWIDEN measured slower: 320 and 352 us against 294 (sparsemax_stages sweep).
+        # from run to run. The next row staged through shared memory by Triton's pipeliner (2-3 stages, no
+        # PREFETCH) and the output widened again from the 16-bit row (layer_norm's REWIDEN) measured slower: 320
+        # and 352 us against 294 (sweep sparsemax_stages as of commit 094e054).
         pid = tl.program_id(0)
         nprog = tl.num_programs(0)
         cm = cols < n_cols
         stride_x = stride_x_v * ALIGN
         if PREFETCH:
             nxt = load_row(X, pid, n_rows, stride_x, cols, cm, -float("inf"))
-        for r in tl.range(pid, n_rows, nprog, num_stages=STAGES):
+        for r in range(pid, n_rows, nprog):
             row = tl.cast(r, tl.int64)
             if PREFETCH:
                 x = nxt
                 nxt = load_row(X, row + nprog, n_rows, stride_x, cols, cm, -float("inf"))
             else:
                 x = tl.load(X + row * stride_x + cols, mask=cm, other=-float("inf"))
-            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC, REWIDEN)
+            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC)
         return
     if VEC > 0:  # one row per program (BLOCK_M == 1)
         row = tl.program_id(0).to(tl.int64)
@@ -306,7 +302,7 @@ def _specs():
                     persistent = block_n >= CPP_CONSTANTS["PERSISTENT_MIN_BLOCK_N"]
                     extra = {**iters, "PERSISTENT": persistent,
                              "PREFETCH": persistent and (dt != "fp32" or block_n <= 16384),
-                             "VEC": _align(dt) if block_m == 1 else 0, "STAGES": 1, "REWIDEN": False}
+                             "VEC": _align(dt) if block_m == 1 else 0}
                     # one row per program below: 4 warps to 8192 (H200 bf16 8192 x 8192: 72 us against 76 for 8)
                     warps = (16 if dt == "fp32" else 8) if persistent else (warps if dt == "fp32" else min(warps, 4))
                 spec.variants.append(Variant(
