@@ -86,6 +86,48 @@ def farn_bwd_rows_kernel(DY, DSO, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols, ro
     tl.store(DW_PARTIAL + tl.cast(pid, tl.int64) * n_cols + cols, dw_acc, mask=cm)
 
 
+@triton.jit
+def farn_bwd_reload_kernel(DY, DSO, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols, rows_per_program,
+                           BLOCK_N: tl.constexpr, CONTIG: tl.constexpr, RELOAD: tl.constexpr,
+                           W_EACH_ROW: tl.constexpr):
+    """Prototype (not in the build): one pass over memory, two over the row. The row's dot sum(dy w s) from dy
+    and s held only for the reduction; then dy and s loaded again (from L1 or L2: the program read them just
+    before; RELOAD picks the cache modifier, "" or ".cg") with ds_out, and ds and the dw sums computed. Only dw's
+    accumulator and the weight stay live across rows, instead of dy, s and dw at once (which spills at 16384).
+    W_EACH_ROW: the weight loaded again for each row (from L1) rather than held in registers."""
+    DT: tl.constexpr = S.dtype.element_ty
+    pid = tl.program_id(0)
+    n_progs = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    cm = cols < n_cols
+    w = tl.load(W + cols, mask=cm, other=0.0)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    if CONTIG:
+        first = pid * rows_per_program
+        last = tl.minimum(first + rows_per_program, n_rows)
+        step = 1
+    else:
+        first = pid
+        last = n_rows
+        step = n_progs
+    for row in range(first, last, step):
+        off = tl.cast(row, tl.int64) * n_cols + cols
+        rstd = tl.load(RSTD + row)
+        dy = tl.load(DY + off, mask=cm, other=0.0)
+        s = tl.load(S + off, mask=cm, other=0.0)
+        if W_EACH_ROW:
+            w = tl.load(W + cols, mask=cm, other=0.0)
+        dot = tl.sum(dy.to(tl.float32) * w.to(tl.float32) * s.to(tl.float32), axis=0)
+        c = rstd * rstd * rstd * dot / n_cols
+        dyf = tl.load(DY + off, mask=cm, other=0.0, cache_modifier=RELOAD).to(tl.float32)
+        sf = tl.load(S + off, mask=cm, other=0.0, cache_modifier=RELOAD).to(tl.float32)
+        dso = tl.load(DSO + off, mask=cm, other=0.0)
+        ds = rstd * (dyf * w.to(tl.float32)) - c * sf + dso.to(tl.float32)
+        tl.store(DS + off, ds.to(DT), mask=cm)
+        dw_acc += dyf * _normed(sf, rstd, 0, DT)
+    tl.store(DW_PARTIAL + tl.cast(pid, tl.int64) * n_cols + cols, dw_acc, mask=cm)
+
+
 def bench(fn):
     return tt.do_bench(fn, warmup=10, rep=50, return_mode="median")
 
@@ -186,19 +228,25 @@ def tune_bwd(n):
             BLOCK_N=1024, ALIGN=8, num_warps=8)
 
     run(split, split_progs, f"split rowstats + cols ({split_progs} x {col_blocks})")
+    # farn_bwd_rows_kernel (2026-11-30, H200, 16384): best 413.9 us (16 warps, 132 programs, consecutive rows, no
+    # prefetch; prefetching spilled: 795-3400 us), the split path 396.5, Liger-Kernel's kernel 323.7 (profiler)
+    run(lambda p: farn_bwd_rows_kernel[(sms,)](
+        dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // sms), BLOCK_N=block_n, CONTIG=True, W16=False, PREFETCH=False,
+        num_warps=16), sms, f"rows prototype nw=16 programs={sms} contig=True")
     for nw in (16, 32):
         for per_sm in (1, 2):
             progs = sms * per_sm
             for contig in (True, False):
-                for w16 in (False, True):
-                    for pf in (False, True):
+                for reload in ("", ".cg"):
+                    for w_each in (False, True):
                         try:
-                            run(lambda p: farn_bwd_rows_kernel[(progs,)](
-                                dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // progs), BLOCK_N=block_n, CONTIG=contig,
-                                W16=w16, PREFETCH=pf, num_warps=nw), progs,
-                                f"rows prototype nw={nw} programs={progs} contig={contig} w16={w16} prefetch={pf}")
-                        except Exception as e:  # noqa: BLE001
-                            print(f"  rows prototype nw={nw} {progs} {contig} {w16} {pf}: {str(e)[:120]}")
+                            run(lambda p: farn_bwd_reload_kernel[(progs,)](
+                                dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // progs), BLOCK_N=block_n,
+                                CONTIG=contig, RELOAD=reload, W_EACH_ROW=w_each, num_warps=nw), progs,
+                                f"reload prototype nw={nw} programs={progs} contig={contig} reload={reload!r} "
+                                f"w_each_row={w_each}")
+                        except Exception as e:  # noqa: BLE001  (out of resources)
+                            print(f"  reload prototype nw={nw} {progs} {contig} {reload!r} {w_each}: {str(e)[:120]}")
     res.sort()
     gbs = lambda t: 4 * s.numel() * 2 / t / 1e6
     print(f"bwd n={n}: " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s" for t, c in res), flush=True)

@@ -4,19 +4,162 @@ the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
     python scripts/tune_group_norm.py [N C H W G] [--tiles]   # on the GPU box; default 32 512 64 64 32, bf16
 
 --tiles also times other tile shapes and warps at one program per group; --big times larger tiles (8192-32768
-elements, 16-32 warps) at one and two programs per SM, whose groups in flight fit in L2 for the second read.
+elements, 16-32 warps) at one and two programs per SM, whose groups in flight fit in L2 for the second read;
+--split times group_norm_fwd_split_kernel (a prototype, not in the build: each group's tiles spread over programs
+that exchange partial statistics, x read once; cooperative launch) over tiles, warps and programs per SM, the
+counters' zeroing included in the time. H200 bf16, 2026-11-30: best 106.8 us at [32, 512, 64, 64] ([2, 4096] tiles,
+8 warps, 3 programs per SM, the most a cooperative launch takes at 98 registers) against the build's 105-106;
+130.5 at [16, 256, 128, 128] against 112.5. The time falls almost in proportion to the programs per SM (2 x 4096
+tiles: 198 / 129 / 107 us at 1 / 2 / 3 per SM): each round waits for the slowest of a group's P loads and an L2
+round trip, and only the next tile is in flight meanwhile. AHEAD = 1 (publish the next tile before waiting)
+needs 120-173 registers, one program per SM: 194-333 us. Triton 3.6 cannot reduce across the CTAs of a cluster
+(num_ctas > 1 with tl.sum over the split axis fails in the CTA planner / ReduceOpToLLVM), which rules out the
+hardware cluster barrier from plain Triton.
 
 The launcher (csrc/ops/group_norm.cpp, group_programs) takes as many programs as are resident, at most one per
 group; smaller grids keep the groups in flight within L2 for the second read (slower on the H200, 2026-11-29).
 """
+import itertools
 import sys
 from pathlib import Path
 
 import torch
+import triton
+import triton.language as tl
 import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import triton_src.group_norm as gn  # noqa: E402
+
+
+@triton.jit
+def _tile32_at(t, n_hw, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """_tile_at with 32-bit offsets within the group (groups of < 2^31 elements; the caller adds the group's
+    64-bit base once): half the registers of 64-bit offsets per element."""
+    cs = (t // n_hw).to(tl.int32) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hs = (t % n_hw).to(tl.int32) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    mask = (cs < CPG)[:, None] & (hs < HW)[None, :]
+    return cs[:, None] * HW + hs[None, :], mask, cs
+
+
+@triton.jit
+def _split_publish(xr, item, P, n_hw, CPG, HW, PART, COUNT, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+                   EVEN: tl.constexpr):
+    """Work item `item`'s tile (xr, in x's dtype): its (mean, M2) into PART[group, tile], then one more arrival
+    counted in COUNT[group] (release: the stores are visible to whoever sees the count)."""
+    grp = tl.cast(item, tl.int64) // P
+    t = tl.cast(item, tl.int64) % P
+    _o, mask, _c = _tile32_at(t, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
+    x = xr.to(tl.float32)
+    if EVEN:
+        m_t = tl.sum(tl.sum(x, axis=1), axis=0) / (BLOCK_C * BLOCK_HW)
+        d = x - m_t
+    else:
+        m_t = tl.sum(tl.sum(x, axis=1), axis=0) / tl.sum(tl.sum(mask.to(tl.float32), axis=1), axis=0)
+        d = tl.where(mask, x - m_t, 0.0)
+    slot = PART + (grp * P + t) * 2
+    tl.store(slot, m_t)
+    tl.store(slot + 1, tl.sum(tl.sum(d * d, axis=1), axis=0))
+    tl.debug_barrier()  # every thread's part of the stores before the release below
+    tl.atomic_add(COUNT + grp, 1, sem="release", scope="gpu")
+
+
+@triton.jit
+def _split_finish(xr, item, P, n_hw, CPG, HW, G, size, count, eps, p_n, W, B, Y, MEAN, RSTD, PART, COUNT,
+                  has_weight, has_bias, store_stats, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+                  BLOCK_P: tl.constexpr, EVEN: tl.constexpr):
+    """Waits until the P tiles of item's group are published, combines their partials in tile order (Chan et al.),
+    and writes item's tile of y."""
+    grp = tl.cast(item, tl.int64) // P
+    t = tl.cast(item, tl.int64) % P
+    arrived = tl.atomic_add(COUNT + grp, 0, sem="acquire", scope="gpu")
+    while arrived < P:
+        arrived = tl.atomic_add(COUNT + grp, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+    ps = tl.arange(0, BLOCK_P)
+    part = PART + (grp * P + ps) * 2
+    m_p = tl.load(part, mask=ps < P, other=0.0, volatile=True)
+    m2_p = tl.load(part + 1, mask=ps < P, other=0.0, volatile=True)
+    mean = tl.sum(p_n * m_p, axis=0) / count
+    dm = m_p - mean
+    rstd = 1.0 / tl.sqrt_rn(tl.sum(m2_p + p_n * dm * dm, axis=0) / count + eps)
+    if store_stats & (t == 0):
+        tl.store(MEAN + grp, mean)
+        tl.store(RSTD + grp, rstd)
+    offs, mask, cs = _tile32_at(t, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
+    ch = (grp % G) * CPG + cs
+    cm = cs < CPG
+    if has_weight:
+        scale = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32) * rstd
+    else:
+        scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
+    if has_bias:
+        shift_c = tl.load(B + ch, mask=cm, other=0.0).to(tl.float32) - mean * scale
+    else:
+        shift_c = -mean * scale
+    y = xr.to(tl.float32) * scale[:, None] + shift_c[:, None]
+    if EVEN:
+        tl.store(Y + grp * size + offs, y.to(Y.dtype.element_ty))
+    else:
+        tl.store(Y + grp * size + offs, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _split_load(X, item, n_items, P, n_hw, CPG, HW, size, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+                EVEN: tl.constexpr):
+    it = tl.cast(item, tl.int64)
+    offs, mask, _c = _tile32_at(it % P, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
+    if EVEN:  # every tile full: the only mask is the item's (past the last item: tile 0 of a clamped group)
+        return tl.load(X + tl.minimum(it // P, n_items // P - 1) * size + offs)
+    return tl.load(X + (it // P) * size + offs, mask=mask & (it < n_items), other=0.0)
+
+
+@triton.jit
+def group_norm_fwd_split_kernel(X, W, B, Y, MEAN, RSTD, PART, COUNT, N, C, CPG, HW_v, G, eps, has_weight, has_bias,
+                                store_stats, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_P: tl.constexpr,
+                                ALIGN: tl.constexpr, AHEAD: tl.constexpr, EVEN: tl.constexpr):
+    """Groups of several tiles, each read once: a group's P tiles go to P programs of one round, which hold their
+    tile in registers, publish its (mean, M2) in PART[group, tile], count themselves in COUNT[group] (zeroed by
+    the launcher), wait for the group's count to reach P, and combine the P partials in a fixed order (every
+    program gets the same statistics, run after run). Work item i is tile i % P of group i // P; program p takes
+    items p, p + programs, ... With programs a multiple of P, a group's tiles fall in one round, and with a
+    cooperative launch (all programs resident) no program waits on one that cannot run.
+    AHEAD = 1: a program publishes its next item before waiting on the current one (the exchange's latency
+    overlaps the next tile's; a program never waits before publishing, so the waits cannot form a cycle).
+    EVEN: every tile is full (CPG % BLOCK_C == HW % BLOCK_HW == 0): no element masks."""
+    HW = (HW_v * ALIGN).to(tl.int32)  # groups < 2^31 elements (the launcher takes this kernel for <= 64 tiles)
+    n_hw = tl.cdiv(HW, BLOCK_HW)
+    P = tl.cdiv(CPG, BLOCK_C) * n_hw
+    size = tl.cast(CPG, tl.int64) * HW
+    n_items = N * G * P
+    count = (CPG * HW).to(tl.float32)
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    # the P tiles' element counts (the last channel block and the last spatial block may be partial)
+    ps = tl.arange(0, BLOCK_P)
+    p_rows = tl.minimum(CPG - (ps // n_hw) * BLOCK_C, BLOCK_C)
+    p_cols = tl.minimum(HW - (ps % n_hw) * BLOCK_HW, BLOCK_HW)
+    p_n = tl.where(ps < P, (p_rows * p_cols).to(tl.float32), 0.0)
+    cur = _split_load(X, pid, n_items, P, n_hw, CPG, HW, size, BLOCK_C, BLOCK_HW, EVEN)
+    if AHEAD:
+        if pid < n_items:
+            _split_publish(cur, pid, P, n_hw, CPG, HW, PART, COUNT, BLOCK_C, BLOCK_HW, EVEN)
+        nxt = _split_load(X, pid + nprog, n_items, P, n_hw, CPG, HW, size, BLOCK_C, BLOCK_HW, EVEN)
+        for item in range(pid, n_items, nprog):
+            ahead = nxt
+            nxt = _split_load(X, item + 2 * nprog, n_items, P, n_hw, CPG, HW, size, BLOCK_C, BLOCK_HW, EVEN)
+            if item + nprog < n_items:
+                _split_publish(ahead, item + nprog, P, n_hw, CPG, HW, PART, COUNT, BLOCK_C, BLOCK_HW, EVEN)
+            _split_finish(cur, item, P, n_hw, CPG, HW, G, size, count, eps, p_n, W, B, Y, MEAN, RSTD, PART, COUNT,
+                          has_weight, has_bias, store_stats, BLOCK_C, BLOCK_HW, BLOCK_P, EVEN)
+            cur = ahead
+    else:
+        for item in range(pid, n_items, nprog):
+            x = cur
+            cur = _split_load(X, item + nprog, n_items, P, n_hw, CPG, HW, size, BLOCK_C, BLOCK_HW, EVEN)
+            _split_publish(x, item, P, n_hw, CPG, HW, PART, COUNT, BLOCK_C, BLOCK_HW, EVEN)
+            _split_finish(x, item, P, n_hw, CPG, HW, G, size, count, eps, p_n, W, B, Y, MEAN, RSTD, PART, COUNT,
+                          has_weight, has_bias, store_stats, BLOCK_C, BLOCK_HW, BLOCK_P, EVEN)
 
 
 def bench(fn):
@@ -42,6 +185,8 @@ def main():
     group_kb = c // g * hw * x.element_size() / 1024
     print(f"[{n}, {c}, {h}, {w_}] G={g} bf16: groups of {group_kb:.0f} KB, tile {bc}x{block_hw}, {warps} warps; "
           f"copy of x {copy * 1e3:.1f} us", flush=True)
+    if "--split" in sys.argv:
+        split_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
     tiles = [(bc, block_hw, warps)]
     if len(sys.argv) > 6 or "--tiles" in sys.argv:
         tiles += [(bc2, bhw2, w2) for bc2, bhw2, w2 in ((1, 4096, 16), (2, 4096, 16), (1, 2048, 4), (1, 2048, 8),
@@ -69,6 +214,48 @@ def main():
         print(f"tile {bc}x{block_hw} nw={warps} programs={programs:5}: fwd {tf * 1e3:7.1f} us ({copy / tf * 100:3.0f} % of copy), "
               f"bwd {tb * 1e3:7.1f} us ({1.5 * copy / tb * 100:3.0f} % of a 3-tensor copy), y err {err:.3g}",
               flush=True)
+
+
+def split_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms):
+    """group_norm_fwd_split_kernel at each tile shape / warps / programs per SM that fits a cooperative launch."""
+    cpg = c // g
+    res = []
+    for (bc, bhw, warps), ahead in itertools.product(
+            ((1, 4096, 4), (2, 4096, 8), (4, 4096, 16), (1, 8192, 8), (2, 2048, 4), (4, 2048, 8), (1, 2048, 4)),
+            (0, 1)):
+        if bc > cpg or bhw > hw:
+            continue
+        p = triton.cdiv(cpg, bc) * triton.cdiv(hw, bhw)
+        if p < 2 or p > 64:
+            continue
+        part = torch.empty(n * g * p * 2, device="cuda")
+        counts = torch.zeros(n * g, device="cuda", dtype=torch.int32)
+        for per_sm in (1, 2, 3, 4, 6, 8):
+            programs = min(sms * per_sm // p * p, n * g * p)
+            if programs < p:
+                continue
+
+            def fwd():
+                counts.zero_()
+                group_norm_fwd_split_kernel[(programs,)](
+                    x, w, b, y, mean, rstd, part, counts, n, c, cpg, hw // 8, g, 1e-5, True, True, True, BLOCK_C=bc,
+                    BLOCK_HW=bhw, BLOCK_P=triton.next_power_of_2(p), ALIGN=8, AHEAD=ahead,
+                    EVEN=cpg % bc == 0 and hw % bhw == 0, num_warps=warps, launch_cooperative_grid=True)
+            try:
+                y.fill_(float("nan"))
+                fwd()
+                torch.cuda.synchronize()
+            except Exception as e:  # noqa: BLE001  (a grid too large for a cooperative launch)
+                print(f"  split {bc}x{bhw} nw={warps} ahead={ahead} programs={programs}: {str(e)[:60]}", flush=True)
+                break
+            err = (y.float() - ref).abs().max().item()
+            t = bench(fwd)
+            res.append((t, f"split tile {bc}x{bhw} (P={p}) nw={warps} ahead={ahead} programs={programs} ({per_sm}/SM): "
+                           f"fwd {t * 1e3:7.1f} us ({copy / t * 100:3.0f} % of copy), y err {err:.3g}"))
+            print(res[-1][1], flush=True)
+    zero = bench(lambda: torch.zeros(n * g, device="cuda", dtype=torch.int32))
+    print(f"best split: " + " | ".join(r[1] for r in sorted(res)[:5]) + f"; zeroing alone {zero * 1e3:.1f} us",
+          flush=True)
 
 
 if __name__ == "__main__":
