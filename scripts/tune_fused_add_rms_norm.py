@@ -8,9 +8,9 @@ same process. 8192 rows, bf16, with weight, casting "llama"; prints the best con
 Sweeps the single-block kernel (one row per program, warps) and the looped kernel (BLOCK_N x warps, one program per
 row);
 the backward: the build's single-block kernel at one row per block (warps x programs per SM), the split path
-(rowstats + cols), and farn_bwd_rows_kernel (a prototype shaped as Liger-Kernel's one-pass backward: consecutive
-rows per program, or strided, weight in 16 or 32 bits, next row early), the partial dw rows summed outside the
-timing (layer_norm's column_sum_kernel in the build).
+(rowstats + cols), the build's reload kernel (warps x programs per SM), and the two prototypes it came from:
+farn_bwd_rows_kernel (shaped as Liger-Kernel's one-pass backward) and farn_bwd_reload_kernel; the partial dw rows
+summed outside the timing (layer_norm's column_sum_kernel in the build).
 A 1-D row kernel with the casting mode constant (tried 2026-11-29, not kept) spilled 148 bytes at 16384 x 32 warps
 and 264 at 16 warps, and ran at 492-528 us against the split path's 397 at 8192 x 16384 bf16.
 """
@@ -24,8 +24,9 @@ import triton.testing as tt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from triton_src.fused_add_rms_norm import (CASTING_LLAMA, _normed, fused_add_rms_norm_bwd_cols_kernel,  # noqa: E402
-                                           fused_add_rms_norm_bwd_kernel, fused_add_rms_norm_bwd_rowstats_kernel,
-                                           fused_add_rms_norm_fwd_kernel, fused_add_rms_norm_fwd_looped_kernel)
+                                           fused_add_rms_norm_bwd_kernel, fused_add_rms_norm_bwd_reload_kernel,
+                                           fused_add_rms_norm_bwd_rowstats_kernel, fused_add_rms_norm_fwd_kernel,
+                                           fused_add_rms_norm_fwd_looped_kernel)
 
 ROWS = 8192
 DT = torch.bfloat16
@@ -212,6 +213,8 @@ def tune_bwd(n):
     for nw in (16, 32):
         for per_sm in (1, 2):
             progs = sms * per_sm
+            if block_n > 16384:
+                break  # spills: 2.4-8.2 ms at 32768 (2026-11-29)
             run(lambda p: fused_add_rms_norm_bwd_kernel[(progs,)](
                 dy, dso, s, w, rstd, ds, p, ROWS, v, v, v, v, v, 0.0, CASTING_LLAMA, True, True, True, BLOCK_M=1,
                 BLOCK_N=block_n, ALIGN=8, PREFETCH=0, num_warps=nw), progs,
@@ -230,23 +233,28 @@ def tune_bwd(n):
     run(split, split_progs, f"split rowstats + cols ({split_progs} x {col_blocks})")
     # farn_bwd_rows_kernel (2026-11-30, H200, 16384): best 413.9 us (16 warps, 132 programs, consecutive rows, no
     # prefetch; prefetching spilled: 795-3400 us), the split path 396.5, Liger-Kernel's kernel 323.7 (profiler)
-    run(lambda p: farn_bwd_rows_kernel[(sms,)](
-        dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // sms), BLOCK_N=block_n, CONTIG=True, W16=False, PREFETCH=False,
-        num_warps=16), sms, f"rows prototype nw=16 programs={sms} contig=True")
-    for nw in (16, 32):
+    if block_n <= 16384:
+        run(lambda p: farn_bwd_rows_kernel[(sms,)](
+            dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // sms), BLOCK_N=block_n, CONTIG=True, W16=False,
+            PREFETCH=False, num_warps=16), sms, f"rows prototype nw=16 programs={sms} contig=True")
+    # farn_bwd_reload_kernel (2026-11-30, 16384): 294.5 us at 16 warps, one program per SM, consecutive rows, .cg
+    # reloads (two per SM 298.1; default-cached reloads 375.6; strided rows 311.3; the weight loaded per row 330.0)
+    if block_n <= 16384:
+        run(lambda p: farn_bwd_reload_kernel[(sms,)](
+            dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // sms), BLOCK_N=block_n, CONTIG=True, RELOAD=".cg",
+            W_EACH_ROW=False, num_warps=16), sms, "reload prototype nw=16 contig .cg")
+    for nw in (8, 16, 32):
         for per_sm in (1, 2):
             progs = sms * per_sm
-            for contig in (True, False):
-                for reload in ("", ".cg"):
-                    for w_each in (False, True):
-                        try:
-                            run(lambda p: farn_bwd_reload_kernel[(progs,)](
-                                dy, dso, s, w, rstd, ds, p, ROWS, n, -(-ROWS // progs), BLOCK_N=block_n,
-                                CONTIG=contig, RELOAD=reload, W_EACH_ROW=w_each, num_warps=nw), progs,
-                                f"reload prototype nw={nw} programs={progs} contig={contig} reload={reload!r} "
-                                f"w_each_row={w_each}")
-                        except Exception as e:  # noqa: BLE001  (out of resources)
-                            print(f"  reload prototype nw={nw} {progs} {contig} {reload!r} {w_each}: {str(e)[:120]}")
+            if block_n // (32 * nw) < 4 or block_n // (32 * nw) > 64:
+                continue
+            try:
+                run(lambda p: fused_add_rms_norm_bwd_reload_kernel[(progs,)](
+                    dy, dso, s, w, rstd, ds, p, ROWS, v, v, v, v, v, 0.0, True, True, True,
+                    CASTING=CASTING_LLAMA, BLOCK_N=block_n, ALIGN=8, num_warps=nw), progs,
+                    f"build's reload kernel nw={nw} programs={progs}")
+            except Exception as e:  # noqa: BLE001  (out of resources)
+                print(f"  reload kernel nw={nw} {progs}: {str(e)[:120]}")
     res.sort()
     gbs = lambda t: 4 * s.numel() * 2 / t / 1e6
     print(f"bwd n={n}: " + "; ".join(f"{c} {t*1e3:.1f}us {gbs(t):.0f}GB/s" for t, c in res), flush=True)

@@ -434,7 +434,8 @@ def test_module_rejects_bad_casting_mode():
 # =====================================================================================================
 # GPU tests. Run with `pytest -m gpu`.
 
-HIDDEN_SIZES = (1, 7, 127, 512, 1000, 4096, 5120, 8192, 16384, 32768, 65536, 100000, 262144)
+# 12000 and 16384: the backward's reload kernel (8193-16384, aligned), 32768 and up: its split path
+HIDDEN_SIZES = (1, 7, 127, 512, 1000, 4096, 5120, 8192, 12000, 16384, 32768, 65536, 100000, 262144)
 ROW_COUNTS = (0, 1, 3, 4099)
 
 
@@ -464,7 +465,7 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (1000, 4096, 70000))
+@pytest.mark.parametrize("hidden", (1000, 4096, 12000, 70000))
 @pytest.mark.parametrize("x_dtype,w_dtype", [
     (torch.bfloat16, torch.float32), (torch.float16, torch.float32), (torch.float16, torch.bfloat16),
     (torch.float32, torch.bfloat16)], ids=lambda d: dtype_id(d))
@@ -490,7 +491,7 @@ def make_cuda_layout(layout, rows, hidden, dtype):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (127, 4096, 70000))
+@pytest.mark.parametrize("hidden", (127, 4096, 12000, 70000))
 @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=dtype_id)
 @pytest.mark.parametrize("layout", ("row_stride_aligned", "row_stride_odd", "transposed", "storage_offset",
                                     "last_dim_strided", "expanded_rows"))
@@ -571,7 +572,7 @@ torch.manual_seed(0)
 for dtype in (torch.bfloat16, torch.float32):
     for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
                                  (0, 64, "contiguous"), (4, 4097, "offset"), (3, 16384, "padded"),
-                                 (5, 8192, "contiguous"), (2, 70001, "contiguous"), (3, 32768, "contiguous"),
+                                 (5, 8192, "contiguous"), (2, 70001, "contiguous"), (3, 32768, "contiguous"), (4, 12000, "padded"),
                                  (9, 4096, "padded"), (7, 300, "contiguous")):
         pad = 8 if layout == "padded" else 0
         base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")

@@ -35,6 +35,9 @@ CPP_CONSTANTS = {
     # forward (8192-element chunks, 8 warps) takes wider and unaligned rows.
     "FWD_MAX_BLOCK_N": 32768,
     "BWD_MAX_BLOCK_N": 8192,
+    # aligned rows up to this take fused_add_rms_norm_bwd_reload_kernel (one program per SM), longer or unaligned
+    # ones the split path (at 32768 x 32 warps the reload kernel spills 652 bytes, ptxas sm_90a)
+    "RELOAD_MAX_BLOCK_N": 16384,
     "MIN_BLOCK_N": 512,
     "LOOP_BLOCK_N": 8192,
     "ROWSTATS_BLOCK_N": 1024,
@@ -321,6 +324,52 @@ def fused_add_rms_norm_bwd_cols_kernel(DY, DS_OUT, S, W, RSTD, STATS, DS, DW_PAR
         tl.store(DW_PARTIAL + p.to(tl.int64) * n_cols + cols, tl.sum(dw_acc, axis=0), mask=col_mask)
 
 
+@triton.jit
+def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v,
+                                         stride_dso_v, stride_s_v, stride_ds_v, offset, has_weight, has_ds_out,
+                                         compute_dw, CASTING: tl.constexpr, BLOCK_N: tl.constexpr,
+                                         ALIGN: tl.constexpr):
+    # Rows of 8193-16384 elements, one pass over memory and two over each row: program p takes consecutive rows
+    # [p * R, (p + 1) * R), R = ceil(rows / programs). For each row, dy and s are loaded for the row's dot
+    # c = mean(dn * s) and let go, then loaded again (.cg: from L2, where the first load just left them) with
+    # ds_out for ds and the dw sums. Live across rows: dw's accumulator and the weight only (92 bytes of spills at
+    # 16384 x 16 warps, ptxas sm_90a; with the casting mode a runtime value, 116). Holding dy, s and dw at once
+    # spilled 148-1260 bytes (1-D or [1, N]); the split path (rowstats + cols) reads dy and s from memory twice. H200, 8192 x 16384 bf16 (scripts/tune_fused_add_rms_norm.py bwd): 294.5 us,
+    # split 392.8, Liger-Kernel's one-pass kernel 323.7; a default-cached second load 375.6, strided rows 311.3.
+    DT: tl.constexpr = S.dtype.element_ty
+    n_cols = n_cols_v * ALIGN
+    pid = tl.program_id(0)
+    cols = tl.arange(0, BLOCK_N)
+    col_mask = cols < n_cols
+    dso_mask = col_mask & has_ds_out  # no ds_out: every load of it is masked off
+    w = tl.load(W + cols, mask=col_mask & has_weight, other=0.0)
+    dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+    per_program = tl.cdiv(n_rows, tl.num_programs(0))
+    first = pid * per_program
+    for row in range(first, tl.minimum(first + per_program, n_rows)):
+        r = row.to(tl.int64)
+        rstd = tl.load(RSTD + r)
+        dy = tl.load(DY + r * (stride_dy_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
+        if has_weight:
+            dy = dy * (offset + w.to(tl.float32))
+        s = tl.load(S + r * (stride_s_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
+        c = tl.sum(dy * s, axis=0) / n_cols
+        dyf = tl.load(DY + r * (stride_dy_v * ALIGN) + cols, mask=col_mask, other=0.0,
+                      cache_modifier=".cg").to(tl.float32)
+        sf = tl.load(S + r * (stride_s_v * ALIGN) + cols, mask=col_mask, other=0.0, cache_modifier=".cg").to(tl.float32)
+        if has_weight:
+            dn = dyf * (offset + w.to(tl.float32))
+        else:
+            dn = dyf
+        ds = rstd * dn - (rstd * rstd * rstd * c) * sf
+        ds += tl.load(DS_OUT + r * (stride_dso_v * ALIGN) + cols, mask=dso_mask, other=0.0).to(tl.float32)
+        tl.store(DS + r * (stride_ds_v * ALIGN) + cols, ds.to(DT), mask=col_mask)
+        if compute_dw:
+            dw_acc += dyf * _c_normed(sf, rstd, CASTING, DT)
+    if compute_dw:
+        tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Specializations
 
@@ -347,6 +396,7 @@ def _rows_per_program(block_n):
 # rows takes the two-kernel path (rowstats + cols).
 _FWD_WARPS = {2048: 4, 4096: 8, 8192: 16, 16384: 16, 32768: 32}
 _BWD_WARPS = {1024: 4, 2048: 8, 4096: 16, 8192: 16}
+_RELOAD_WARPS = {16384: 16}
 
 
 def _prefetch(tile_elems):
@@ -388,6 +438,7 @@ def _specs():
     bwd = KernelSpec(fused_add_rms_norm_bwd_kernel)
     rowstats = KernelSpec(fused_add_rms_norm_bwd_rowstats_kernel)
     cols = KernelSpec(fused_add_rms_norm_bwd_cols_kernel)
+    reload = KernelSpec(fused_add_rms_norm_bwd_reload_kernel)
     loop_n = CPP_CONSTANTS["LOOP_BLOCK_N"]
     for xd, wd in DTYPE_PAIRS:
         base = {"x_dtype": xd, "w_dtype": wd}
@@ -405,6 +456,13 @@ def _specs():
                 constexprs={"BLOCK_M": block_m, "BLOCK_N": block_n, "ALIGN": _align(xd),
                             "PREFETCH": _prefetch(block_m * block_n)},
                 num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
+        for block_n, warps in _RELOAD_WARPS.items():
+            for mode in _casting_modes(xd):
+                reload.variants.append(Variant(
+                    key={**base, "casting": mode, "block_n": block_n},
+                    signature={k: t for k, t in _bwd_sig(xd, wd).items() if k != "casting"},
+                    constexprs={"CASTING": mode, "BLOCK_N": block_n, "ALIGN": _align(xd)}, num_warps=warps,
+                    aligned=True))
         for aligned in (False, True):
             align = _align(xd) if aligned else 1
             fwd_loop.variants.append(Variant(
@@ -421,7 +479,7 @@ def _specs():
                 key={**base, "aligned": aligned}, signature=_cols_sig(xd, wd),
                 constexprs={"BLOCK_M": CPP_CONSTANTS["COLS_BLOCK_M"], "BLOCK_N": CPP_CONSTANTS["COLS_BLOCK_N"],
                             "ALIGN": align}, num_warps=8, aligned=aligned))
-    return [fwd, fwd_loop, bwd, rowstats, cols]
+    return [fwd, fwd_loop, bwd, rowstats, cols, reload]
 
 
 KERNELS = _specs()

@@ -238,18 +238,23 @@ FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t casting, 
 }
 
 struct BwdChoice {
-  bool split;  // wide or unaligned rows: fused_add_rms_norm_bwd_rowstats_kernel + fused_add_rms_norm_bwd_cols_kernel
+  bool reload;  // aligned rows up to RELOAD_MAX_BLOCK_N beyond the single block: fused_add_rms_norm_bwd_reload_kernel
+  bool split;   // longer or unaligned rows: fused_add_rms_norm_bwd_rowstats_kernel + fused_add_rms_norm_bwd_cols_kernel
   fused_add_rms_norm_bwd_kernel_key single;
+  fused_add_rms_norm_bwd_reload_kernel_key wide;
   fused_add_rms_norm_bwd_rowstats_kernel_key rowstats;
   fused_add_rms_norm_bwd_cols_kernel_key cols;
 };
 
-BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t cols, bool aligned) {
+BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType wdt, int32_t casting, int64_t cols, bool aligned) {
   BwdChoice c{};
-  c.split = !aligned || cols > BWD_MAX_BLOCK_N;
-  c.single.x_dtype = c.rowstats.x_dtype = c.cols.x_dtype = xdt;
-  c.single.w_dtype = c.rowstats.w_dtype = c.cols.w_dtype = wdt;
+  c.reload = aligned && cols > BWD_MAX_BLOCK_N && cols <= RELOAD_MAX_BLOCK_N;
+  c.split = !c.reload && (!aligned || cols > BWD_MAX_BLOCK_N);
+  c.single.x_dtype = c.wide.x_dtype = c.rowstats.x_dtype = c.cols.x_dtype = xdt;
+  c.single.w_dtype = c.wide.w_dtype = c.rowstats.w_dtype = c.cols.w_dtype = wdt;
   c.single.block_n = std::max<int64_t>(MIN_BLOCK_N, next_pow2(cols));
+  c.wide.block_n = next_pow2(cols);
+  c.wide.casting = casting;
   c.rowstats.aligned = c.cols.aligned = aligned;
   return c;
 }
@@ -344,15 +349,25 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
                        dso.row_stride % vec == 0 && aligned16(s.t) && aligned16(dy.t) && aligned16(dso.t) &&
                        aligned16(w.w);
   const LaunchContext ctx = launch_context(s_in);
-  BwdChoice c = choose_bwd(s_in.scalar_type(), w.dtype, s.cols, aligned);
   const int32_t casting = s_in.scalar_type() == at::kFloat ? CASTING_LLAMA : casting_code(mode);
+  BwdChoice c = choose_bwd(s_in.scalar_type(), w.dtype, casting, s.cols, aligned);
   const bool has_w = w.w.defined(), has_dso = dso.t.defined();
   Tensor partial;
   int64_t programs;
   auto make_partial = [&](int64_t n) {
     if (compute_dw) partial = at::empty({n, s.cols}, s_in.options().dtype(at::kFloat));
   };
-  if (!c.split) {
+  if (c.reload) {
+    const auto& v = fused_add_rms_norm_bwd_reload_kernel_get(c.wide, ctx.arch_slot);
+    // One program per SM, consecutive rows each (H200, 8192 x 16384 bf16: 294.5 us, two per SM 298.1).
+    programs = std::min<int64_t>({s.rows, ctx.sm_count, max_resident_programs(v.image, ctx)});
+    make_partial(programs);
+    fused_add_rms_norm_bwd_reload_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy.t),
+                                                ptr(dso.t), ptr(s.t), ptr(w.w), ptr(rstd), ptr(ds), ptr(partial),
+                                                s.rows, s.cols / v.ALIGN, dy.row_stride / v.ALIGN,
+                                                dso.row_stride / v.ALIGN, s.row_stride / v.ALIGN, s.cols / v.ALIGN,
+                                                offset, has_w, has_dso, compute_dw);
+  } else if (!c.split) {
     const auto& v = fused_add_rms_norm_bwd_kernel_get(c.single, ctx.arch_slot);
     // About 16 resident warps per SM, as rms_norm measured on H200.
     const int64_t per_sm = std::max<int64_t>(1, 16 / v.image.num_warps);
@@ -420,14 +435,16 @@ const VariantCheck variant_check("fused_add_rms_norm", [](int arch_slot) {
             if (f.looped ? !fused_add_rms_norm_fwd_looped_kernel_find(f.loop, arch_slot)
                          : !fused_add_rms_norm_fwd_kernel_find(f.single, arch_slot))
               missing.push_back(f.looped ? f.loop.str() : f.single.str());
-          }
-          BwdChoice b = choose_bwd(xdt, wdt, cols, aligned);
-          if (b.split) {
-            if (!fused_add_rms_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot))
-              missing.push_back(b.rowstats.str());
-            if (!fused_add_rms_norm_bwd_cols_kernel_find(b.cols, arch_slot)) missing.push_back(b.cols.str());
-          } else if (!fused_add_rms_norm_bwd_kernel_find(b.single, arch_slot)) {
-            missing.push_back(b.single.str());
+            BwdChoice b = choose_bwd(xdt, wdt, static_cast<int32_t>(casting), cols, aligned);
+            if (b.reload) {
+              if (!fused_add_rms_norm_bwd_reload_kernel_find(b.wide, arch_slot)) missing.push_back(b.wide.str());
+            } else if (b.split) {
+              if (!fused_add_rms_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot))
+                missing.push_back(b.rowstats.str());
+              if (!fused_add_rms_norm_bwd_cols_kernel_find(b.cols, arch_slot)) missing.push_back(b.cols.str());
+            } else if (!fused_add_rms_norm_bwd_kernel_find(b.single, arch_slot)) {
+              missing.push_back(b.single.str());
+            }
           }
         }
   for (auto gdt : {at::kFloat, at::kBFloat16, at::kHalf, at::kDouble}) {
