@@ -411,11 +411,11 @@ def test_cuda_special_rows(hidden, scale):
 
 
 @gpu
-@pytest.mark.parametrize("hidden", (1024, 4096, 5000, 20000, 32768))  # one row per program, persistent
+@pytest.mark.parametrize("hidden", (1024, 4096, 5000, 20000, 32768, 70000))  # one row per program, persistent, looped
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 def test_cuda_candidates_in_one_vector(dtype, hidden):
-    """One-row forwards take the threshold from each 16-byte vector's maximum when no vector holds two entries
-    >= max - 1, from the whole row otherwise: rows of both kinds, side by side in one launch."""
+    """One-row and looped forwards take the threshold from each 16-byte vector's maximum when no vector holds two
+    entries >= max - 1, from the whole row otherwise: rows of both kinds, side by side in one launch."""
     x = 3 * torch.randn(64, hidden, device="cuda", dtype=torch.float32)
     top = x.amax(-1, keepdim=True)
     x[0::4, 8:10] = top[0::4] + torch.tensor([0.5, 0.25], device="cuda")  # two in one vector: the whole row

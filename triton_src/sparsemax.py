@@ -18,7 +18,8 @@ two, e.g. 0.2 * randn, run the steps on the whole row, ~7 % slower than without 
 
 Backward from the saved output: dx = mask * (dy - mean of dy over the support), mask = y > 0.
 Single-block kernels hold BLOCK_M rows in registers; longer rows use looped kernels that read the row once
-per step from memory (L2 for the first rows in flight).
+per step from memory (L2 for the first rows in flight), or, aligned and without two candidates in a vector, the
+vectors' maxima that the first pass wrote into the row's output (1/8 of a 16-bit row).
 """
 import triton
 import triton.language as tl
@@ -168,44 +169,79 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
 
 
 @triton.jit
+def _newton_looped(ptr, n, lo, hi, BLOCK_N: tl.constexpr, MAX_ITERS: tl.constexpr):
+    """_newton over the n values at ptr (any float dtype), read from memory once per step."""
+    cols = tl.arange(0, BLOCK_N)
+    tau = lo
+    active = hi == hi
+    it = 0
+    while active & (it < MAX_ITERS):
+        # One pass per step: the Newton point is not known before it, so f is evaluated at the bracket's middle.
+        mid = 0.5 * (lo + hi)
+        k_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        s_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        f_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
+        for start in range(0, n, BLOCK_N):
+            c = start + cols
+            xf = tl.load(ptr + c, mask=c < n, other=-float("inf")).to(tl.float32)
+            in_s = xf >= lo
+            k_acc += in_s.to(tl.float32)
+            s_acc += tl.where(in_s, xf, 0.0)
+            f_acc += tl.maximum(xf - mid, 0.0)
+        lo, hi, tau, active = _step(lo, hi, tau, active, tl.sum(k_acc, axis=0), tl.sum(s_acc, axis=0),
+                                    tl.sum(f_acc, axis=0), mid)
+        it += 1
+    return tau
+
+
+@triton.jit
 def sparsemax_fwd_looped_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_N: tl.constexpr,
-                                ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr):
+                                ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr, VEC: tl.constexpr = 0):
+    # With VEC (aligned rows), the first pass also writes each VEC-element vector's maximum into the start of
+    # the row's output (x's dtype: exact) and finds the largest second-largest entry of a vector (a tie counts
+    # twice). When that is below max - 1, no vector holds two candidates and the steps read the maxima, 1/VEC of
+    # the row, from L2, instead of the row; the last pass overwrites them.
     n_cols = n_cols_v * ALIGN
     row = tl.program_id(0).to(tl.int64)
     x_row = X + row * (stride_x_v * ALIGN)
     y_row = Y + row * (stride_y_v * ALIGN)
-    cols = tl.arange(0, BLOCK_N)
-    m = tl.full([1, BLOCK_N], -float("inf"), tl.float32)
-    for start in range(0, n_cols, BLOCK_N):
-        c = start + cols
-        m = tl.maximum(m, tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)[None, :])
-    hi = tl.max(m, axis=1)  # [1]: the step works on one-element vectors like the single-block kernel's rows
-    lo = hi - 1.0
-    tau = lo
-    active = hi == hi
-    it = 0
-    while (tl.sum(active.to(tl.int32), axis=0) > 0) & (it < MAX_ITERS):
-        # One pass per step: the Newton point is not known before it, so f is evaluated at the bracket's middle.
-        mid = 0.5 * (lo + hi)
-        k_acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
-        s_acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
-        f_acc = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    if VEC > 0:
+        vcols = tl.arange(0, BLOCK_N // VEC)
+        cols2 = vcols[:, None] * VEC + tl.arange(0, VEC)[None, :]
+        n_vec = n_cols // VEC
+        top = tl.full([BLOCK_N // VEC], -float("inf"), tl.float32)
+        second = tl.full([BLOCK_N // VEC], -float("inf"), tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            c = start + cols2
+            xf = tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)
+            vmax = tl.max(xf, axis=1)  # within each thread
+            ties = tl.sum((xf == vmax[:, None]).to(tl.int32), axis=1)
+            below = tl.max(tl.where(xf < vmax[:, None], xf, -float("inf")), axis=1)
+            second = tl.maximum(second, tl.where(ties > 1, vmax, below))
+            top = tl.maximum(top, vmax)
+            v = start // VEC + vcols
+            tl.store(y_row + v, vmax.to(Y.dtype.element_ty), mask=v < n_vec)
+        hi = tl.max(top, axis=0)
+        tl.debug_barrier()  # the maxima are read by other threads of the program
+        if tl.max(second, axis=0) < hi - 1.0:
+            tau = _newton_looped(y_row, n_vec, hi - 1.0, hi, BLOCK_N, MAX_ITERS)
+        else:
+            tau = _newton_looped(x_row, n_cols, hi - 1.0, hi, BLOCK_N, MAX_ITERS)
+        tl.debug_barrier()  # every maximum is read before the output overwrites it
+    else:
+        cols = tl.arange(0, BLOCK_N)
+        m = tl.full([BLOCK_N], -float("inf"), tl.float32)
         for start in range(0, n_cols, BLOCK_N):
             c = start + cols
-            xf = tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32)[None, :]
-            in_s = xf >= lo[:, None]
-            k_acc += in_s.to(tl.float32)
-            s_acc += tl.where(in_s, xf, 0.0)
-            f_acc += tl.maximum(xf - mid[:, None], 0.0)
-        lo, hi, tau, active = _step(lo, hi, tau, active, tl.sum(k_acc, axis=1), tl.sum(s_acc, axis=1),
-                                    tl.sum(f_acc, axis=1), mid)
-        it += 1
+            m = tl.maximum(m, tl.load(x_row + c, mask=c < n_cols, other=-float("inf")).to(tl.float32))
+        hi = tl.max(m, axis=0)
+        tau = _newton_looped(x_row, n_cols, hi - 1.0, hi, BLOCK_N, MAX_ITERS)
+    cols = tl.arange(0, BLOCK_N)
     for start in range(0, n_cols, BLOCK_N):
         c = start + cols
         cm = c < n_cols
-        xf = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)[None, :]
-        y = tl.maximum(xf - tau[:, None], 0.0)
-        tl.store(y_row + c[None, :], y.to(Y.dtype.element_ty), mask=cm[None, :])
+        xf = tl.load(x_row + c, mask=cm, other=0.0).to(tl.float32)
+        tl.store(y_row + c, tl.maximum(xf - tau, 0.0).to(Y.dtype.element_ty), mask=cm)
 
 
 @triton.jit
@@ -311,6 +347,8 @@ def _specs():
                     num_warps=warps, aligned=True))
         for spec, args, extra in ((fwd_loop, _FWD_ARGS, iters), (bwd_loop, _BWD_ARGS, {})):
             for aligned in (False, True):
+                if spec is fwd_loop:
+                    extra = {**iters, "VEC": _align(dt) if aligned else 0}
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "aligned": aligned}, signature=_sig(args, dt),
                     constexprs={"BLOCK_N": loop_n, "ALIGN": _align(dt) if aligned else 1, **extra},
