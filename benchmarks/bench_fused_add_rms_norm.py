@@ -45,6 +45,10 @@ class Pair:
     def detach(self):
         return self.y.detach()
 
+    @property
+    def requires_grad(self):  # the harness's warm-up asks
+        return self.y.requires_grad or self.s.requires_grad
+
 
 def make_case(hidden: int, dtype: torch.dtype) -> harness.Case:
     def make() -> harness.Inputs:

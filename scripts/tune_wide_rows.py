@@ -6,6 +6,7 @@ OP: softmax, softmax_bwd (persistent prototypes: early loads, cache hints), laye
 row per program, persistent with / without REWIDEN, against torch.compile), sparsemax (prototypes with one, two or
 three block reductions per step), sparsemax_warps (the build's persistent sparsemax by warps and programs per SM),
 sparsemax_vec (the build's forward with steps on the vectors' maxima or on the row, by warps / programs per SM),
+sparsemax_looped (the build's looped forward for rows > 32768 with and without VEC, by chunk and warps),
 softmax_small (the one-row forward on 4 rows by warps),
 layer_norm_looped (the build's looped forward by chunk / warps / stages), softmax_mid (forward tiles and cache
 operators at mid widths, e.g. --hidden 1024,4096,8192); default: all.
@@ -371,6 +372,21 @@ def run_layer_norm_looped(n):
     report("layer_norm fwd (looped)", n, res, 2 * x.numel() * 2)
 
 
+def run_sparsemax_looped(n):
+    """The build's looped forward (rows > 32768) with and without VEC (first pass writes the vectors' maxima into
+    the output row, steps read them when no vector holds two candidates) by chunk and warps, on 2 * randn and
+    0.2 * randn rows."""
+    for scale in (2.0, 0.2):
+        x, y, res, check = sparsemax_case(n, scale)
+        for vec in (0, 8):
+            for bn, nw in ((2048, 4), (4096, 8), (8192, 8), (8192, 16)):
+                label = f"looped vec={vec} BLOCK_N={bn} nw={nw}"
+                check(lambda: sparsemax_fwd_looped_kernel[(ROWS,)](
+                    x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_N=bn, ALIGN=8, MAX_ITERS=64, VEC=vec, num_warps=nw),
+                      label)
+        report(f"sparsemax looped fwd ({scale} * randn)", n, res, 2 * x.numel() * 2)
+
+
 def run_softmax_small(n):
     """The build's one-row softmax forward on 4 rows (latency, not bandwidth) by warps, timed as the benchmarks
     time small cases (benchmarks/harness.py: a hold kernel before each call, so no launch gap is timed)."""
@@ -392,7 +408,7 @@ def run_softmax_small(n):
 
 RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps,
-        "sparsemax_vec": run_sparsemax_vec, "softmax_small": run_softmax_small, "layer_norm_looped": run_layer_norm_looped,
+        "sparsemax_vec": run_sparsemax_vec, "sparsemax_looped": run_sparsemax_looped, "softmax_small": run_softmax_small, "layer_norm_looped": run_layer_norm_looped,
         "softmax_mid": run_softmax_mid}
 
 if __name__ == "__main__":
