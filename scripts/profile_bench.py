@@ -3,7 +3,7 @@
     python scripts/profile_bench.py <op> <case> [mode ...]     # on the GPU box; e.g. fused_add_rms_norm 8192x16384 bwd
 
 Builds the case and the providers exactly as benchmarks/bench_<op>.py does (its make_case and providers; the case
-is picked by name among the bench's own cases, so the first positional make_case argument is parsed from it),
+is named as the bench names it, ROWSxHIDDEN: make_case(hidden, dtype) or make_case(rows, hidden, dtype)),
 runs each provider's timed callable (harness.timed_callable: fwd, bwd or full) a few times under the profiler, and
 prints each kernel's mean time per call. What the benchmark's one figure hides: which kernels a provider launches,
 and where an autograd copy or a cast goes in between.
@@ -47,9 +47,12 @@ def main():
     load_lk = getattr(bench, "_load_liger_kernel", None)
     liger_kernel = harness.optional(load_lk, "Liger-Kernel", notes) if load_lk else None
     print(*notes, sep="\n")
-    size = int(case_name.split("x")[-1])
-    case = bench.make_case(size, harness.DTYPES["bf16"])
-    assert case.name == case_name, f"make_case({size}) built {case.name}, not {case_name}"
+    sizes = [int(v) for v in case_name.split("x")]
+    try:
+        case = bench.make_case(*sizes, harness.DTYPES["bf16"])
+    except TypeError:  # make_case(hidden, dtype): the bench fixes the rows
+        case = bench.make_case(sizes[-1], harness.DTYPES["bf16"])
+    assert case.name == case_name, f"make_case{tuple(sizes)} built {case.name}, not {case_name}"
     inputs = case.make()
     for mode in modes or ["fwd", "bwd"]:
         for p in bench.providers(liger_aot, liger_kernel):

@@ -37,6 +37,10 @@ CPP_CONSTANTS = {
     "BWD_MAX_BLOCK_N": 32768,
     "MIN_BLOCK_N": 128,
     "LOOP_BLOCK_N": 4096,
+    # the looped forward's chunk (8 warps): H200 8192 x 65536 bf16 (scripts/tune_wide_rows.py sparsemax_looped),
+    # 2 * randn rows 933 us against 996 at 4096 (steps on the maxima; on the row 1355 against 1692), 0.2 * randn
+    # rows (every row falls back to the steps on the row) 2538 against 3401 (without VEC 2096 against 2768)
+    "FWD_LOOP_BLOCK_N": 8192,
     "MAX_ITERS": 64,
 }
 
@@ -351,7 +355,8 @@ def _specs():
                     extra = {**iters, "VEC": _align(dt) if aligned else 0}
                 spec.variants.append(Variant(
                     key={"x_dtype": dt, "aligned": aligned}, signature=_sig(args, dt),
-                    constexprs={"BLOCK_N": loop_n, "ALIGN": _align(dt) if aligned else 1, **extra},
+                    constexprs={"BLOCK_N": CPP_CONSTANTS["FWD_LOOP_BLOCK_N"] if spec is fwd_loop else loop_n,
+                                "ALIGN": _align(dt) if aligned else 1, **extra},
                     num_warps=8, aligned=aligned))
     return [fwd, fwd_loop, bwd, bwd_loop]
 
