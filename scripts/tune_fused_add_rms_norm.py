@@ -251,7 +251,7 @@ def tune_bwd(n):
             try:
                 run(lambda p: fused_add_rms_norm_bwd_reload_kernel[(progs,)](
                     dy, dso, s, w, rstd, ds, p, ROWS, v, v, v, v, v, 0.0, True, True, True,
-                    CASTING=CASTING_LLAMA, BLOCK_N=block_n, ALIGN=8, num_warps=nw), progs,
+                    CASTING=CASTING_LLAMA, BLOCK_N=block_n, ALIGN=8, WEIGHT_AND_DW=True, num_warps=nw), progs,
                     f"build's reload kernel nw={nw} programs={progs}")
             except Exception as e:  # noqa: BLE001  (out of resources)
                 print(f"  reload kernel nw={nw} {progs}: {str(e)[:120]}")

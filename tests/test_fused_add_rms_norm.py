@@ -137,7 +137,7 @@ def check_against_reference(x, r, w, offset, mode, y, s, dy, ds_out, dx, dr, dw,
                 dw_abs += terms.sum(0)
     err_y.check(what)
     err_dx.check(what)
-    if w is None:
+    if w is None or dw is None and not w.requires_grad:  # no weight, or a frozen one
         return
     if dy is None:
         assert dw is None or not dw.any()
@@ -462,6 +462,27 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
                 y_inf, s_inf = liger.fused_add_rms_norm(x, r, w, EPS, offset, mode)
             assert torch.equal(y_inf, y) and torch.equal(s_inf, s)
             check_against_reference(x, r, w, offset, mode, y, s, dy, ds_out, dx, dr, dw, what=f"{mode}/{kind}: ")
+
+
+@gpu
+@pytest.mark.parametrize("hidden", (4096, 12000, 16384, 70000))
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_frozen_weight_and_unused_sum(dtype, hidden):
+    """A weight without requires_grad (no dw: the wide backward's variant with runtime branches), and s unused
+    (no ds_out), next to the usual case."""
+    x, r = (torch.randn(37, hidden, dtype=dtype, device="cuda") for _ in range(2))
+    dy, ds_out = torch.randn_like(x), torch.randn_like(x)
+    w = torch.randn(hidden, dtype=dtype, device="cuda")
+    for mode in MODES:
+        for ds in (ds_out, None):
+            xg, rg = x.detach().requires_grad_(), r.detach().requires_grad_()
+            y, s = liger.fused_add_rms_norm(xg, rg, w, EPS, 0.5, mode)
+            outs, grads = ((y, s), (dy, ds)) if ds is not None else ((y,), (dy,))
+            dx, dr = torch.autograd.grad(outs, (xg, rg), grads)
+            check_against_reference(x, r, w, 0.5, mode, y.detach(), s.detach(), dy, ds, dx, dr, None,
+                                    what=f"frozen weight, {mode}, ds_out {ds is not None}: ")
+        y, s, dx, dr, dw = fwd_bwd(x, r, w, dy, None, 0.5, mode)  # weight trained, s unused
+        check_against_reference(x, r, w, 0.5, mode, y, s, dy, None, dx, dr, dw, what=f"{mode}, no ds_out: ")
 
 
 @gpu

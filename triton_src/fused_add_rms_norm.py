@@ -328,14 +328,17 @@ def fused_add_rms_norm_bwd_cols_kernel(DY, DS_OUT, S, W, RSTD, STATS, DS, DW_PAR
 def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols_v, stride_dy_v,
                                          stride_dso_v, stride_s_v, stride_ds_v, offset, has_weight, has_ds_out,
                                          compute_dw, CASTING: tl.constexpr, BLOCK_N: tl.constexpr,
-                                         ALIGN: tl.constexpr):
+                                         ALIGN: tl.constexpr, WEIGHT_AND_DW: tl.constexpr):
     # Rows of 8193-16384 elements, one pass over memory and two over each row: program p takes consecutive rows
     # [p * R, (p + 1) * R), R = ceil(rows / programs). For each row, dy and s are loaded for the row's dot
     # c = mean(dn * s) and let go, then loaded again (.cg: from L2, where the first load just left them) with
-    # ds_out for ds and the dw sums. Live across rows: dw's accumulator and the weight only (92 bytes of spills at
-    # 16384 x 16 warps, ptxas sm_90a; with the casting mode a runtime value, 116). Holding dy, s and dw at once
-    # spilled 148-1260 bytes (1-D or [1, N]); the split path (rowstats + cols) reads dy and s from memory twice. H200, 8192 x 16384 bf16 (scripts/tune_fused_add_rms_norm.py bwd): 294.5 us,
-    # split 392.8, Liger-Kernel's one-pass kernel 323.7; a default-cached second load 375.6, strided rows 311.3.
+    # ds_out for ds and the dw sums. Live across rows: dw's accumulator and the weight only. Holding dy, s and dw
+    # at once spilled 148-1260 bytes (1-D or [1, N]); the split path (rowstats + cols) reads dy and s from memory
+    # twice. WEIGHT_AND_DW (weight given, its gradient wanted: the training case) takes the runtime branches on
+    # has_weight and compute_dw out (76 bytes of spills at 16384 x 16 warps, ptxas sm_90a, against 92; the casting
+    # mode as a runtime value: 116). H200, 8192 x 16384 bf16 (scripts/tune_fused_add_rms_norm.py bwd): 297.7 us
+    # (321.3 with the runtime branches), split path 392.8, Liger-Kernel's one-pass kernel 323.7 (profiler);
+    # default-cached second loads 375.6, strided rows 311.3, 8 / 32 warps 371 / 381.
     DT: tl.constexpr = S.dtype.element_ty
     n_cols = n_cols_v * ALIGN
     pid = tl.program_id(0)
@@ -350,21 +353,27 @@ def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL,
         r = row.to(tl.int64)
         rstd = tl.load(RSTD + r)
         dy = tl.load(DY + r * (stride_dy_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
-        if has_weight:
+        if WEIGHT_AND_DW:  # (constexpr branches: no runtime ones in the training case)
+            dy = dy * (offset + w.to(tl.float32))
+        elif has_weight:
             dy = dy * (offset + w.to(tl.float32))
         s = tl.load(S + r * (stride_s_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
         c = tl.sum(dy * s, axis=0) / n_cols
         dyf = tl.load(DY + r * (stride_dy_v * ALIGN) + cols, mask=col_mask, other=0.0,
                       cache_modifier=".cg").to(tl.float32)
         sf = tl.load(S + r * (stride_s_v * ALIGN) + cols, mask=col_mask, other=0.0, cache_modifier=".cg").to(tl.float32)
-        if has_weight:
+        if WEIGHT_AND_DW:
+            dn = dyf * (offset + w.to(tl.float32))
+        elif has_weight:
             dn = dyf * (offset + w.to(tl.float32))
         else:
             dn = dyf
         ds = rstd * dn - (rstd * rstd * rstd * c) * sf
         ds += tl.load(DS_OUT + r * (stride_dso_v * ALIGN) + cols, mask=dso_mask, other=0.0).to(tl.float32)
         tl.store(DS + r * (stride_ds_v * ALIGN) + cols, ds.to(DT), mask=col_mask)
-        if compute_dw:
+        if WEIGHT_AND_DW:
+            dw_acc += dyf * _c_normed(sf, rstd, CASTING, DT)
+        elif compute_dw:
             dw_acc += dyf * _c_normed(sf, rstd, CASTING, DT)
     if compute_dw:
         tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
@@ -458,11 +467,12 @@ def _specs():
                 num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
         for block_n, warps in _RELOAD_WARPS.items():
             for mode in _casting_modes(xd):
-                reload.variants.append(Variant(
-                    key={**base, "casting": mode, "block_n": block_n},
-                    signature={k: t for k, t in _bwd_sig(xd, wd).items() if k != "casting"},
-                    constexprs={"CASTING": mode, "BLOCK_N": block_n, "ALIGN": _align(xd)}, num_warps=warps,
-                    aligned=True))
+                for weight_and_dw in (False, True):
+                    reload.variants.append(Variant(
+                        key={**base, "casting": mode, "block_n": block_n, "weight_and_dw": weight_and_dw},
+                        signature={k: t for k, t in _bwd_sig(xd, wd).items() if k != "casting"},
+                        constexprs={"CASTING": mode, "BLOCK_N": block_n, "ALIGN": _align(xd),
+                                    "WEIGHT_AND_DW": weight_and_dw}, num_warps=warps, aligned=True))
         for aligned in (False, True):
             align = _align(xd) if aligned else 1
             fwd_loop.variants.append(Variant(

@@ -358,6 +358,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
     if (compute_dw) partial = at::empty({n, s.cols}, s_in.options().dtype(at::kFloat));
   };
   if (c.reload) {
+    c.wide.weight_and_dw = has_w && compute_dw;  // the training case, without runtime branches
     const auto& v = fused_add_rms_norm_bwd_reload_kernel_get(c.wide, ctx.arch_slot);
     // One program per SM, consecutive rows each (H200, 8192 x 16384 bf16: 294.5 us, two per SM 298.1).
     programs = std::min<int64_t>({s.rows, ctx.sm_count, max_resident_programs(v.image, ctx)});
@@ -437,7 +438,10 @@ const VariantCheck variant_check("fused_add_rms_norm", [](int arch_slot) {
               missing.push_back(f.looped ? f.loop.str() : f.single.str());
             BwdChoice b = choose_bwd(xdt, wdt, static_cast<int32_t>(casting), cols, aligned);
             if (b.reload) {
-              if (!fused_add_rms_norm_bwd_reload_kernel_find(b.wide, arch_slot)) missing.push_back(b.wide.str());
+              for (bool weight_and_dw : {false, true}) {
+                b.wide.weight_and_dw = weight_and_dw;
+                if (!fused_add_rms_norm_bwd_reload_kernel_find(b.wide, arch_slot)) missing.push_back(b.wide.str());
+              }
             } else if (b.split) {
               if (!fused_add_rms_norm_bwd_rowstats_kernel_find(b.rowstats, arch_slot))
                 missing.push_back(b.rowstats.str());
