@@ -34,6 +34,15 @@ EPS = 1e-6
 
 
 @triton.jit
+def _rows_of(pid, n_progs, n_rows, rows_per_program, CONTIG: tl.constexpr):
+    """(first, last, step) of a program's rows: consecutive ones (CONTIG) or every n_progs-th."""
+    if CONTIG:
+        first = pid * rows_per_program
+        return first, tl.minimum(first + rows_per_program, n_rows), 1
+    return pid, n_rows, n_progs
+
+
+@triton.jit
 def farn_bwd_rows_kernel(DY, DSO, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols, rows_per_program,
                          BLOCK_N: tl.constexpr, CONTIG: tl.constexpr, W16: tl.constexpr, PREFETCH: tl.constexpr):
     """Prototype (not in the build): the one-pass backward as Liger-Kernel shapes it, one row at a time in a
@@ -49,14 +58,7 @@ def farn_bwd_rows_kernel(DY, DSO, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols, ro
     w16 = tl.load(W + cols, mask=cm, other=0.0)
     w32 = w16.to(tl.float32)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if CONTIG:
-        first = pid * rows_per_program
-        last = tl.minimum(first + rows_per_program, n_rows)
-        step = 1
-    else:
-        first = pid
-        last = n_rows
-        step = n_progs
+    first, last, step = _rows_of(pid, n_progs, n_rows, rows_per_program, CONTIG)
     if PREFETCH:
         off = tl.cast(first, tl.int64) * n_cols + cols
         ok = cm & (first < last)
@@ -103,14 +105,7 @@ def farn_bwd_reload_kernel(DY, DSO, S, W, RSTD, DS, DW_PARTIAL, n_rows, n_cols, 
     cm = cols < n_cols
     w = tl.load(W + cols, mask=cm, other=0.0)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
-    if CONTIG:
-        first = pid * rows_per_program
-        last = tl.minimum(first + rows_per_program, n_rows)
-        step = 1
-    else:
-        first = pid
-        last = n_rows
-        step = n_progs
+    first, last, step = _rows_of(pid, n_progs, n_rows, rows_per_program, CONTIG)
     for row in range(first, last, step):
         off = tl.cast(row, tl.int64) * n_cols + cols
         rstd = tl.load(RSTD + row)

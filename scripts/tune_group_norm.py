@@ -87,16 +87,8 @@ def _split_finish(xr, item, P, n_hw, CPG, HW, G, size, count, eps, p_n, W, B, Y,
         tl.store(MEAN + grp, mean)
         tl.store(RSTD + grp, rstd)
     offs, mask, cs = _tile32_at(t, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
-    ch = (grp % G) * CPG + cs
-    cm = cs < CPG
-    if has_weight:
-        scale = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32) * rstd
-    else:
-        scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
-    if has_bias:
-        shift_c = tl.load(B + ch, mask=cm, other=0.0).to(tl.float32) - mean * scale
-    else:
-        shift_c = -mean * scale
+    scale, shift_c = gn._channel_affine(W, B, (grp % G) * CPG + cs, cs < CPG, mean, rstd, has_weight, has_bias,
+                                        BLOCK_C)
     y = xr.to(tl.float32) * scale[:, None] + shift_c[:, None]
     if EVEN:
         tl.store(Y + grp * size + offs, y.to(Y.dtype.element_ty))

@@ -54,6 +54,20 @@ def _tile_at(base, t, n_hw, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constex
 
 
 @triton.jit
+def _channel_affine(W, B, ch, cm, mean, rstd, has_weight, has_bias, BLOCK_C: tl.constexpr):
+    """Per-channel (scale, shift) with y = x * scale + shift = (x - mean) * rstd * weight + bias."""
+    if has_weight:
+        scale = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32) * rstd
+    else:
+        scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
+    if has_bias:
+        shift = tl.load(B + ch, mask=cm, other=0.0).to(tl.float32) - mean * scale
+    else:
+        shift = -mean * scale
+    return scale, shift
+
+
+@triton.jit
 def _fwd_one_tile(X, W, B, Y, MEAN, RSTD, N, CPG, HW, G, eps, has_weight, has_bias, store_stats,
                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """Groups that fit one tile: each is read once (statistics from registers, two-pass exact), and the next
@@ -127,16 +141,7 @@ def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_w
             tl.store(RSTD + grp, rstd)
         for i in range(0, n_tiles):
             offs, mask, cs = _tile_at(base, n_tiles - 1 - i, n_hw, CPG, HW, BLOCK_C, BLOCK_HW)
-            ch = g * CPG + cs
-            cm = cs < CPG
-            if has_weight:
-                scale = tl.load(W + ch, mask=cm, other=0.0).to(tl.float32) * rstd
-            else:
-                scale = tl.zeros([BLOCK_C], dtype=tl.float32) + rstd
-            if has_bias:
-                shift_c = tl.load(B + ch, mask=cm, other=0.0).to(tl.float32) - mean * scale
-            else:
-                shift_c = -mean * scale
+            scale, shift_c = _channel_affine(W, B, g * CPG + cs, cs < CPG, mean, rstd, has_weight, has_bias, BLOCK_C)
             xf = tl.load(X + offs, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
             y = xf * scale[:, None] + shift_c[:, None]
             tl.store(Y + offs, y.to(Y.dtype.element_ty), mask=mask, eviction_policy="evict_first")
