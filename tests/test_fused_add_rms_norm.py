@@ -434,7 +434,7 @@ def test_module_rejects_bad_casting_mode():
 # =====================================================================================================
 # GPU tests. Run with `pytest -m gpu`.
 
-# 12000 and 16384: the backward's reload kernel (8193-16384, aligned), 32768 and up: its split path
+# 12000 and 16384: the backward's reload kernel (8193-16384, aligned, 16-bit), 32768 and up (and fp32): the split path
 HIDDEN_SIZES = (1, 7, 127, 512, 1000, 4096, 5120, 8192, 12000, 16384, 32768, 65536, 100000, 262144)
 ROW_COUNTS = (0, 1, 3, 4099)
 

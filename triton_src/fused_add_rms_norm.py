@@ -35,8 +35,9 @@ CPP_CONSTANTS = {
     # forward (8192-element chunks, 8 warps) takes wider and unaligned rows.
     "FWD_MAX_BLOCK_N": 32768,
     "BWD_MAX_BLOCK_N": 8192,
-    # aligned rows up to this take fused_add_rms_norm_bwd_reload_kernel (one program per SM), longer or unaligned
-    # ones the split path (at 32768 x 32 warps the reload kernel spills 652 bytes, ptxas sm_90a)
+    # aligned 16-bit rows up to this take fused_add_rms_norm_bwd_reload_kernel (one program per SM), longer,
+    # unaligned or fp32 ones the split path (the reload kernel spills 652 bytes at 32768 x 32 warps, 396 for fp32
+    # rows of 16384, ptxas sm_90a)
     "RELOAD_MAX_BLOCK_N": 16384,
     "MIN_BLOCK_N": 512,
     "LOOP_BLOCK_N": 8192,
@@ -329,7 +330,7 @@ def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL,
                                          stride_dso_v, stride_s_v, stride_ds_v, offset, has_weight, has_ds_out,
                                          compute_dw, CASTING: tl.constexpr, BLOCK_N: tl.constexpr,
                                          ALIGN: tl.constexpr, WEIGHT_AND_DW: tl.constexpr):
-    # Rows of 8193-16384 elements, one pass over memory and two over each row: program p takes consecutive rows
+    # 16-bit rows of 8193-16384 elements, one pass over memory and two over each row: program p takes consecutive rows
     # [p * R, (p + 1) * R), R = ceil(rows / programs). For each row, dy and s are loaded for the row's dot
     # c = mean(dn * s) and let go, then loaded again (.cg: from L2, where the first load just left them) with
     # ds_out for ds and the dw sums. Live across rows: dw's accumulator and the weight only. Holding dy, s and dw
@@ -466,6 +467,8 @@ def _specs():
                             "PREFETCH": _prefetch(block_m * block_n)},
                 num_warps=_warps(_BWD_WARPS, block_m * block_n), aligned=True))
         for block_n, warps in _RELOAD_WARPS.items():
+            if xd == "fp32":
+                continue  # 396 bytes of spills at 16384 x 16 warps (ptxas sm_90a): fp32 rows keep the split path
             for mode in _casting_modes(xd):
                 for weight_and_dw in (False, True):
                     reload.variants.append(Variant(

@@ -238,7 +238,7 @@ FwdChoice choose_fwd(c10::ScalarType xdt, c10::ScalarType wdt, int64_t casting, 
 }
 
 struct BwdChoice {
-  bool reload;  // aligned rows up to RELOAD_MAX_BLOCK_N beyond the single block: fused_add_rms_norm_bwd_reload_kernel
+  bool reload;  // aligned 16-bit rows up to RELOAD_MAX_BLOCK_N beyond the single block: ..._bwd_reload_kernel
   bool split;   // longer or unaligned rows: fused_add_rms_norm_bwd_rowstats_kernel + fused_add_rms_norm_bwd_cols_kernel
   fused_add_rms_norm_bwd_kernel_key single;
   fused_add_rms_norm_bwd_reload_kernel_key wide;
@@ -248,7 +248,7 @@ struct BwdChoice {
 
 BwdChoice choose_bwd(c10::ScalarType xdt, c10::ScalarType wdt, int32_t casting, int64_t cols, bool aligned) {
   BwdChoice c{};
-  c.reload = aligned && cols > BWD_MAX_BLOCK_N && cols <= RELOAD_MAX_BLOCK_N;
+  c.reload = aligned && xdt != at::kFloat && cols > BWD_MAX_BLOCK_N && cols <= RELOAD_MAX_BLOCK_N;
   c.split = !c.reload && (!aligned || cols > BWD_MAX_BLOCK_N);
   c.single.x_dtype = c.wide.x_dtype = c.rowstats.x_dtype = c.cols.x_dtype = xdt;
   c.single.w_dtype = c.wide.w_dtype = c.rowstats.w_dtype = c.cols.w_dtype = wdt;
