@@ -593,7 +593,8 @@ torch.manual_seed(0)
 for dtype in (torch.bfloat16, torch.float32):
     for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
                                  (0, 64, "contiguous"), (4, 4097, "offset"), (3, 16384, "padded"),
-                                 (5, 8192, "contiguous"), (2, 70001, "contiguous"), (3, 32768, "contiguous"), (4, 12000, "padded"),
+                                 (5, 8192, "contiguous"), (2, 70001, "contiguous"), (3, 32768, "contiguous"),
+                                 (4, 12000, "padded"),
                                  (9, 4096, "padded"), (7, 300, "contiguous")):
         pad = 8 if layout == "padded" else 0
         base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")

@@ -330,8 +330,8 @@ def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL,
                                          stride_dso_v, stride_s_v, stride_ds_v, offset, has_weight, has_ds_out,
                                          compute_dw, CASTING: tl.constexpr, BLOCK_N: tl.constexpr,
                                          ALIGN: tl.constexpr, WEIGHT_AND_DW: tl.constexpr):
-    # 16-bit rows of 8193-16384 elements, one pass over memory and two over each row: program p takes consecutive rows
-    # [p * R, (p + 1) * R), R = ceil(rows / programs). For each row, dy and s are loaded for the row's dot
+    # 16-bit rows of 8193-16384 elements, one pass over memory and two over each row: program p takes consecutive
+    # rows [p * R, (p + 1) * R), R = ceil(rows / programs). For each row, dy and s are loaded for the row's dot
     # c = mean(dn * s) and let go, then loaded again (.cg: from L2, where the first load just left them) with
     # ds_out for ds and the dw sums. Live across rows: dw's accumulator and the weight only. Holding dy, s and dw
     # at once spilled 148-1260 bytes (1-D or [1, N]); the split path (rowstats + cols) reads dy and s from memory
