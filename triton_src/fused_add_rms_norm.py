@@ -346,6 +346,9 @@ def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL,
     cols = tl.arange(0, BLOCK_N)
     col_mask = cols < n_cols
     dso_mask = col_mask & has_ds_out  # no ds_out: every load of it is masked off
+    # constexpr True where WEIGHT_AND_DW: the branches below are then resolved at compile time
+    weighted = True if WEIGHT_AND_DW else has_weight
+    want_dw = True if WEIGHT_AND_DW else compute_dw
     w = tl.load(W + cols, mask=col_mask & has_weight, other=0.0)
     dw_acc = tl.zeros([BLOCK_N], dtype=tl.float32)
     per_program = tl.cdiv(n_rows, tl.num_programs(0))
@@ -354,27 +357,21 @@ def fused_add_rms_norm_bwd_reload_kernel(DY, DS_OUT, S, W, RSTD, DS, DW_PARTIAL,
         r = row.to(tl.int64)
         rstd = tl.load(RSTD + r)
         dy = tl.load(DY + r * (stride_dy_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
-        if WEIGHT_AND_DW:  # (constexpr branches: no runtime ones in the training case)
-            dy = dy * (offset + w.to(tl.float32))
-        elif has_weight:
+        if weighted:
             dy = dy * (offset + w.to(tl.float32))
         s = tl.load(S + r * (stride_s_v * ALIGN) + cols, mask=col_mask, other=0.0).to(tl.float32)
         c = tl.sum(dy * s, axis=0) / n_cols
         dyf = tl.load(DY + r * (stride_dy_v * ALIGN) + cols, mask=col_mask, other=0.0,
                       cache_modifier=".cg").to(tl.float32)
         sf = tl.load(S + r * (stride_s_v * ALIGN) + cols, mask=col_mask, other=0.0, cache_modifier=".cg").to(tl.float32)
-        if WEIGHT_AND_DW:
-            dn = dyf * (offset + w.to(tl.float32))
-        elif has_weight:
+        if weighted:
             dn = dyf * (offset + w.to(tl.float32))
         else:
             dn = dyf
         ds = rstd * dn - (rstd * rstd * rstd * c) * sf
         ds += tl.load(DS_OUT + r * (stride_dso_v * ALIGN) + cols, mask=dso_mask, other=0.0).to(tl.float32)
         tl.store(DS + r * (stride_ds_v * ALIGN) + cols, ds.to(DT), mask=col_mask)
-        if WEIGHT_AND_DW:
-            dw_acc += dyf * _c_normed(sf, rstd, CASTING, DT)
-        elif compute_dw:
+        if want_dw:
             dw_acc += dyf * _c_normed(sf, rstd, CASTING, DT)
     if compute_dw:
         tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=col_mask)
