@@ -160,7 +160,7 @@ def bench(fn):
 
 def main():
     n, c, h, w_, g = [int(a) for a in sys.argv[1:6] if not a.startswith("--")] or [32, 512, 64, 64, 32]
-    dt = torch.bfloat16
+    dt = torch.float16 if "--fp16" in sys.argv else torch.bfloat16
     hw = h * w_
     x = torch.randn(n, c, hw, device="cuda", dtype=dt) * 2 + 1
     dy = torch.randn_like(x)
@@ -179,6 +179,10 @@ def main():
           f"copy of x {copy * 1e3:.1f} us", flush=True)
     if "--split" in sys.argv:
         split_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
+    if "--regs" in sys.argv:
+        regs_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
+        if "--only" in sys.argv:
+            return
     tiles = [(bc, block_hw, warps)]
     if len(sys.argv) > 6 or "--tiles" in sys.argv:
         tiles += [(bc2, bhw2, w2) for bc2, bhw2, w2 in ((1, 4096, 16), (2, 4096, 16), (1, 2048, 4), (1, 2048, 8),
@@ -248,6 +252,29 @@ def split_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms):
     zero = bench(lambda: torch.zeros(n * g, device="cuda", dtype=torch.int32))
     print(f"best split: " + " | ".join(r[1] for r in sorted(res)[:5]) + f"; zeroing alone {zero * 1e3:.1f} us",
           flush=True)
+
+
+def regs_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms):
+    """gn.group_norm_fwd_regs_kernel (the build's, one program per group held in registers) over warps and the
+    prefetch distance, against the same kernel without the prefetch (ahead = 0 prefetches the group itself)."""
+    cpg = c // g
+    tile = next((t for t in gn.REG_TILES if t >= cpg * hw), None)
+    if hw not in gn.REG_HW or tile is None:
+        print(f"regs: not applicable (HW {hw}, group of {cpg * hw} elements)")
+        return
+    for wb in ((w, b), (w.to(x.dtype), b.to(x.dtype))):
+        for warps, ahead in ((16, 0), (16, sms // 4), (16, sms // 2), (16, 3 * sms // 4), (16, sms), (8, sms // 2),
+                             (32, sms // 2)):
+
+            def fwd():
+                gn.group_norm_fwd_regs_kernel[(n * g,)](x, wb[0], wb[1], y, mean, rstd, n, c, cpg, g, 1e-5, True, True,
+                                                        True, ahead, BLOCK_C=tile // hw, BLOCK_HW=hw, num_warps=warps)
+            y.fill_(float("nan"))
+            fwd()
+            err = (y.float() - ref).abs().max().item()
+            t = bench(fwd)
+            print(f"regs tile {tile // hw}x{hw} nw={warps} ahead={ahead} params {str(wb[0].dtype)[6:]}: fwd "
+                  f"{t * 1e3:7.1f} us ({copy / t * 100:3.0f} % of copy), y err {err:.3g}", flush=True)
 
 
 if __name__ == "__main__":

@@ -383,9 +383,13 @@ def test_bad_backward_inputs():
 # (shape, groups): HW 1 / 3 / 49 / 4096 / 65536, groups of 1 channel up to 512 channels, odd sizes
 # One-tile groups, more of them than programs ([32, 512, 16, 16], [64, 128, 32, 32]); wide tiles ([2, 8, 256, 256];
 # [4, 40, 64, 64]: 5 channels per group, backward only; [2, 12, 130, 130]: 6 channels, unaligned spatial size).
+# 16-bit groups held in registers (group_norm_fwd_regs_kernel: 16385-65536 elements, HW 256 / 1024 / 4096 / 16384):
+# full tiles ([3, 64, 64, 64], [3, 8, 128, 128]) and tiles with idle channel rows ([4, 40, 64, 64]: 5 of 8,
+# [2, 40, 32, 32]: 20 of 32, [2, 96, 16, 16]: 96 of 128, [2, 12, 64, 64]: 12 of 16).
 GPU_SHAPES = [((4, 64), 8), ((3, 6, 3), 3), ((8, 64, 7, 7), 32), ((5, 30, 11, 13), 5), ((32, 512, 16, 16), 32),
               ((2, 64, 64, 64), 32), ((2, 8, 256, 256), 2), ((7, 4, 8, 8), 4), ((1, 2048, 3), 1), ((2, 6, 4097), 3),
-              ((64, 128, 32, 32), 32), ((4, 40, 64, 64), 8), ((2, 12, 130, 130), 2)]
+              ((64, 128, 32, 32), 32), ((4, 40, 64, 64), 8), ((2, 12, 130, 130), 2), ((3, 64, 64, 64), 4),
+              ((3, 8, 128, 128), 2), ((2, 40, 32, 32), 2), ((2, 96, 16, 16), 1), ((2, 12, 64, 64), 1)]
 
 
 def poison_freed_blocks(*specs):
@@ -426,6 +430,19 @@ def test_cuda_non_contiguous_inputs(layout):
 
 
 @gpu
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float16), ids=dtype_id)
+def test_cuda_unaligned_x_of_a_register_shape(dtype):
+    # a group of 16 x 4096 elements takes the register kernel when x is 16-byte aligned, the tiles when not
+    aligned = 2 * torch.randn(2, 16, 64, 64, device="cuda", dtype=dtype) + 1
+    unaligned = torch.empty(1 + aligned.numel(), device="cuda", dtype=dtype)[1:].view(aligned.shape)
+    unaligned.copy_(aligned)
+    w, b = torch.randn(16, device="cuda", dtype=dtype), torch.randn(16, device="cuda", dtype=dtype)
+    dy = torch.randn_like(aligned)
+    for x in (aligned, unaligned):
+        check_against_reference(x, 1, w, b, dy, op_grads(x, 1, w, b, dy))
+
+
+@gpu
 def test_cuda_weight_of_another_dtype():
     x = torch.randn(4, 16, 9, 9, device="cuda", dtype=torch.bfloat16)
     w, b = torch.randn(16, device="cuda"), torch.randn(16, device="cuda")
@@ -456,17 +473,20 @@ def test_cuda_parameters_of_a_third_dtype(param_dtype):
 
 
 @gpu
-def test_cuda_more_than_2_31_elements():
-    x = torch.randn(33, 64, 1024, 1024, dtype=torch.bfloat16, device="cuda")  # 2.2e9 elements, groups of 2^21
+@pytest.mark.parametrize("shape,groups", (((33, 64, 1024, 1024), 32), ((2049, 256, 64, 64), 16)),
+                         ids=("groups_of_2^21", "groups_in_registers"))
+def test_cuda_more_than_2_31_elements(shape, groups):
+    x = torch.randn(shape, dtype=torch.bfloat16, device="cuda")  # 2.2e9 elements
     assert x.numel() > 2**31
-    w, b = torch.randn(64, dtype=torch.bfloat16, device="cuda"), torch.randn(64, dtype=torch.bfloat16, device="cuda")
+    c = shape[1]
+    w, b = torch.randn(c, dtype=torch.bfloat16, device="cuda"), torch.randn(c, dtype=torch.bfloat16, device="cuda")
     dy = torch.randn_like(x)
-    got = op_grads(x, 32, w, b, dy)
+    got = op_grads(x, groups, w, b, dy)
     # the float64 reference of the whole tensor does not fit: check a few samples against F.group_norm in fp32
-    for i in (0, 17, 32):
+    for i in (0, shape[0] // 2, shape[0] - 1):
         xs, dys = x[i:i + 1].float().requires_grad_(), dy[i:i + 1].float()
         ws, bs = w.float().requires_grad_(), b.float().requires_grad_()
-        ys = F.group_norm(xs, 32, ws, bs, EPS)
+        ys = F.group_norm(xs, groups, ws, bs, EPS)
         (dxs,) = torch.autograd.grad(ys, xs, dys)
         torch.testing.assert_close(got[0][i:i + 1].float(), ys, rtol=2**-7, atol=2**-6)
         torch.testing.assert_close(got[1][i:i + 1].float(), dxs, rtol=2**-7, atol=2**-6)
@@ -475,14 +495,15 @@ def test_cuda_more_than_2_31_elements():
 
 
 @gpu
-def test_cuda_graph_capture_and_replay():
-    x = torch.randn(8, 64, 32, 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    w = torch.randn(64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    b = torch.randn(64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+@pytest.mark.parametrize("shape,groups", (((8, 64, 32, 32), 16), ((4, 64, 64, 64), 4)), ids=str)
+def test_cuda_graph_capture_and_replay(shape, groups):
+    x = torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    w = torch.randn(shape[1], device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(shape[1], device="cuda", dtype=torch.bfloat16, requires_grad=True)
     dy = torch.randn_like(x)
 
     def step():
-        y = liger.group_norm(x, 16, w, b, EPS)
+        y = liger.group_norm(x, groups, w, b, EPS)
         return (y,) + torch.autograd.grad(y, (x, w, b), dy)
 
     side = torch.cuda.Stream()
@@ -501,7 +522,7 @@ def test_cuda_graph_capture_and_replay():
             dy.copy_(new_dy)
         graph.replay()
         torch.cuda.synchronize()
-        for got, want in zip(static_out, op_grads(new_x, 16, w, b, new_dy)[:4]):
+        for got, want in zip(static_out, op_grads(new_x, groups, w, b, new_dy)[:4]):
             assert torch.equal(got, want)
 
 
