@@ -48,10 +48,15 @@ def main():
     liger_kernel = harness.optional(load_lk, "Liger-Kernel", notes) if load_lk else None
     print(*notes, sep="\n")
     sizes = [int(v) for v in case_name.split("x")]
-    try:
-        case = bench.make_case(*sizes, harness.DTYPES["bf16"])
-    except TypeError:  # make_case(hidden, dtype): the bench fixes the rows
-        case = bench.make_case(sizes[-1], harness.DTYPES["bf16"])
+    dt = harness.DTYPES["bf16"]
+    # make_case(rows, hidden, dtype), make_case(shape, dtype) (group_norm) or make_case(hidden, dtype) (the bench
+    # fixes the rows)
+    for args in ((*sizes, dt), (tuple(sizes), dt), (sizes[-1], dt)):
+        try:
+            case = bench.make_case(*args)
+            break
+        except TypeError:
+            continue
     assert case.name == case_name, f"make_case{tuple(sizes)} built {case.name}, not {case_name}"
     inputs = case.make()
     for mode in modes or ["fwd", "bwd"]:
