@@ -29,7 +29,9 @@ MAX_BLOCK_C = 64
 # held in registers as [TILE / HW, HW] (group_norm_fwd_regs_kernel), x read once.
 REG_HW = (256, 1024, 4096, 16384)
 REG_TILES = (32768, 65536)
-REG_WARPS = 16
+# warps by tile (H200 bf16, scripts/tune_group_norm.py --regs, ahead = half the SMs): [32, 512, 64, 64] 76.0-76.1 us
+# at 32 warps, 76.5-77.7 at 16, 78.8-83.3 at 8; [16, 256, 64, 64] (tile 32768) 28.1-28.9 at 8 / 16 / 32 alike
+REG_WARPS = {32768: 16, 65536: 32}
 
 CPP_CONSTANTS = {
     "MAX_BLOCK_HW": HW_BLOCKS[-1],
@@ -226,9 +228,9 @@ def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_we
     group holds it in registers as int32 pairs and reads x once; the statistics are exact two-pass (mean, then the
     centred sum of squares) from the registers. While this group is reduced, group + ahead (about half a wave
     later) is prefetched into L2, so memory keeps streaming although each SM holds one program.
-    H200, [32, 512, 64, 64] bf16 (scripts/tune_group_norm.py --regs): 76.4 us at 16 warps with ahead = half the
-    SMs, against 82 without the prefetch, 95 with a reduction per axis, and 106 for the two-pass tiles; the same
-    kernel without statistics 70.4, a copy of x 67.6."""
+    H200, [32, 512, 64, 64] bf16 (scripts/tune_group_norm.py --regs, JIT): 76.4 us at 16 warps with ahead = half
+    the SMs, against 82 without the prefetch, 95 with a reduction per axis, and 106 for the two-pass tiles; the
+    same kernel without statistics 70.4, a copy of x 67.6."""
     IS_BF16: tl.constexpr = X.dtype.element_ty == tl.bfloat16
     PAIRS: tl.constexpr = BLOCK_HW // 2
     grp = tl.program_id(0)
@@ -449,7 +451,7 @@ def _specs():
                 sig["ahead"] = "i32"
                 regs.variants.append(Variant(
                     key={"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "tile": tile}, signature=sig,
-                    constexprs={"BLOCK_C": tile // block_hw, "BLOCK_HW": block_hw}, num_warps=REG_WARPS,
+                    constexprs={"BLOCK_C": tile // block_hw, "BLOCK_HW": block_hw}, num_warps=REG_WARPS[tile],
                     aligned=True))
     for od in ("fp32", "bf16", "fp16"):
         reduce.variants.append(Variant(
