@@ -1,7 +1,17 @@
 """Sweep the persistent group_norm kernels' grid size with Triton's JIT (same source as the AOT build), timed like
 the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
 
-    python scripts/tune_group_norm.py [N C H W G] [--tiles]   # on the GPU box; default 32 512 64 64 32, bf16
+    python scripts/tune_group_norm.py [N C H W G] [--tiles] [--regs [--only]] [--fp16] [--hold]
+                                      # on the GPU box; default 32 512 64 64 32, bf16
+
+--regs times the build's group_norm_fwd_regs_kernel (16-bit groups held in registers, read once, the group `ahead`
+programs later prefetched into L2) over warps and `ahead`, with fp32 and x-dtype parameters (--only: nothing else).
+H200 bf16 [32, 512, 64, 64], 2026-11-30: 76.0-76.1 us at 32 warps and ahead 66 (half the SMs), 76.5-77.7 at 16,
+92-93 with the group itself "prefetched" (ahead 0); a copy of x 67-68. Prototypes measured on the way and dropped
+(results/h200.md, runs of 2026-11-30 03:35): the two-pass tiles walked as one stream of loads across pass and group
+boundaries (115.7 us), the same register kernel with a reduction per axis (95.2) or one shifted reduction (87.8),
+staggered first-wave programs (79.6-81 against 81.5 without the prefetch), the two-pass tiles with the same L2
+prefetch (103-200). --hold times as the benchmarks do (the stream held before each call); it changed nothing here.
 
 --tiles also times other tile shapes and warps at one program per group; --big times larger tiles (8192-32768
 elements, 16-32 warps) at one and two programs per SM, whose groups in flight fit in L2 for the second read;

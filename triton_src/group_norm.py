@@ -5,7 +5,9 @@ Persistent programs, each taking (sample, group) pairs in turn. The group is the
 x (HW = product of the spatial dims), walked as [BLOCK_C, BLOCK_HW] tiles so that each row of a tile is one
 channel: the affine weights and the per-channel gradient sums are then per tile row. The forward reads the
 group twice (sums of x - shift and of its square, shifted against cancellation; then y), the backward twice
-(sums, then dx); groups that fit one tile are read once, and the next group's tile is loaded early. The grid is
+(sums, then dx); groups that fit one tile are read once, and the next group's tile is loaded early. 16-bit groups
+of 16385-65536 elements with a spatial size in REG_HW take group_norm_fwd_regs_kernel instead: the whole group in
+registers, read once, the group half a wave later prefetched into L2. The grid is
 as many programs as are resident (a few per SM for one-tile groups): a grid sized to keep the groups in flight
 within L2 (for the second read) measured slower on the H200 (see group_programs in csrc/ops/group_norm.cpp). The
 forward's sums load one tile ahead (105.5 us against 125 for [32, 512, 64, 64] bf16, JIT at one program per
