@@ -57,6 +57,8 @@ def main():
             break
         except TypeError:
             continue
+    else:
+        sys.exit(f"bench_{op}.make_case takes none of (rows, hidden, dtype), (shape, dtype), (hidden, dtype)")
     assert case.name == case_name, f"make_case{tuple(sizes)} built {case.name}, not {case_name}"
     inputs = case.make()
     for mode in modes or ["fwd", "bwd"]:

@@ -213,13 +213,22 @@ bool wide_tiles(const Shape& s, const Choice& c, int64_t min_hw) {
   return c.block_hw == MAX_BLOCK_HW && s.cpg >= WIDE_BLOCK_C && s.hw >= min_hw;
 }
 
-// 16-bit x with groups of REG_MIN_GROUP + 1 to REG_MAX_GROUP elements and a spatial size of 256, 1024, 4096 or
-// 16384: the group held in registers, x read once (group_norm_fwd_regs_kernel); nullptr otherwise.
+// The spatial sizes group_norm_fwd_regs_kernel is built for (REG_HW in triton_src/group_norm.py).
+constexpr int64_t kRegHw[] = {256, 1024, 4096, 16384};
+
+bool is_reg_hw(int64_t hw) {
+  for (int64_t h : kRegHw)
+    if (hw == h) return true;
+  return false;
+}
+
+// 16-bit x with groups of REG_MIN_GROUP + 1 to REG_MAX_GROUP elements and a spatial size in kRegHw: the group held
+// in registers, x read once (group_norm_fwd_regs_kernel); nullptr otherwise.
 const group_norm_fwd_regs_kernel_variant* regs_variant(const Tensor& x, const Shape& s, at::ScalarType p_dtype,
                                                        const LaunchContext& ctx) {
   const int64_t group = s.cpg * s.hw;
-  const bool hw_ok = s.hw == 256 || s.hw == 1024 || s.hw == 4096 || s.hw == 16384;
-  if (x.scalar_type() == at::kFloat || !hw_ok || group <= REG_MIN_GROUP || group > REG_MAX_GROUP || !aligned16(x))
+  if (x.scalar_type() == at::kFloat || !is_reg_hw(s.hw) || group <= REG_MIN_GROUP || group > REG_MAX_GROUP ||
+      !aligned16(x))
     return nullptr;
   const int64_t tile = group <= REG_SMALL_TILE ? REG_SMALL_TILE : REG_MAX_GROUP;
   return group_norm_fwd_regs_kernel_find({s.hw, p_dtype, tile, x.scalar_type()}, ctx.arch_slot);
@@ -350,6 +359,15 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
               if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
             }
           }
+  // the register kernel: regs_variant looks it up with _find, so a key missing from the build would fall back to
+  // the tiles silently; listed here, it fails the packaging test instead
+  for (auto dt : {at::kBFloat16, at::kHalf})
+    for (auto pdt : {dt, at::kFloat})
+      for (int64_t hw : kRegHw)
+        for (int64_t tile : {int64_t(REG_SMALL_TILE), int64_t(REG_MAX_GROUP)}) {
+          group_norm_fwd_regs_kernel_key k{hw, pdt, tile, dt};
+          if (!group_norm_fwd_regs_kernel_find(k, arch_slot)) missing.push_back(k.str());
+        }
   for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf}) {
     group_norm_reduce_kernel_key rk{odt};
     if (!group_norm_reduce_kernel_find(rk, arch_slot)) missing.push_back(rk.str());
