@@ -118,7 +118,46 @@ def variant_repr(kernel, v) -> str:
 _OPS = {}
 
 
-def _compile_job(job):
+def _shared_front_end_source():
+    """An ASTSource whose front end (the Python AST lowered to TTIR, before any pass) runs once per variant: the
+    variant's later archs parse the first arch's MLIR text instead of lowering the AST again. The front end reads
+    the target only for fp8 types (supported / deprecated dtypes, imprecise accumulation of fp8 dots) and dot-size
+    checks; for every non-Gluon variant of the build (1416 on 2026-11-30) its text was byte-identical for sm_80,
+    sm_90, sm_100 and sm_120, and the cubins built either way are byte-identical. Kernels whose source mentions fp8
+    do not share it (_compile_task). Saves ~6 % of the cubin build (the front end is ~1/4 of a variant's compile
+    in-process, less of a build's)."""
+    from triton._C.libtriton import ir
+    from triton.compiler import ASTSource
+
+    class SharedFrontEnd(ASTSource):
+        text = None
+
+        def make_ir(self, target, options, codegen_fns, module_map, context):
+            if self.text is None:
+                module = super().make_ir(target, options, codegen_fns, module_map, context)
+                self.text = str(module)
+                return module
+            path = Path(os.environ["TRITON_CACHE_DIR"]) / f"front_end_{os.getpid()}.ttir"
+            path.write_text(self.text)
+            module = ir.parse_mlir_module(str(path), context)
+            module.context = context  # as ast_to_ttir leaves it: the module owns its context
+            return module
+
+    return SharedFrontEnd
+
+
+def _compile_task(task):
+    """The jobs of one variant (its archs), in one worker so that they share the front end."""
+    op = task[0][0]
+    fn = _OPS[op].KERNELS[task[0][1]].fn
+    own = ROOT / "triton_src" / f"{op}.py"
+    text = "".join(f.read_text() for f in [own] + sorted(triton_src_imports(own) - {own}))
+    uses_fp8 = "fp8" in text or "float8" in text
+    shared = None if getattr(fn, "is_gluon", lambda: False)() or uses_fp8 else {}
+    return [_compile_job(job, shared) for job in task]
+
+
+def _compile_job(job, shared=None):
     t0 = time.time()
     op, k_idx, v_idx, arch, cache_file = job
     import triton
@@ -143,7 +182,13 @@ def _compile_job(job):
         # (scripts/gluon_probe.py: compiles ahead of time for sm_90a; device-side TMA descriptors use the global
         # scratch the runtime already allocates)
         from triton.experimental.gluon._runtime import GluonASTSource as source
-    src = source(fn=fn, signature=signature, constexprs=dict(v.constexprs), attrs=attrs)
+    if shared is not None:  # one source object for the variant's archs: its front end runs once
+        if "src" not in shared:
+            shared["src"] = _shared_front_end_source()(fn=fn, signature=signature, constexprs=dict(v.constexprs),
+                                                       attrs=attrs)
+        src = shared["src"]
+    else:
+        src = source(fn=fn, signature=signature, constexprs=dict(v.constexprs), attrs=attrs)
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages,
@@ -429,6 +474,9 @@ def main(argv=None) -> None:
     os.environ["TRITON_CACHE_DIR"] = str(out.parent / "triton_cache")
     os.environ["TRITON_DISABLE_LINE_INFO"] = "1"
     os.environ["TRITON_DEFAULT_FP_FUSION"] = "1"
+    # only cubins and their metadata in Triton's cache (the build reads nothing else): fewer files written,
+    # ~5 % of the cubin build (rms_norm, sm_90, 2 jobs: 43.4 s against 45.0-48.9)
+    os.environ["TRITON_STORE_BINARY_ONLY"] = "1"
     import triton
 
     print(f"[liger_aot] LIGER_CUDA_ARCHS={args.archs!r} -> {', '.join(arch_name(a) for a in archs)}; "
@@ -462,12 +510,19 @@ def main(argv=None) -> None:
     start = time.time()
     if todo:
         ctx = multiprocessing.get_context("fork")
+        # a task per variant: its archs in one worker, sharing the front end (_compile_task)
+        tasks = collections.defaultdict(list)
+        for job in todo:
+            tasks[job[:3]].append(job)
         with ctx.Pool(max(1, args.jobs)) as pool:
             seconds = collections.Counter()
-            for n, (job, took) in enumerate(pool.imap_unordered(_compile_job, todo, chunksize=1), 1):
-                kernel = f"{job[0]}.{_OPS[job[0]].KERNELS[job[1]].name}"
-                seconds[kernel] += took
-                _progress(n, len(todo), start, f"{kernel} {arch_name(job[3])}")
+            n = 0
+            for done in pool.imap_unordered(_compile_task, list(tasks.values()), chunksize=1):
+                for job, took in done:
+                    n += 1
+                    kernel = f"{job[0]}.{_OPS[job[0]].KERNELS[job[1]].name}"
+                    seconds[kernel] += took
+                    _progress(n, len(todo), start, f"{kernel} {arch_name(job[3])}")
         # where the build time goes (CPU seconds per kernel, over its variants and archs)
         print("[liger_aot] compile seconds by kernel: " + ", ".join(f"{k} {s:.0f}" for k, s in seconds.most_common(8))
               + f"; total {sum(seconds.values()):.0f}", flush=True)
