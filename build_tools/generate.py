@@ -107,9 +107,12 @@ def source_hash(op: str) -> str:
 
 
 def variant_repr(kernel, v) -> str:
-    return json.dumps({"kernel": kernel.name, "key": v.key_items(), "signature": list(v.signature.items()),
-                       "constexprs": sorted(v.constexprs.items()), "num_warps": v.num_warps,
-                       "num_stages": v.num_stages, "aligned": v.aligned}, sort_keys=True, default=str)
+    fields = {"kernel": kernel.name, "key": v.key_items(), "signature": list(v.signature.items()),
+              "constexprs": sorted(v.constexprs.items()), "num_warps": v.num_warps, "num_stages": v.num_stages,
+              "aligned": v.aligned}
+    if v.divisible:  # only where used, so that other variants' cache keys stay as they were
+        fields["divisible"] = sorted(v.divisible)
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -176,6 +179,10 @@ def _compile_job(job, shared=None):
     if v.aligned:
         attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
                  if n in v.signature and v.signature[n].startswith("*")}
+    for n in v.divisible:
+        if not v.signature.get(n, "").startswith("i"):
+            raise RuntimeError(f"{op}.{kernel.name}: divisible names {n!r}, not an integer argument")
+        attrs[(names.index(n),)] = [["tt.divisibility", 16]]
     source = ASTSource
     if getattr(fn, "is_gluon", lambda: False)():
         # a Gluon kernel (explicit layouts, TMA, wgmma, warp specialization): same compile, its own front end

@@ -21,6 +21,9 @@ class Variant:
     signature:  runtime arguments in kernel order -> Triton type ("*bf16", "i32", "i64", "fp32", "i1").
     constexprs: constexpr arguments -> int or bool; exposed to C++ as fields of the variant.
     aligned:    every pointer argument is promised 16-byte aligned (the launcher re-checks it).
+    divisible:  integer arguments promised to be multiples of 16 (the launcher picks the variant only then), as
+                Triton's JIT specializes them: e.g. a row mask ``arange(0, 16) < n`` becomes uniform, and
+                group_norm's register kernel lost 4 % without it (H200, scripts/tune_group_norm.py --floor).
     archs:      compute capabilities (e.g. ``(90,)``) this variant is built for; empty means every arch of
                 the build. A key with no variant for the running arch is looked up as missing (``*_find``
                 returns nullptr), so the launcher must fall back to a variant every arch has.
@@ -33,6 +36,7 @@ class Variant:
     num_stages: int = 1
     aligned: bool = False
     archs: tuple = ()
+    divisible: tuple = ()
 
     def built_for(self, arch: int) -> bool:
         return not self.archs or arch in self.archs

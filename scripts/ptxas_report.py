@@ -28,6 +28,7 @@ def compile_variant(kernel, v, arch):
     sig = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
              if v.aligned and n in v.signature and v.signature[n].startswith("*")}
+    attrs.update({(names.index(n),): [["tt.divisibility", 16]] for n in v.divisible})
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages})

@@ -222,6 +222,10 @@ bool is_reg_hw(int64_t hw) {
   return false;
 }
 
+// The register kernel's variant for channels per group that are a multiple of 16, promised to the compiler (built
+// for tiles of at least 16 channel rows; triton_src/group_norm.py, cpg16).
+bool reg_cpg16(int64_t cpg, int64_t tile, int64_t hw) { return cpg % 16 == 0 && tile / hw >= 16; }
+
 // 16-bit x with groups of REG_MIN_GROUP + 1 to REG_MAX_GROUP elements and a spatial size in kRegHw: the group held
 // in registers, x read once (group_norm_fwd_regs_kernel); nullptr otherwise.
 const group_norm_fwd_regs_kernel_variant* regs_variant(const Tensor& x, const Shape& s, at::ScalarType p_dtype,
@@ -231,7 +235,8 @@ const group_norm_fwd_regs_kernel_variant* regs_variant(const Tensor& x, const Sh
       !aligned16(x))
     return nullptr;
   const int64_t tile = group <= REG_SMALL_TILE ? REG_SMALL_TILE : REG_MAX_GROUP;
-  return group_norm_fwd_regs_kernel_find({s.hw, p_dtype, tile, x.scalar_type()}, ctx.arch_slot);
+  return group_norm_fwd_regs_kernel_find({s.hw, reg_cpg16(s.cpg, tile, s.hw), p_dtype, tile, x.scalar_type()},
+                                         ctx.arch_slot);
 }
 
 std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num_groups,
@@ -364,10 +369,11 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
   for (auto dt : {at::kBFloat16, at::kHalf})
     for (auto pdt : {dt, at::kFloat})
       for (int64_t hw : kRegHw)
-        for (int64_t tile : {int64_t(REG_SMALL_TILE), int64_t(REG_MAX_GROUP)}) {
-          group_norm_fwd_regs_kernel_key k{hw, pdt, tile, dt};
-          if (!group_norm_fwd_regs_kernel_find(k, arch_slot)) missing.push_back(k.str());
-        }
+        for (int64_t tile : {int64_t(REG_SMALL_TILE), int64_t(REG_MAX_GROUP)})
+          for (bool cpg16 : {false, reg_cpg16(16, tile, hw)}) {
+            group_norm_fwd_regs_kernel_key k{hw, cpg16, pdt, tile, dt};
+            if (!group_norm_fwd_regs_kernel_find(k, arch_slot)) missing.push_back(k.str());
+          }
   for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf}) {
     group_norm_reduce_kernel_key rk{odt};
     if (!group_norm_reduce_kernel_find(rk, arch_slot)) missing.push_back(rk.str());
