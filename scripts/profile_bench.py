@@ -51,15 +51,18 @@ def main():
     dt = harness.DTYPES["bf16"]
     # make_case(rows, hidden, dtype), make_case(shape, dtype) (group_norm) or make_case(hidden, dtype) (the bench
     # fixes the rows)
+    # (the first form that builds the case named on the command line: a make_case(hidden, dtype) also accepts a
+    # shape tuple as its hidden size, and names the case after it)
     for args in ((*sizes, dt), (tuple(sizes), dt), (sizes[-1], dt)):
         try:
             case = bench.make_case(*args)
-            break
         except TypeError:
             continue
+        if case.name == case_name:
+            break
     else:
-        sys.exit(f"bench_{op}.make_case takes none of (rows, hidden, dtype), (shape, dtype), (hidden, dtype)")
-    assert case.name == case_name, f"make_case{tuple(sizes)} built {case.name}, not {case_name}"
+        sys.exit(f"bench_{op}.make_case builds no case named {case_name} from (rows, hidden, dtype), (shape, dtype) "
+                 "or (hidden, dtype)")
     inputs = case.make()
     for mode in modes or ["fwd", "bwd"]:
         for p in bench.providers(liger_aot, liger_kernel):

@@ -1,7 +1,8 @@
 """Sweep the persistent group_norm kernels' grid size with Triton's JIT (same source as the AOT build), timed like
 the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
 
-    python scripts/tune_group_norm.py [N C H W G] [--tiles] [--regs [--only]] [--fp16] [--hold]
+    python scripts/tune_group_norm.py [N C H W G] [--tiles] [--regs [--only]] [--tma [--only]] [--floor] [--fp16]
+                                      [--hold]
                                       # on the GPU box; default 32 512 64 64 32, bf16
 
 --regs times the build's group_norm_fwd_regs_kernel (16-bit groups held in registers, read once, the group `ahead`
@@ -166,6 +167,82 @@ def group_norm_fwd_split_kernel(X, W, B, Y, MEAN, RSTD, PART, COUNT, N, C, CPG, 
                           has_weight, has_bias, store_stats, BLOCK_C, BLOCK_HW, BLOCK_P, EVEN)
 
 
+@triton.jit
+def _regs_no_stats_kernel(X, W, B, Y, CPG, G, n_groups, ahead, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """group_norm_fwd_regs_kernel less its statistics (mean 0, rstd 1): the same loads, L2 prefetch, affine and
+    stores, to time what the two reductions cost."""
+    IS_BF16: tl.constexpr = X.dtype.element_ty == tl.bfloat16
+    PAIRS: tl.constexpr = BLOCK_HW // 2
+    grp = tl.program_id(0)
+    size = tl.cast(CPG, tl.int64) * BLOCK_HW
+    cs = tl.arange(0, BLOCK_C)
+    ps = tl.arange(0, PAIRS)
+    cm = cs < CPG
+    mask = cm[:, None] & (ps < PAIRS)[None, :]
+    offs = cs[:, None] * PAIRS + ps[None, :]
+    v = tl.load((X + grp * size).to(tl.pointer_type(tl.int32)) + offs, mask=mask, other=0,
+                eviction_policy="evict_first")
+    nxt = grp + ahead
+    gn._prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < n_groups,
+                    BLOCK_C * BLOCK_HW * 2 // 128)
+    scale, shift = gn._channel_affine(W, B, (grp % G) * CPG + cs, cm, 0.0, 1.0, True, True, BLOCK_C)
+    tl.store((Y + grp * size).to(tl.pointer_type(tl.int32)) + offs,
+             gn._pair_affine(v, scale[:, None], shift[:, None], IS_BF16), mask=mask, eviction_policy="evict_first")
+
+
+def floor(n, c, hw, g, dt, sms):
+    """Everything timed as the benchmarks time it (harness.time_ms: L2 flushed, stream held): a copy of x, the
+    register kernel with and without its statistics (JIT), the Gluon TMA prototype with and without them, and
+    liger_aot.ops.group_norm itself (x with and without requires_grad), on bench_group_norm.py's data."""
+    import liger_aot
+    import gluon_group_norm_tma as gt
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    cpg = c // g
+    x = torch.randn(n, c, hw, device="cuda", dtype=dt)
+    w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=dt)
+    b = 0.1 * torch.randn(c, device="cuda", dtype=dt)
+    y = torch.empty_like(x)
+    mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+    ceiling = harness.copy_ceiling_gbps()
+    nbytes = 2 * x.numel() * x.element_size()
+    tile = next((t for t in gn.REG_TILES if t >= cpg * hw), None)
+    warps = gn.REG_WARPS[tile]
+    xg = x.clone().requires_grad_(True)
+    # the JIT's kernel as the AOT build compiles it: no divisibility-by-16 facts about the integer arguments
+    regs_plain = triton.jit(gn.group_norm_fwd_regs_kernel.fn, do_not_specialize=["N", "C", "CPG", "G", "ahead"])
+    runs = {
+        "copy of x (y.copy_(x))": lambda: y.copy_(x),
+        "regs kernel (JIT)": lambda: gn.group_norm_fwd_regs_kernel[(n * g,)](
+            x, w, b, y, mean, rstd, n, c, cpg, g, 1e-5, True, True, True, sms // 2, BLOCK_C=tile // hw, BLOCK_HW=hw,
+            num_warps=warps),
+        "regs kernel, no statistics": lambda: _regs_no_stats_kernel[(n * g,)](
+            x, w, b, y, cpg, g, n * g, sms // 2, BLOCK_C=tile // hw, BLOCK_HW=hw, num_warps=warps),
+        "regs kernel, y allocated per call": lambda: gn.group_norm_fwd_regs_kernel[(n * g,)](
+            x, w, b, torch.empty_like(x), mean, rstd, n, c, cpg, g, 1e-5, True, True, True, sms // 2,
+            BLOCK_C=tile // hw, BLOCK_HW=hw, num_warps=warps),
+        "TMA kernel (JIT), one pass": lambda: gt.group_norm_fwd_tma_kernel[(min(n * g, sms),)](
+            x, w, b, y, mean, rstd, n * g, x.numel() // 256, g, cpg, cpg * hw // 256, hw // 256, 1e-5, True, True,
+            True, SLOTS=13, num_warps=8),
+        "TMA kernel (JIT), two passes": lambda: gt.group_norm_fwd_tma_kernel[(min(n * g, sms),)](
+            x, w, b, y, mean, rstd, n * g, x.numel() // 256, g, cpg, cpg * hw // 256, hw // 256, 1e-5, True, True,
+            True, SLOTS=13, ONE_PASS=False, num_warps=8),
+        "TMA kernel, no statistics": lambda: gt.group_norm_fwd_tma_kernel[(min(n * g, sms),)](
+            x, w, b, y, mean, rstd, n * g, x.numel() // 256, g, cpg, cpg * hw // 256, hw // 256, 1e-5, True, True,
+            True, SLOTS=13, AB_STATS=False, num_warps=8),
+        "regs kernel (JIT), integers not specialized": lambda: regs_plain[(n * g,)](
+            x, w, b, y, mean, rstd, n, c, cpg, g, 1e-5, True, True, True, sms // 2, BLOCK_C=tile // hw, BLOCK_HW=hw,
+            num_warps=warps),
+        "torch.ops.liger.group_norm": lambda: torch.ops.liger.group_norm(x, g, w, b, 1e-5),
+        "liger_aot.ops.group_norm": lambda: liger_aot.ops.group_norm(x, g, w, b, 1e-5),
+        "liger_aot.ops.group_norm, x.requires_grad": lambda: liger_aot.ops.group_norm(xg, g, w, b, 1e-5),
+    }
+    print(f"floor [{n}, {c}, {hw}] G={g}: copy ceiling {ceiling:.0f} GB/s (2 GiB copy)")
+    for _ in range(2):
+        for name, fn in runs.items():
+            ms = harness.time_ms(fn)
+            print(f"  {name:<44} {ms * 1e3:7.2f} us  {nbytes / ms / 1e6 / ceiling * 100:5.1f} % of copy", flush=True)
+
+
 def bench(fn):
     """Median ms; --hold times as the benchmarks do (harness.time_ms: the stream held ~1 ms before each call)."""
     if "--hold" in sys.argv:
@@ -194,6 +271,13 @@ def main():
           f"copy of x {copy * 1e3:.1f} us", flush=True)
     if "--split" in sys.argv:
         split_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
+    if "--floor" in sys.argv:
+        floor(n, c, hw, g, dt, sms)
+        return
+    if "--tma" in sys.argv:
+        tma_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
+        if "--only" in sys.argv and "--regs" not in sys.argv:
+            return
     if "--regs" in sys.argv:
         regs_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
         if "--only" in sys.argv:
@@ -290,6 +374,40 @@ def regs_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms):
             t = bench(fwd)
             print(f"regs tile {tile // hw}x{hw} nw={warps} ahead={ahead} params {str(wb[0].dtype)[6:]}: fwd "
                   f"{t * 1e3:7.1f} us ({copy / t * 100:3.0f} % of copy), y err {err:.3g}", flush=True)
+
+
+def tma_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms):
+    """scripts/gluon_group_norm_tma.py's Gluon kernel (a prototype: the group staged in shared memory by TMA, one
+    program per SM) over warps, ring slots and the statistics' form, with fp32 and x-dtype parameters; its mean
+    and rstd checked too."""
+    import gluon_group_norm_tma as gt
+    triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+    cpg = c // g
+    rows_per_group = cpg * hw // gt.COLS.value
+    if hw % gt.COLS.value or not gt.MIN_GROUP <= cpg * hw <= gt.MAX_GROUP:
+        print(f"tma: not applicable (HW {hw}, group of {cpg * hw} elements)")
+        return
+    xd = x.double().view(n, g, -1)
+    ref_mean = xd.mean(-1).float()
+    ref_rstd = (xd.var(-1, unbiased=False) + 1e-5).rsqrt().float()
+    for wb in ((w, b), (w.to(x.dtype), b.to(x.dtype))):
+        for warps, slots, one_pass, stats in ((8, 13, True, True), (8, 13, False, True), (8, 13, True, False),
+                                              (16, 13, True, True), (4, 13, True, True), (8, 11, True, True)):
+
+            def fwd():
+                gt.group_norm_fwd_tma_kernel[(min(n * g, sms),)](
+                    x, wb[0], wb[1], y, mean, rstd, n * g, x.numel() // gt.COLS.value, g, cpg, rows_per_group,
+                    hw // gt.COLS.value, 1e-5, True, True, True, SLOTS=slots, ONE_PASS=one_pass, AB_STATS=stats,
+                    num_warps=warps)
+            y.fill_(float("nan"))
+            mean.fill_(float("nan"))
+            fwd()
+            err = (y.float() - ref).abs().max().item()
+            serr = max((mean - ref_mean).abs().max().item(), ((rstd - ref_rstd) / ref_rstd).abs().max().item())
+            t = bench(fwd)
+            form = (" one pass" if one_pass else " two passes") + ("" if stats else " NO STATS")
+            print(f"tma nw={warps} slots={slots}{form} params {str(wb[0].dtype)[6:]}: fwd {t * 1e3:7.1f} us "
+                  f"({copy / t * 100:3.0f} % of copy), y err {err:.3g}, stats err {serr:.3g}", flush=True)
 
 
 if __name__ == "__main__":
