@@ -1,8 +1,8 @@
 """Sweep the persistent group_norm kernels' grid size with Triton's JIT (same source as the AOT build), timed like
 the benchmarks (do_bench flushes L2), outputs checked against PyTorch.
 
-    python scripts/tune_group_norm.py [N C H W G] [--tiles] [--regs [--only]] [--tma [--only]] [--floor] [--fp16]
-                                      [--hold]
+    python scripts/tune_group_norm.py [N C H W G] [--tiles] [--regs [--only]] [--tma [--only]] [--floor] [--spec]
+                                      [--fp16] [--hold]
                                       # on the GPU box; default 32 512 64 64 32, bf16
 
 --regs times the build's group_norm_fwd_regs_kernel (16-bit groups held in registers, read once, the group `ahead`
@@ -13,6 +13,13 @@ H200 bf16 [32, 512, 64, 64], 2026-11-30: 76.0-76.1 us at 32 warps and ahead 66 (
 boundaries (115.7 us), the same register kernel with a reduction per axis (95.2) or one shifted reduction (87.8),
 staggered first-wave programs (79.6-81 against 81.5 without the prefetch), the two-pass tiles with the same L2
 prefetch (103-200). --hold times as the benchmarks do (the stream held before each call); it changed nothing here.
+
+--tma times the Gluon prototype in scripts/gluon_group_norm_tma.py (the group staged in shared memory by TMA; not
+in the build). --floor times, as the benchmarks do, a copy of x, the register kernel with and without statistics
+and with its integer arguments unspecialized (as the build compiled it before the cpg16 variants), the TMA
+prototype and the op itself: H200 2026-11-30, copy 67.2 us (93.6 % of the 2 GiB copy), register kernel 76.5, without
+statistics 73.1, unspecialized 79.8, TMA 79.3 (71.4 without statistics), the op 76.4. --spec: the tile kernels with
+and without CPG promised a multiple of 16 (<= 0.5 us, not built).
 
 --tiles also times other tile shapes and warps at one program per group; --big times larger tiles (8192-32768
 elements, 16-32 warps) at one and two programs per SM, whose groups in flight fit in L2 for the second read;
@@ -243,6 +250,43 @@ def floor(n, c, hw, g, dt, sms):
             print(f"  {name:<44} {ms * 1e3:7.2f} us  {nbytes / ms / 1e6 / ceiling * 100:5.1f} % of copy", flush=True)
 
 
+def spec_check(n, c, hw, g, dt, sms):
+    """The tile kernels (group_norm_fwd_kernel, group_norm_bwd_kernel) as the build compiles them (integer arguments
+    not specialized) against the same with CPG promised a multiple of 16, timed as the benchmarks (harness.time_ms):
+    is a cpg16 build variant worth it for them, as it was for the register kernel?"""
+    cpg = c // g
+    x = torch.randn(n, c, hw, device="cuda", dtype=dt)
+    dy = torch.randn_like(x)
+    w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=dt)
+    b = 0.1 * torch.randn(c, device="cuda", dtype=dt)
+    y, dx = torch.empty_like(x), torch.empty_like(x)
+    mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+    partial = torch.empty(2, n, c, device="cuda")
+    block_hw = next(bh for bh in gn.HW_BLOCKS if bh >= hw or bh == gn.HW_BLOCKS[-1])
+    bc = gn.block_c(block_hw)
+    warps = gn._warps(bc * block_hw)
+    one_tile = cpg <= bc and hw <= block_hw
+    ints = ["N", "C", "CPG", "HW_v", "G"]
+    print(f"spec [{n}, {c}, {hw}] G={g}: tile {bc}x{block_hw}, {warps} warps, CPG {cpg}", flush=True)
+    for label, plain in (("unspecialized (as built)", ints), ("CPG % 16 promised", [i for i in ints if i != "CPG"])):
+        fwd_k = triton.jit(gn.group_norm_fwd_kernel.fn, do_not_specialize=plain)
+        bwd_k = triton.jit(gn.group_norm_bwd_kernel.fn, do_not_specialize=plain)
+        pf = min(n * g, sms * (gn.CPP_CONSTANTS["ONE_TILE_FWD_PER_SM"] if one_tile else 2))
+        pb = min(n * g, sms * (gn.CPP_CONSTANTS["ONE_TILE_BWD_PER_SM"] if one_tile else 2))
+
+        def fwd():
+            fwd_k[(pf,)](x, w, b, y, mean, rstd, n, c, cpg, hw // 8, g, 1e-5, True, True, True, BLOCK_C=bc,
+                         BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
+
+        def bwd():
+            bwd_k[(pb,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True, BLOCK_C=bc,
+                         BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
+        fwd()
+        bwd()
+        print(f"  {label:<26} fwd {harness.time_ms(fwd) * 1e3:7.2f} us  bwd {harness.time_ms(bwd) * 1e3:7.2f} us",
+              flush=True)
+
+
 def bench(fn):
     """Median ms; --hold times as the benchmarks do (harness.time_ms: the stream held ~1 ms before each call)."""
     if "--hold" in sys.argv:
@@ -271,6 +315,9 @@ def main():
           f"copy of x {copy * 1e3:.1f} us", flush=True)
     if "--split" in sys.argv:
         split_sweep(x, w, b, y, mean, rstd, ref, n, c, hw, g, copy, sms)
+    if "--spec" in sys.argv:
+        spec_check(n, c, hw, g, dt, sms)
+        return
     if "--floor" in sys.argv:
         floor(n, c, hw, g, dt, sms)
         return
