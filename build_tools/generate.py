@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ast
 import collections
+import functools
 import hashlib
 import importlib
 import json
@@ -149,14 +150,20 @@ def _shared_front_end_source():
     return SharedFrontEnd
 
 
-def _compile_task(task):
-    """The jobs of one variant (its archs), in one worker so that they share the front end."""
-    op = task[0][0]
-    fn = _OPS[op].KERNELS[task[0][1]].fn
+@functools.lru_cache(maxsize=None)
+def _shares_front_end(op: str, k_idx: int) -> bool:
+    """Whether a kernel's archs may share one front end: not Gluon, and no fp8 in its op's sources (read once per
+    op and kernel in each worker, not per variant)."""
+    if getattr(_OPS[op].KERNELS[k_idx].fn, "is_gluon", lambda: False)():
+        return False
     own = ROOT / "triton_src" / f"{op}.py"
     text = "".join(f.read_text() for f in [own] + sorted(triton_src_imports(own) - {own}))
-    uses_fp8 = "fp8" in text or "float8" in text
-    shared = None if getattr(fn, "is_gluon", lambda: False)() or uses_fp8 else {}
+    return "fp8" not in text and "float8" not in text
+
+
+def _compile_task(task):
+    """The jobs of one variant (its archs), in one worker so that they share the front end."""
+    shared = {} if _shares_front_end(task[0][0], task[0][1]) else None
     return [_compile_job(job, shared) for job in task]
 
 
@@ -174,15 +181,8 @@ def _compile_job(job, shared=None):
     expected = set(v.signature) | set(v.constexprs)
     if set(names) != expected:
         raise RuntimeError(f"{op}.{kernel.name}: declared arguments {sorted(expected)} != kernel's {names}")
-    signature = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
-    attrs = {}
-    if v.aligned:
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
-                 if n in v.signature and v.signature[n].startswith("*")}
-    for n in v.divisible:
-        if not v.signature.get(n, "").startswith("i"):
-            raise RuntimeError(f"{op}.{kernel.name}: divisible names {n!r}, not an integer argument")
-        attrs[(names.index(n),)] = [["tt.divisibility", 16]]
+    signature = v.compile_signature(names)
+    attrs = v.compile_attrs(names)
     source = ASTSource
     if getattr(fn, "is_gluon", lambda: False)():
         # a Gluon kernel (explicit layouts, TMA, wgmma, warp specialization): same compile, its own front end

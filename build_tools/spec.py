@@ -41,6 +41,23 @@ class Variant:
     def built_for(self, arch: int) -> bool:
         return not self.archs or arch in self.archs
 
+    def compile_signature(self, names) -> dict:
+        """triton.compile's signature for the kernel's arguments ``names`` (in order): types, constexprs marked."""
+        return {n: ("constexpr" if n in self.constexprs else self.signature[n]) for n in names}
+
+    def compile_attrs(self, names) -> dict:
+        """triton.compile's attrs: what this variant promises (16-byte aligned pointers when ``aligned``, the
+        ``divisible`` integers multiples of 16), as Triton's JIT would specialize them."""
+        attrs = {}
+        for i, n in enumerate(names):
+            t = self.signature.get(n, "")
+            if (self.aligned and t.startswith("*")) or n in self.divisible:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        for n in self.divisible:
+            if not self.signature.get(n, "").startswith("i"):
+                raise ValueError(f"divisible names {n!r}, not an integer argument")
+        return attrs
+
     def key_items(self):
         return tuple(sorted(self.key.items()))
 

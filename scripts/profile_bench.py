@@ -50,9 +50,8 @@ def main():
     sizes = [int(v) for v in case_name.split("x")]
     dt = harness.DTYPES["bf16"]
     # make_case(rows, hidden, dtype), make_case(shape, dtype) (group_norm) or make_case(hidden, dtype) (the bench
-    # fixes the rows)
-    # (the first form that builds the case named on the command line: a make_case(hidden, dtype) also accepts a
-    # shape tuple as its hidden size, and names the case after it)
+    # fixes the rows): the first form that builds the case named on the command line (a make_case(hidden, dtype)
+    # also accepts a shape tuple as its hidden size, and names the case after it)
     for args in ((*sizes, dt), (tuple(sizes), dt), (sizes[-1], dt)):
         try:
             case = bench.make_case(*args)

@@ -25,10 +25,8 @@ import importlib  # noqa: E402
 def compile_variant(kernel, v, arch):
     """triton.compile of one build_tools Variant of a KernelSpec for sm_<arch>, as the AOT build specializes it."""
     names = list(kernel.fn.arg_names)
-    sig = {n: ("constexpr" if n in v.constexprs else v.signature[n]) for n in names}
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
-             if v.aligned and n in v.signature and v.signature[n].startswith("*")}
-    attrs.update({(names.index(n),): [["tt.divisibility", 16]] for n in v.divisible})
+    sig = v.compile_signature(names)
+    attrs = v.compile_attrs(names)
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages})

@@ -120,3 +120,22 @@ def test_every_variant_declares_its_kernels_arguments():
                 assert declared == names, (f"{op}.{kernel.name} {v.key}: missing {sorted(names - declared)}, "
                                            f"unknown {sorted(declared - names)}")
                 assert not set(v.signature) & set(v.constexprs), f"{op}.{kernel.name}: runtime and constexpr"
+
+
+def test_variant_compile_attrs():
+    """What a variant promises triton.compile: 16-byte aligned pointers when aligned, its divisible integers
+    multiples of 16, nothing else; divisible may only name integer arguments."""
+    from build_tools.spec import Variant
+
+    sig = {"X": "*bf16", "n": "i32", "eps": "fp32"}
+    names = ["X", "n", "eps", "BLOCK"]
+    div16 = [["tt.divisibility", 16]]
+    plain = Variant(key={}, signature=sig, constexprs={"BLOCK": 64}, num_warps=4)
+    assert plain.compile_attrs(names) == {}
+    assert plain.compile_signature(names) == {"X": "*bf16", "n": "i32", "eps": "fp32", "BLOCK": "constexpr"}
+    aligned = Variant(key={}, signature=sig, constexprs={"BLOCK": 64}, num_warps=4, aligned=True)
+    assert aligned.compile_attrs(names) == {(0,): div16}
+    both = Variant(key={}, signature=sig, constexprs={"BLOCK": 64}, num_warps=4, aligned=True, divisible=("n",))
+    assert both.compile_attrs(names) == {(0,): div16, (1,): div16}
+    with pytest.raises(ValueError, match="eps"):
+        Variant(key={}, signature=sig, constexprs={"BLOCK": 64}, num_warps=4, divisible=("eps",)).compile_attrs(names)
