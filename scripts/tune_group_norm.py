@@ -50,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import harness  # noqa: E402
 import triton_src.group_norm as gn  # noqa: E402
+from triton_src._rows import prefetch_l2  # noqa: E402
 
 
 @triton.jit
@@ -190,8 +191,8 @@ def _regs_no_stats_kernel(X, W, B, Y, CPG, G, n_groups, ahead, BLOCK_C: tl.const
     v = tl.load((X + grp * size).to(tl.pointer_type(tl.int32)) + offs, mask=mask, other=0,
                 eviction_policy="evict_first")
     nxt = grp + ahead
-    gn._prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < n_groups,
-                    BLOCK_C * BLOCK_HW * 2 // 128)
+    prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < n_groups, 128,
+                BLOCK_C * BLOCK_HW * 2 // 128)
     scale, shift = gn._channel_affine(W, B, (grp % G) * CPG + cs, cm, 0.0, 1.0, True, True, BLOCK_C)
     tl.store((Y + grp * size).to(tl.pointer_type(tl.int32)) + offs,
              gn._pair_affine(v, scale[:, None], shift[:, None], IS_BF16), mask=mask, eviction_policy="evict_first")

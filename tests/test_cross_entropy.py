@@ -332,6 +332,30 @@ def test_fused_retained_graph_and_logits_intact(reduction):
     assert torch.equal(x.detach(), logits)
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("used", ["loss", "z_loss", "neither_requires_grad"])
+def test_one_output_gradient(used, reduction):
+    # The autograd node does not materialize zero gradients (set_materialize_grads(false)): a backward through
+    # only one of (loss, z_loss) must treat the other's gradient as zero, in the fused ("mean"/"sum") and the
+    # general ("none") paths; graph freed (the kept gradient completed in place) and retained alike.
+    logits, target, kw = make_inputs((2, 7), 50, torch.float32, opts="zloss")
+    x64 = logits.double().requires_grad_()
+    rl, rz = reference(x64, target, reduction=reduction, **kw)
+    for retain in (False, True):
+        x = logits.clone().requires_grad_()
+        loss, z = call(x, target, kw, reduction)
+        if used == "neither_requires_grad":
+            # an output that does not lead to x (z detached) with the other one: x's gradient comes from loss
+            out, ref_out = loss.sum() + z.detach().sum(), rl.sum()
+        else:
+            out, ref_out = (loss, rl) if used == "loss" else (z, rz)
+            out, ref_out = (out * 0.7).sum(), (ref_out * 0.7).sum()
+        (g,) = torch.autograd.grad(out, (x,), retain_graph=retain)
+        (g64,) = torch.autograd.grad(ref_out, (x64,), retain_graph=True)
+        torch.testing.assert_close(g.double(), g64, rtol=1e-5, atol=1e-7)
+    assert torch.equal(x.detach(), logits)
+
+
 # ---- opcheck
 
 
@@ -554,7 +578,8 @@ def test_cuda_fused_unit_gradient(dtype, V, opts, reduction):
 
 @gpu
 @pytest.mark.parametrize("reduction", ("mean", "sum"))
-@pytest.mark.parametrize("grads", [(0.37, None), (2.0, None), (1.0, 0.5), (0.37, -1.5), (1.0, 0.0)], ids=str)
+@pytest.mark.parametrize("grads", [(0.37, None), (2.0, None), (1.0, 0.5), (0.37, -1.5), (1.0, 0.0), (None, 0.5)],
+                         ids=str)
 @pytest.mark.parametrize("V", (32000, 128256, 4097))
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 def test_cuda_fused_scaled_gradient(dtype, V, grads, reduction):
@@ -564,10 +589,13 @@ def test_cuda_fused_scaled_gradient(dtype, V, grads, reduction):
     x = logits.clone().requires_grad_()
     loss, z = call(x, target, kw, reduction)
     gl_value, gz_value = grads
-    gl = torch.tensor(gl_value, device="cuda", dtype=dtype)
+    gl = torch.tensor(gl_value or 0.0, device="cuda", dtype=dtype)
     if gz_value is None:
         (loss * gl).backward()
         gz = torch.zeros((), device="cuda", dtype=dtype)
+    elif gl_value is None:  # a gradient through z_loss alone (the loss's is then none, not a zero tensor)
+        gz = torch.tensor(gz_value, device="cuda", dtype=dtype)
+        (z * gz).backward()
     else:
         gz = torch.tensor(gz_value, device="cuda", dtype=dtype)
         torch.autograd.backward((loss, z), (gl, gz))

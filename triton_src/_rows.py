@@ -3,7 +3,8 @@
 Persistent row kernels stride over the rows and load the next row before reducing the current one: load_row
 reads a row (or nothing, past the last row) for that early load. bf16_to_fp32 widens bf16 again from the 16-bit
 registers a row was loaded into, so that a kernel can let the row's fp32 copy die at its reduction and still
-write from it afterwards (registers for the next row).
+write from it afterwards (registers for the next row). prefetch_l2 asks L2 for memory that a later load will read
+(group_norm's next groups, cross_entropy's next chunks) without holding it in registers.
 """
 import triton
 import triton.language as tl
@@ -20,3 +21,19 @@ def bf16_to_fp32(v):
     # Exact (bf16 is fp32's upper half), and common-subexpression elimination does not merge it with an earlier
     # v.to(tl.float32), which would keep that fp32 copy alive instead.
     return (v.to(tl.int16, bitcast=True).to(tl.int32) << 16).to(tl.float32, bitcast=True)
+
+
+PREFETCH_L2 = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2::evict_last [$1]; "
+                           "mov.u32 $0, 0; }")
+
+
+@triton.jit
+def prefetch_l2(base, nbytes, valid, STEP: tl.constexpr, N: tl.constexpr):
+    """Asks L2 for nbytes from base (an int8 pointer) when valid: N addresses STEP bytes apart, kept with evict_last;
+    no registers hold the data. One address per thread and STEP 32 (a sector each) where a chunk has fewer 128-byte
+    lines than the program has threads: cross-entropy's 32 KB chunks at 32 warps ran 9 % slower with 128-byte steps
+    (four threads per address) than without a prefetch."""
+    ls = tl.arange(0, N)
+    m = (ls * STEP < nbytes) & valid
+    tl.inline_asm_elementwise(PREFETCH_L2, "=r,l,r", [base + ls * STEP, m.to(tl.int32)], dtype=tl.int32,
+                              is_pure=False, pack=1)

@@ -31,12 +31,13 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src._rows import prefetch_l2
 from triton_src.softmax import _exp
 
 CPP_CONSTANTS = {
     "ROW_BLOCKS": 3,
-    "STATS_BLOCK": 1024,
-    "FINALIZE_BLOCK": 1024,
+    "STATS_BLOCK": 4096,
+    "FINALIZE_BLOCK": 4096,
     "COLSUM_BLOCK_N": 128,
 }
 
@@ -172,7 +173,8 @@ def _fast_exp(x, shift, ACCURATE: tl.constexpr):
 
 
 @triton.jit
-def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr, AHEAD2: tl.constexpr):
+def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr, AHEAD2: tl.constexpr,
+               PREFETCH: tl.constexpr = False):
     # sum_j exp(x[j] - shift) of one row without a weight, soft-cap or smoothing (FAST): full chunks without
     # masks (the prefetch address is clamped to the last full chunk instead of masked), then the masked tail
     # with -inf as padding (exp gives 0: no select). The loads ask L2 to keep the row for the gradient pass.
@@ -181,7 +183,11 @@ def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constex
     # H200, bf16, 4096 rows (benchmarks/bench_cross_entropy.py): the no-grad forward 0.238 instead of 0.250 ms at
     # 128256 classes, the training forward at 2048 x 4 warps 0.175 instead of 0.195 ms fwd+bwd at 32000; the
     # training forward at 16384 x 32 warps was 1-3 % slower with it (0.653 against 0.633 ms at 128256), so it
-    # keeps one chunk ahead.
+    # keeps one chunk ahead. PREFETCH (with one chunk ahead): the full chunk two after the one loaded is also asked
+    # of L2 (prefetch_l2, no registers): H200, 4096 rows bf16 (scripts/ce_split_proto.py), the training forward at
+    # 16384 x 32 warps 0.588 instead of 0.613 ms at 128256 classes, 1.259 instead of 1.335 at 256000; one or three
+    # chunks ahead, a 128-byte address step, or the next row's first chunk prefetched during the gradient pass
+    # were no better.
     cols = tl.arange(0, BLOCK_N)
     n_full = (n_cols // BLOCK_N) * BLOCK_N
     d = tl.zeros([BLOCK_N], dtype=tl.float32)
@@ -203,6 +209,10 @@ def _fast_sums(x_row, n_cols, shift, BLOCK_N: tl.constexpr, ACCURATE: tl.constex
         else:
             x_next = tl.load(x_row + cols, eviction_policy="evict_last")
             for start in range(0, n_full, BLOCK_N):
+                if PREFETCH:
+                    nbytes: tl.constexpr = BLOCK_N * x_row.dtype.element_ty.primitive_bitwidth // 8
+                    prefetch_l2((x_row + start + 2 * BLOCK_N).to(tl.pointer_type(tl.int8)), nbytes,
+                                start + 2 * BLOCK_N < n_full, 32, nbytes // 32)
                 x = x_next.to(tl.float32)
                 x_next = tl.load(x_row + tl.minimum(start + BLOCK_N, last) + cols, eviction_policy="evict_last")
                 d += _fast_exp(x, shift, ACCURATE)
@@ -244,11 +254,12 @@ def _fast_write_grad(x_row, dx_row, y, x_y, n_cols, lse, coef_p, coef_y, BLOCK_N
 
 
 @triton.jit
-def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr, AHEAD2: tl.constexpr):
+def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr, AHEAD2: tl.constexpr,
+              PREFETCH: tl.constexpr = False):
     # lse of a FAST row from the sum of exp(x - x[y]) (>= 1: nothing underflows to a wrong result); a logit ~88
     # above the target's, or a NaN/inf, makes that sum overflow or NaN: the row is then summed again behind its
     # exact max.
-    d = _fast_sums(x_row, n_cols, x_y, BLOCK_N, ACCURATE, AHEAD2)
+    d = _fast_sums(x_row, n_cols, x_y, BLOCK_N, ACCURATE, AHEAD2, PREFETCH)
     lse = x_y + tl.log(d)
     if (d < 0.5) | (d > 3.0e38) | (d != d):
         m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
@@ -388,7 +399,7 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
         else:
             if FAST:
                 x_y = tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32)
-                lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE, BLOCK_N < 16384)
+                lse = _fast_lse(x_row, n_cols, x_y, BLOCK_N, ACCURATE, BLOCK_N < 16384, BLOCK_N >= 16384)
                 wx = 0.0
             else:
                 x_y = _softcapped(tl.load(x_row + tl.where(in_range, y, 0)).to(tl.float32), softcap, has_softcap)
@@ -524,7 +535,7 @@ def _specs():
     stats.variants.append(Variant(
         key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "n_rows": "i64", "n_cols": "i32",
                            "ignore_index": "i64", "has_weight": "i1"},
-        constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"]}, num_warps=4))
+        constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"]}, num_warps=8))
     for dt in ("fp32", "bf16", "fp16"):
         accurate = dt == "fp32"
         for block_n, warps in GRAD_ROW_BLOCKS.items():
@@ -547,7 +558,7 @@ def _specs():
             key={"out_dtype": dt},
             signature={"LOSS_ROW": "*fp32", "Z_ROW": "*fp32", "STATS": "*fp32", "LOSS": f"*{dt}", "Z": f"*{dt}",
                        "n_rows": "i64", "reduction": "i32"},
-            constexprs={"BLOCK": CPP_CONSTANTS["FINALIZE_BLOCK"]}, num_warps=4))
+            constexprs={"BLOCK": CPP_CONSTANTS["FINALIZE_BLOCK"]}, num_warps=8))
         colsum.variants.append(Variant(
             key={"x_dtype": dt},
             signature={"X": f"*{dt}", "ACC": "*fp32", "n_rows": "i32", "n_cols": "i32", "stride_x": "i64"},

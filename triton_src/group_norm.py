@@ -20,6 +20,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
+from triton_src._rows import prefetch_l2
 
 # Tile shapes [BLOCK_C, BLOCK_HW] by spatial size: BLOCK_HW is the smallest listed power of 4 >= HW, up to
 # 4096 (so lanes idle on the spatial axis are < 3/4); BLOCK_C = TILE / BLOCK_HW, capped at 64 channels.
@@ -177,8 +178,6 @@ _AFFINE = "fma.rn.f32 a, a, $2, $3; fma.rn.f32 b, b, $2, $3; cvt.rn.{}x2.f32 $0,
 PAIR_SUM_BF16, PAIR_SUM_F16 = _pair_asm(_SUM, True), _pair_asm(_SUM, False)
 PAIR_SQ_BF16, PAIR_SQ_F16 = _pair_asm(_SQ, True), _pair_asm(_SQ, False)
 PAIR_AFFINE_BF16, PAIR_AFFINE_F16 = _pair_asm(_AFFINE.format("bf16"), True), _pair_asm(_AFFINE.format("f16"), False)
-PREFETCH_L2 = tl.constexpr("{ .reg .pred p; setp.ne.b32 p, $2, 0; @p prefetch.global.L2::evict_last [$1]; "
-                           "mov.u32 $0, 0; }")
 
 
 @triton.jit
@@ -215,15 +214,6 @@ def _flat_sum(t):
 
 
 @triton.jit
-def _prefetch_l2(base, nbytes, valid, LINES: tl.constexpr):
-    """Asks L2 for nbytes from base (int8 pointer) in 128-byte lines, kept with evict_last; no registers held."""
-    ls = tl.arange(0, LINES)
-    m = (ls * 128 < nbytes) & valid
-    tl.inline_asm_elementwise(PREFETCH_L2, "=r,l,r", [base + ls * 128, m.to(tl.int32)], dtype=tl.int32,
-                              is_pure=False, pack=1)
-
-
-@triton.jit
 def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_weight, has_bias, store_stats, ahead,
                                BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
     """16-bit x whose spatial size is BLOCK_HW and whose group fits a [BLOCK_C, BLOCK_HW] tile: one program per
@@ -246,8 +236,8 @@ def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_we
     v = tl.load((X + grp * size).to(tl.pointer_type(tl.int32)) + offs, mask=mask, other=0,
                 eviction_policy="evict_first")
     nxt = grp + ahead
-    _prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < N * G,
-                 BLOCK_C * BLOCK_HW * 2 // 128)
+    prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < N * G, 128,
+                BLOCK_C * BLOCK_HW * 2 // 128)
     mean = _flat_sum(_pair_sum(v, IS_BF16)) / count
     rstd = 1.0 / tl.sqrt_rn(_flat_sum(tl.where(mask, _pair_sq(v, mean, IS_BF16), 0.0)) / count + eps)
     if store_stats:

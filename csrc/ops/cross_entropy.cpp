@@ -645,10 +645,16 @@ class CrossEntropyForward : public torch::autograd::Function<CrossEntropyForward
     ctx->saved_data["softcap"] = softcap.value_or(0.0);
     ctx->saved_data["reduction"] = reduction;
     ctx->mark_non_differentiable({lse, stats});
+    // lse and stats never have a gradient, and a loss whose z_loss is not used gets none for it: no zero tensors
+    // (three fill kernels per backward); the backward makes the one scalar it needs.
+    ctx->set_materialize_grads(false);
     return {loss, z, lse, stats};
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grads) {
+    if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(9);
+    if (!grads[0].defined()) grads[0] = at::zeros_like(grads[1]);
+    if (!grads[1].defined()) grads[1] = at::zeros_like(grads[0]);
     auto saved = ctx->get_saved_variables();
     optional<Tensor> weight;
     if (saved[2].defined()) weight = saved[2];
