@@ -349,16 +349,19 @@ def main():
         dx.fill_(float("nan"))
         build()
         check("build's kernel 16384 x 32 warps x 1/SM", bench(build))
-        for ahead, nxt, block, warps, grain, kind in PF_CONFIGS:
+        grids = [sms - 12, sms - 6, sms - 4, sms] if "--grids" in sys.argv else [sms]
+        configs = [(2, 0, 16384, 32, 16, 0)] if "--grids" in sys.argv else PF_CONFIGS
+        for (ahead, nxt, block, warps, grain, kind), programs in [(c, g) for c in configs for g in grids]:
             def pfk():
-                ce_pf_kernel[(sms,)](
+                ce_pf_kernel[(programs,)](
                     x, t, stats, ce_row, z_row, lse, dx, rows, V // align, V // align, V // align, -100, 0.0, True,
                     AHEAD=ahead, NEXT=nxt, BLOCK_N=block, ALIGN=align, ACCURATE=False, GRAIN=grain, KIND=kind,
                     num_warps=warps)
             dx.fill_(float("nan"))
             lse.fill_(float("nan"))
             pfk()
-            check(f"prefetch ahead {ahead} next {nxt} grain {grain} kind {kind}, {block} x {warps} warps", bench(pfk))
+            check(f"prefetch ahead {ahead} next {nxt} grain {grain} kind {kind}, {block} x {warps} warps, {programs} "
+                  "programs", bench(pfk))
         for held, block, warps in HOLD_CONFIGS if "--hold" in sys.argv else ():
             def hold():
                 ce_hold_kernel[(sms,)](
