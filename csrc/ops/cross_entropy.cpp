@@ -476,12 +476,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& l
                                           ctx.arch_slot);
     // About one row per SM in flight (16 warps): the gradient pass re-reads the row from L2, which holds
     // 132 rows of 256 KB (128256 bf16 classes) but not the 4 per SM that occupancy alone would admit.
-    // Balanced: as many rounds of rows as the resident programs need, and the fewest programs that keep that many
-    // rounds, so that no last round runs a few rows while the other SMs wait (4096 rows on 132 SMs: 128 programs
-    // of 32 rows instead of 132 programs of which 4 take a 32nd row).
     const int64_t per_sm = std::max<int64_t>(1, kFwdGradWarpsPerSm / v.image.num_warps);
-    const int64_t resident = std::min<int64_t>(max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * per_sm);
-    const int64_t programs = ceil_div(x.rows, ceil_div(x.rows, resident));
+    const int64_t programs =
+        std::min<int64_t>({x.rows, max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * per_sm});
     cross_entropy_fwd_grad_kernel_launch(
         v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(t), ptr(w32), ptr(stats), ptr(ce_row),
         ptr(z_row), ptr(lse), ptr(dx), ptr(loss), ptr(z), ptr(done), static_cast<int32_t>(x.rows),
