@@ -82,19 +82,14 @@ def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
     valid = t != ii
     ts = torch.where(valid, t, 0)
     stats = torch.zeros(3)
-    done = torch.full((1,), 7, dtype=torch.int32)  # the stats kernel zeroes it
-    ce.cross_entropy_stats_kernel[(1,)](t, w32, stats, done, R, V, ii, int(has_w), 1,
-                                        BLOCK=ce.CPP_CONSTANTS["STATS_BLOCK"])
-    assert done.item() == 0
+    ce.cross_entropy_stats_kernel[(1,)](t, w32, stats, R, V, ii, int(has_w), BLOCK=1024)
     align = 16 // x.element_size() if aligned else 1
     ce_row, z_row, lse = torch.empty(R), torch.empty(R), torch.empty(R)
     dx = torch.full_like(x, float("nan"))
-    loss_out, z_out = torch.full((), float("nan"), dtype=dtype), torch.full((), float("nan"), dtype=dtype)
     ce.cross_entropy_fwd_grad_kernel[(programs,)](
-        x, t, w32, stats, ce_row, z_row, lse, dx, loss_out, z_out, done, R, V // align, V // align, V // align, ii,
-        ls, zs, cap or 1.0, int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n,
-        ALIGN=align, ACCURATE=dtype == torch.float32, FAST=fast, FINALIZE_BLOCK=ce.CPP_CONSTANTS["FINALIZE_BLOCK"])
-    assert done.item() == programs
+        x, t, w32, stats, ce_row, z_row, lse, dx, R, V // align, V // align, V // align, ii, ls, zs, cap or 1.0,
+        int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align,
+        ACCURATE=dtype == torch.float32, FAST=fast)
     assert torch.equal(x, x_orig), "logits modified"
     # the inference / fused_linear_cross_entropy kernel with store_grad: the same loss terms, and the same
     # gradient written over its logits
@@ -112,11 +107,6 @@ def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
     if reduction == "mean":
         loss_sum, z_sum = loss_sum / stats[0].item(), z_sum / stats[1].item()
     loss = loss_sum + z_sum
-    # the last program's reduction (the kernel's loss and z outputs) against the per-row terms' sums
-    for got, want, what in ((loss_out, loss, "loss"), (z_out, z_sum, "z_loss")):
-        want = torch.tensor(want).to(dtype).item()  # fp16 overflows to inf past 65504, as the output must
-        ok = got.item() == want or abs(got.item() - want) <= 2 * TOL[dtype] * max(1.0, abs(want))
-        assert ok, f"folded {what} {got.item()} vs {want}"
     errs = {}
     for gl, gz in grads:
         rl, rz, g64 = ref(x, t, w, ii, ls, zs, cap, reduction, gl, gz)

@@ -22,9 +22,9 @@ the gradient over the logits in place (their only use).
 
 Training with "mean"/"sum" (cross_entropy_fwd_grad_kernel): the forward also writes the gradient for
 grad_output 1 into a new buffer (read the logits once from memory and once from L2, write the gradient once:
-2 bytes moved per logit byte instead of 3 for separate passes), and its last program to finish reduces the loss
-(no finalize launch). The backward (cross_entropy_bwd_kernel with skip_unit) returns at once when grad_loss == 1
-and grad_z == 0, read on the device; otherwise it recomputes the general gradient into that buffer.
+2 bytes moved per logit byte instead of 3 for separate passes). The backward (cross_entropy_bwd_kernel with
+skip_unit) returns at once when grad_loss == 1 and grad_z == 0, read on the device; otherwise it recomputes
+the general gradient into that buffer.
 """
 import triton
 import triton.language as tl
@@ -269,12 +269,8 @@ def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr,
 
 
 @triton.jit
-def cross_entropy_stats_kernel(Y, W, STATS, DONE, n_rows, n_cols, ignore_index, has_weight, has_done,
-                               BLOCK: tl.constexpr):
-    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring); with has_done, DONE = 0 (the training
-    # forward's count of finished programs, launched after this kernel).
-    if has_done:
-        tl.store(DONE, 0)
+def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr):
+    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring).
     offs = tl.arange(0, BLOCK)
     count = tl.zeros([BLOCK], dtype=tl.float32)
     wsum_y = tl.zeros([BLOCK], dtype=tl.float32)
@@ -372,27 +368,10 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
 
 
 @triton.jit
-def _reduce_terms(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, mean, BLOCK: tl.constexpr):
-    # "mean"/"sum": LOSS = sum(ce) / D_loss + sum(z) / D_z, Z = sum(z) / D_z (D = 1 for "sum"). The loads skip L1
-    # (.cg): in the training forward other SMs wrote the rows' terms during this kernel.
-    offs = tl.arange(0, BLOCK)
-    acc_ce = tl.zeros([BLOCK], dtype=tl.float32)
-    acc_z = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, n_rows, BLOCK):
-        r = start + offs
-        acc_ce += tl.load(LOSS_ROW + r, mask=r < n_rows, other=0.0, cache_modifier=".cg")
-        acc_z += tl.load(Z_ROW + r, mask=r < n_rows, other=0.0, cache_modifier=".cg")
-    ce = tl.sum(acc_ce, axis=0) / tl.where(mean, tl.load(STATS), 1.0)
-    z = tl.sum(acc_z, axis=0) / tl.where(mean, tl.load(STATS + 1), 1.0)
-    tl.store(LOSS, (ce + z).to(LOSS.dtype.element_ty))
-    tl.store(Z, z.to(Z.dtype.element_ty))
-
-
-@triton.jit
-def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, LOSS, Z, DONE, n_rows, n_cols_v,
-                                  stride_x_v, stride_dx_v, ignore_index, label_smoothing, lse_square_scale, softcap,
-                                  has_weight, has_softcap, mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-                                  ACCURATE: tl.constexpr, FAST: tl.constexpr, FINALIZE_BLOCK: tl.constexpr):
+def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
+                                  ignore_index, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap,
+                                  mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr,
+                                  FAST: tl.constexpr):
     # The training forward of "mean"/"sum": per-row loss terms as cross_entropy_fwd_kernel, and the gradient of
     # the reduced loss for grad_output 1 into DX (a new buffer: the logits stay intact). Persistent: each program
     # takes rows pid, pid + programs, ...; about one row per SM is in flight, so that the gradient pass's second
@@ -403,9 +382,6 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, LOSS
     # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_sums / _fast_write_grad, about
     # 10 instead of 35 instructions per logit (SASS); the general loops were issue-bound (ncu: 57 % SM
     # throughput, 48 % DRAM, at 4 warps per scheduler).
-    # The last program to finish (DONE, zeroed by the stats kernel, counts them) reduces the rows' terms into
-    # LOSS and Z, as cross_entropy_finalize_kernel does for the other paths: one launch less (H200, 4096 rows:
-    # the finalize kernel took 4.2 us of the 0.604 ms fwd+bwd).
     n_cols = n_cols_v * ALIGN
     w_sum = tl.load(STATS + 2)
     a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
@@ -452,10 +428,6 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, LOSS
             else:
                 _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
                             lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
-    # Thread 0 stored this program's row terms and takes the ticket (release: the stores before it; acquire: the
-    # last program sees every program's); the block's barrier after the atomic hands the ticket to all threads.
-    if tl.atomic_add(DONE, 1, sem="acq_rel") == tl.num_programs(0) - 1:
-        _reduce_terms(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, mean, FINALIZE_BLOCK)
 
 
 @triton.jit
@@ -497,7 +469,17 @@ def cross_entropy_finalize_kernel(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, reduc
         tl.store(LOSS + r, (tl.load(LOSS_ROW + r, mask=rm, other=0.0) + z_r).to(LOSS.dtype.element_ty), mask=rm)
         tl.store(Z + r, z_r.to(Z.dtype.element_ty), mask=rm)
     else:
-        _reduce_terms(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, reduction == 1, BLOCK)
+        acc_ce = tl.zeros([BLOCK], dtype=tl.float32)
+        acc_z = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, n_rows, BLOCK):
+            r = start + offs
+            acc_ce += tl.load(LOSS_ROW + r, mask=r < n_rows, other=0.0)
+            acc_z += tl.load(Z_ROW + r, mask=r < n_rows, other=0.0)
+        mean = reduction == 1
+        ce = tl.sum(acc_ce, axis=0) / tl.where(mean, tl.load(STATS), 1.0)
+        z = tl.sum(acc_z, axis=0) / tl.where(mean, tl.load(STATS + 1), 1.0)
+        tl.store(LOSS, (ce + z).to(LOSS.dtype.element_ty))
+        tl.store(Z, z.to(Z.dtype.element_ty))
 
 
 @triton.jit
@@ -533,8 +515,8 @@ def _fwd_sig(dt):
 
 def _fwd_grad_sig(dt):
     return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LOSS_ROW": "*fp32", "Z_ROW": "*fp32",
-            "LSE": "*fp32", "DX": f"*{dt}", "LOSS": f"*{dt}", "Z": f"*{dt}", "DONE": "*i32", "n_rows": "i32",
-            "n_cols_v": "i32", "stride_x_v": "i64", "stride_dx_v": "i64", **_ROW_SCALARS, "mean": "i1"}
+            "LSE": "*fp32", "DX": f"*{dt}", "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64",
+            "stride_dx_v": "i64", **_ROW_SCALARS, "mean": "i1"}
 
 
 def _bwd_sig(dt):
@@ -551,8 +533,8 @@ def _specs():
     fin = KernelSpec(cross_entropy_finalize_kernel)
     colsum = KernelSpec(column_sum_accumulate_kernel)
     stats.variants.append(Variant(
-        key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "DONE": "*i32", "n_rows": "i64",
-                           "n_cols": "i32", "ignore_index": "i64", "has_weight": "i1", "has_done": "i1"},
+        key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "n_rows": "i64", "n_cols": "i32",
+                           "ignore_index": "i64", "has_weight": "i1"},
         constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"]}, num_warps=8))
     for dt in ("fp32", "bf16", "fp16"):
         accurate = dt == "fp32"
@@ -562,9 +544,8 @@ def _specs():
                 key = {"x_dtype": dt, "block_n": block_n, "aligned": aligned}
                 for fast in (False, True) if block_n in ROW_BLOCKS else (True,):
                     fwd_grad.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_grad_sig(dt),
-                                                     constexprs={**common, "FAST": fast,
-                                                                 "FINALIZE_BLOCK": CPP_CONSTANTS["FINALIZE_BLOCK"]},
-                                                     num_warps=warps, aligned=aligned))
+                                                     constexprs={**common, "FAST": fast}, num_warps=warps,
+                                                     aligned=aligned))
                 if block_n not in ROW_BLOCKS:
                     continue
                 for fast in (False, True):

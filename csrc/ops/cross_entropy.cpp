@@ -371,14 +371,12 @@ Tensor weight32(const optional<Tensor>& weight) {
 
 }  // namespace
 
-Tensor stats_cuda(const Tensor& target1d, const Tensor& w32, int64_t n_classes, const Options& o,
-                  const Tensor& done) {
+Tensor stats_cuda(const Tensor& target1d, const Tensor& w32, int64_t n_classes, const Options& o) {
   Tensor stats = at::empty({3}, target1d.options().dtype(at::kFloat));
   const LaunchContext ctx = launch_context(target1d);
   const auto& v = cross_entropy_stats_kernel_get({}, ctx.arch_slot);
-  cross_entropy_stats_kernel_launch(v, ctx, Grid{1}, ptr(target1d), ptr(w32), ptr(stats), ptr(done),
-                                    target1d.numel(), static_cast<int32_t>(n_classes), o.ignore_index,
-                                    w32.defined(), done.defined());
+  cross_entropy_stats_kernel_launch(v, ctx, Grid{1}, ptr(target1d), ptr(w32), ptr(stats), target1d.numel(),
+                                    static_cast<int32_t>(n_classes), o.ignore_index, w32.defined());
   return stats;
 }
 
@@ -460,10 +458,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& l
   auto f32 = logits.options().dtype(at::kFloat);
   Tensor ce_row = at::empty({x.rows}, f32), z_row = at::empty({x.rows}, f32), lse = at::empty({x.rows}, f32);
   Tensor dx = at::empty(logits.sizes(), logits.options());
-  Tensor loss = at::empty({}, logits.options()), z = at::empty({}, logits.options());
-  // the kernel's count of finished programs, zeroed by the stats kernel: the last one reduces loss and z
-  Tensor done = at::empty({1}, logits.options().dtype(at::kInt));
-  Tensor stats = stats_cuda(t, w32, x.cols, o, done);
+  Tensor stats = stats_cuda(t, w32, x.cols, o);
   if (x.rows > 0) {
     const int64_t vec = vec_elems(logits.scalar_type());
     const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
@@ -481,14 +476,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& l
         std::min<int64_t>({x.rows, max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * per_sm});
     cross_entropy_fwd_grad_kernel_launch(
         v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(t), ptr(w32), ptr(stats), ptr(ce_row),
-        ptr(z_row), ptr(lse), ptr(dx), ptr(loss), ptr(z), ptr(done), static_cast<int32_t>(x.rows),
-        static_cast<int32_t>(x.cols / v.ALIGN), x.row_stride / v.ALIGN, x.cols / v.ALIGN, o.ignore_index,
-        static_cast<float>(o.label_smoothing), static_cast<float>(o.lse_square_scale),
-        static_cast<float>(o.softcap.value_or(1.0)), w32.defined(), o.softcap.has_value(),
-        o.reduction == Reduction::Mean);
-  } else {
-    finalize_cuda(ce_row, z_row, stats, loss, z, o.reduction);  // no rows: NaN ("mean") or 0 ("sum")
+        ptr(z_row), ptr(lse), ptr(dx), static_cast<int32_t>(x.rows), static_cast<int32_t>(x.cols / v.ALIGN),
+        x.row_stride / v.ALIGN, x.cols / v.ALIGN, o.ignore_index, static_cast<float>(o.label_smoothing),
+        static_cast<float>(o.lse_square_scale), static_cast<float>(o.softcap.value_or(1.0)), w32.defined(),
+        o.softcap.has_value(), o.reduction == Reduction::Mean);
   }
+  Tensor loss = at::empty({}, logits.options()), z = at::empty({}, logits.options());
+  finalize_cuda(ce_row, z_row, stats, loss, z, o.reduction);
   return {loss, z, lse, stats, dx};
 }
 
