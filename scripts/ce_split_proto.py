@@ -1,16 +1,26 @@
-"""Prototype: the FAST cross-entropy training forward with each row split over SPLIT programs that hold their part
-of the row in registers (read once from memory, never from L2), the parts' sums exchanged through global memory.
+"""Prototypes of the FAST cross-entropy training forward (4096 rows, bf16), each timed against the build's kernel
+(cross_entropy_fwd_grad_kernel: one program per SM, each row read once from memory and once more from L2 for the
+gradient) in one process, with triton.testing.do_bench (L2 flushed), and checked against float64.
 
-    python scripts/ce_split_proto.py [vocab ...]     # on the GPU box; default 128256; 4096 rows, bf16
-    python scripts/ce_split_proto.py --ptxas         # no GPU: registers and spills of each configuration (sm_90)
+    python scripts/ce_split_proto.py [vocab ...]            # on the GPU box; default 128256: the L2 prefetch sweep
+    python scripts/ce_split_proto.py [vocab ...] --grids    # AHEAD 2 at 120 / 126 / 128 / 132 programs
+    python scripts/ce_split_proto.py [vocab ...] --hold     # also the held-part kernel
+    python scripts/ce_split_proto.py [vocab ...] --split    # also the split-row kernel
+    python scripts/ce_split_proto.py --ptxas                # no GPU: the split kernel's registers and spills (sm_90)
 
-The build's kernel (cross_entropy_fwd_grad_kernel, FAST, 16384 x 32 warps, one program per SM) reads each row once
-from memory and once more from L2 for the gradient; ncu showed ~11 % of those re-reads missing L2 and DRAM at
-65-72 % of peak. Here a program loads its part (BLOCK 16-bit logits, 64 per thread) once, sums exp(x - x[y]),
-writes the sum into its slot of SLOTS (filled with -1 before the launch), polls the row's slots until every part
-has written, and writes the gradient from the registers. A row whose sum is not usable (a logit ~88 above the
-target's, NaN or inf) is summed again by every part from memory behind the exact row max (same code, same order:
-every part gets the same lse). Every program of the grid must be resident at once (the launcher sizes it so).
+ce_pf_kernel: the build's kernel plus L2 prefetches (the chunk AHEAD chunks ahead in the sum pass, the next row's
+first NEXT chunks in the gradient pass; address step GRAIN, prefetch KIND). AHEAD 2, NEXT 0, 32-byte steps went
+into the build (_fast_sums' PREFETCH).
+ce_hold_kernel: the row's first HELD logits kept in registers between the passes, only the rest re-read from L2.
+ce_split_kernel: each row split over SPLIT programs that hold their part in registers (read once from memory, never
+from L2): a program sums exp(x - x[y]) over its part, writes the sum into its slot of SLOTS (filled with -1 before
+the launch), polls the row's slots until every part has written, and writes the gradient from the registers. A row
+whose sum is not usable (a logit ~88 above the target's, NaN or inf) is summed again by every part from memory
+behind the exact row max (same code, same order: every part gets the same lse). Every program of the grid must be
+resident at once (maxnreg holds ptxas to the registers that the programs per SM leave).
+H200 results (benchmarks/results/h200.md, runs of 2026-11-30 08:45): only the prefetch helped (0.588 against 0.613
+ms at 128256 classes). The kernels were refactored into the shared helpers below after those runs (same registers
+per ptxas; not re-run on the GPU).
 """
 import sys
 from pathlib import Path
@@ -21,6 +31,58 @@ import triton.language as tl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from triton_src.cross_entropy import _fast_exp, _fast_sums, _row_max, _zero_row  # noqa: E402
+
+
+@triton.jit
+def _row_target(Y, x_row, row, n_cols):
+    # (target, target in [0, V), the target clamped into [0, V), w_y: 1 or NaN outside, x[target] in fp32)
+    y = tl.load(Y + row)
+    in_range = (y >= 0) & (y < n_cols)
+    yc = tl.where(in_range, y, 0)
+    return y, in_range, yc, tl.where(in_range, 1.0, float("nan")), tl.load(x_row + yc).to(tl.float32)
+
+
+@triton.jit
+def _store_terms(LOSS_ROW, Z_ROW, LSE, row, ce, z, lse):
+    tl.store(LOSS_ROW + row, ce)
+    tl.store(Z_ROW + row, z)
+    tl.store(LSE + row, lse)
+
+
+@triton.jit
+def _row_start(X, DX, Y, LOSS_ROW, Z_ROW, LSE, r, n_cols, stride_x_v, stride_dx_v, ignore_index,
+               ALIGN: tl.constexpr, BLOCK_N: tl.constexpr):
+    # row r's pointers and target (_row_target); an ignored row is finished here (zero terms and gradient)
+    row = tl.cast(r, tl.int64)
+    x_row = X + row * (stride_x_v * ALIGN)
+    dx_row = DX + row * (stride_dx_v * ALIGN)
+    y, in_range, yc, w_y, x_y = _row_target(Y, x_row, row, n_cols)
+    if y == ignore_index:
+        _store_terms(LOSS_ROW, Z_ROW, LSE, row, 0.0, 0.0, 0.0)
+        _zero_row(dx_row, n_cols, BLOCK_N)
+    return row, x_row, dx_row, y != ignore_index, in_range, yc, w_y, x_y
+
+
+@triton.jit
+def _lse_and_terms(x_row, n_cols, d, x_y, LOSS_ROW, Z_ROW, LSE, row, in_range, w_y, a_loss, a_z, lse_square_scale,
+                   BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr):
+    # lse from the row's sum d of exp(x - x[y]) (summed again behind the exact max when d is unusable, as the
+    # build's _fast_lse), the row's terms stored; returns (lse, the gradient's coefficient of p)
+    lse = x_y + tl.log(d)
+    if (d < 0.5) | (d > 3.0e38) | (d != d):
+        m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
+        shift = tl.where(m == -float("inf"), 0.0, m)
+        lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE, False))
+    _store_terms(LOSS_ROW, Z_ROW, LSE, row, tl.where(in_range, w_y * (lse - x_y), float("nan")),
+                 lse_square_scale * lse * lse, lse)
+    return lse, a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
+
+
+@triton.jit
+def _target_grad(dx_row, yc, x_y, lse, coef_p, coef_y, ACCURATE: tl.constexpr):
+    # after every thread's chunk stores: the target's gradient, less coef_y (as the build's _fast_write_grad)
+    tl.debug_barrier()
+    tl.store(dx_row + yc, (_fast_exp(x_y, lse, ACCURATE) * coef_p - coef_y).to(dx_row.dtype.element_ty))
 
 
 @triton.jit
@@ -52,18 +114,12 @@ def ce_split_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, SLOTS, n_rows, n_cols
             row = tl.cast(r, tl.int64)
             x_row = X + row * (stride_x_v * ALIGN)
             dx_row = DX + row * (stride_dx_v * ALIGN)
-            y = tl.load(Y + row)
+            y, in_range, yc, w_y, x_y = _row_target(Y, x_row, row, n_cols)
             if y == ignore_index:
                 tl.store(dx_row + c, tl.zeros([BLOCK], dtype=DX.dtype.element_ty), mask=cm)
                 if part == 0:
-                    tl.store(LOSS_ROW + row, 0.0)
-                    tl.store(Z_ROW + row, 0.0)
-                    tl.store(LSE + row, 0.0)
+                    _store_terms(LOSS_ROW, Z_ROW, LSE, row, 0.0, 0.0, 0.0)
             else:
-                in_range = (y >= 0) & (y < n_cols)
-                yc = tl.where(in_range, y, 0)
-                w_y = tl.where(in_range, 1.0, float("nan"))
-                x_y = tl.load(x_row + yc).to(tl.float32)
                 x = tl.load(x_row + c, mask=cm, other=-float("inf"))
                 s = tl.sum(_fast_exp(x.to(tl.float32), x_y, ACCURATE), axis=0)
                 tl.store(SLOTS + row * SPLIT_P2 + part, s)
@@ -80,13 +136,10 @@ def ce_split_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, SLOTS, n_rows, n_cols
                 gr = _fast_exp(_opaque(x).to(tl.float32), lse, ACCURATE) * coef_p
                 tl.store(dx_row + c, gr.to(DX.dtype.element_ty), mask=cm)
                 if (yc >= start) & (yc < start + part_len):
-                    tl.debug_barrier()
-                    g_y = _fast_exp(x_y, lse, ACCURATE) * coef_p - tl.where(in_range, a_loss * w_y, 0.0)
-                    tl.store(dx_row + yc, g_y.to(DX.dtype.element_ty))
+                    _target_grad(dx_row, yc, x_y, lse, coef_p, tl.where(in_range, a_loss * w_y, 0.0), ACCURATE)
                 if part == 0:
-                    tl.store(LOSS_ROW + row, tl.where(in_range, w_y * (lse - x_y), float("nan")))
-                    tl.store(Z_ROW + row, lse_square_scale * lse * lse)
-                    tl.store(LSE + row, lse)
+                    _store_terms(LOSS_ROW, Z_ROW, LSE, row, tl.where(in_range, w_y * (lse - x_y), float("nan")),
+                                 lse_square_scale * lse * lse, lse)
 
 
 @triton.jit
@@ -102,57 +155,20 @@ def ce_hold_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stri
     hc = tl.arange(0, HELD)
     hm = hc < n_cols
     n_rest = tl.maximum(n_cols - HELD, 0)
-    cols = tl.arange(0, BLOCK_N)
-    n_full = (n_rest // BLOCK_N) * BLOCK_N
     for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)
-        x_row = X + row * (stride_x_v * ALIGN)
-        dx_row = DX + row * (stride_dx_v * ALIGN)
-        y = tl.load(Y + row)
-        if y == ignore_index:
-            tl.store(LOSS_ROW + row, 0.0)
-            tl.store(Z_ROW + row, 0.0)
-            tl.store(LSE + row, 0.0)
-            _zero_row(dx_row, n_cols, BLOCK_N)
-        else:
-            in_range = (y >= 0) & (y < n_cols)
-            yc = tl.where(in_range, y, 0)
-            w_y = tl.where(in_range, 1.0, float("nan"))
+        row, x_row, dx_row, counted, in_range, yc, w_y, x_y = _row_start(
+            X, DX, Y, LOSS_ROW, Z_ROW, LSE, r, n_cols, stride_x_v, stride_dx_v, ignore_index, ALIGN, BLOCK_N)
+        if counted:
             xh = tl.load(x_row + hc, mask=hm, other=-float("inf"))
-            x_y = tl.load(x_row + yc).to(tl.float32)
             d = _fast_sums(x_row + HELD, n_rest, x_y, BLOCK_N, ACCURATE, False)
             d += tl.sum(_fast_exp(xh.to(tl.float32), x_y, ACCURATE), axis=0)
-            lse = x_y + tl.log(d)
-            if (d < 0.5) | (d > 3.0e38) | (d != d):
-                m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
-                shift = tl.where(m == -float("inf"), 0.0, m)
-                lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE, False))
-            tl.store(LOSS_ROW + row, tl.where(in_range, w_y * (lse - x_y), float("nan")))
-            tl.store(Z_ROW + row, lse_square_scale * lse * lse)
-            tl.store(LSE + row, lse)
-            coef_p = a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
-            # the rest from L2: its masked tail, then full chunks last to first (as _fast_write_grad)
-            xr = x_row + HELD
-            dr = dx_row + HELD
-            if n_full < n_rest:
-                c = n_full + cols
-                cm = c < n_rest
-                x = tl.load(xr + c, mask=cm, other=-float("inf"), eviction_policy="evict_first").to(tl.float32)
-                tl.store(dr + c, (_fast_exp(x, lse, ACCURATE) * coef_p).to(DX.dtype.element_ty), mask=cm,
-                         eviction_policy="evict_first")
-            if n_full > 0:
-                x_next = tl.load(xr + n_full - BLOCK_N + cols, eviction_policy="evict_first")
-                for i in range(0, n_full, BLOCK_N):
-                    start = n_full - BLOCK_N - i
-                    x = x_next.to(tl.float32)
-                    x_next = tl.load(xr + tl.maximum(start - BLOCK_N, 0) + cols, eviction_policy="evict_first")
-                    tl.store(dr + start + cols, (_fast_exp(x, lse, ACCURATE) * coef_p).to(DX.dtype.element_ty),
-                             eviction_policy="evict_first")
+            lse, coef_p = _lse_and_terms(x_row, n_cols, d, x_y, LOSS_ROW, Z_ROW, LSE, row, in_range, w_y, a_loss, a_z,
+                                         lse_square_scale, BLOCK_N, ACCURATE)
+            # the rest from L2, then the held part from the registers
+            _grad_pass(x_row + HELD, dx_row + HELD, n_rest, lse, coef_p, X, False, 0, BLOCK_N, ACCURATE)
             gh = _fast_exp(_opaque(xh).to(tl.float32), lse, ACCURATE) * coef_p
             tl.store(dx_row + hc, gh.to(DX.dtype.element_ty), mask=hm)
-            tl.debug_barrier()
-            g_y = _fast_exp(x_y, lse, ACCURATE) * coef_p - tl.where(in_range, a_loss * w_y, 0.0)
-            tl.store(dx_row + yc, g_y.to(DX.dtype.element_ty))
+            _target_grad(dx_row, yc, x_y, lse, coef_p, tl.where(in_range, a_loss * w_y, 0.0), ACCURATE)
 
 
 @triton.jit
@@ -178,6 +194,34 @@ def _prefetch_l2(base, BLOCK_N: tl.constexpr, GRAIN: tl.constexpr, KIND: tl.cons
 
 
 @triton.jit
+def _grad_pass(x_row, dx_row, n, lse, coef_p, nrow, has_next, NEXT: tl.constexpr, BLOCK_N: tl.constexpr,
+               ACCURATE: tl.constexpr, GRAIN: tl.constexpr = 16, KIND: tl.constexpr = 0):
+    # p * coef_p over n logits from L2 as the build's _fast_write_grad (the masked tail first, then the full chunks
+    # last to first, one ahead), without the target's term; with NEXT, iteration i < NEXT also prefetches chunk i
+    # of the next row (nrow, when has_next)
+    cols = tl.arange(0, BLOCK_N)
+    n_full = (n // BLOCK_N) * BLOCK_N
+    last = n_full - BLOCK_N
+    if n_full < n:
+        c = n_full + cols
+        cm = c < n
+        x = tl.load(x_row + c, mask=cm, other=-float("inf"), eviction_policy="evict_first").to(tl.float32)
+        tl.store(dx_row + c, (_fast_exp(x, lse, ACCURATE) * coef_p).to(dx_row.dtype.element_ty), mask=cm,
+                 eviction_policy="evict_first")
+    if n_full > 0:
+        x_next = tl.load(x_row + last + cols, eviction_policy="evict_first")
+        for i in range(0, n_full, BLOCK_N):
+            if NEXT > 0:
+                if has_next & (i < NEXT * BLOCK_N) & (i < n_full):
+                    _prefetch_l2(nrow + i, BLOCK_N, GRAIN, KIND)
+            start = last - i
+            x = x_next.to(tl.float32)
+            x_next = tl.load(x_row + tl.maximum(start - BLOCK_N, 0) + cols, eviction_policy="evict_first")
+            tl.store(dx_row + start + cols, (_fast_exp(x, lse, ACCURATE) * coef_p).to(dx_row.dtype.element_ty),
+                     eviction_policy="evict_first")
+
+
+@triton.jit
 def ce_pf_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v, ignore_index,
                  lse_square_scale, mean, AHEAD: tl.constexpr, NEXT: tl.constexpr, BLOCK_N: tl.constexpr,
                  ALIGN: tl.constexpr, ACCURATE: tl.constexpr, GRAIN: tl.constexpr = 16, KIND: tl.constexpr = 0):
@@ -191,20 +235,9 @@ def ce_pf_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride
     n_full = (n_cols // BLOCK_N) * BLOCK_N
     last = n_full - BLOCK_N
     for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
-        row = tl.cast(r, tl.int64)
-        x_row = X + row * (stride_x_v * ALIGN)
-        dx_row = DX + row * (stride_dx_v * ALIGN)
-        y = tl.load(Y + row)
-        if y == ignore_index:
-            tl.store(LOSS_ROW + row, 0.0)
-            tl.store(Z_ROW + row, 0.0)
-            tl.store(LSE + row, 0.0)
-            _zero_row(dx_row, n_cols, BLOCK_N)
-        else:
-            in_range = (y >= 0) & (y < n_cols)
-            yc = tl.where(in_range, y, 0)
-            w_y = tl.where(in_range, 1.0, float("nan"))
-            x_y = tl.load(x_row + yc).to(tl.float32)
+        row, x_row, dx_row, counted, in_range, yc, w_y, x_y = _row_start(
+            X, DX, Y, LOSS_ROW, Z_ROW, LSE, r, n_cols, stride_x_v, stride_dx_v, ignore_index, ALIGN, BLOCK_N)
+        if counted:
             d = tl.zeros([BLOCK_N], dtype=tl.float32)
             if n_full > 0:
                 x_next = tl.load(x_row + cols, eviction_policy="evict_last")
@@ -219,38 +252,12 @@ def ce_pf_kernel(X, Y, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride
                 c = n_full + cols
                 x = tl.load(x_row + c, mask=c < n_cols, other=-float("inf"), eviction_policy="evict_last")
                 d += _fast_exp(x.to(tl.float32), x_y, ACCURATE)
-            d_row = tl.sum(d, axis=0)
-            lse = x_y + tl.log(d_row)
-            if (d_row < 0.5) | (d_row > 3.0e38) | (d_row != d_row):
-                m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
-                shift = tl.where(m == -float("inf"), 0.0, m)
-                lse = shift + tl.log(_fast_sums(x_row, n_cols, shift, BLOCK_N, ACCURATE, False))
-            tl.store(LOSS_ROW + row, tl.where(in_range, w_y * (lse - x_y), float("nan")))
-            tl.store(Z_ROW + row, lse_square_scale * lse * lse)
-            tl.store(LSE + row, lse)
-            coef_p = a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
+            lse, coef_p = _lse_and_terms(x_row, n_cols, tl.sum(d, axis=0), x_y, LOSS_ROW, Z_ROW, LSE, row, in_range,
+                                         w_y, a_loss, a_z, lse_square_scale, BLOCK_N, ACCURATE)
             nrow = X + tl.cast(r + tl.num_programs(0), tl.int64) * (stride_x_v * ALIGN)
-            has_next = r + tl.num_programs(0) < n_rows
-            if n_full < n_cols:
-                c = n_full + cols
-                cm = c < n_cols
-                x = tl.load(x_row + c, mask=cm, other=-float("inf"), eviction_policy="evict_first").to(tl.float32)
-                tl.store(dx_row + c, (_fast_exp(x, lse, ACCURATE) * coef_p).to(DX.dtype.element_ty), mask=cm,
-                         eviction_policy="evict_first")
-            if n_full > 0:
-                x_next = tl.load(x_row + last + cols, eviction_policy="evict_first")
-                for i in range(0, n_full, BLOCK_N):
-                    if NEXT > 0:
-                        if has_next & (i < NEXT * BLOCK_N) & (i < n_full):
-                            _prefetch_l2(nrow + i, BLOCK_N, GRAIN, KIND)
-                    start = last - i
-                    x = x_next.to(tl.float32)
-                    x_next = tl.load(x_row + tl.maximum(start - BLOCK_N, 0) + cols, eviction_policy="evict_first")
-                    tl.store(dx_row + start + cols, (_fast_exp(x, lse, ACCURATE) * coef_p).to(DX.dtype.element_ty),
-                             eviction_policy="evict_first")
-            tl.debug_barrier()
-            g_y = _fast_exp(x_y, lse, ACCURATE) * coef_p - tl.where(in_range, a_loss * w_y, 0.0)
-            tl.store(dx_row + yc, g_y.to(DX.dtype.element_ty))
+            _grad_pass(x_row, dx_row, n_cols, lse, coef_p, nrow, r + tl.num_programs(0) < n_rows, NEXT, BLOCK_N,
+                       ACCURATE, GRAIN, KIND)
+            _target_grad(dx_row, yc, x_y, lse, coef_p, tl.where(in_range, a_loss * w_y, 0.0), ACCURATE)
 
 
 # (AHEAD, NEXT, BLOCK_N, warps, GRAIN, KIND): one program per SM

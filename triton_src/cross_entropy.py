@@ -34,6 +34,8 @@ from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 from triton_src._rows import prefetch_l2
 from triton_src.softmax import _exp
 
+# STATS_BLOCK / FINALIZE_BLOCK at 8 warps: 4096 targets or rows per step (H200, 4096 rows: the stats kernel 1.9 us
+# and the finalize 4.2 us of device time, against 3.4 and 5.1 at 1024 x 4 warps).
 CPP_CONSTANTS = {
     "ROW_BLOCKS": 3,
     "STATS_BLOCK": 4096,
