@@ -113,6 +113,8 @@ def variant_repr(kernel, v) -> str:
               "aligned": v.aligned}
     if v.divisible:  # only where used, so that other variants' cache keys stay as they were
         fields["divisible"] = sorted(v.divisible)
+    if v.launch_pdl:
+        fields["launch_pdl"] = True
     return json.dumps(fields, sort_keys=True, default=str)
 
 
@@ -199,7 +201,7 @@ def _compile_job(job, shared=None):
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages,
-                                     "enable_fp_fusion": True})
+                                     "enable_fp_fusion": True, "launch_pdl": v.launch_pdl})
     compiled = triton.compile(src, target=target, options=options.__dict__)
     md = compiled.metadata
     meta = {

@@ -24,6 +24,9 @@ class Variant:
     divisible:  integer arguments promised to be multiples of 16 (the launcher picks the variant only then), as
                 Triton's JIT specializes them: e.g. a row mask ``arange(0, 16) < n`` becomes uniform, and
                 group_norm's register kernel lost 4 % without it (H200, scripts/tune_group_norm.py --floor).
+    launch_pdl: launched as a programmatic dependent of the kernel before it in the stream (it may start before
+                that one has finished): the kernel must call griddepcontrol.wait (``gdc_wait``) before it reads
+                anything an earlier kernel writes, or writes anything an earlier kernel reads.
     archs:      compute capabilities (e.g. ``(90,)``) this variant is built for; empty means every arch of
                 the build. A key with no variant for the running arch is looked up as missing (``*_find``
                 returns nullptr), so the launcher must fall back to a variant every arch has.
@@ -37,6 +40,7 @@ class Variant:
     aligned: bool = False
     archs: tuple = ()
     divisible: tuple = ()
+    launch_pdl: bool = False
 
     def built_for(self, arch: int) -> bool:
         return not self.archs or arch in self.archs

@@ -29,7 +29,8 @@ def compile_variant(kernel, v, arch):
     attrs = v.compile_attrs(names)
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
-    options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages})
+    options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages,
+                                     "launch_pdl": v.launch_pdl})
     return triton.compile(ASTSource(fn=kernel.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs),
                           target=target, options=options.__dict__)
 

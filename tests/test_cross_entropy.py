@@ -300,6 +300,15 @@ def test_fused_internal_ops_match():
             liger.cross_entropy_bwd_into(g, gl, gz, logits, target, kw["weight"], lse, stats, *args[1:])
             assert torch.equal(g, liger.cross_entropy_bwd(gl, gz, logits, target, kw["weight"], lse, stats,
                                                           *args[1:]))
+        # no z_loss gradient (None) is a zero one
+        for gl in (1.0, 0.37):
+            gl = torch.tensor(gl)
+            want = liger.cross_entropy_bwd(gl, zero, logits, target, kw["weight"], lse, stats, *args[1:])
+            assert torch.equal(liger.cross_entropy_bwd(gl, None, logits, target, kw["weight"], lse, stats,
+                                                       *args[1:]), want)
+            g.copy_(kept)  # bwd_into's contract: g holds the gradient for (1, 0)
+            liger.cross_entropy_bwd_into(g, gl, None, logits, target, kw["weight"], lse, stats, *args[1:])
+            assert torch.equal(g, want)
     with pytest.raises(RuntimeError, match="cross_entropy_fwd_grad: reduction must be 'mean' or 'sum'"):
         liger.cross_entropy_fwd_grad(logits, target, *args[:-1], "none")
     with pytest.raises(RuntimeError, match="cross_entropy_fwd_grad is not differentiable"):
@@ -376,8 +385,9 @@ def opcheck_samples(device):
     for reduction in REDUCTIONS:
         _, _, lse, stats = liger.cross_entropy_fwd(logits, target, *args, reduction)
         g = torch.randn(5, device=device) if reduction == "none" else torch.randn((), device=device)
-        samples.append(("cross_entropy_bwd", (g, g.clone(), logits, target, kw["weight"], lse, stats, *args[1:],
-                                              reduction), False))
+        for gz in (g.clone(), None):
+            samples.append(("cross_entropy_bwd", (g, gz, logits, target, kw["weight"], lse, stats, *args[1:],
+                                                  reduction), False))
     for dtype in CUDA_DTYPES:
         for opts in ("plain", "all"):
             for reduction in ("mean", "sum"):
@@ -386,8 +396,9 @@ def opcheck_samples(device):
                         kw["softcap"], reduction)
                 samples.append(("cross_entropy_fwd_grad", (logits, target, *args), False))
                 _, _, lse, stats, g = liger.cross_entropy_fwd_grad(logits, target, *args)
-                for gl, gz in ((1.0, 0.0), (0.37, 0.5)):
-                    grads = (torch.tensor(gl, device=device, dtype=dtype), torch.tensor(gz, device=device, dtype=dtype))
+                for gl, gz in ((1.0, 0.0), (0.37, 0.5), (1.0, None), (0.37, None)):
+                    grads = (torch.tensor(gl, device=device, dtype=dtype),
+                             None if gz is None else torch.tensor(gz, device=device, dtype=dtype))
                     samples.append(("cross_entropy_bwd_into", (g.clone(), *grads, logits, target, kw["weight"], lse,
                                                                stats, *args[1:]), False))
     return samples

@@ -29,6 +29,7 @@ the general gradient into that buffer.
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 from triton_src._rows import prefetch_l2
@@ -271,8 +272,12 @@ def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr,
 
 
 @triton.jit
-def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr):
-    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring).
+def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr,
+                               PDL: tl.constexpr = False):
+    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring). PDL: the next kernel (the training
+    # forward, launched as a programmatic dependent) may start at once; it waits for STATS where it needs them.
+    if PDL:
+        gdc_launch_dependents()
     offs = tl.arange(0, BLOCK)
     count = tl.zeros([BLOCK], dtype=tl.float32)
     wsum_y = tl.zeros([BLOCK], dtype=tl.float32)
@@ -373,7 +378,7 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
 def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
                                   ignore_index, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap,
                                   mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr,
-                                  FAST: tl.constexpr):
+                                  FAST: tl.constexpr, PDL: tl.constexpr = False):
     # The training forward of "mean"/"sum": per-row loss terms as cross_entropy_fwd_kernel, and the gradient of
     # the reduced loss for grad_output 1 into DX (a new buffer: the logits stay intact). Persistent: each program
     # takes rows pid, pid + programs, ...; about one row per SM is in flight, so that the gradient pass's second
@@ -384,10 +389,21 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
     # FAST (no weight, soft-cap or label smoothing; the launcher checks): _fast_sums / _fast_write_grad, about
     # 10 instead of 35 instructions per logit (SASS); the general loops were issue-bound (ncu: 57 % SM
     # throughput, 48 % DRAM, at 4 warps per scheduler).
+    # PDL (launched as a programmatic dependent of the stats kernel): the program starts while the stats kernel
+    # may still run and waits for it (griddepcontrol.wait) only after its first row's sums, where STATS is first
+    # needed; nothing before the wait reads what the stats kernel writes (every earlier kernel has completed:
+    # the stats kernel is not itself a dependent launch). The finalize kernel may be launched at once.
     n_cols = n_cols_v * ALIGN
-    w_sum = tl.load(STATS + 2)
-    a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
-    a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+    if PDL:
+        gdc_launch_dependents()
+        w_sum = 0.0
+        a_loss = 0.0
+        a_z = 0.0
+        ready = 0
+    else:
+        w_sum = tl.load(STATS + 2)
+        a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+        a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
     for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
         row = tl.cast(r, tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
         x_row = X + row * (stride_x_v * ALIGN)
@@ -414,6 +430,13 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
                     d, wx = _shifted_sums(x_row, W, n_cols, shift, label_smoothing, softcap, has_weight,
                                           has_softcap, BLOCK_N, ACCURATE)
                     lse = shift + tl.log(d)
+            if PDL:
+                if ready == 0:
+                    gdc_wait()
+                    w_sum = tl.load(STATS + 2)
+                    a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+                    a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+                    ready = 1
             ce = (1.0 - label_smoothing) * w_y * (lse - x_y)
             if label_smoothing > 0:
                 ce += (label_smoothing / n_cols) * (w_sum * lse - wx)
@@ -430,19 +453,29 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
             else:
                 _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
                             lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
+    if PDL:
+        # every program waits once (a program whose rows were all ignored has not): the kernel then completes
+        # only after the stats kernel, so a dependent of this kernel that waits for it may read STATS
+        gdc_wait()
 
 
 @triton.jit
 def cross_entropy_bwd_kernel(X, Y, W, STATS, LSE, GRAD_LOSS, GRAD_Z, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
                              grad_stride, ignore_index, label_smoothing, lse_square_scale, softcap, has_weight,
-                             has_softcap, mean, skip_unit, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
-                             ACCURATE: tl.constexpr):
+                             has_softcap, mean, skip_unit, has_grad_z, BLOCK_N: tl.constexpr,
+                             ALIGN: tl.constexpr, ACCURATE: tl.constexpr, PDL: tl.constexpr = False):
     # GRAD_LOSS and GRAD_Z (the logits' dtype) hold one value per row (grad_stride 1, reduction "none") or one
-    # scalar (grad_stride 0). Rows pid, pid + programs, ... With skip_unit, DX already holds the gradient for
+    # scalar (grad_stride 0); without has_grad_z the z_loss has no gradient (taken as 0; GRAD_Z is then any valid
+    # pointer, not read). Rows pid, pid + programs, ... With skip_unit, DX already holds the gradient for
     # grad_loss 1 and grad_z 0 (cross_entropy_fwd_grad_kernel's): every program reads the two scalars and
     # returns when they are exactly that, which the host cannot know without a synchronization.
+    # PDL (a programmatic dependent launch): every program first waits for the kernel before it.
+    if PDL:
+        gdc_wait()
     n_cols = n_cols_v * ALIGN
-    unit = skip_unit & (tl.load(GRAD_LOSS).to(tl.float32) == 1.0) & (tl.load(GRAD_Z).to(tl.float32) == 0.0)
+    unit = skip_unit & (tl.load(GRAD_LOSS).to(tl.float32) == 1.0)
+    if has_grad_z:
+        unit = unit & (tl.load(GRAD_Z).to(tl.float32) == 0.0)
     for r in range(tl.program_id(0), tl.where(unit, 0, n_rows), tl.num_programs(0)):
         row = tl.cast(r, tl.int64)
         dx_row = DX + row * (stride_dx_v * ALIGN)
@@ -451,7 +484,9 @@ def cross_entropy_bwd_kernel(X, Y, W, STATS, LSE, GRAD_LOSS, GRAD_Z, DX, n_rows,
             _zero_row(dx_row, n_cols, BLOCK_N)
         else:
             g_loss = tl.load(GRAD_LOSS + row * grad_stride).to(tl.float32)
-            g_z = g_loss + tl.load(GRAD_Z + row * grad_stride).to(tl.float32)  # z is also part of the loss
+            g_z = g_loss  # z is also part of the loss
+            if has_grad_z:
+                g_z += tl.load(GRAD_Z + row * grad_stride).to(tl.float32)
             a_loss = tl.where(mean, g_loss / tl.load(STATS), g_loss)
             a_z = tl.where(mean, g_z / tl.load(STATS + 1), g_z)
             _write_grad(X + row * (stride_x_v * ALIGN), dx_row, W, y, n_cols, tl.load(LSE + row), w_y,
@@ -460,9 +495,14 @@ def cross_entropy_bwd_kernel(X, Y, W, STATS, LSE, GRAD_LOSS, GRAD_Z, DX, n_rows,
 
 
 @triton.jit
-def cross_entropy_finalize_kernel(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, reduction, BLOCK: tl.constexpr):
+def cross_entropy_finalize_kernel(LOSS_ROW, Z_ROW, STATS, LOSS, Z, n_rows, reduction, BLOCK: tl.constexpr,
+                                  PDL: tl.constexpr = False):
     # reduction 0 ("none"): a grid over rows writes ce + z and z per row. 1 ("mean") and 2 ("sum"): one
-    # program writes the two scalars.
+    # program writes the two scalars. PDL (a programmatic dependent launch): waits for the row kernel first, and
+    # lets the next kernel (the backward's) be launched.
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
     offs = tl.arange(0, BLOCK)
     if reduction == 0:
         r = tl.program_id(0).to(tl.int64) * BLOCK + offs
@@ -524,7 +564,7 @@ def _fwd_grad_sig(dt):
 def _bwd_sig(dt):
     return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LSE": "*fp32", "GRAD_LOSS": f"*{dt}",
             "GRAD_Z": f"*{dt}", "DX": f"*{dt}", "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64",
-            "stride_dx_v": "i64", "grad_stride": "i64", **_ROW_SCALARS, "mean": "i1", "skip_unit": "i1"}
+            "stride_dx_v": "i64", "grad_stride": "i64", **_ROW_SCALARS, "mean": "i1", "skip_unit": "i1", "has_grad_z": "i1"}
 
 
 def _specs():
@@ -537,7 +577,7 @@ def _specs():
     stats.variants.append(Variant(
         key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "n_rows": "i64", "n_cols": "i32",
                            "ignore_index": "i64", "has_weight": "i1"},
-        constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"]}, num_warps=8))
+        constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"], "PDL": True}, num_warps=8))
     for dt in ("fp32", "bf16", "fp16"):
         accurate = dt == "fp32"
         for block_n, warps in GRAD_ROW_BLOCKS.items():
@@ -546,21 +586,21 @@ def _specs():
                 key = {"x_dtype": dt, "block_n": block_n, "aligned": aligned}
                 for fast in (False, True) if block_n in ROW_BLOCKS else (True,):
                     fwd_grad.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_grad_sig(dt),
-                                                     constexprs={**common, "FAST": fast}, num_warps=warps,
-                                                     aligned=aligned))
+                                                     constexprs={**common, "FAST": fast, "PDL": True},
+                                                     num_warps=warps, aligned=aligned, launch_pdl=True))
                 if block_n not in ROW_BLOCKS:
                     continue
                 for fast in (False, True):
                     fwd.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_sig(dt),
                                                 constexprs={**common, "FAST": fast}, num_warps=warps,
                                                 aligned=aligned))
-                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs=common, num_warps=warps,
-                                            aligned=aligned))
+                bwd.variants.append(Variant(key=key, signature=_bwd_sig(dt), constexprs={**common, "PDL": True},
+                                            num_warps=warps, aligned=aligned, launch_pdl=True))
         fin.variants.append(Variant(
             key={"out_dtype": dt},
             signature={"LOSS_ROW": "*fp32", "Z_ROW": "*fp32", "STATS": "*fp32", "LOSS": f"*{dt}", "Z": f"*{dt}",
                        "n_rows": "i64", "reduction": "i32"},
-            constexprs={"BLOCK": CPP_CONSTANTS["FINALIZE_BLOCK"]}, num_warps=8))
+            constexprs={"BLOCK": CPP_CONSTANTS["FINALIZE_BLOCK"], "PDL": True}, num_warps=8, launch_pdl=True))
         colsum.variants.append(Variant(
             key={"x_dtype": dt},
             signature={"X": f"*{dt}", "ACC": "*fp32", "n_rows": "i32", "n_cols": "i32", "stride_x": "i64"},

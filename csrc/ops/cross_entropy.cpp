@@ -30,11 +30,11 @@ TORCH_LIBRARY_FRAGMENT(liger, m) {
         {at::Tag::pt2_compliant_tag});
   m.def("cross_entropy_fwd(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> (Tensor, Tensor, Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  m.def("cross_entropy_bwd(Tensor grad_loss, Tensor grad_z_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, Tensor stats, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> Tensor",
+  m.def("cross_entropy_bwd(Tensor grad_loss, Tensor? grad_z_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, Tensor stats, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   m.def("cross_entropy_fwd_grad(Tensor logits, Tensor target, Tensor? weight, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
         {at::Tag::pt2_compliant_tag});
-  m.def("cross_entropy_bwd_into(Tensor(a!) grad_logits, Tensor grad_loss, Tensor grad_z_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, Tensor stats, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> ()",
+  m.def("cross_entropy_bwd_into(Tensor(a!) grad_logits, Tensor grad_loss, Tensor? grad_z_loss, Tensor logits, Tensor target, Tensor? weight, Tensor lse, Tensor stats, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, str reduction) -> ()",
         {at::Tag::pt2_compliant_tag});
 }
 
@@ -160,12 +160,12 @@ std::pair<Tensor, Tensor> finalize_cpu(const RowsResult& r, const Options& o, at
 }
 
 Tensor grad_cpu(const Tensor& logits2d, const Tensor& target1d, const optional<Tensor>& weight, const Tensor& lse,
-                const Tensor& stats, const Tensor& grad_loss, const Tensor& grad_z, const Options& o) {
+                const Tensor& stats, const Tensor& grad_loss, const optional<Tensor>& grad_z, const Options& o) {
   const int64_t V = logits2d.size(1);
   Prepared p = prepare(logits2d, target1d, weight, o);
   const auto acc = p.x.scalar_type();
   Tensor g_loss = grad_loss.to(acc).reshape({-1});
-  Tensor g_z = g_loss + grad_z.to(acc).reshape({-1});
+  Tensor g_z = grad_z ? g_loss + grad_z->to(acc).reshape({-1}) : g_loss;  // no z_loss gradient: 0
   Tensor a_loss = g_loss, a_z = g_z;
   if (o.reduction == Reduction::Mean) {
     a_loss = g_loss / stats[0].to(acc);
@@ -205,10 +205,10 @@ std::tuple<Tensor, Tensor> cross_entropy_cpu(const Tensor& logits, const Tensor&
   return {loss, z};
 }
 
-void check_backward_inputs(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+void check_backward_inputs(const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                            const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, const Options& o) {
   check_inputs("cross_entropy_bwd", logits, target, weight);
-  for (const Tensor* g : {&grad_loss, &grad_z}) {
+  for (const Tensor* g : {&grad_loss, grad_z ? &*grad_z : &grad_loss}) {
     TORCH_CHECK(g->device() == logits.device(),
                 "cross_entropy_bwd: the output gradients must be on the logits' device");
     if (o.reduction == Reduction::None) {
@@ -225,7 +225,7 @@ void check_backward_inputs(const Tensor& grad_loss, const Tensor& grad_z, const 
               shape_str(stats));
 }
 
-Tensor bwd_cpu(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+Tensor bwd_cpu(const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                double label_smoothing, double lse_square_scale, optional<double> softcap, c10::string_view reduction) {
   Options o = make_options("cross_entropy_bwd", ignore_index, label_smoothing, lse_square_scale, softcap,
@@ -271,7 +271,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cpu(const Tensor& lo
 
 // grad_logits holds the gradient for (grad_loss, grad_z_loss) = (1, 0) (cross_entropy_fwd_grad's); for other
 // output gradients it is rewritten with theirs.
-void bwd_into_cpu(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits,
+void bwd_into_cpu(const Tensor& grad_logits, const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits,
                   const Tensor& target, const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
                   int64_t ignore_index, double label_smoothing, double lse_square_scale, optional<double> softcap,
                   c10::string_view reduction) {
@@ -280,7 +280,7 @@ void bwd_into_cpu(const Tensor& grad_logits, const Tensor& grad_loss, const Tens
   check_reduced("cross_entropy_bwd_into", o);
   check_backward_inputs(grad_loss, grad_z, logits, target, weight, lse, stats, o);
   check_grad_logits(grad_logits, logits);
-  if (grad_loss.item<double>() == 1.0 && grad_z.item<double>() == 0.0) return;  // a CPU read: no device sync
+  if (grad_loss.item<double>() == 1.0 && (!grad_z || grad_z->item<double>() == 0.0)) return;  // a CPU read
   grad_logits.copy_(bwd_cpu(grad_loss, grad_z, logits, target, weight, lse, stats, ignore_index, label_smoothing,
                             lse_square_scale, softcap, reduction));
 }
@@ -323,7 +323,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_meta(const Tensor& l
   return {loss, z, lse, stats, at::empty_symint(logits.sym_sizes(), logits.options())};
 }
 
-void bwd_into_meta(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits,
+void bwd_into_meta(const Tensor& grad_logits, const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits,
                    const Tensor& target, const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
                    int64_t ignore_index, double label_smoothing, double lse_square_scale, optional<double> softcap,
                    c10::string_view reduction) {
@@ -334,7 +334,7 @@ void bwd_into_meta(const Tensor& grad_logits, const Tensor& grad_loss, const Ten
   check_grad_logits(grad_logits, logits);
 }
 
-Tensor bwd_meta(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+Tensor bwd_meta(const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                 const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                 double label_smoothing, double lse_square_scale, optional<double> softcap,
                 c10::string_view reduction) {
@@ -491,7 +491,7 @@ namespace {
 // The general gradient into dx (contiguous, the logits' shape). skip_unit: dx holds the gradient for output
 // gradients (1, 0) already, and each program returns when they are that (a persistent grid of one wave, so the
 // skip costs one launch); otherwise one program per row.
-void bwd_launch(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+void bwd_launch(const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                 const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, const Options& o,
                 const Tensor& dx, bool skip_unit) {
   Rows x = as_rows(logits);
@@ -500,7 +500,8 @@ void bwd_launch(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
   Tensor t = target.reshape({-1}).contiguous();
   Tensor w32 = weight32(weight);
   Tensor gl = grad_loss.to(logits.scalar_type()).reshape({-1}).contiguous();
-  Tensor gz = grad_z.to(logits.scalar_type()).reshape({-1}).contiguous();
+  // without a z_loss gradient the kernel reads none: gl stands in as a valid pointer
+  Tensor gz = grad_z ? grad_z->to(logits.scalar_type()).reshape({-1}).contiguous() : gl;
   Tensor lse32 = lse.to(at::kFloat).contiguous();
   Tensor st = stats.to(at::kFloat).contiguous();
   const int64_t vec = vec_elems(logits.scalar_type());
@@ -515,12 +516,12 @@ void bwd_launch(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
                                   o.reduction == Reduction::None ? 1 : 0, o.ignore_index,
                                   static_cast<float>(o.label_smoothing), static_cast<float>(o.lse_square_scale),
                                   static_cast<float>(o.softcap.value_or(1.0)), w32.defined(), o.softcap.has_value(),
-                                  o.reduction == Reduction::Mean, skip_unit);
+                                  o.reduction == Reduction::Mean, skip_unit, grad_z.has_value());
 }
 
 }  // namespace
 
-Tensor bwd_cuda(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+Tensor bwd_cuda(const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                 const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                 double label_smoothing, double lse_square_scale, optional<double> softcap,
                 c10::string_view reduction) {
@@ -533,7 +534,7 @@ Tensor bwd_cuda(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& log
   return dx;
 }
 
-void bwd_into_cuda(const Tensor& grad_logits, const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits,
+void bwd_into_cuda(const Tensor& grad_logits, const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits,
                    const Tensor& target, const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
                    int64_t ignore_index, double label_smoothing, double lse_square_scale, optional<double> softcap,
                    c10::string_view reduction) {
@@ -602,7 +603,7 @@ const auto& bwd_into_op() {
 class CrossEntropyBackward : public torch::autograd::Function<CrossEntropyBackward> {
  public:
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext*, const Tensor& grad_loss,
-                                                const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+                                                const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                                                 const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats,
                                                 int64_t ignore_index, double label_smoothing, double lse_square_scale,
                                                 optional<double> softcap, std::string reduction) {
@@ -654,7 +655,8 @@ class CrossEntropyForward : public torch::autograd::Function<CrossEntropyForward
                                                  torch::autograd::variable_list grads) {
     if (!grads[0].defined() && !grads[1].defined()) return torch::autograd::variable_list(9);
     if (!grads[0].defined()) grads[0] = at::zeros_like(grads[1]);
-    if (!grads[1].defined()) grads[1] = at::zeros_like(grads[0]);
+    optional<Tensor> grad_z;  // none when the z_loss output got no gradient: the kernel takes it as 0
+    if (grads[1].defined()) grad_z = grads[1];
     auto saved = ctx->get_saved_variables();
     optional<Tensor> weight;
     if (saved[2].defined()) weight = saved[2];
@@ -672,10 +674,10 @@ class CrossEntropyForward : public torch::autograd::Function<CrossEntropyForward
       // (a retained graph, or create_graph, takes the general path below: a second backward must find the
       // buffer as the forward left it, and a second derivative must raise).
       dlogits = saved[5];
-      bwd_into_op().call(dlogits, grads[0], grads[1], saved[0], saved[1], weight, saved[3], saved[4], ignore_index,
+      bwd_into_op().call(dlogits, grads[0], grad_z, saved[0], saved[1], weight, saved[3], saved[4], ignore_index,
                          label_smoothing, lse_square_scale, softcap, reduction);
     } else {
-      dlogits = CrossEntropyBackward::apply(grads[0], grads[1], saved[0], saved[1], weight, saved[3], saved[4],
+      dlogits = CrossEntropyBackward::apply(grads[0], grad_z, saved[0], saved[1], weight, saved[3], saved[4],
                                             ignore_index, label_smoothing, lse_square_scale, softcap, reduction)[0];
     }
     return {dlogits, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
@@ -707,7 +709,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> fwd_autograd(const Tensor& logits, co
   return {out[0], out[1], out[2], out[3]};
 }
 
-Tensor bwd_autograd(const Tensor& grad_loss, const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+Tensor bwd_autograd(const Tensor& grad_loss, const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                     const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                     double label_smoothing, double lse_square_scale, optional<double> softcap,
                     c10::string_view reduction) {
@@ -735,18 +737,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_autograd(const Tenso
 }
 
 void bwd_into_autograd(c10::DispatchKeySet ks, const Tensor& grad_logits, const Tensor& grad_loss,
-                       const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+                       const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                        const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                        double label_smoothing, double lse_square_scale, optional<double> softcap,
                        c10::string_view reduction) {
-  check_not_differentiated("cross_entropy_bwd_into", {&grad_logits, &grad_loss, &grad_z, &logits});
+  check_not_differentiated("cross_entropy_bwd_into",
+                           {&grad_logits, &grad_loss, grad_z ? &*grad_z : &grad_loss, &logits});
   bwd_into_op().redispatch(ks & c10::after_autograd_keyset, grad_logits, grad_loss, grad_z, logits, target, weight,
                            lse, stats, ignore_index, label_smoothing, lse_square_scale, softcap, reduction);
 }
 
 // grad_logits is written in place: bump its version, as ATen's in-place ops do.
 void bwd_into_ad_inplace(c10::DispatchKeySet ks, const Tensor& grad_logits, const Tensor& grad_loss,
-                         const Tensor& grad_z, const Tensor& logits, const Tensor& target,
+                         const optional<Tensor>& grad_z, const Tensor& logits, const Tensor& target,
                          const optional<Tensor>& weight, const Tensor& lse, const Tensor& stats, int64_t ignore_index,
                          double label_smoothing, double lse_square_scale, optional<double> softcap,
                          c10::string_view reduction) {

@@ -38,10 +38,10 @@ RowsResult rows_cpu(const at::Tensor& logits2d, const at::Tensor& target1d, cons
 // The reduced (loss, z_loss) from per-row values, in dtype; "none" keeps target_shape.
 std::pair<at::Tensor, at::Tensor> finalize_cpu(const RowsResult& r, const Options& o, at::ScalarType dtype,
                                                at::IntArrayRef target_shape);
-// d loss / d logits for per-row (or scalar) fp32/fp64 grad scales, in the accumulation dtype.
+// d loss / d logits for per-row (or scalar) fp32/fp64 grad scales, in the accumulation dtype (no grad_z: 0).
 at::Tensor grad_cpu(const at::Tensor& logits2d, const at::Tensor& target1d, const std::optional<at::Tensor>& weight,
                     const at::Tensor& lse, const at::Tensor& stats, const at::Tensor& grad_loss,
-                    const at::Tensor& grad_z, const Options& o);
+                    const std::optional<at::Tensor>& grad_z, const Options& o);
 
 // CUDA: stats [3] fp32 of the whole batch (weight32: fp32 contiguous class weights or undefined).
 at::Tensor stats_cuda(const at::Tensor& target1d, const at::Tensor& weight32, int64_t n_classes, const Options& o);
