@@ -72,8 +72,8 @@ def ref(x, t, w, ii, ls, zs, cap, reduction, gl, gz):
 def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
     has_w, ls, zs, cap, ii = opts
     x = (torch.randn(R, V) * 3).to(dtype)
-    if V > 10:
-        x[1, 5] = 120.0 if dtype != torch.float16 else 60000.0  # a logit far above the target's: the re-sum path
+    if V > 10:  # a logit far above the target's: the re-sum path (row 1, and the last row: a tail row with TAIL)
+        x[1, 5] = x[R - 1, 5] = 120.0 if dtype != torch.float16 else 60000.0
     t = torch.randint(0, V, (R,))
     t[::3] = ii
     w = torch.rand(V) + 0.5 if has_w else None
@@ -82,14 +82,18 @@ def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
     valid = t != ii
     ts = torch.where(valid, t, 0)
     stats = torch.zeros(3)
-    ce.cross_entropy_stats_kernel[(1,)](t, w32, stats, R, V, ii, int(has_w), BLOCK=1024)
+    sync = torch.full((programs + 1,), 7, dtype=torch.int32)  # the stats kernel zeroes it
+    slots = torch.full((programs,), float("nan"))
+    ce.cross_entropy_stats_kernel[(1,)](t, w32, stats, sync, R, V, ii, int(has_w), programs + 1, BLOCK=1024)
+    assert not sync.any(), "stats kernel left the tail counters"
+    tail = fast and aligned  # the build's TAIL variants (16384 x 32 warps, aligned): here at the small blocks
     align = 16 // x.element_size() if aligned else 1
     ce_row, z_row, lse = torch.empty(R), torch.empty(R), torch.empty(R)
     dx = torch.full_like(x, float("nan"))
     ce.cross_entropy_fwd_grad_kernel[(programs,)](
-        x, t, w32, stats, ce_row, z_row, lse, dx, R, V // align, V // align, V // align, ii, ls, zs, cap or 1.0,
-        int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align,
-        ACCURATE=dtype == torch.float32, FAST=fast)
+        x, t, w32, stats, ce_row, z_row, lse, dx, sync, slots, R, V // align, V // align, V // align, ii, ls, zs,
+        cap or 1.0, int(has_w), int(cap is not None), int(reduction == "mean"), BLOCK_N=block_n, ALIGN=align,
+        ACCURATE=dtype == torch.float32, FAST=fast, TAIL=tail)
     assert torch.equal(x, x_orig), "logits modified"
     # the inference / fused_linear_cross_entropy kernel with store_grad: the same loss terms, and the same
     # gradient written over its logits
@@ -114,8 +118,15 @@ def run(R, V, dtype, opts, reduction, programs, block_n, aligned, grads, fast):
         gld, gzd = torch.tensor(gl, dtype=dtype), torch.tensor(gz, dtype=dtype)
         ce.cross_entropy_bwd_kernel[(programs,)](
             x, t, w32, stats, lse, gld, gzd, out, R, V // align, V // align, V // align, 0, ii, ls, zs, cap or 1.0,
-            int(has_w), int(cap is not None), int(reduction == "mean"), 1, BLOCK_N=block_n, ALIGN=align,
+            int(has_w), int(cap is not None), int(reduction == "mean"), 1, 1, BLOCK_N=block_n, ALIGN=align,
             ACCURATE=dtype == torch.float32)
+        if gz == 0.0:  # no z_loss gradient (has_grad_z 0, the pointer not read) is a zero one
+            out0 = dx.clone()
+            ce.cross_entropy_bwd_kernel[(programs,)](
+                x, t, w32, stats, lse, gld, gld, out0, R, V // align, V // align, V // align, 0, ii, ls, zs,
+                cap or 1.0, int(has_w), int(cap is not None), int(reduction == "mean"), 1, 0, BLOCK_N=block_n,
+                ALIGN=align, ACCURATE=dtype == torch.float32)
+            assert torch.equal(out0, out), "has_grad_z 0 differs from a zero z_loss gradient"
         unit = gl == 1.0 and gz == 0.0
         if unit:
             assert torch.equal(out, dx), "skip_unit rewrote the buffer"
@@ -144,16 +155,18 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
                                 (37, 1024, False)):
         for name, opts in OPTS.items():
             for reduction in ("mean", "sum"):
-                R, programs = 7, 3
                 if V == 1 and opts[4] == 0:
                     continue
                 # FAST (the launcher's choice without weight, soft-cap or smoothing) and the general loops
-                for fast in (False, True) if not opts[0] and opts[1] == 0 and opts[3] is None else (False,):
+                # (7, 3): the tail row (6) is ignored; (11, 5): split over 5 parts
+                for fast, (R, programs) in [
+                        (f, g) for f in ((False, True) if not opts[0] and opts[1] == 0 and opts[3] is None else (False,))
+                        for g in ((7, 3), (11, 5))]:
                     lerr, gerrs = run(R, V, dtype, opts, reduction, programs, block_n, aligned, GRADS, fast)
                     gerr = max(gerrs.values())
                     bad = lerr > TOL[dtype] * 2 or gerr > TOL[dtype] * 2
                     worst = max(worst, gerr / TOL[dtype])
                     print(f"{str(dtype)[6:]:8} V={V:5} B={block_n:5} al={int(aligned)} {name:13} {reduction:4} "
-                          f"fast={int(fast)} loss rel {lerr:.2e} grad rel(max over grads) {gerr:.2e}"
+                          f"fast={int(fast)} R={R:2}/{programs} loss rel {lerr:.2e} grad rel(max over grads) {gerr:.2e}"
                           + ("  <-- BAD" if bad else ""), flush=True)
 print("worst grad error / dtype tolerance:", worst)

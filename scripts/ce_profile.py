@@ -44,6 +44,7 @@ def main():
     w = torch.ones(1, device="cuda")
     ce_row, z_row, lse = (torch.empty(ROWS, device="cuda") for _ in range(3))
     dx = torch.empty_like(x)
+    sync, slots = torch.zeros(1, device="cuda", dtype=torch.int32), torch.empty(1, device="cuda")  # no TAIL
     flush = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
     fasts = (True,) if os.environ.get("CE_FAST_ONLY") == "1" else (False, True)
     ref_lse = torch.logsumexp(x.float(), -1)
@@ -57,7 +58,8 @@ def main():
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             ce.cross_entropy_fwd_grad_kernel[(programs,)](
-                x, t, w, stats, ce_row, z_row, lse, dx, ROWS, V // 8, V // 8, V // 8, -100, 0.0, 0.0, 1.0, False,
+                x, t, w, stats, ce_row, z_row, lse, dx, sync, slots, ROWS, V // 8, V // 8, V // 8, -100, 0.0, 0.0,
+                1.0, False,
                 False, True, BLOCK_N=block, ALIGN=8, ACCURATE=False, FAST=fast, num_warps=warps)
             end.record()
             end.synchronize()

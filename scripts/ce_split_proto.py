@@ -335,6 +335,7 @@ def main():
         w = torch.ones(1, device="cuda")
         ce_row, z_row, lse = (torch.empty(rows, device="cuda") for _ in range(3))
         dx = torch.empty_like(x)
+        sync, slots = torch.zeros(1, device="cuda", dtype=torch.int32), torch.empty(1, device="cuda")  # no TAIL
         align = 8 if V % 8 == 0 else 1
         ref_lse = torch.logsumexp(x.double(), -1)
         p = torch.softmax(x.double(), -1)
@@ -351,8 +352,9 @@ def main():
 
         def build():
             ce.cross_entropy_fwd_grad_kernel[(sms,)](
-                x, t, w, stats, ce_row, z_row, lse, dx, rows, V // align, V // align, V // align, -100, 0.0, 0.0,
-                1.0, False, False, True, BLOCK_N=16384, ALIGN=align, ACCURATE=False, FAST=True, num_warps=32)
+                x, t, w, stats, ce_row, z_row, lse, dx, sync, slots, rows, V // align, V // align, V // align, -100,
+                0.0, 0.0, 1.0, False, False, True, BLOCK_N=16384, ALIGN=align, ACCURATE=False, FAST=True,
+                num_warps=32)
         dx.fill_(float("nan"))
         build()
         check("build's kernel 16384 x 32 warps x 1/SM", bench(build))

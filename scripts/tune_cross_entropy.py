@@ -35,6 +35,7 @@ def main():
         w = torch.ones(1, device="cuda")
         ce_row, z_row, lse = (torch.empty(ROWS, device="cuda") for _ in range(3))
         dx = torch.empty_like(x)
+        sync, slots = torch.zeros(1, device="cuda", dtype=torch.int32), torch.empty(1, device="cuda")  # no TAIL
         align = 8 if V % 8 == 0 else 1
         ref_lse = torch.logsumexp(x.float(), -1)
         p = torch.softmax(x[:64].float(), -1)
@@ -51,9 +52,9 @@ def main():
 
                 def run():
                     ce.cross_entropy_fwd_grad_kernel[(programs,)](
-                        x, t, w, stats, ce_row, z_row, lse, dx, ROWS, V // align, V // align, V // align, -100, 0.0,
-                        0.0, 1.0, False, False, True, BLOCK_N=block, ALIGN=align, ACCURATE=False, FAST=fast,
-                        num_warps=warps)
+                        x, t, w, stats, ce_row, z_row, lse, dx, sync, slots, ROWS, V // align, V // align, V // align,
+                        -100, 0.0, 0.0, 1.0, False, False, True, BLOCK_N=block, ALIGN=align, ACCURATE=False,
+                        FAST=fast, num_warps=warps)
 
                 run()
                 lse_err = (torch.where(valid, lse - ref_lse, 0.0)).abs().max().item()

@@ -626,6 +626,31 @@ def test_cuda_fused_scaled_gradient(dtype, V, grads, reduction):
 
 
 @gpu
+@pytest.mark.parametrize("reduction", ("mean", "sum"))
+@pytest.mark.parametrize("opts", ["plain", "zloss"])
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_fused_tail_rows_split(dtype, opts, reduction):
+    # Above 65536 classes the training forward runs one program per SM; the rows left over after the last full
+    # round (fewer than half the programs) are split over the programs (TAIL): each split row's lse comes from the
+    # parts' sums. Left-over counts 1, 5 and half the SMs; a left-over row ignored (every 4th target), one with a
+    # logit ~120 above its target's (summed again behind its max), and a backward that rewrites the gradient.
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for n_tail in (1, 5, sms // 2):
+        rows = 2 * sms + n_tail
+        logits, target, kw = make_inputs((rows,), 65544, dtype, "cuda", opts=opts)
+        kept = [r for r in range(2 * sms, rows) if target[r].item() != kw["ignore_index"]]
+        if kept:
+            logits[kept[-1], 17] = 120.0
+        for gl, gz in ((1.0, None), (0.37, 0.5)):
+            x = logits.clone().requires_grad_()
+            loss, z = call(x, target, kw, reduction)
+            glt = torch.tensor(gl, device="cuda", dtype=dtype)
+            gzt = torch.tensor(gz or 0.0, device="cuda", dtype=dtype)
+            torch.autograd.backward((loss, z) if gz is not None else (loss,), (glt, gzt) if gz is not None else (glt,))
+            cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, glt, gzt)
+
+
+@gpu
 def test_cuda_fused_large_logit_resum():
     # A logit ~120 above the target's overflows exp(x - x[y]) in fp32: that row is summed again behind its max.
     for dtype in CUDA_DTYPES:
@@ -730,11 +755,16 @@ def test_cuda_fused_more_than_2_31_logits():
 
 
 @gpu
+@pytest.mark.parametrize("rows", ("64", "tail"))
 @pytest.mark.parametrize("scale", (1.0, 0.37))
 @pytest.mark.parametrize("reduction", ("mean", "sum", "none"))
-def test_cuda_graph_capture_and_replay(reduction, scale):
-    # scale 1: the fused forward's gradient is returned as is; 0.37: the backward rewrites it (both captured)
-    logits, target, kw = make_inputs((64,), 128256, torch.bfloat16, "cuda", opts="all")
+def test_cuda_graph_capture_and_replay(reduction, scale, rows):
+    # scale 1: the fused forward's gradient is returned as is; 0.37: the backward rewrites it (both captured).
+    # "tail": FAST options and 3 rows past two full rounds of one program per SM, split over the programs (their
+    # counters zeroed by the captured stats kernel at every replay)
+    opts = "all" if rows == "64" else "zloss"
+    rows = 64 if rows == "64" else 2 * torch.cuda.get_device_properties(0).multi_processor_count + 3
+    logits, target, kw = make_inputs((rows,), 128256, torch.bfloat16, "cuda", opts=opts)
     x = logits.clone().requires_grad_()
     static_target = target.clone()
 
@@ -752,7 +782,7 @@ def test_cuda_graph_capture_and_replay(reduction, scale):
     with torch.cuda.graph(graph):
         static_out = step()
     for i in range(3):
-        new_logits, new_target, _ = make_inputs((64,), 128256, torch.bfloat16, "cuda", opts="all")
+        new_logits, new_target, _ = make_inputs((rows,), 128256, torch.bfloat16, "cuda", opts=opts)
         if i == 1:
             new_target.fill_(kw["ignore_index"])  # the mean's divisor changes with the data: computed on the device
         with torch.no_grad():

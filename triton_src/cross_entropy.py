@@ -51,6 +51,12 @@ ROW_BLOCKS = {1024: 4, 4096: 8, 8192: 16}
 # 128256 classes 0.620 ms against 0.705 at 8192 x 16; 32000 classes 0.170 against 0.214. The general loops
 # would spill at 16384 (ptxas: 436 bytes at 64 registers), so only FAST variants are built at these blocks.
 GRAD_ROW_BLOCKS = {**ROW_BLOCKS, 2048: 4, 16384: 32}
+# The training forward's tail split (TAIL) is built into the one-program-per-SM variants only: there the rows left
+# over after the last full round are a whole row time each (4096 rows on 132 SMs: 4 programs took a 32nd row while
+# 128 were done, ~10 us of 612 at 128256 classes, scripts/ce_pdl_probe.py); at 2048 x 4 warps (4 programs per SM)
+# the code made ptxas spill (32 bytes) and 4096 rows leave 400 of 528 programs a row, no split; the unaligned
+# variants (a vocabulary not a multiple of 16 bytes) spilled 424 bytes with it (20 without): aligned ones only.
+TAIL_ROW_BLOCK = 16384
 
 
 @triton.jit
@@ -160,6 +166,8 @@ def _row_max(x_row, n_cols, softcap, has_softcap, BLOCK_N: tl.constexpr):
 
 
 LOG2E = tl.constexpr(1.4426950408889634)
+# The most parts a tail row of the training forward is split into (cross_entropy_fwd_grad_kernel's TAIL).
+MAX_TAIL_PARTS = tl.constexpr(64)
 
 
 @triton.jit
@@ -263,6 +271,12 @@ def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr,
     # above the target's, or a NaN/inf, makes that sum overflow or NaN: the row is then summed again behind its
     # exact max.
     d = _fast_sums(x_row, n_cols, x_y, BLOCK_N, ACCURATE, AHEAD2, PREFETCH)
+    return _fast_lse_of_sum(x_row, n_cols, x_y, d, BLOCK_N, ACCURATE, AHEAD2)
+
+
+@triton.jit
+def _fast_lse_of_sum(x_row, n_cols, x_y, d, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr, AHEAD2: tl.constexpr):
+    # lse from d = sum_j exp(x[j] - x[y]), or from the row summed again behind its exact max when d is not usable
     lse = x_y + tl.log(d)
     if (d < 0.5) | (d > 3.0e38) | (d != d):
         m = _row_max(x_row, n_cols, 1.0, False, BLOCK_N)
@@ -272,10 +286,83 @@ def _fast_lse(x_row, n_cols, x_y, BLOCK_N: tl.constexpr, ACCURATE: tl.constexpr,
 
 
 @triton.jit
-def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_weight, BLOCK: tl.constexpr,
-                               PDL: tl.constexpr = False):
-    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring). PDL: the next kernel (the training
-    # forward, launched as a programmatic dependent) may start at once; it waits for STATS where it needs them.
+def _fast_tail(X, Y, LOSS_ROW, Z_ROW, LSE, DX, SYNC, SLOTS, n_main, n_tail, parts, n_cols_v,
+               stride_x_v, stride_dx_v, ignore_index, lse_square_scale, a_loss, a_z, BLOCK_N: tl.constexpr,
+               ALIGN: tl.constexpr, ACCURATE: tl.constexpr, MAX_PARTS: tl.constexpr):
+    # The last n_tail rows (fewer than half the programs), each split over `parts` column ranges, so that they do
+    # not fall to n_tail programs while the others are done (4096 rows on 132 SMs: 4 programs took a 32nd row,
+    # ~10 us at 128256 classes). Work is drawn from a ticket counter (SYNC[0], zeroed by the stats kernel):
+    # tickets [0, n_tail * parts) are phase A (a part's sum of exp(x - x[y]) into SLOTS, then SYNC[1 + t] += 1
+    # with release), [n_tail * parts, 2 n_tail * parts) phase B (wait, with acquire, until the row's parts have
+    # all counted; lse from the parts' sums in a fixed order; the part's gradient). Every phase A ticket is drawn
+    # before any phase B one, and phase A never waits: no program waits on one that is not running (no deadlock
+    # whatever the residency).
+    n_cols = n_cols_v * ALIGN
+    n_a = n_tail * parts
+    part_v = tl.cdiv(n_cols_v, parts)
+    k = tl.atomic_add(SYNC, 1, sem="relaxed")
+    while k < 2 * n_a:
+        phase_b = k >= n_a
+        kk = tl.where(phase_b, k - n_a, k)
+        t = kk // parts
+        part = kk % parts
+        row = (n_main + t).to(tl.int64)
+        x_row = X + row * (stride_x_v * ALIGN)
+        dx_row = DX + row * (stride_dx_v * ALIGN)
+        y, in_range, w_y = _target(Y, Y, row, n_cols, ignore_index, False)
+        yc = tl.where(in_range, y, 0)
+        x_y = tl.load(x_row + yc).to(tl.float32)
+        c0 = part * part_v * ALIGN
+        c1 = tl.minimum(part * part_v + part_v, n_cols_v) * ALIGN
+        cols = tl.arange(0, BLOCK_N)
+        if not phase_b:
+            d = tl.zeros([BLOCK_N], dtype=tl.float32)
+            if y != ignore_index:
+                for start in range(c0, c1, BLOCK_N):
+                    c = start + cols
+                    x = tl.load(x_row + c, mask=c < c1, other=-float("inf")).to(tl.float32)
+                    d += _fast_exp(x, x_y, ACCURATE)
+            tl.store(SLOTS + kk, tl.sum(d, axis=0))
+            tl.debug_barrier()  # every thread's part of the store before the release
+            tl.atomic_add(SYNC + 1 + t, 1, sem="release")
+        else:
+            done = tl.atomic_add(SYNC + 1 + t, 0, sem="acquire")
+            while done < parts:
+                done = tl.atomic_add(SYNC + 1 + t, 0, sem="acquire")
+            if y == ignore_index:
+                if part == 0:
+                    tl.store(LOSS_ROW + row, 0.0)
+                    tl.store(Z_ROW + row, 0.0)
+                    tl.store(LSE + row, 0.0)
+                for start in range(c0, c1, BLOCK_N):
+                    c = start + cols
+                    tl.store(dx_row + c, tl.zeros([BLOCK_N], dtype=DX.dtype.element_ty), mask=c < c1)
+            else:
+                offs = tl.arange(0, MAX_PARTS)
+                d = tl.sum(tl.load(SLOTS + t * parts + offs, mask=offs < parts, other=0.0, cache_modifier=".cg"),
+                           axis=0)
+                lse = _fast_lse_of_sum(x_row, n_cols, x_y, d, BLOCK_N, ACCURATE, False)
+                if part == 0:
+                    tl.store(LOSS_ROW + row, tl.where(in_range, w_y * (lse - x_y), float("nan")))
+                    tl.store(Z_ROW + row, lse_square_scale * lse * lse)
+                    tl.store(LSE + row, lse)
+                coef_p = a_loss * w_y + a_z * 2.0 * lse_square_scale * lse
+                coef_y = tl.where(in_range, a_loss * w_y, 0.0)
+                for start in range(c0, c1, BLOCK_N):
+                    c = start + cols
+                    cm = c < c1
+                    x = tl.load(x_row + c, mask=cm, other=-float("inf")).to(tl.float32)
+                    g = _fast_exp(x, lse, ACCURATE) * coef_p - tl.where(c == yc, coef_y, 0.0)
+                    tl.store(dx_row + c, g.to(DX.dtype.element_ty), mask=cm)
+        k = tl.atomic_add(SYNC, 1, sem="relaxed")
+
+
+@triton.jit
+def cross_entropy_stats_kernel(Y, W, STATS, SYNC, n_rows, n_cols, ignore_index, has_weight, n_sync,
+                               BLOCK: tl.constexpr, PDL: tl.constexpr = False):
+    # One program: STATS = [D_loss, D_z, sum(w)] (see the module docstring), and SYNC[0, n_sync) zeroed (the
+    # training forward's tail counters). PDL: the next kernel (the training forward, launched as a programmatic
+    # dependent) may start at once; it waits for STATS where it needs them.
     if PDL:
         gdc_launch_dependents()
     offs = tl.arange(0, BLOCK)
@@ -291,6 +378,9 @@ def cross_entropy_stats_kernel(Y, W, STATS, n_rows, n_cols, ignore_index, has_we
             w = tl.load(W + tl.where(in_range, y, 0), mask=valid & in_range, other=0.0)
             wsum_y += tl.where(valid & (~in_range), float("nan"), w)
     n_valid = tl.sum(count, axis=0)
+    for zstart in range(0, n_sync, BLOCK):
+        z = zstart + offs
+        tl.store(SYNC + z, tl.zeros([BLOCK], dtype=tl.int32), mask=z < n_sync)
     if has_weight:
         w_all = tl.zeros([BLOCK], dtype=tl.float32)
         for cstart in range(0, n_cols, BLOCK):
@@ -375,10 +465,11 @@ def cross_entropy_fwd_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, n_cols_v, str
 
 
 @triton.jit
-def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_rows, n_cols_v, stride_x_v, stride_dx_v,
-                                  ignore_index, label_smoothing, lse_square_scale, softcap, has_weight, has_softcap,
-                                  mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, ACCURATE: tl.constexpr,
-                                  FAST: tl.constexpr, PDL: tl.constexpr = False):
+def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, SYNC, SLOTS, n_rows, n_cols_v, stride_x_v,
+                                  stride_dx_v, ignore_index, label_smoothing, lse_square_scale, softcap, has_weight,
+                                  has_softcap, mean, BLOCK_N: tl.constexpr, ALIGN: tl.constexpr,
+                                  ACCURATE: tl.constexpr, FAST: tl.constexpr, PDL: tl.constexpr = False,
+                                  TAIL: tl.constexpr = False):
     # The training forward of "mean"/"sum": per-row loss terms as cross_entropy_fwd_kernel, and the gradient of
     # the reduced loss for grad_output 1 into DX (a new buffer: the logits stay intact). Persistent: each program
     # takes rows pid, pid + programs, ...; about one row per SM is in flight, so that the gradient pass's second
@@ -393,7 +484,16 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
     # may still run and waits for it (griddepcontrol.wait) only after its first row's sums, where STATS is first
     # needed; nothing before the wait reads what the stats kernel writes (every earlier kernel has completed:
     # the stats kernel is not itself a dependent launch). The finalize kernel may be launched at once.
+    # TAIL (FAST): when the rows leave n_tail = n_rows % programs over, with at least 2 programs per such row,
+    # those rows are split over the programs (_fast_tail; SYNC holds 1 + n_tail zeroed counters, SLOTS one float
+    # per part) instead of falling to n_tail programs.
     n_cols = n_cols_v * ALIGN
+    n_main = n_rows
+    if TAIL:
+        n_tail = n_rows % tl.num_programs(0)
+        parts = tl.minimum(tl.num_programs(0) // tl.maximum(n_tail, 1), MAX_TAIL_PARTS)
+        if (n_tail > 0) & (parts >= 2):
+            n_main = n_rows - n_tail
     if PDL:
         gdc_launch_dependents()
         w_sum = 0.0
@@ -404,7 +504,7 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
         w_sum = tl.load(STATS + 2)
         a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
         a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
-    for r in range(tl.program_id(0), n_rows, tl.num_programs(0)):
+    for r in range(tl.program_id(0), n_main, tl.num_programs(0)):
         row = tl.cast(r, tl.int64)  # int64: row * stride passes 2^31 beyond 8192 rows of 262144
         x_row = X + row * (stride_x_v * ALIGN)
         dx_row = DX + row * (stride_dx_v * ALIGN)
@@ -453,6 +553,16 @@ def cross_entropy_fwd_grad_kernel(X, Y, W, STATS, LOSS_ROW, Z_ROW, LSE, DX, n_ro
             else:
                 _write_grad(x_row, dx_row, W, y, n_cols, lse, w_y, w_sum, a_loss, a_z, label_smoothing,
                             lse_square_scale, softcap, has_weight, has_softcap, BLOCK_N, ACCURATE, True)
+    if TAIL:
+        if n_main < n_rows:
+            if PDL:
+                if ready == 0:  # SYNC is zeroed by the stats kernel
+                    gdc_wait()
+                    a_loss = tl.where(mean, 1.0 / tl.load(STATS), 1.0)
+                    a_z = tl.where(mean, 1.0 / tl.load(STATS + 1), 1.0)
+            _fast_tail(X, Y, LOSS_ROW, Z_ROW, LSE, DX, SYNC, SLOTS, n_main, n_rows - n_main, parts, n_cols_v,
+                       stride_x_v, stride_dx_v, ignore_index, lse_square_scale, a_loss, a_z, BLOCK_N, ALIGN,
+                       ACCURATE, MAX_TAIL_PARTS)
     if PDL:
         # every program waits once (a program whose rows were all ignored has not): the kernel then completes
         # only after the stats kernel, so a dependent of this kernel that waits for it may read STATS
@@ -557,8 +667,8 @@ def _fwd_sig(dt):
 
 def _fwd_grad_sig(dt):
     return {"X": f"*{dt}", "Y": "*i64", "W": "*fp32", "STATS": "*fp32", "LOSS_ROW": "*fp32", "Z_ROW": "*fp32",
-            "LSE": "*fp32", "DX": f"*{dt}", "n_rows": "i32", "n_cols_v": "i32", "stride_x_v": "i64",
-            "stride_dx_v": "i64", **_ROW_SCALARS, "mean": "i1"}
+            "LSE": "*fp32", "DX": f"*{dt}", "SYNC": "*i32", "SLOTS": "*fp32", "n_rows": "i32", "n_cols_v": "i32",
+            "stride_x_v": "i64", "stride_dx_v": "i64", **_ROW_SCALARS, "mean": "i1"}
 
 
 def _bwd_sig(dt):
@@ -575,8 +685,8 @@ def _specs():
     fin = KernelSpec(cross_entropy_finalize_kernel)
     colsum = KernelSpec(column_sum_accumulate_kernel)
     stats.variants.append(Variant(
-        key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "n_rows": "i64", "n_cols": "i32",
-                           "ignore_index": "i64", "has_weight": "i1"},
+        key={}, signature={"Y": "*i64", "W": "*fp32", "STATS": "*fp32", "SYNC": "*i32", "n_rows": "i64",
+                           "n_cols": "i32", "ignore_index": "i64", "has_weight": "i1", "n_sync": "i32"},
         constexprs={"BLOCK": CPP_CONSTANTS["STATS_BLOCK"], "PDL": True}, num_warps=8))
     for dt in ("fp32", "bf16", "fp16"):
         accurate = dt == "fp32"
@@ -586,7 +696,8 @@ def _specs():
                 key = {"x_dtype": dt, "block_n": block_n, "aligned": aligned}
                 for fast in (False, True) if block_n in ROW_BLOCKS else (True,):
                     fwd_grad.variants.append(Variant(key={**key, "fast": fast}, signature=_fwd_grad_sig(dt),
-                                                     constexprs={**common, "FAST": fast, "PDL": True},
+                                                     constexprs={**common, "FAST": fast, "PDL": True,
+                                                                 "TAIL": block_n == TAIL_ROW_BLOCK and aligned},
                                                      num_warps=warps, aligned=aligned, launch_pdl=True))
                 if block_n not in ROW_BLOCKS:
                     continue

@@ -371,12 +371,13 @@ Tensor weight32(const optional<Tensor>& weight) {
 
 }  // namespace
 
-Tensor stats_cuda(const Tensor& target1d, const Tensor& w32, int64_t n_classes, const Options& o) {
+Tensor stats_cuda(const Tensor& target1d, const Tensor& w32, int64_t n_classes, const Options& o, const Tensor& sync) {
   Tensor stats = at::empty({3}, target1d.options().dtype(at::kFloat));
   const LaunchContext ctx = launch_context(target1d);
   const auto& v = cross_entropy_stats_kernel_get({}, ctx.arch_slot);
-  cross_entropy_stats_kernel_launch(v, ctx, Grid{1}, ptr(target1d), ptr(w32), ptr(stats), target1d.numel(),
-                                    static_cast<int32_t>(n_classes), o.ignore_index, w32.defined());
+  cross_entropy_stats_kernel_launch(v, ctx, Grid{1}, ptr(target1d), ptr(w32), ptr(stats), ptr(sync),
+                                    target1d.numel(), static_cast<int32_t>(n_classes), o.ignore_index, w32.defined(),
+                                    sync.defined() ? static_cast<int32_t>(sync.numel()) : 0);
   return stats;
 }
 
@@ -458,28 +459,35 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> fwd_grad_cuda(const Tensor& l
   auto f32 = logits.options().dtype(at::kFloat);
   Tensor ce_row = at::empty({x.rows}, f32), z_row = at::empty({x.rows}, f32), lse = at::empty({x.rows}, f32);
   Tensor dx = at::empty(logits.sizes(), logits.options());
-  Tensor stats = stats_cuda(t, w32, x.cols, o);
+  const LaunchContext ctx = launch_context(logits);
+  const int64_t vec = vec_elems(logits.scalar_type());
+  const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
+                       aligned16(t) && aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
+  // FAST variants: no class weight, soft-cap or label smoothing (about a third of the instructions per logit)
+  const bool fast = !w32.defined() && !o.softcap.has_value() && o.label_smoothing == 0.0;
+  const auto& v = cross_entropy_fwd_grad_kernel_get({aligned, grad_row_block(x.cols, fast), fast,
+                                                     logits.scalar_type()}, ctx.arch_slot);
+  // About one row per SM in flight (16 warps): the gradient pass re-reads the row from L2, which holds
+  // 132 rows of 256 KB (128256 bf16 classes) but not the 4 per SM that occupancy alone would admit.
+  const int64_t per_sm = std::max<int64_t>(1, kFwdGradWarpsPerSm / v.image.num_warps);
+  const int64_t programs = std::max<int64_t>(
+      1, std::min<int64_t>({x.rows, max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * per_sm}));
+  // TAIL variants split the rows left over after the last full round over the programs: a ticket counter and one
+  // counter per left-over row (fewer than the programs), zeroed by the stats kernel, and one partial sum per part.
+  Tensor sync, slots;
+  if (v.TAIL && x.rows > 0) {
+    sync = at::empty({programs + 1}, t.options().dtype(at::kInt));
+    slots = at::empty({programs}, f32);
+  }
+  Tensor stats = stats_cuda(t, w32, x.cols, o, sync);
   if (x.rows > 0) {
-    const int64_t vec = vec_elems(logits.scalar_type());
-    const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(dx) &&
-                         aligned16(t) && aligned16(ce_row) && aligned16(z_row) && aligned16(lse);
-    const LaunchContext ctx = launch_context(logits);
-    // FAST variants: no class weight, soft-cap or label smoothing (about a third of the instructions per logit)
-    const bool fast = !w32.defined() && !o.softcap.has_value() && o.label_smoothing == 0.0;
-    const auto& v =
-        cross_entropy_fwd_grad_kernel_get({aligned, grad_row_block(x.cols, fast), fast, logits.scalar_type()},
-                                          ctx.arch_slot);
-    // About one row per SM in flight (16 warps): the gradient pass re-reads the row from L2, which holds
-    // 132 rows of 256 KB (128256 bf16 classes) but not the 4 per SM that occupancy alone would admit.
-    const int64_t per_sm = std::max<int64_t>(1, kFwdGradWarpsPerSm / v.image.num_warps);
-    const int64_t programs =
-        std::min<int64_t>({x.rows, max_resident_programs(v.image, ctx), int64_t(ctx.sm_count) * per_sm});
     cross_entropy_fwd_grad_kernel_launch(
         v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x.t), ptr(t), ptr(w32), ptr(stats), ptr(ce_row),
-        ptr(z_row), ptr(lse), ptr(dx), static_cast<int32_t>(x.rows), static_cast<int32_t>(x.cols / v.ALIGN),
-        x.row_stride / v.ALIGN, x.cols / v.ALIGN, o.ignore_index, static_cast<float>(o.label_smoothing),
-        static_cast<float>(o.lse_square_scale), static_cast<float>(o.softcap.value_or(1.0)), w32.defined(),
-        o.softcap.has_value(), o.reduction == Reduction::Mean);
+        ptr(z_row), ptr(lse), ptr(dx), ptr(sync), ptr(slots), static_cast<int32_t>(x.rows),
+        static_cast<int32_t>(x.cols / v.ALIGN), x.row_stride / v.ALIGN, x.cols / v.ALIGN, o.ignore_index,
+        static_cast<float>(o.label_smoothing), static_cast<float>(o.lse_square_scale),
+        static_cast<float>(o.softcap.value_or(1.0)), w32.defined(), o.softcap.has_value(),
+        o.reduction == Reduction::Mean);
   }
   Tensor loss = at::empty({}, logits.options()), z = at::empty({}, logits.options());
   finalize_cuda(ce_row, z_row, stats, loss, z, o.reduction);

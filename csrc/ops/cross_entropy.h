@@ -44,7 +44,9 @@ at::Tensor grad_cpu(const at::Tensor& logits2d, const at::Tensor& target1d, cons
                     const std::optional<at::Tensor>& grad_z, const Options& o);
 
 // CUDA: stats [3] fp32 of the whole batch (weight32: fp32 contiguous class weights or undefined).
-at::Tensor stats_cuda(const at::Tensor& target1d, const at::Tensor& weight32, int64_t n_classes, const Options& o);
+// sync (int32, optional): zeroed as well (cross_entropy_fwd_grad_kernel's tail counters).
+at::Tensor stats_cuda(const at::Tensor& target1d, const at::Tensor& weight32, int64_t n_classes, const Options& o,
+                      const at::Tensor& sync = at::Tensor());
 // CUDA: per-row ce, z and lse of the rows of x2d (last dim contiguous) into fp32 slices; with store_grad, the
 // gradient of the reduced loss for grad_output 1 is written over x2d.
 void rows_cuda(const at::Tensor& x2d, int64_t row_stride, const at::Tensor& target1d, const at::Tensor& weight32,
