@@ -4,10 +4,22 @@ Persistent row kernels stride over the rows and load the next row before reducin
 reads a row (or nothing, past the last row) for that early load. bf16_to_fp32 widens bf16 again from the 16-bit
 registers a row was loaded into, so that a kernel can let the row's fp32 copy die at its reduction and still
 write from it afterwards (registers for the next row). prefetch_l2 asks L2 for memory that a later load will read
-(group_norm's next groups, cross_entropy's next chunks) without holding it in registers.
+(group_norm's next groups, cross_entropy's next chunks) without holding it in registers. pdl_start begins a
+kernel launched as a programmatic dependent.
 """
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+
+@triton.jit
+def pdl_start(PDL: tl.constexpr):
+    """The first thing a kernel built with Variant.launch_pdl does: wait for the kernel before it in the stream (it
+    may have started while that one ran; every read and write of this kernel comes after the wait), then let the
+    kernel after this one be launched early in turn (its own wait orders it after this one)."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
 
 
 @triton.jit

@@ -9,8 +9,12 @@ import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
 from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, store
+from triton_src._rows import pdl_start
 
-CPP_CONSTANTS = {"MAX_BLOCK": 4096}
+# PDL_MAX_NUMEL: the launcher takes the programmatic-dependent-launch variants up to this many elements. H200,
+# bf16 fwd+bwd (scripts/pdl_chain_probe.py, JIT): 8192 x 1024 27.0 us against 28.4 without; 8192 x 4096 90.9
+# against 86.3 (slower: not used there).
+CPP_CONSTANTS = {"MAX_BLOCK": 4096, "PDL_MAX_NUMEL": 1 << 23}
 
 
 @triton.jit
@@ -27,7 +31,8 @@ def _bwd_tile(DY, X, DX, offs, n, MASKED: tl.constexpr):
 
 
 @triton.jit
-def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_start(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -38,7 +43,8 @@ def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
 
 
 @triton.jit
-def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_start(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -49,7 +55,7 @@ def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constex
 
 
 # ---------------------------------------------------------------------------------------------------
-# Specializations: dtype x 16-byte aligned pointers x 64-bit offsets (12 per kernel).
+# Specializations: dtype x 16-byte aligned pointers x (32-bit offsets with and without PDL, 64-bit offsets).
 
 
 def _specs():
@@ -58,15 +64,17 @@ def _specs():
     assert max(FLAT_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
     for dt in DTYPES:
         for aligned in (False, True):
-            for int64 in (False, True):
-                key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
-                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64}
+            for int64, pdl in ((False, False), (False, True), (True, False)):
+                # pdl: launched as programmatic dependents (pdl_start), for up to PDL_MAX_NUMEL elements (the
+                # launcher's choice)
+                key = {"x_dtype": dt, "aligned": aligned, "int64": int64, "pdl": pdl}
+                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": pdl}
                 warps = FLAT_WARPS
                 p = f"*{dt}"
                 fwd.variants.append(Variant(key=key, signature={"X": p, "Y": p, "n": "i64"},
-                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=pdl))
                 bwd.variants.append(Variant(key=key, signature={"DY": p, "X": p, "DX": p, "n": "i64"},
-                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=pdl))
     return [fwd, bwd]
 
 
