@@ -13,7 +13,9 @@ from triton_src._rows import pdl_start
 
 # PDL_MAX_NUMEL: the launcher takes the programmatic-dependent-launch variants up to this many elements. H200,
 # bf16 fwd+bwd (scripts/pdl_chain_probe.py, JIT): 8192 x 1024 27.0 us against 28.4 without; 8192 x 4096 90.9
-# against 86.3 (slower: not used there).
+# against 86.3 (slower: not used there). Not kept: every size's forward letting the backward launch early
+# (launch_dependents alone, the forward launched normally) made the forward alone 24 % slower at 8192 x 16384
+# (0.1615 against 0.1302 ms, bench_relu_squared.py): the instruction costs in each of its 32768 short programs.
 CPP_CONSTANTS = {"MAX_BLOCK": 4096, "PDL_MAX_NUMEL": 1 << 23}
 
 
