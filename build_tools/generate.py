@@ -177,7 +177,7 @@ def _compile_job(job, shared=None):
     from triton.compiler import ASTSource
 
     kernel = _OPS[op].KERNELS[k_idx]
-    v = kernel.variants[v_idx]
+    v = kernel.variants[v_idx].for_arch(arch)
     fn = kernel.fn
     names = list(fn.arg_names)
     expected = set(v.signature) | set(v.constexprs)
@@ -380,7 +380,7 @@ def generate_op(op, module, archs, compiled, out: Path, arch_specific: dict) -> 
                     f'{cpp_literal(meta["launch_pdl"])}, {cpp_literal(meta["launch_cooperative_grid"])}, '
                     f'&{kn}_cache[{i}]}}')
                 for n in cexpr_names:
-                    c.append(f", {int(v.constexprs[n])}")
+                    c.append(f", {int(v.for_arch(arch).constexprs[n])}")
                 c.append("},\n")
                 idx = 0
                 for n in key_names:
@@ -505,8 +505,8 @@ def main(argv=None) -> None:
                 for arch in archs:
                     if not v.built_for(arch):
                         continue
-                    key = hashlib.sha256("|".join([src_hash, triton.__version__, str(arch), variant_repr(kernel, v)])
-                                         .encode()).hexdigest()
+                    key = hashlib.sha256("|".join([src_hash, triton.__version__, str(arch),
+                                                   variant_repr(kernel, v.for_arch(arch))]).encode()).hexdigest()
                     cache_file = cache / key[:2] / f"{key}.cubin"
                     job = (op, k_idx, v_idx, arch, cache_file)
                     jobs.append(job)
@@ -519,10 +519,12 @@ def main(argv=None) -> None:
     start = time.time()
     if todo:
         ctx = multiprocessing.get_context("fork")
-        # a task per variant: its archs in one worker, sharing the front end (_compile_task)
+        # a task per variant: its archs in one worker, sharing the front end (_compile_task); archs that build it
+        # differently (Variant.for_arch: no PDL below sm_90) in tasks of their own
         tasks = collections.defaultdict(list)
         for job in todo:
-            tasks[job[:3]].append(job)
+            v = _OPS[job[0]].KERNELS[job[1]].variants[job[2]]
+            tasks[job[:3] + (variant_repr(_OPS[job[0]].KERNELS[job[1]], v.for_arch(job[3])),)].append(job)
         with ctx.Pool(max(1, args.jobs)) as pool:
             seconds = collections.Counter()
             n = 0

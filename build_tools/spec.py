@@ -6,7 +6,7 @@ enumerations shared by the kernel and the launcher have one source of truth.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DTYPES = ("fp32", "bf16", "fp16")
 ELEMENT_SIZE = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -44,6 +44,14 @@ class Variant:
 
     def built_for(self, arch: int) -> bool:
         return not self.archs or arch in self.archs
+
+    def for_arch(self, arch: int) -> "Variant":
+        """This variant as built for sm_<arch>: programmatic dependent launch (griddepcontrol, sm_90 and later) is
+        dropped below sm_90: a ``PDL`` constexpr becomes 0 (the kernels' PDL branches compile to nothing) and
+        ``launch_pdl`` off. The launchers read the same key either way."""
+        if arch >= 90 or not (self.launch_pdl or self.constexprs.get("PDL")):
+            return self
+        return replace(self, constexprs={**self.constexprs, "PDL": 0}, launch_pdl=False)
 
     def compile_signature(self, names) -> dict:
         """triton.compile's signature for the kernel's arguments ``names`` (in order): types, constexprs marked."""

@@ -24,6 +24,7 @@ import importlib  # noqa: E402
 
 def compile_variant(kernel, v, arch):
     """triton.compile of one build_tools Variant of a KernelSpec for sm_<arch>, as the AOT build specializes it."""
+    v = v.for_arch(arch)
     names = list(kernel.fn.arg_names)
     sig = v.compile_signature(names)
     attrs = v.compile_attrs(names)

@@ -139,3 +139,37 @@ def test_variant_compile_attrs():
     assert both.compile_attrs(names) == {(0,): div16, (1,): div16}
     with pytest.raises(ValueError, match="eps"):
         Variant(key={}, signature=sig, constexprs={"BLOCK": 64}, num_warps=4, divisible=("eps",)).compile_attrs(names)
+
+
+def test_variant_for_arch_drops_pdl_below_sm90():
+    """griddepcontrol (programmatic dependent launch) needs sm_90: below it a variant builds with its PDL constexpr
+    0 and launch_pdl off; other variants and archs are built as declared (their cache keys unchanged)."""
+    from build_tools.spec import Variant
+
+    sig = {"X": "*bf16"}
+    pdl = Variant(key={}, signature=sig, constexprs={"BLOCK": 64, "PDL": 2}, num_warps=4, launch_pdl=True)
+    trigger = Variant(key={}, signature=sig, constexprs={"BLOCK": 64, "PDL": True}, num_warps=4)
+    plain = Variant(key={}, signature=sig, constexprs={"BLOCK": 64, "PDL": 0}, num_warps=4)
+    for arch in (90, 100, 120):
+        assert pdl.for_arch(arch) is pdl and trigger.for_arch(arch) is trigger
+    for v in (pdl, trigger):
+        low = v.for_arch(80)
+        assert low.constexprs == {"BLOCK": 64, "PDL": 0} and not low.launch_pdl
+        assert low.key == v.key and low.signature == v.signature and low.num_warps == v.num_warps
+    assert plain.for_arch(80) is plain
+
+
+def test_pdl_variants_compile_for_sm80():
+    """Every variant that uses programmatic dependent launch compiles for sm_80 as Variant.for_arch builds it (the
+    PTX then holds no griddepcontrol), and for sm_90 with it."""
+    pytest.importorskip("triton")
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import ptxas_report
+
+    for op in ("cross_entropy", "softmax", "relu_squared"):
+        for kernel in generate.load_op(op).KERNELS:
+            v = next((v for v in kernel.variants if v.launch_pdl or v.constexprs.get("PDL")), None)
+            if v is None:
+                continue
+            assert "griddepcontrol" not in ptxas_report.compile_variant(kernel, v, 80).asm["ptx"]
+            assert "griddepcontrol" in ptxas_report.compile_variant(kernel, v, 90).asm["ptx"]
