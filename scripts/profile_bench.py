@@ -6,7 +6,9 @@ Builds the case and the providers exactly as benchmarks/bench_<op>.py does (its 
 is named as the bench names it, ROWSxHIDDEN: make_case(hidden, dtype) or make_case(rows, hidden, dtype)),
 runs each provider's timed callable (harness.timed_callable: fwd, bwd or full) a few times under the profiler, and
 prints each kernel's mean time per call. What the benchmark's one figure hides: which kernels a provider launches,
-and where an autograd copy or a cast goes in between.
+and where an autograd copy or a cast goes in between. A kernel launched as a programmatic dependent (PDL: the
+cross-entropy chain, softmax's and ReLU²'s backward) starts while the kernel before it runs and waits for it: its
+time here includes that wait.
 """
 import importlib
 import sys
@@ -65,6 +67,8 @@ def main():
     inputs = case.make()
     for mode in modes or ["fwd", "bwd"]:
         for p in bench.providers(liger_aot, liger_kernel):
+            if p.modes is not None and mode not in p.modes:  # e.g. a no-grad forward: "fwd" only, as the bench
+                continue
             grads = list(inputs.leaves) if mode != "fwd" else None
             fn = harness.timed_callable(lambda fn=p.fn: fn(*inputs.args), mode, inputs.grad_out.clone())
             rows = kernels(fn, grads)
