@@ -20,7 +20,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
-from triton_src._rows import prefetch_l2
+from triton_src._rows import pdl_start, prefetch_l2
 
 # Tile shapes [BLOCK_C, BLOCK_HW] by spatial size: BLOCK_HW is the smallest listed power of 4 >= HW, up to
 # 4096 (so lanes idle on the spatial axis are < 3/4); BLOCK_C = TILE / BLOCK_HW, capped at 64 channels.
@@ -36,6 +36,15 @@ REG_TILES = (32768, 65536)
 # at 32 warps, 76.5-77.7 at 16, 78.8-83.3 at 8; [16, 256, 64, 64] (tile 32768) 28.1-28.9 at 8 / 16 / 32 alike
 REG_WARPS = {32768: 16, 65536: 32}
 
+# BIG: groups of more than one TILE that fit one [BIG_TILE / BLOCK_HW, BLOCK_HW] tile (16-byte aligned, spatial
+# blocks BIG_HW) take it whole: read once, as the one-tile groups, instead of twice as [BLOCK_C, BLOCK_HW] tiles.
+# These variants are launched as programmatic dependents (pdl_start), and the dweight/dbias reduction after their
+# backward too. H200, [8, 1024, 16, 16] bf16 (groups of 32 x 256), fwd + bwd + reduction timed as the benchmarks
+# (scripts/gn_probe.py chain, JIT): 18.2 us with one 32 x 256 tile and PDL, 21.0 with it and without PDL, 20.7 as
+# two 16 x 256 tiles (21.2 with PDL); torch.compile's fwd+bwd 30.0 in the same run.
+BIG_TILE = 8192
+BIG_HW = (256, 1024, 4096)
+
 CPP_CONSTANTS = {
     "MAX_BLOCK_HW": HW_BLOCKS[-1],
     "MIN_ALIGNED_BLOCK_HW": 64,
@@ -49,6 +58,9 @@ CPP_CONSTANTS = {
     "REG_MIN_GROUP": REG_TILES[0] // 2,
     "REG_SMALL_TILE": REG_TILES[0],
     "REG_MAX_GROUP": REG_TILES[-1],
+    "TILE": TILE,
+    "MAX_BLOCK_C": MAX_BLOCK_C,
+    "BIG_TILE": BIG_TILE,
 }
 
 
@@ -116,7 +128,9 @@ def _fwd_one_tile(X, W, B, Y, MEAN, RSTD, N, CPG, HW, G, eps, has_weight, has_bi
 
 @triton.jit
 def group_norm_fwd_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, HW_v, G, eps, has_weight, has_bias, store_stats,
-                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
+                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr,
+                          PDL: tl.constexpr = False):
+    pdl_start(PDL)
     # Persistent: program p takes groups p, p + programs, ... The sums pass loads one tile ahead and asks L2 to
     # keep the tiles; the output pass walks the tiles last to first (the most recently read first) and lets them
     # go.
@@ -291,7 +305,9 @@ def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weigh
 
 @triton.jit
 def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G, has_weight, compute_dwb,
-                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr):
+                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr,
+                          PDL: tl.constexpr = False):
+    pdl_start(PDL)
     # With xh = (x - mean) * rstd and dyw = dy * w[c]:
     #   dx = rstd * (dyw - mean(dyw) - xh * mean(dyw * xh)) over the group,
     #   dw[c] = sum over n, hw of dy * xh,  db[c] = sum over n, hw of dy (PARTIAL[0, n, c], PARTIAL[1, n, c]).
@@ -354,7 +370,9 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
 
 
 @triton.jit
-def group_norm_reduce_kernel(PARTIAL, DW, DB, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
+def group_norm_reduce_kernel(PARTIAL, DW, DB, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
+                             PDL: tl.constexpr = False):
+    pdl_start(PDL)
     # DW[c] (grid axis 1 = 0) or DB[c] (= 1) = sum over n of PARTIAL[j, n, c], stored in the parameters' dtype
     # (no cast or copy kernels after it).
     cs = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -412,8 +430,9 @@ def _specs():
             alignments = (False, True) if block_hw >= CPP_CONSTANTS["MIN_ALIGNED_BLOCK_HW"] else (False,)
             for aligned in alignments:
                 align = 16 // ELEMENT_SIZE[dt] if aligned else 1
-                key = {"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "aligned": aligned, "wide": False}
-                constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": align}
+                key = {"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "aligned": aligned, "wide": False,
+                       "big": False}
+                constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": align, "PDL": False}
                 fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt, pd), constexprs=constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
                 # The backward of 4096-wide spatial tiles walks them as 2048-wide halves: H200, [32, 512, 64, 64]
@@ -429,10 +448,18 @@ def _specs():
                     # [16, 256, 128, 128] 160 against 207; forward [16, 256, 128, 128] 98 against 112.5, but
                     # [32, 512, 64, 64] 114 against 105.
                     wide = {**key, "wide": True}
-                    wide_constexprs = {"BLOCK_C": CPP_CONSTANTS["WIDE_BLOCK_C"], "BLOCK_HW": block_hw, "ALIGN": align}
+                    wide_constexprs = {"BLOCK_C": CPP_CONSTANTS["WIDE_BLOCK_C"], "BLOCK_HW": block_hw, "ALIGN": align,
+                                       "PDL": False}
                     for spec, sig in ((fwd, _fwd_sig(dt, pd)), (bwd, _bwd_sig(dt, pd))):
                         spec.variants.append(Variant(key=wide, signature=sig, constexprs=wide_constexprs,
                                                      num_warps=16, aligned=aligned))
+                if block_hw in BIG_HW and aligned:
+                    big = {**key, "big": True}
+                    big_constexprs = {"BLOCK_C": BIG_TILE // block_hw, "BLOCK_HW": block_hw, "ALIGN": align,
+                                      "PDL": True}
+                    for spec, sig in ((fwd, _fwd_sig(dt, pd)), (bwd, _bwd_sig(dt, pd))):
+                        spec.variants.append(Variant(key=big, signature=sig, constexprs=big_constexprs, num_warps=8,
+                                                     aligned=True, launch_pdl=True))
     regs = KernelSpec(group_norm_fwd_regs_kernel)
     for dt, pd in DTYPE_PAIRS:
         if dt == "fp32":
@@ -451,10 +478,12 @@ def _specs():
                         signature=sig, constexprs={"BLOCK_C": tile // block_hw, "BLOCK_HW": block_hw},
                         num_warps=REG_WARPS[tile], aligned=True, divisible=("CPG",) if cpg16 else ()))
     for od in ("fp32", "bf16", "fp16"):
-        reduce.variants.append(Variant(
-            key={"out_dtype": od},
-            signature={"PARTIAL": "*fp32", "DW": f"*{od}", "DB": f"*{od}", "N": "i32", "C": "i32"},
-            constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"]}, num_warps=4))
+        for pdl in (False, True):  # pdl: after a BIG backward
+            reduce.variants.append(Variant(
+                key={"out_dtype": od, "pdl": pdl},
+                signature={"PARTIAL": "*fp32", "DW": f"*{od}", "DB": f"*{od}", "N": "i32", "C": "i32"},
+                constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"], "PDL": pdl}, num_warps=4,
+                launch_pdl=pdl))
     return [fwd, bwd, reduce, regs]
 
 

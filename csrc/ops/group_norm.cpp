@@ -204,8 +204,21 @@ Choice choose(int64_t hw, bool aligned_ptrs, int64_t vec) {
 template <typename V>
 int64_t group_programs(const Shape& s, const V& v, const LaunchContext& ctx, int64_t per_sm_one_tile) {
   const bool one_tile = s.cpg <= v.BLOCK_C && s.hw <= v.BLOCK_HW;
-  const int64_t programs = one_tile ? int64_t(ctx.sm_count) * per_sm_one_tile : max_resident_programs(v.image, ctx);
+  const int64_t resident = max_resident_programs(v.image, ctx);
+  const int64_t programs = one_tile ? std::min<int64_t>(int64_t(ctx.sm_count) * per_sm_one_tile, resident) : resident;
   return std::min<int64_t>(s.n * s.g, programs);
+}
+
+// The spatial blocks with BIG variants (BIG_HW in triton_src/group_norm.py).
+constexpr int64_t kBigHw[] = {256, 1024, 4096};
+
+// Groups of more than one [BLOCK_C, BLOCK_HW] tile that fit one [BIG_TILE / BLOCK_HW, BLOCK_HW] tile, 16-byte
+// aligned: the BIG variants read them once and are launched as programmatic dependents.
+bool big_tile(const Shape& s, const Choice& c) {
+  bool built = false;
+  for (int64_t h : kBigHw) built = built || c.block_hw == h;
+  const int64_t tile_c = std::min<int64_t>(MAX_BLOCK_C, TILE / c.block_hw);
+  return built && c.aligned && s.hw <= c.block_hw && s.cpg > tile_c && s.cpg <= BIG_TILE / c.block_hw;
 }
 
 // [WIDE_BLOCK_C, MAX_BLOCK_HW] tiles on 16 warps for groups of >= WIDE_BLOCK_C channels with large spatial sizes.
@@ -274,8 +287,10 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num
     return {y, mean, rstd};
   }
   const Choice c = choose(s.hw, aligned16(x) && aligned16(w) && aligned16(b), vec_elems(x.scalar_type()));
+  const bool big = big_tile(s, c);
   const auto& v = group_norm_fwd_kernel_get(
-      {c.aligned, c.block_hw, p.dtype, wide_tiles(s, c, WIDE_FWD_MIN_HW), x.scalar_type()}, ctx.arch_slot);
+      {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, WIDE_FWD_MIN_HW), x.scalar_type()},
+      ctx.arch_slot);
   const int64_t programs = group_programs(s, v, ctx, ONE_TILE_FWD_PER_SM);
   group_norm_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x), ptr(w), ptr(b), ptr(y),
                                ptr(mean), ptr(rstd), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, eps, w.defined(),
@@ -322,8 +337,10 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const bool aligned_ptrs = aligned16(x) && aligned16(dy) && aligned16(w) && aligned16(mean) && aligned16(rstd);
   const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
+  const bool big = big_tile(s, c);
   const auto& v = group_norm_bwd_kernel_get(
-      {c.aligned, c.block_hw, p.dtype, wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()}, ctx.arch_slot);
+      {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()},
+      ctx.arch_slot);
   const int64_t programs = group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
   group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
                                ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, w.defined(),
@@ -338,7 +355,8 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     const auto odt = is_half_or_float(pdt) ? pdt : at::kFloat;
     Tensor dw_k = at::empty({s.c}, param_opts.dtype(odt));
     Tensor db_k = at::empty({s.c}, param_opts.dtype(odt));
-    const auto& r = group_norm_reduce_kernel_get({odt}, ctx.arch_slot);
+    // launched as a programmatic dependent after a backward that is one (the BIG variants)
+    const auto& r = group_norm_reduce_kernel_get({odt, v.PDL != 0}, ctx.arch_slot);
     group_norm_reduce_kernel_launch(r, ctx, Grid{static_cast<uint32_t>(ceil_div(s.c, r.BLOCK_C)), 2},
                                     ptr(partial), ptr(dw_k), ptr(db_k), s.n, s.c);
     if (compute_dw) dw = odt == pdt ? dw_k : dw_k.to(pdt);
@@ -358,11 +376,19 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
             if (hw < 1) continue;
             Choice c = choose(hw, aligned, vec_elems(dt));
             for (bool wide : {false, c.block_hw == MAX_BLOCK_HW}) {
-              group_norm_fwd_kernel_key fk{c.aligned, c.block_hw, pdt, wide, dt};
-              group_norm_bwd_kernel_key bk{c.aligned, c.block_hw, pdt, wide, dt};
+              group_norm_fwd_kernel_key fk{c.aligned, false, c.block_hw, pdt, wide, dt};
+              group_norm_bwd_kernel_key bk{c.aligned, false, c.block_hw, pdt, wide, dt};
               if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
               if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
             }
+            // BIG: any channel count a BIG tile holds, on this spatial size
+            for (int64_t cpg = 1; cpg <= BIG_TILE; cpg *= 2)
+              if (big_tile({1, cpg, 1, cpg, hw}, c)) {
+                group_norm_fwd_kernel_key fk{true, true, c.block_hw, pdt, false, dt};
+                group_norm_bwd_kernel_key bk{true, true, c.block_hw, pdt, false, dt};
+                if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
+                if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
+              }
           }
   // the register kernel: regs_variant looks it up with _find, so a key missing from the build would fall back to
   // the tiles silently; listed here, it fails the packaging test instead
@@ -374,10 +400,11 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
             group_norm_fwd_regs_kernel_key k{hw, cpg16, pdt, tile, dt};
             if (!group_norm_fwd_regs_kernel_find(k, arch_slot)) missing.push_back(k.str());
           }
-  for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf}) {
-    group_norm_reduce_kernel_key rk{odt};
-    if (!group_norm_reduce_kernel_find(rk, arch_slot)) missing.push_back(rk.str());
-  }
+  for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf})
+    for (bool pdl : {false, true}) {
+      group_norm_reduce_kernel_key rk{odt, pdl};
+      if (!group_norm_reduce_kernel_find(rk, arch_slot)) missing.push_back(rk.str());
+    }
   return missing;
 });
 
