@@ -210,9 +210,33 @@ def part_chain(sms):
         print(f"  torch.compile fwd+bwd: {tc * 1e3:6.2f} us", flush=True)
 
 
+def part_waves(sms):
+    """Is the register kernel's gap to a copy its last, partial wave? [N, 512, 64, 64] with 32 groups (one program
+    per group and per SM): N = 29 is 7.03 waves of 132, 32 is 7.76 (the benchmark), 33 is 8 exactly."""
+    c, hw, g = 512, 4096, 32
+    print(f"waves: register kernel (STATS=0) at [N, {c}, 64, 64] G={g}, {sms} SMs", flush=True)
+    for n in (29, 31, 32, 33, 36):
+        x = torch.randn(n, c, hw, device="cuda", dtype=torch.bfloat16)
+        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        b = 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        y = torch.empty_like(x)
+        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+        tc = harness.time_ms(lambda: y.copy_(x))
+        line = [f"N={n} ({n * g / sms:.2f} waves): copy {tc * 1e3:6.2f} us"]
+        for warps in (16, 32):
+            t = harness.time_ms(lambda: regs_stats_kernel[(n * g,)](
+                x, w, b, y, mean, rstd, n, c, c // g, g, 1e-5, sms // 2, BLOCK_C=16, BLOCK_HW=hw, STATS=0,
+                num_warps=warps))
+            line.append(f"{warps} warps {t * 1e3:6.2f} us = {t / tc:.3f} x copy, {t * 1e6 / (n * g):.4f} ns/group")
+        print("  " + " | ".join(line), flush=True)
+        del x, y
+
+
 def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     which = sys.argv[1:] or ["regs", "chain"]
+    if "waves" in which:
+        part_waves(sms)
     if "chain" in which:
         part_chain(sms)
     if "regs" in which:
