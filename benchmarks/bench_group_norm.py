@@ -18,7 +18,9 @@ import torch.nn.functional as F
 import harness
 
 GROUPS = 32
-SHAPES = ((32, 512, 64, 64), (16, 256, 128, 128), (64, 128, 32, 32), (8, 1024, 16, 16))
+# the last two: Stable-Diffusion-UNet-like groups of 10 x 1024 and 40 x 256 elements
+SHAPES = ((32, 512, 64, 64), (16, 256, 128, 128), (64, 128, 32, 32), (8, 1024, 16, 16), (16, 320, 32, 32),
+          (16, 1280, 16, 16))
 SMALL = (2, 64, 8, 8)
 EPS = 1e-5
 TOL = {torch.bfloat16: 2**-6, torch.float16: 2**-9, torch.float32: 1e-5}

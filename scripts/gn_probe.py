@@ -148,8 +148,9 @@ def part_regs(sms):
                       f"(one-hot group {er_hot:.2e})", flush=True)
 
 
-def part_chain(sms):
-    n, c, h, g = 8, 1024, 16, 32
+def part_chain(sms, n=8, c=1024, h=16, g=32, configs=None):
+    """fwd + bwd + dweight/dbias reduction at [n, c, h, h], bf16, over tile configs (BLOCK_C, BLOCK_HW, warps,
+    forward programs, backward programs), each without and with PDL; torch.compile's fwd+bwd in the same process."""
     hw = h * h
     cpg = c // g
     dt = torch.bfloat16
@@ -162,15 +163,19 @@ def part_chain(sms):
     partial = torch.empty(2, n, c, device="cuda")
     dw, db = torch.empty(c, device="cuda", dtype=dt), torch.empty(c, device="cuda", dtype=dt)
     groups = n * g
+    configs = configs or ((16, 256, 8, groups, groups), (32, 256, 8, groups, groups), (32, 256, 16, groups, groups))
 
-    def chain(block_c, warps, pdl):
+    def fwd(block_c, block_hw, warps, grid, pdl):
+        gn.group_norm_fwd_kernel[(grid,)](x, w, b, y, mean, rstd, n, c, cpg, hw // 8, g, 1e-5, True, True,
+                                          True, BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=8, PDL=pdl,
+                                          num_warps=warps, launch_pdl=pdl)
+
+    def chain(block_c, block_hw, warps, grid_f, grid_b, pdl):
         def run():
-            gn.group_norm_fwd_kernel[(groups,)](x, w, b, y, mean, rstd, n, c, cpg, hw // 8, g, 1e-5, True, True,
-                                                True, BLOCK_C=block_c, BLOCK_HW=256, ALIGN=8, PDL=pdl,
+            fwd(block_c, block_hw, warps, grid_f, pdl)
+            gn.group_norm_bwd_kernel[(grid_b,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True,
+                                                BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=8, PDL=pdl,
                                                 num_warps=warps, launch_pdl=pdl)
-            gn.group_norm_bwd_kernel[(groups,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True,
-                                                BLOCK_C=block_c, BLOCK_HW=256, ALIGN=8, PDL=pdl, num_warps=warps,
-                                                launch_pdl=pdl)
             gn.group_norm_reduce_kernel[(triton.cdiv(c, 128), 2)](partial, dw, db, n, c, BLOCK_N=32, BLOCK_C=128,
                                                                   PDL=pdl, num_warps=4, launch_pdl=pdl)
         return run
@@ -185,15 +190,18 @@ def part_chain(sms):
     wc = w.clone().requires_grad_()
     bc = b.clone().requires_grad_()
     comp = torch.compile(lambda a, ww, bb: F.group_norm(a, g, ww, bb, 1e-5), dynamic=False)
+    comp_fwd = torch.compile(lambda a, ww, bb: F.group_norm(a, g, ww, bb, 1e-5), dynamic=False)
 
     def compiled():
         comp(xc, wc, bc).backward(dy)
     compiled()
+    with torch.no_grad():
+        comp_fwd(x, w, b)
     print(f"chain [{n}, {c}, {h}, {h}] G={g} fwd+bwd+reduce:", flush=True)
     for rep in range(2):
-        for block_c, warps in ((16, 8), (32, 8), (32, 16)):
+        for block_c, block_hw, warps, grid_f, grid_b in configs:
             for pdl in (False, True):
-                run = chain(block_c, warps, pdl)
+                run = chain(block_c, block_hw, warps, grid_f, grid_b, pdl)
                 for t in (y, dx, dw, db):
                     t.fill_(float("nan"))
                 run()
@@ -201,13 +209,29 @@ def part_chain(sms):
                 err = max((y.double() - yref).abs().max().item(), (dx.double() - xr.grad).abs().max().item(),
                           (dw.double() - wr.grad).abs().max().item() / wr.grad.abs().max().item(),
                           (db.double() - br.grad).abs().max().item() / br.grad.abs().max().item())
-                fwd_only = lambda: gn.group_norm_fwd_kernel[(groups,)](  # noqa: E731
-                    x, w, b, y, mean, rstd, n, c, cpg, hw // 8, g, 1e-5, True, True, True, BLOCK_C=block_c,
-                    BLOCK_HW=256, ALIGN=8, num_warps=warps)
-                print(f"  tile {block_c}x256 warps={warps} pdl={int(pdl)}: {harness.time_ms(run) * 1e3:6.2f} us "
-                      f"(fwd alone {harness.time_ms(fwd_only) * 1e3:5.2f}; err {err:.2e})", flush=True)
+                tf = harness.time_ms(lambda: fwd(block_c, block_hw, warps, grid_f, False))
+                print(f"  tile {block_c}x{block_hw} warps={warps} grids {grid_f}/{grid_b} pdl={int(pdl)}: "
+                      f"{harness.time_ms(run) * 1e3:6.2f} us (fwd alone {tf * 1e3:5.2f}; err {err:.2e})", flush=True)
         tc = harness.time_ms(compiled, grad_to_none=(xc, wc, bc))
-        print(f"  torch.compile fwd+bwd: {tc * 1e3:6.2f} us", flush=True)
+        with torch.no_grad():
+            tcf = harness.time_ms(lambda: comp_fwd(x, w, b))
+        print(f"  torch.compile fwd+bwd: {tc * 1e3:6.2f} us, fwd {tcf * 1e3:6.2f} us", flush=True)
+
+
+def part_big16(sms):
+    """Groups of 8193-16384 elements (SD-style [16, 320, 32, 32] and [16, 1280, 16, 16], 32 groups): the build's
+    [4096 / B, B] tiles (each group read twice) against one [16384 / B, B] tile (read once)."""
+    for n, c, h, block_hw in ((16, 320, 32, 1024), (16, 1280, 16, 256)):
+        groups = n * 32
+        small = min(64, 4096 // block_hw)
+        big = 16384 // block_hw
+        part_chain(sms, n, c, h, 32, (
+            (small, block_hw, 8, groups, groups),
+            (big, block_hw, 16, min(groups, 2 * sms), min(groups, 4 * sms)),
+            (big, block_hw, 16, min(groups, sms), min(groups, sms)),
+            (big, block_hw, 16, min(groups, 2 * sms), min(groups, 2 * sms)),
+            (big, block_hw, 8, min(groups, 2 * sms), min(groups, 2 * sms)),
+            (big, block_hw, 32, min(groups, sms), min(groups, sms))))
 
 
 def part_waves(sms):
@@ -237,6 +261,8 @@ def main():
     which = sys.argv[1:] or ["regs", "chain"]
     if "waves" in which:
         part_waves(sms)
+    if "big16" in which:
+        part_big16(sms)
     if "chain" in which:
         part_chain(sms)
     if "regs" in which:

@@ -389,9 +389,12 @@ def test_bad_backward_inputs():
 # multiple of 16 (the cpg16 variants): [3, 64, 64, 64], [2, 64, 32, 32] and [2, 96, 16, 16].
 # BIG tiles (groups of 2-8192 / BLOCK_HW channels read once, launched as programmatic dependents): [8, 1024, 16, 16]
 # (32 x 256), [16, 1024, 16, 16] (more groups than programs), [3, 60, 10, 12] (20 of 32 rows, 120 of 256 columns),
-# [4, 48, 24, 24] (6 x 576 in 8 x 1024), [3, 16, 48, 48] (2 x 2304 in 2 x 4096).
+# [4, 48, 24, 24] (6 x 576 in 8 x 1024), [3, 16, 48, 48] (2 x 2304 in 2 x 4096); 16-bit groups of 8193-16384:
+# [16, 320, 32, 32] (10 of 16 rows of 1024), [4, 1280, 16, 16] (40 of 64 rows of 256), [2, 64, 16, 16] (64 x 256),
+# [3, 48, 20, 20] (16 x 400 in 16 x 1024).
 GPU_SHAPES = [((8, 1024, 16, 16), 32), ((16, 1024, 16, 16), 32), ((3, 60, 10, 12), 3), ((4, 48, 24, 24), 8),
-              ((3, 16, 48, 48), 8),
+              ((3, 16, 48, 48), 8), ((16, 320, 32, 32), 32), ((4, 1280, 16, 16), 32), ((2, 64, 16, 16), 1),
+              ((3, 48, 20, 20), 3),
               ((4, 64), 8), ((3, 6, 3), 3), ((8, 64, 7, 7), 32), ((5, 30, 11, 13), 5), ((32, 512, 16, 16), 32),
               ((2, 64, 64, 64), 32), ((2, 8, 256, 256), 2), ((7, 4, 8, 8), 4), ((1, 2048, 3), 1), ((2, 6, 4097), 3),
               ((64, 128, 32, 32), 32), ((4, 40, 64, 64), 8), ((2, 12, 130, 130), 2), ((3, 64, 64, 64), 4),
@@ -502,8 +505,8 @@ def test_cuda_more_than_2_31_elements(shape, groups):
 
 
 @gpu
-@pytest.mark.parametrize("shape,groups", (((8, 64, 32, 32), 16), ((4, 64, 64, 64), 4), ((8, 256, 16, 16), 8)),
-                         ids=str)
+@pytest.mark.parametrize("shape,groups", (((8, 64, 32, 32), 16), ((4, 64, 64, 64), 4), ((8, 256, 16, 16), 8),
+                                          ((2, 1280, 16, 16), 32)), ids=str)
 def test_cuda_graph_capture_and_replay(shape, groups):
     x = torch.randn(shape, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     w = torch.randn(shape[1], device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -552,7 +555,7 @@ torch.manual_seed(0)
 for dtype in (torch.bfloat16, torch.float32):
     for shape, groups, offset in (((2, 4), 2, 0), ((3, 6, 5), 3, 1), ((2, 8, 7, 9), 4, 0), ((0, 4, 3), 2, 0),
                                   ((2, 64, 8, 8), 32, 1), ((2, 32, 64, 64), 8, 0), ((1, 6, 4097), 3, 0),
-                                  ((2, 64, 16, 16), 2, 0), ((3, 60, 10, 12), 3, 0)):
+                                  ((2, 64, 16, 16), 2, 0), ((3, 60, 10, 12), 3, 0), ((2, 64, 16, 16), 1, 0)):
         numel = 1
         for s in shape:
             numel *= s

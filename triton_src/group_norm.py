@@ -36,14 +36,22 @@ REG_TILES = (32768, 65536)
 # at 32 warps, 76.5-77.7 at 16, 78.8-83.3 at 8; [16, 256, 64, 64] (tile 32768) 28.1-28.9 at 8 / 16 / 32 alike
 REG_WARPS = {32768: 16, 65536: 32}
 
-# BIG: groups of more than one TILE that fit one [BIG_TILE / BLOCK_HW, BLOCK_HW] tile (16-byte aligned, spatial
-# blocks BIG_HW) take it whole: read once, as the one-tile groups, instead of twice as [BLOCK_C, BLOCK_HW] tiles.
-# These variants are launched as programmatic dependents (pdl_start), and the dweight/dbias reduction after their
-# backward too. H200, [8, 1024, 16, 16] bf16 (groups of 32 x 256), fwd + bwd + reduction timed as the benchmarks
-# (scripts/gn_probe.py chain, JIT): 18.2 us with one 32 x 256 tile and PDL, 21.0 with it and without PDL, 20.7 as
-# two 16 x 256 tiles (21.2 with PDL); torch.compile's fwd+bwd 30.0 in the same run.
+# BIG: groups of more than one TILE that fit one [big / BLOCK_HW, BLOCK_HW] tile (16-byte aligned) take it whole:
+# read once, as the one-tile groups, instead of twice as [BLOCK_C, BLOCK_HW] tiles. The key's `big` is the tile's
+# size: BIG_TILE (8 warps, spatial blocks BIG_HW, any dtype) or, for 16-bit x, BIG16_TILE (16 warps, BIG16_HW,
+# one program per SM). These variants are launched as programmatic dependents (pdl_start), and the dweight/dbias
+# reduction after their backward too. H200 bf16, fwd + bwd + reduction timed as the benchmarks
+# (scripts/gn_probe.py chain / big16, JIT; the tile path's time first, torch.compile's fwd+bwd last):
+#   [8, 1024, 16, 16] (32 x 256): 20.7 us as two 16 x 256 tiles; one 32 x 256 tile 18.2 with PDL, 21.0 without;
+#     torch.compile 30.0;
+#   [16, 320, 32, 32] (10 x 1024): 41.4 as 4 x 1024 tiles; one 16 x 1024 tile at 16 warps, one program per SM,
+#     36.3 with PDL (37.7 without; 38.7-40.2 at 2 per SM; 36.8 at 32 warps); torch.compile 43.4;
+#   [16, 1280, 16, 16] (40 x 256): 42.0 as 16 x 256 tiles; one 64 x 256 tile 35.3 (35.5 without PDL); torch.compile
+#     38.2-38.6.
 BIG_TILE = 8192
 BIG_HW = (256, 1024, 4096)
+BIG16_TILE = 16384
+BIG16_HW = (256, 1024)
 
 CPP_CONSTANTS = {
     "MAX_BLOCK_HW": HW_BLOCKS[-1],
@@ -61,6 +69,7 @@ CPP_CONSTANTS = {
     "TILE": TILE,
     "MAX_BLOCK_C": MAX_BLOCK_C,
     "BIG_TILE": BIG_TILE,
+    "BIG16_TILE": BIG16_TILE,
 }
 
 
@@ -431,7 +440,7 @@ def _specs():
             for aligned in alignments:
                 align = 16 // ELEMENT_SIZE[dt] if aligned else 1
                 key = {"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "aligned": aligned, "wide": False,
-                       "big": False}
+                       "big": 0}
                 constexprs = {"BLOCK_C": bc, "BLOCK_HW": block_hw, "ALIGN": align, "PDL": False}
                 fwd.variants.append(Variant(key=key, signature=_fwd_sig(dt, pd), constexprs=constexprs,
                                             num_warps=_warps(bc * block_hw), aligned=aligned))
@@ -453,13 +462,14 @@ def _specs():
                     for spec, sig in ((fwd, _fwd_sig(dt, pd)), (bwd, _bwd_sig(dt, pd))):
                         spec.variants.append(Variant(key=wide, signature=sig, constexprs=wide_constexprs,
                                                      num_warps=16, aligned=aligned))
-                if block_hw in BIG_HW and aligned:
-                    big = {**key, "big": True}
-                    big_constexprs = {"BLOCK_C": BIG_TILE // block_hw, "BLOCK_HW": block_hw, "ALIGN": align,
-                                      "PDL": True}
+                for big, hws, warps in ((BIG_TILE, BIG_HW, 8), (BIG16_TILE, BIG16_HW, 16)):
+                    if block_hw not in hws or not aligned or (big == BIG16_TILE and dt == "fp32"):
+                        continue
+                    big_constexprs = {"BLOCK_C": big // block_hw, "BLOCK_HW": block_hw, "ALIGN": align, "PDL": True}
                     for spec, sig in ((fwd, _fwd_sig(dt, pd)), (bwd, _bwd_sig(dt, pd))):
-                        spec.variants.append(Variant(key=big, signature=sig, constexprs=big_constexprs, num_warps=8,
-                                                     aligned=True, launch_pdl=True))
+                        spec.variants.append(Variant(key={**key, "big": big}, signature=sig,
+                                                     constexprs=big_constexprs, num_warps=warps, aligned=True,
+                                                     launch_pdl=True))
     regs = KernelSpec(group_norm_fwd_regs_kernel)
     for dt, pd in DTYPE_PAIRS:
         if dt == "fp32":

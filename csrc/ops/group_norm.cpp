@@ -209,17 +209,31 @@ int64_t group_programs(const Shape& s, const V& v, const LaunchContext& ctx, int
   return std::min<int64_t>(s.n * s.g, programs);
 }
 
-// The spatial blocks with BIG variants (BIG_HW in triton_src/group_norm.py).
+// The spatial blocks with BIG variants (BIG_HW and BIG16_HW in triton_src/group_norm.py).
 constexpr int64_t kBigHw[] = {256, 1024, 4096};
+constexpr int64_t kBig16Hw[] = {256, 1024};
 
-// Groups of more than one [BLOCK_C, BLOCK_HW] tile that fit one [BIG_TILE / BLOCK_HW, BLOCK_HW] tile, 16-byte
-// aligned: the BIG variants read them once and are launched as programmatic dependents.
-bool big_tile(const Shape& s, const Choice& c) {
-  bool built = false;
-  for (int64_t h : kBigHw) built = built || c.block_hw == h;
-  const int64_t tile_c = std::min<int64_t>(MAX_BLOCK_C, TILE / c.block_hw);
-  return built && c.aligned && s.hw <= c.block_hw && s.cpg > tile_c && s.cpg <= BIG_TILE / c.block_hw;
+template <size_t K>
+bool among(int64_t v, const int64_t (&values)[K]) {
+  for (int64_t h : values)
+    if (v == h) return true;
+  return false;
 }
+
+// Groups of more than one [BLOCK_C, BLOCK_HW] tile that fit one [big / BLOCK_HW, BLOCK_HW] tile, 16-byte aligned:
+// the BIG variants (keyed by big, the tile's size; 0 for none) read them once and are launched as programmatic
+// dependents. BIG16_TILE for 16-bit x only.
+int64_t big_tile(const Shape& s, const Choice& c, at::ScalarType dtype) {
+  const int64_t tile_c = std::min<int64_t>(MAX_BLOCK_C, TILE / c.block_hw);
+  if (!c.aligned || s.hw > c.block_hw || s.cpg <= tile_c) return 0;
+  if (among(c.block_hw, kBigHw) && s.cpg <= BIG_TILE / c.block_hw) return BIG_TILE;
+  if (dtype != at::kFloat && among(c.block_hw, kBig16Hw) && s.cpg <= BIG16_TILE / c.block_hw) return BIG16_TILE;
+  return 0;
+}
+
+// BIG16_TILE variants hold a 16384-element group (the backward two) per program: one program per SM (H200,
+// scripts/gn_probe.py big16: 36.3 us at [16, 320, 32, 32] against 38.7-40.2 at two per SM).
+int64_t one_tile_per_sm(int64_t big, int64_t per_sm) { return big == BIG16_TILE ? 1 : per_sm; }
 
 // [WIDE_BLOCK_C, MAX_BLOCK_HW] tiles on 16 warps for groups of >= WIDE_BLOCK_C channels with large spatial sizes.
 bool wide_tiles(const Shape& s, const Choice& c, int64_t min_hw) {
@@ -229,11 +243,6 @@ bool wide_tiles(const Shape& s, const Choice& c, int64_t min_hw) {
 // The spatial sizes group_norm_fwd_regs_kernel is built for (REG_HW in triton_src/group_norm.py).
 constexpr int64_t kRegHw[] = {256, 1024, 4096, 16384};
 
-bool is_reg_hw(int64_t hw) {
-  for (int64_t h : kRegHw)
-    if (hw == h) return true;
-  return false;
-}
 
 // The register kernel's variant for channels per group that are a multiple of 16, promised to the compiler (built
 // for tiles of at least 16 channel rows; triton_src/group_norm.py, cpg16).
@@ -244,7 +253,7 @@ bool reg_cpg16(int64_t cpg, int64_t tile, int64_t hw) { return cpg % 16 == 0 && 
 const group_norm_fwd_regs_kernel_variant* regs_variant(const Tensor& x, const Shape& s, at::ScalarType p_dtype,
                                                        const LaunchContext& ctx) {
   const int64_t group = s.cpg * s.hw;
-  if (x.scalar_type() == at::kFloat || !is_reg_hw(s.hw) || group <= REG_MIN_GROUP || group > REG_MAX_GROUP ||
+  if (x.scalar_type() == at::kFloat || !among(s.hw, kRegHw) || group <= REG_MIN_GROUP || group > REG_MAX_GROUP ||
       !aligned16(x))
     return nullptr;
   const int64_t tile = group <= REG_SMALL_TILE ? REG_SMALL_TILE : REG_MAX_GROUP;
@@ -287,11 +296,11 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num
     return {y, mean, rstd};
   }
   const Choice c = choose(s.hw, aligned16(x) && aligned16(w) && aligned16(b), vec_elems(x.scalar_type()));
-  const bool big = big_tile(s, c);
+  const int64_t big = big_tile(s, c, x.scalar_type());
   const auto& v = group_norm_fwd_kernel_get(
       {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, WIDE_FWD_MIN_HW), x.scalar_type()},
       ctx.arch_slot);
-  const int64_t programs = group_programs(s, v, ctx, ONE_TILE_FWD_PER_SM);
+  const int64_t programs = group_programs(s, v, ctx, one_tile_per_sm(big, ONE_TILE_FWD_PER_SM));
   group_norm_fwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(x), ptr(w), ptr(b), ptr(y),
                                ptr(mean), ptr(rstd), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, eps, w.defined(),
                                b.defined(), store_stats);
@@ -337,11 +346,11 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const bool aligned_ptrs = aligned16(x) && aligned16(dy) && aligned16(w) && aligned16(mean) && aligned16(rstd);
   const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
-  const bool big = big_tile(s, c);
+  const int64_t big = big_tile(s, c, x.scalar_type());
   const auto& v = group_norm_bwd_kernel_get(
       {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()},
       ctx.arch_slot);
-  const int64_t programs = group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
+  const int64_t programs = group_programs(s, v, ctx, one_tile_per_sm(big, ONE_TILE_BWD_PER_SM));
   group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
                                ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, w.defined(),
                                partials);
@@ -376,16 +385,16 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
             if (hw < 1) continue;
             Choice c = choose(hw, aligned, vec_elems(dt));
             for (bool wide : {false, c.block_hw == MAX_BLOCK_HW}) {
-              group_norm_fwd_kernel_key fk{c.aligned, false, c.block_hw, pdt, wide, dt};
-              group_norm_bwd_kernel_key bk{c.aligned, false, c.block_hw, pdt, wide, dt};
+              group_norm_fwd_kernel_key fk{c.aligned, 0, c.block_hw, pdt, wide, dt};
+              group_norm_bwd_kernel_key bk{c.aligned, 0, c.block_hw, pdt, wide, dt};
               if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
               if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
             }
             // BIG: any channel count a BIG tile holds, on this spatial size
-            for (int64_t cpg = 1; cpg <= BIG_TILE; cpg *= 2)
-              if (big_tile({1, cpg, 1, cpg, hw}, c)) {
-                group_norm_fwd_kernel_key fk{true, true, c.block_hw, pdt, false, dt};
-                group_norm_bwd_kernel_key bk{true, true, c.block_hw, pdt, false, dt};
+            for (int64_t cpg = 1; cpg <= BIG16_TILE; cpg *= 2)
+              if (const int64_t big = big_tile({1, cpg, 1, cpg, hw}, c, dt)) {
+                group_norm_fwd_kernel_key fk{true, big, c.block_hw, pdt, false, dt};
+                group_norm_bwd_kernel_key bk{true, big, c.block_hw, pdt, false, dt};
                 if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
                 if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
               }
