@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import harness  # noqa: E402
 import triton_src.group_norm as gn  # noqa: E402
-from triton_src._rows import prefetch_l2  # noqa: E402
+from triton_src._rows import pdl_start, prefetch_l2  # noqa: E402
 
 _UNPACK2 = {True: "shl.b32 a, $2, 16; and.b32 b, $2, 0xffff0000;",
             False: "mov.b32 {l, h}, $2; cvt.f32.f16 a, l; cvt.f32.f16 b, h;"}
@@ -103,6 +103,58 @@ def regs_stats_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, ahead, BLOCK_C:
     scale, shift = gn._channel_affine(W, B, (grp % G) * CPG + cs, cm, mean, rstd, True, True, BLOCK_C)
     tl.store((Y + grp * size).to(tl.pointer_type(tl.int32)) + offs,
              gn._pair_affine(v, scale[:, None], shift[:, None], True), mask=mask, eviction_policy="evict_first")
+
+
+@triton.jit
+def bwd_sums_kernel(DY, X, MEAN, RSTD, PARTIAL, N, C, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+                    PDL: tl.constexpr):
+    """Split backward, pass 1: per (sample, channel) row of HW elements, PARTIAL[0, n, c] = sum dy * xh and
+    PARTIAL[1, n, c] = sum dy (the layout the build's reduction reads). BLOCK_C rows per program, HW <= BLOCK_HW."""
+    pdl_start(PDL)
+    rows = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    hs = tl.arange(0, BLOCK_HW)
+    rm = rows < N * C
+    m = rm[:, None] & (hs < HW)[None, :]
+    offs = rows.to(tl.int64)[:, None] * HW + hs[None, :]
+    grp = (rows // C) * (C // CPG) + (rows % C) // CPG
+    mean = tl.load(MEAN + grp, mask=rm, other=0.0)
+    rstd = tl.load(RSTD + grp, mask=rm, other=0.0)
+    dy = tl.load(DY + offs, mask=m, other=0.0).to(tl.float32)
+    xh = (tl.load(X + offs, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
+    tl.store(PARTIAL + rows, tl.sum(dy * xh, axis=1), mask=rm)
+    tl.store(PARTIAL + N * C + rows, tl.sum(dy, axis=1), mask=rm)
+
+
+@triton.jit
+def bwd_dx_kernel(DY, X, W, MEAN, RSTD, PARTIAL, DX, N, C, CPG, HW, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr,
+                  GROUP_P2: tl.constexpr, PDL: tl.constexpr):
+    """Split backward, pass 2: dx of BLOCK_C rows of one group (BLOCK_C divides CPG), c1 / c2 from the group's
+    CPG (<= GROUP_P2) channel sums of pass 1."""
+    pdl_start(PDL)
+    r0 = tl.program_id(0) * BLOCK_C
+    n = r0 // C
+    c0 = r0 % C
+    g0 = (c0 // CPG) * CPG
+    gs = tl.arange(0, GROUP_P2)
+    gm = gs < CPG
+    wg = tl.load(W + g0 + gs, mask=gm, other=0.0).to(tl.float32)
+    dwg = tl.load(PARTIAL + n * C + g0 + gs, mask=gm, other=0.0)
+    dbg = tl.load(PARTIAL + N * C + n * C + g0 + gs, mask=gm, other=0.0)
+    count = (CPG * HW).to(tl.float32)
+    c1 = tl.sum(wg * dwg, axis=0) / count
+    c2 = tl.sum(wg * dbg, axis=0) / count
+    grp = n * (C // CPG) + c0 // CPG
+    mean = tl.load(MEAN + grp)
+    rstd = tl.load(RSTD + grp)
+    cs = c0 + tl.arange(0, BLOCK_C)
+    hs = tl.arange(0, BLOCK_HW)
+    m = (hs < HW)[None, :] & (cs < C)[:, None]
+    offs = (r0 + tl.arange(0, BLOCK_C)).to(tl.int64)[:, None] * HW + hs[None, :]
+    w = tl.load(W + cs).to(tl.float32)
+    dy = tl.load(DY + offs, mask=m, other=0.0).to(tl.float32)
+    xh = (tl.load(X + offs, mask=m, other=0.0).to(tl.float32) - mean) * rstd
+    dx = rstd * (dy * w[:, None] - c2 - xh * c1)
+    tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=m)
 
 
 def ref_stats(x, g):
@@ -256,6 +308,102 @@ def part_waves(sms):
         del x, y
 
 
+def divisor(cpg, limit):
+    """The largest power of 2 <= limit dividing cpg (rows of one group per program)."""
+    d = 1
+    while d * 2 <= limit and cpg % (d * 2) == 0:
+        d *= 2
+    return d
+
+
+def part_split(sms):
+    """The backward alone (L2 flushed, as bench_group_norm.py's bwd) and fwd + bwd: the build's (tile or BIG) kernel
+    against the split backward (pass 1: per-channel sums over many programs; pass 2: dx; then the build's dweight /
+    dbias reduction), at shapes whose tensors fit L2."""
+    dt = torch.bfloat16
+    shapes = ((16, 1280, 16, 32, (64, 256, 16, 132, 132)), (16, 320, 32, 32, (16, 1024, 16, 132, 132)),
+              (8, 1024, 16, 32, (32, 256, 8, 256, 256)), (64, 128, 32, 32, (4, 1024, 8, 264, 528)))
+    only = [a for a in sys.argv[2:] if a[0].isdigit()]  # e.g. "16x1280x16": those shapes only
+    for n, c, h, g, build in shapes:
+        if only and f"{n}x{c}x{h}" not in only:
+            continue
+        hw = h * h
+        cpg = c // g
+        x = torch.randn(n, c, hw, device="cuda", dtype=dt)
+        dy = torch.randn_like(x)
+        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=dt)
+        b = 0.1 * torch.randn(c, device="cuda", dtype=dt)
+        y, dx = torch.empty_like(x), torch.empty_like(x)
+        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+        partial = torch.empty(2, n, c, device="cuda")
+        dw, db = torch.empty(c, device="cuda", dtype=dt), torch.empty(c, device="cuda", dtype=dt)
+        bc, bhw, warps, gf, gb = build
+        pdl_b = bc * bhw > 4096
+
+        def fwd():
+            gn.group_norm_fwd_kernel[(gf,)](x, w, b, y, mean, rstd, n, c, cpg, hw // 8, g, 1e-5, True, True, True,
+                                            BLOCK_C=bc, BLOCK_HW=bhw, ALIGN=8, PDL=pdl_b, num_warps=warps,
+                                            launch_pdl=pdl_b)
+
+        def reduce(pdl):
+            gn.group_norm_reduce_kernel[(triton.cdiv(c, 128), 2)](partial, dw, db, n, c, BLOCK_N=32, BLOCK_C=128,
+                                                                  PDL=pdl, num_warps=4, launch_pdl=pdl)
+
+        def bwd_build():
+            gn.group_norm_bwd_kernel[(gb,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True,
+                                            BLOCK_C=bc, BLOCK_HW=bhw, ALIGN=8, PDL=pdl_b, num_warps=warps,
+                                            launch_pdl=pdl_b)
+            reduce(pdl_b)
+
+        def bwd_split(rows, sw, dw_rows, dww, pdl):
+            def run():
+                bwd_sums_kernel[(triton.cdiv(n * c, rows),)](dy, x, mean, rstd, partial, n, c, cpg, hw, BLOCK_C=rows,
+                                                              BLOCK_HW=hw, PDL=pdl, num_warps=sw, launch_pdl=pdl)
+                bwd_dx_kernel[(n * c // dw_rows,)](dy, x, w, mean, rstd, partial, dx, n, c, cpg, hw, BLOCK_C=dw_rows,
+                                                   BLOCK_HW=hw, GROUP_P2=triton.next_power_of_2(cpg), PDL=pdl,
+                                                   num_warps=dww, launch_pdl=pdl)
+                reduce(pdl)
+            return run
+
+        fwd()
+        torch.cuda.synchronize()
+        ref = None
+        print(f"split [{n}, {c}, {h}, {h}] G={g} (build: {bc}x{bhw}, {warps} warps):", flush=True)
+        cands = [("build", bwd_build)]
+        for rows, sw in ((4096 // hw, 4), (8192 // hw, 8)):
+            for dw_rows, dww in ((divisor(cpg, 4096 // hw), 4), (divisor(cpg, 8192 // hw), 8)):
+                for pdl in (False, True):
+                    cands.append((f"split sums {rows}r/{sw}w dx {dw_rows}r/{dww}w pdl={int(pdl)}",
+                                  bwd_split(rows, sw, dw_rows, dww, pdl)))
+        for rep in range(2):
+            for name, bwd in cands:
+                if rep == 0:
+                    for t in (dx, dw, db):
+                        t.fill_(float("nan"))
+                    bwd()
+                    torch.cuda.synchronize()
+                    got = (dx.clone(), dw.clone(), db.clone())
+                    if ref is None:
+                        ref = got
+                    err = max((a.float() - r.float()).abs().max().item() / r.float().abs().max().item()
+                              for a, r in zip(got, ref))
+                else:
+                    err = float("nan")
+                tb = harness.time_ms(bwd)
+                tfull = harness.time_ms(lambda: (fwd(), bwd()))
+                print(f"  {name:<46} bwd {tb * 1e3:6.2f} us, fwd+bwd {tfull * 1e3:6.2f} us (vs build {err:.1e})",
+                      flush=True)
+        xc = x.clone().requires_grad_()
+        wc = w.clone().requires_grad_()
+        bc_ = b.clone().requires_grad_()
+        comp = torch.compile(lambda a, ww, bb: F.group_norm(a, g, ww, bb, 1e-5), dynamic=False)
+        out = comp(xc, wc, bc_)
+        out.backward(dy, retain_graph=True)
+        tcb = harness.time_ms(lambda: out.backward(dy, retain_graph=True), grad_to_none=(xc, wc, bc_))
+        tcf = harness.time_ms(lambda: comp(xc, wc, bc_).backward(dy), grad_to_none=(xc, wc, bc_))
+        print(f"  torch.compile bwd {tcb * 1e3:6.2f} us, fwd+bwd {tcf * 1e3:6.2f} us", flush=True)
+
+
 def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     which = sys.argv[1:] or ["regs", "chain"]
@@ -263,6 +411,8 @@ def main():
         part_waves(sms)
     if "big16" in which:
         part_big16(sms)
+    if "split" in which:
+        part_split(sms)
     if "chain" in which:
         part_chain(sms)
     if "regs" in which:
