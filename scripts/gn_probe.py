@@ -27,12 +27,11 @@ import harness  # noqa: E402
 import triton_src.group_norm as gn  # noqa: E402
 from triton_src._rows import pdl_start, prefetch_l2  # noqa: E402
 
-_UNPACK2 = {True: "shl.b32 a, $2, 16; and.b32 b, $2, 0xffff0000;",
-            False: "mov.b32 {l, h}, $2; cvt.f32.f16 a, l; cvt.f32.f16 b, h;"}
 
 
 def _asm2(body, bf16):
-    return tl.constexpr("{ .reg .f32 a, b; .reg .b16 l, h; " + _UNPACK2[bf16] + " " + body + " }")
+    """gn._pair_asm with two outputs ($0, $1): the pair is operand $2."""
+    return gn._pair_asm(body.replace("$", "%"), bf16).value.replace("$1", "$2").replace("%", "$")
 
 
 # (sum, sum of squares) of the pair less the shift $3
@@ -200,20 +199,24 @@ def part_regs(sms):
                       f"(one-hot group {er_hot:.2e})", flush=True)
 
 
-def part_chain(sms, n=8, c=1024, h=16, g=32, configs=None):
-    """fwd + bwd + dweight/dbias reduction at [n, c, h, h], bf16, over tile configs (BLOCK_C, BLOCK_HW, warps,
-    forward programs, backward programs), each without and with PDL; torch.compile's fwd+bwd in the same process."""
-    hw = h * h
-    cpg = c // g
+def buffers(n, c, h, g):
+    """bf16 [n, c, h * h] x and dy (randn), weight and bias, outputs, statistics and the [2, n, c] sums."""
     dt = torch.bfloat16
+    hw = h * h
     x = torch.randn(n, c, hw, device="cuda", dtype=dt)
     dy = torch.randn_like(x)
     w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=dt)
     b = 0.1 * torch.randn(c, device="cuda", dtype=dt)
-    y, dx = torch.empty_like(x), torch.empty_like(x)
-    mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
-    partial = torch.empty(2, n, c, device="cuda")
-    dw, db = torch.empty(c, device="cuda", dtype=dt), torch.empty(c, device="cuda", dtype=dt)
+    stats = [torch.empty(n, g, device="cuda") for _ in range(2)]
+    params = [torch.empty(c, device="cuda", dtype=dt) for _ in range(2)]
+    return (hw, c // g, x, dy, w, b, torch.empty_like(x), torch.empty_like(x), *stats,
+            torch.empty(2, n, c, device="cuda"), *params)
+
+
+def part_chain(sms, n=8, c=1024, h=16, g=32, configs=None):
+    """fwd + bwd + dweight/dbias reduction at [n, c, h, h], bf16, over tile configs (BLOCK_C, BLOCK_HW, warps,
+    forward programs, backward programs), each without and with PDL; torch.compile's fwd+bwd in the same process."""
+    hw, cpg, x, dy, w, b, y, dx, mean, rstd, partial, dw, db = buffers(n, c, h, g)
     groups = n * g
     configs = configs or ((16, 256, 8, groups, groups), (32, 256, 8, groups, groups), (32, 256, 16, groups, groups))
 
@@ -305,7 +308,6 @@ def part_waves(sms):
                 num_warps=warps))
             line.append(f"{warps} warps {t * 1e3:6.2f} us = {t / tc:.3f} x copy, {t * 1e6 / (n * g):.4f} ns/group")
         print("  " + " | ".join(line), flush=True)
-        del x, y
 
 
 def divisor(cpg, limit):
@@ -320,23 +322,13 @@ def part_split(sms):
     """The backward alone (L2 flushed, as bench_group_norm.py's bwd) and fwd + bwd: the build's (tile or BIG) kernel
     against the split backward (pass 1: per-channel sums over many programs; pass 2: dx; then the build's dweight /
     dbias reduction), at shapes whose tensors fit L2."""
-    dt = torch.bfloat16
     shapes = ((16, 1280, 16, 32, (64, 256, 16, 132, 132)), (16, 320, 32, 32, (16, 1024, 16, 132, 132)),
               (8, 1024, 16, 32, (32, 256, 8, 256, 256)), (64, 128, 32, 32, (4, 1024, 8, 264, 528)))
     only = [a for a in sys.argv[2:] if a[0].isdigit()]  # e.g. "16x1280x16": those shapes only
     for n, c, h, g, build in shapes:
         if only and f"{n}x{c}x{h}" not in only:
             continue
-        hw = h * h
-        cpg = c // g
-        x = torch.randn(n, c, hw, device="cuda", dtype=dt)
-        dy = torch.randn_like(x)
-        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=dt)
-        b = 0.1 * torch.randn(c, device="cuda", dtype=dt)
-        y, dx = torch.empty_like(x), torch.empty_like(x)
-        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
-        partial = torch.empty(2, n, c, device="cuda")
-        dw, db = torch.empty(c, device="cuda", dtype=dt), torch.empty(c, device="cuda", dtype=dt)
+        hw, cpg, x, dy, w, b, y, dx, mean, rstd, partial, dw, db = buffers(n, c, h, g)
         bc, bhw, warps, gf, gb = build
         pdl_b = bc * bhw > 4096
 
