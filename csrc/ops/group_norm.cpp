@@ -243,7 +243,6 @@ bool wide_tiles(const Shape& s, const Choice& c, int64_t min_hw) {
 // The spatial sizes group_norm_fwd_regs_kernel is built for (REG_HW in triton_src/group_norm.py).
 constexpr int64_t kRegHw[] = {256, 1024, 4096, 16384};
 
-
 // The register kernel's variant for channels per group that are a multiple of 16, promised to the compiler (built
 // for tiles of at least 16 channel rows; triton_src/group_norm.py, cpg16).
 bool reg_cpg16(int64_t cpg, int64_t tile, int64_t hw) { return cpg % 16 == 0 && tile / hw >= 16; }
