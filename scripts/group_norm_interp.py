@@ -56,3 +56,42 @@ for (n, c, hw, g, programs) in ((2, 8, 20, 4, 3), (3, 6, 64, 2, 2), (1, 12, 5, 3
         print(f"{str(dt)[6:]:8} n={n} c={c} hw={hw} g={g} programs={programs}: y {errs[0]:.1e} dx {errs[1]:.1e} "
               f"dw {errs[2]:.1e} db {errs[3]:.1e} reduced {errs[4]:.1e} {errs[5]:.1e}" + ("  <-- BAD" if max(errs) > 2 * tol else ""), flush=True)
 print("worst error / dtype tolerance:", worst)
+
+# The split backward of the BIG16 groups (group_norm_bwd_sums_kernel, then group_norm_bwd_dx_kernel): channel
+# counts that leave the last row block of a group partly idle, spatial sizes short of BLOCK_HW, no weight.
+worst = 0.0
+for (n, c, hw, g, block_hw, has_w) in ((2, 40, 256, 1, 256, True), (3, 60, 200, 3, 256, False),
+                                       (2, 10, 1024, 1, 1024, True), (3, 48, 400, 3, 1024, True),
+                                       (1, 20, 72, 2, 256, True)):
+    dt = torch.bfloat16
+    cpg = c // g
+    x = (torch.randn(n, c, hw) * 2 + 3).to(dt)
+    w = (torch.rand(c) + 0.5).to(dt)
+    dy = torch.randn(n, c, hw).to(dt)
+    x64 = x.double().requires_grad_()
+    w64 = w.double().requires_grad_()
+    ref = torch.nn.functional.group_norm(x64, g, w64 if has_w else None, None, 1e-5)
+    gx, = torch.autograd.grad(ref, (x64,), dy.double())
+    xg = x.double().reshape(n, g, -1)
+    mean = xg.mean(-1).float()
+    rstd = (xg.var(-1, unbiased=False) + 1e-5).rsqrt().float()
+    partial = torch.full((2, n, c), float("nan"))
+    dx = torch.full_like(x, float("nan"))
+    rows = gn.SPLIT_SUMS_TILE // block_hw
+    gn.group_norm_bwd_sums_kernel[(triton.cdiv(n * c, rows),)](dy, x, mean, rstd, partial, n, c, cpg, g, hw // 8,
+                                                               BLOCK_R=rows, BLOCK_HW=block_hw, ALIGN=8, PDL=False)
+    dx_rows = gn.SPLIT_DX_TILE // block_hw
+    gn.group_norm_bwd_dx_kernel[(n * g, triton.cdiv(cpg, dx_rows))](
+        dy, x, w, mean, rstd, partial, dx, n, c, cpg, g, hw // 8, int(has_w), BLOCK_R=dx_rows, BLOCK_HW=block_hw,
+        GROUP_C=gn.BIG16_TILE // block_hw, ALIGN=8, PDL=False)
+    xh = (x.double().reshape(n, g, -1) - mean.double()[..., None]) * rstd.double()[..., None]
+    xh = xh.reshape(n, c, hw)
+    want_dw = (dy.double() * xh).sum(-1)
+    want_db = dy.double().sum(-1)
+    errs = [(dx.double() - gx).abs().max().item() / gx.abs().max().item(),
+            (partial[0].double() - want_dw).abs().max().item() / want_dw.abs().max().item(),
+            (partial[1].double() - want_db).abs().max().item() / want_db.abs().max().item()]
+    worst = max(worst, max(errs) / 2 ** -7)
+    print(f"split n={n} c={c} hw={hw} g={g} block_hw={block_hw} weight={has_w}: dx {errs[0]:.1e} "
+          f"sums {errs[1]:.1e} {errs[2]:.1e}" + ("  <-- BAD" if max(errs) > 2 * 2 ** -7 else ""), flush=True)
+print("split: worst error / bf16 tolerance:", worst)

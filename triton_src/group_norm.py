@@ -52,6 +52,15 @@ BIG_TILE = 8192
 BIG_HW = (256, 1024, 4096)
 BIG16_TILE = 16384
 BIG16_HW = (256, 1024)
+# SPLIT: the BIG16 groups' backward in two passes over many small programs, launched as programmatic dependents:
+# group_norm_bwd_sums_kernel (per-(sample, channel) sums of dy and dy * xh, [SPLIT_SUMS_TILE / BLOCK_HW, BLOCK_HW]
+# rows per program), then group_norm_bwd_dx_kernel (dx of [SPLIT_DX_TILE / BLOCK_HW, BLOCK_HW] rows of one group,
+# from the group's channel sums), then the dweight / dbias reduction. H200 bf16, the backward alone
+# (scripts/gn_probe.py split, JIT): [16, 1280, 16, 16] 21.98 us against 25.73 for one BIG16 tile per program
+# (torch.compile 24.94); [16, 320, 32, 32] 21.70 against 25.5-26.3. It loses where the tile programs are many and
+# small ([8, 1024, 16, 16], [64, 128, 32, 32]), so it serves the BIG16 groups only.
+SPLIT_SUMS_TILE = 4096
+SPLIT_DX_TILE = 2048
 
 CPP_CONSTANTS = {
     "MAX_BLOCK_HW": HW_BLOCKS[-1],
@@ -379,6 +388,67 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
 
 
 @triton.jit
+def group_norm_bwd_sums_kernel(DY, X, MEAN, RSTD, PARTIAL, N, C, CPG, G, HW_v, BLOCK_R: tl.constexpr,
+                               BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr, PDL: tl.constexpr):
+    """Split backward, pass 1: for BLOCK_R (sample, channel) rows of HW <= BLOCK_HW elements each,
+    PARTIAL[0, n, c] = sum of dy * xh and PARTIAL[1, n, c] = sum of dy (the layout the reduction reads)."""
+    pdl_start(PDL)
+    HW = HW_v * ALIGN
+    n_rows = N * C
+    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    hs = tl.arange(0, BLOCK_HW)
+    rm = rows < n_rows
+    m = rm[:, None] & (hs < HW)[None, :]
+    offs = rows.to(tl.int64)[:, None] * HW + hs[None, :]
+    grp = (rows // C) * G + (rows % C) // CPG
+    mean = tl.load(MEAN + grp, mask=rm, other=0.0)
+    rstd = tl.load(RSTD + grp, mask=rm, other=0.0)
+    dy = tl.load(DY + offs, mask=m, other=0.0).to(tl.float32)
+    xh = (tl.load(X + offs, mask=m, other=0.0).to(tl.float32) - mean[:, None]) * rstd[:, None]
+    tl.store(PARTIAL + rows, tl.sum(dy * xh, axis=1), mask=rm)
+    tl.store(PARTIAL + n_rows.to(tl.int64) + rows, tl.sum(dy, axis=1), mask=rm)
+
+
+@triton.jit
+def group_norm_bwd_dx_kernel(DY, X, W, MEAN, RSTD, PARTIAL, DX, N, C, CPG, G, HW_v, has_weight,
+                             BLOCK_R: tl.constexpr, BLOCK_HW: tl.constexpr, GROUP_C: tl.constexpr,
+                             ALIGN: tl.constexpr, PDL: tl.constexpr):
+    """Split backward, pass 2: dx of channels [BLOCK_R * program_id(1), + BLOCK_R) of group program_id(0), with
+    mean(dyw) and mean(dyw * xh) over the group from its CPG (<= GROUP_C) channel sums of pass 1."""
+    pdl_start(PDL)
+    HW = HW_v * ALIGN
+    grp = tl.program_id(0)
+    ch0 = (grp % G) * CPG
+    row0 = (grp // G).to(tl.int64) * C + ch0
+    gs = tl.arange(0, GROUP_C)
+    gm = gs < CPG
+    sum_dy_xh = tl.load(PARTIAL + row0 + gs, mask=gm, other=0.0)
+    sum_dy = tl.load(PARTIAL + N.to(tl.int64) * C + row0 + gs, mask=gm, other=0.0)
+    if has_weight:
+        wg = tl.load(W + ch0 + gs, mask=gm, other=0.0).to(tl.float32)
+        sum_dy_xh = sum_dy_xh * wg
+        sum_dy = sum_dy * wg
+    count = (CPG * HW).to(tl.float32)
+    c1 = tl.sum(sum_dy_xh, axis=0) / count
+    c2 = tl.sum(sum_dy, axis=0) / count
+    mean = tl.load(MEAN + grp)
+    rstd = tl.load(RSTD + grp)
+    cs = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)
+    hs = tl.arange(0, BLOCK_HW)
+    cm = cs < CPG
+    m = cm[:, None] & (hs < HW)[None, :]
+    offs = (row0 + cs)[:, None] * HW + hs[None, :]
+    if has_weight:
+        w = tl.load(W + ch0 + cs, mask=cm, other=0.0).to(tl.float32)
+    else:
+        w = tl.zeros([BLOCK_R], dtype=tl.float32) + 1.0
+    dy = tl.load(DY + offs, mask=m, other=0.0).to(tl.float32)
+    xh = (tl.load(X + offs, mask=m, other=0.0).to(tl.float32) - mean) * rstd
+    dx = rstd * (dy * w[:, None] - c2 - xh * c1)
+    tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=m)
+
+
+@triton.jit
 def group_norm_reduce_kernel(PARTIAL, DW, DB, N, C, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
                              PDL: tl.constexpr = False):
     pdl_start(PDL)
@@ -466,7 +536,9 @@ def _specs():
                     if block_hw not in hws or not aligned or (big == BIG16_TILE and dt == "fp32"):
                         continue
                     big_constexprs = {"BLOCK_C": big // block_hw, "BLOCK_HW": block_hw, "ALIGN": align, "PDL": True}
-                    for spec, sig in ((fwd, _fwd_sig(dt, pd)), (bwd, _bwd_sig(dt, pd))):
+                    # the BIG16 groups' backward is the split one (group_norm_bwd_dx_kernel)
+                    specs = ((fwd, _fwd_sig(dt, pd)),) + (((bwd, _bwd_sig(dt, pd)),) if big == BIG_TILE else ())
+                    for spec, sig in specs:
                         spec.variants.append(Variant(key={**key, "big": big}, signature=sig,
                                                      constexprs=big_constexprs, num_warps=warps, aligned=True,
                                                      launch_pdl=True))
@@ -487,14 +559,36 @@ def _specs():
                         key={"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "tile": tile, "cpg16": cpg16},
                         signature=sig, constexprs={"BLOCK_C": tile // block_hw, "BLOCK_HW": block_hw},
                         num_warps=REG_WARPS[tile], aligned=True, divisible=("CPG",) if cpg16 else ()))
+    sums = KernelSpec(group_norm_bwd_sums_kernel)
+    dx = KernelSpec(group_norm_bwd_dx_kernel)
+    for dt, pd in DTYPE_PAIRS:
+        if dt == "fp32":
+            continue
+        align = 16 // ELEMENT_SIZE[dt]
+        for block_hw in BIG16_HW:
+            common = {"BLOCK_HW": block_hw, "ALIGN": align, "PDL": True}
+            ptrs = {"DY": f"*{dt}", "X": f"*{dt}"}
+            if pd == dt:  # pass 1 reads no parameters: one variant per x dtype
+                sums.variants.append(Variant(
+                    key={"x_dtype": dt, "block_hw": block_hw},
+                    signature={**ptrs, "MEAN": "*fp32", "RSTD": "*fp32", "PARTIAL": "*fp32", "N": "i32", "C": "i32",
+                               "CPG": "i32", "G": "i32", "HW_v": "i32"},
+                    constexprs={**common, "BLOCK_R": SPLIT_SUMS_TILE // block_hw}, num_warps=4, aligned=True,
+                    launch_pdl=True))
+            dx.variants.append(Variant(
+                key={"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw},
+                signature={**ptrs, "W": f"*{pd}", "MEAN": "*fp32", "RSTD": "*fp32", "PARTIAL": "*fp32", "DX": f"*{dt}",
+                           "N": "i32", "C": "i32", "CPG": "i32", "G": "i32", "HW_v": "i32", "has_weight": "i1"},
+                constexprs={**common, "BLOCK_R": SPLIT_DX_TILE // block_hw, "GROUP_C": BIG16_TILE // block_hw},
+                num_warps=4, aligned=True, launch_pdl=True))
     for od in ("fp32", "bf16", "fp16"):
-        for pdl in (False, True):  # pdl: after a BIG backward
+        for pdl in (False, True):  # pdl: after a BIG or split backward
             reduce.variants.append(Variant(
                 key={"out_dtype": od, "pdl": pdl},
                 signature={"PARTIAL": "*fp32", "DW": f"*{od}", "DB": f"*{od}", "N": "i32", "C": "i32"},
                 constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"], "PDL": pdl}, num_warps=4,
                 launch_pdl=pdl))
-    return [fwd, bwd, reduce, regs]
+    return [fwd, bwd, reduce, regs, sums, dx]
 
 
 KERNELS = _specs()

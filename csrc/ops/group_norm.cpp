@@ -231,9 +231,25 @@ int64_t big_tile(const Shape& s, const Choice& c, at::ScalarType dtype) {
   return 0;
 }
 
-// BIG16_TILE variants hold a 16384-element group (the backward two) per program: one program per SM (H200,
-// scripts/gn_probe.py big16: 36.3 us at [16, 320, 32, 32] against 38.7-40.2 at two per SM).
+// The BIG16_TILE forward holds a 16384-element group per program: one program per SM (H200, scripts/gn_probe.py
+// big16: 36.3 us at [16, 320, 32, 32] against 38.7-40.2 at two per SM).
 int64_t one_tile_per_sm(int64_t big, int64_t per_sm) { return big == BIG16_TILE ? 1 : per_sm; }
+
+// The backward of the BIG16_TILE groups, split (SPLIT_* in triton_src/group_norm.py): per-(sample, channel) sums of
+// dy and dy * xh into partial over many small programs, then dx from each group's sums; both launched as
+// programmatic dependents. partial is needed whether or not dweight / dbias are.
+void split_backward(const LaunchContext& ctx, const Shape& s, int64_t block_hw, at::ScalarType p_dtype,
+                    const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                    const Tensor& dx, const Tensor& partial) {
+  const auto& sums = group_norm_bwd_sums_kernel_get({block_hw, x.scalar_type()}, ctx.arch_slot);
+  const int64_t hw_v = s.hw / sums.ALIGN;
+  group_norm_bwd_sums_kernel_launch(sums, ctx, Grid{static_cast<uint32_t>(ceil_div(s.n * s.c, sums.BLOCK_R))},
+                                    ptr(dy), ptr(x), ptr(mean), ptr(rstd), ptr(partial), s.n, s.c, s.cpg, s.g, hw_v);
+  const auto& d = group_norm_bwd_dx_kernel_get({block_hw, p_dtype, x.scalar_type()}, ctx.arch_slot);
+  group_norm_bwd_dx_kernel_launch(
+      d, ctx, Grid{static_cast<uint32_t>(s.n * s.g), static_cast<uint32_t>(ceil_div(s.cpg, d.BLOCK_R))}, ptr(dy),
+      ptr(x), ptr(w), ptr(mean), ptr(rstd), ptr(partial), ptr(dx), s.n, s.c, s.cpg, s.g, hw_v, w.defined());
+}
 
 // [WIDE_BLOCK_C, MAX_BLOCK_HW] tiles on 16 warps for groups of >= WIDE_BLOCK_C channels with large spatial sizes.
 bool wide_tiles(const Shape& s, const Choice& c, int64_t min_hw) {
@@ -340,19 +356,25 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const KernelParams p = kernel_params(x, weight, std::nullopt);
   const Tensor& w = p.w;
   const bool partials = compute_dw || compute_db;
-  const auto f32 = x_in.options().dtype(at::kFloat);
-  Tensor partial = partials ? at::empty({2, s.n, s.c}, f32) : Tensor();
   const bool aligned_ptrs = aligned16(x) && aligned16(dy) && aligned16(w) && aligned16(mean) && aligned16(rstd);
   const Choice c = choose(s.hw, aligned_ptrs, vec_elems(x.scalar_type()));
   const LaunchContext ctx = launch_context(x_in);
   const int64_t big = big_tile(s, c, x.scalar_type());
-  const auto& v = group_norm_bwd_kernel_get(
-      {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()},
-      ctx.arch_slot);
-  const int64_t programs = group_programs(s, v, ctx, one_tile_per_sm(big, ONE_TILE_BWD_PER_SM));
-  group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
-                               ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g, w.defined(),
-                               partials);
+  const bool split = big == BIG16_TILE;
+  Tensor partial = partials || split ? at::empty({2, s.n, s.c}, x_in.options().dtype(at::kFloat)) : Tensor();
+  bool pdl = true;  // the backward was launched as a programmatic dependent
+  if (split) {
+    split_backward(ctx, s, c.block_hw, p.dtype, dy, x, w, mean, rstd, dx, partial);
+  } else {
+    const auto& v = group_norm_bwd_kernel_get(
+        {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()},
+        ctx.arch_slot);
+    const int64_t programs = group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
+    group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
+                                 ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g,
+                                 w.defined(), partials);
+    pdl = v.PDL != 0;
+  }
   Tensor dw = empty_grad(x_in, weight);
   Tensor db = empty_grad(x_in, weight);
   if (partials) {
@@ -363,8 +385,8 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
     const auto odt = is_half_or_float(pdt) ? pdt : at::kFloat;
     Tensor dw_k = at::empty({s.c}, param_opts.dtype(odt));
     Tensor db_k = at::empty({s.c}, param_opts.dtype(odt));
-    // launched as a programmatic dependent after a backward that is one (the BIG variants)
-    const auto& r = group_norm_reduce_kernel_get({odt, v.PDL != 0}, ctx.arch_slot);
+    // launched as a programmatic dependent after a backward that is one (the BIG and split variants)
+    const auto& r = group_norm_reduce_kernel_get({odt, pdl}, ctx.arch_slot);
     group_norm_reduce_kernel_launch(r, ctx, Grid{static_cast<uint32_t>(ceil_div(s.c, r.BLOCK_C)), 2},
                                     ptr(partial), ptr(dw_k), ptr(db_k), s.n, s.c);
     if (compute_dw) dw = odt == pdt ? dw_k : dw_k.to(pdt);
@@ -393,9 +415,16 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
             for (int64_t cpg = 1; cpg <= BIG16_TILE; cpg *= 2)
               if (const int64_t big = big_tile({1, cpg, 1, cpg, hw}, c, dt)) {
                 group_norm_fwd_kernel_key fk{true, big, c.block_hw, pdt, false, dt};
-                group_norm_bwd_kernel_key bk{true, big, c.block_hw, pdt, false, dt};
                 if (!group_norm_fwd_kernel_find(fk, arch_slot)) missing.push_back(fk.str());
-                if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
+                if (big == BIG16_TILE) {  // the split backward
+                  group_norm_bwd_sums_kernel_key sk{c.block_hw, dt};
+                  group_norm_bwd_dx_kernel_key dk{c.block_hw, pdt, dt};
+                  if (!group_norm_bwd_sums_kernel_find(sk, arch_slot)) missing.push_back(sk.str());
+                  if (!group_norm_bwd_dx_kernel_find(dk, arch_slot)) missing.push_back(dk.str());
+                } else {
+                  group_norm_bwd_kernel_key bk{true, big, c.block_hw, pdt, false, dt};
+                  if (!group_norm_bwd_kernel_find(bk, arch_slot)) missing.push_back(bk.str());
+                }
               }
           }
   // the register kernel: regs_variant looks it up with _find, so a key missing from the build would fall back to
