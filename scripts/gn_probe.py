@@ -156,6 +156,115 @@ def bwd_dx_kernel(DY, X, W, MEAN, RSTD, PARTIAL, DX, N, C, CPG, HW, BLOCK_C: tl.
     tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=m)
 
 
+@triton.jit
+def _pipe_chunk(v, src, dst, W, B, more, k, ch0, mean, rstd, R: tl.constexpr, CH: tl.constexpr):
+    """Store chunk k (R channel rows) of this group's y, then load chunk k of the next group into its registers."""
+    rs = tl.arange(0, R)
+    scale, shift = gn._channel_affine(W, B, ch0 + k * R + rs, rs < R, mean, rstd, True, True, R)
+    tl.store(dst + k * CH, gn._pair_affine(v, scale[:, None], shift[:, None], True), eviction_policy="evict_first")
+    return tl.load(src + k * CH, mask=more, other=0, eviction_policy="evict_first")
+
+
+@triton.jit
+def regs_pipe_kernel(X, W, B, Y, MEAN, RSTD, N, G, eps, AHEAD: tl.constexpr, BLOCK_C: tl.constexpr,
+                     BLOCK_HW: tl.constexpr):
+    """The register kernel made persistent (full tiles, bf16): the group held as 8 chunks of BLOCK_C / 8 channel
+    rows; once a group's statistics are known, each chunk's y is stored and the next group's chunk loaded into the
+    same registers, so the next group's loads are in flight during this group's stores. AHEAD > 0: at each group's
+    start, the group AHEAD rounds later is asked of L2."""
+    PAIRS: tl.constexpr = BLOCK_HW // 2
+    R: tl.constexpr = BLOCK_C // 8
+    CH: tl.constexpr = R * PAIRS
+    rs = tl.arange(0, R)
+    ps = tl.arange(0, PAIRS)
+    offs = rs[:, None] * PAIRS + ps[None, :]
+    X32 = X.to(tl.pointer_type(tl.int32))
+    Y32 = Y.to(tl.pointer_type(tl.int32))
+    gsize = BLOCK_C * PAIRS
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    n_groups = N * G
+    count = BLOCK_C * BLOCK_HW * 1.0
+    src = X32 + tl.cast(pid, tl.int64) * gsize + offs
+    ok = (offs >= 0) & (pid < n_groups)
+    v0 = tl.load(src, mask=ok, other=0, eviction_policy="evict_first")
+    v1 = tl.load(src + CH, mask=ok, other=0, eviction_policy="evict_first")
+    v2 = tl.load(src + 2 * CH, mask=ok, other=0, eviction_policy="evict_first")
+    v3 = tl.load(src + 3 * CH, mask=ok, other=0, eviction_policy="evict_first")
+    v4 = tl.load(src + 4 * CH, mask=ok, other=0, eviction_policy="evict_first")
+    v5 = tl.load(src + 5 * CH, mask=ok, other=0, eviction_policy="evict_first")
+    v6 = tl.load(src + 6 * CH, mask=ok, other=0, eviction_policy="evict_first")
+    v7 = tl.load(src + 7 * CH, mask=ok, other=0, eviction_policy="evict_first")
+    for grp in range(pid, n_groups, nprog):
+        if AHEAD > 0:
+            pf = grp + AHEAD * nprog
+            prefetch_l2((X + tl.cast(pf, tl.int64) * (BLOCK_C * BLOCK_HW)).to(tl.pointer_type(tl.int8)),
+                        BLOCK_C * BLOCK_HW * 2, pf < n_groups, 128, BLOCK_C * BLOCK_HW * 2 // 128)
+        t = (gn._pair_sum(v0, True) + gn._pair_sum(v1, True) + gn._pair_sum(v2, True) + gn._pair_sum(v3, True)
+             + gn._pair_sum(v4, True) + gn._pair_sum(v5, True) + gn._pair_sum(v6, True) + gn._pair_sum(v7, True))
+        mean = gn._flat_sum(t) / count
+        q = (gn._pair_sq(v0, mean, True) + gn._pair_sq(v1, mean, True) + gn._pair_sq(v2, mean, True)
+             + gn._pair_sq(v3, mean, True) + gn._pair_sq(v4, mean, True) + gn._pair_sq(v5, mean, True)
+             + gn._pair_sq(v6, mean, True) + gn._pair_sq(v7, mean, True))
+        rstd = 1.0 / tl.sqrt_rn(gn._flat_sum(q) / count + eps)
+        tl.store(MEAN + grp, mean)
+        tl.store(RSTD + grp, rstd)
+        ch0 = (grp % G) * BLOCK_C
+        nxt = grp + nprog
+        dst = Y32 + tl.cast(grp, tl.int64) * gsize + offs
+        src = X32 + tl.cast(nxt, tl.int64) * gsize + offs
+        more = (offs >= 0) & (nxt < n_groups)
+        v0 = _pipe_chunk(v0, src, dst, W, B, more, 0, ch0, mean, rstd, R, CH)
+        v1 = _pipe_chunk(v1, src, dst, W, B, more, 1, ch0, mean, rstd, R, CH)
+        v2 = _pipe_chunk(v2, src, dst, W, B, more, 2, ch0, mean, rstd, R, CH)
+        v3 = _pipe_chunk(v3, src, dst, W, B, more, 3, ch0, mean, rstd, R, CH)
+        v4 = _pipe_chunk(v4, src, dst, W, B, more, 4, ch0, mean, rstd, R, CH)
+        v5 = _pipe_chunk(v5, src, dst, W, B, more, 5, ch0, mean, rstd, R, CH)
+        v6 = _pipe_chunk(v6, src, dst, W, B, more, 6, ch0, mean, rstd, R, CH)
+        v7 = _pipe_chunk(v7, src, dst, W, B, more, 7, ch0, mean, rstd, R, CH)
+
+
+def part_pipe(sms):
+    """[32, 512, 64, 64] (groups of 16 x 4096): the build's register kernel (one program per group, the group half a
+    wave later prefetched into L2) against regs_pipe_kernel (persistent, one program per SM)."""
+    ceiling = harness.copy_ceiling_gbps()
+    for n in (32, 33):
+        c, hw, g = 512, 4096, 32
+        x = torch.randn(n, c, hw, device="cuda", dtype=torch.bfloat16)
+        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        b = 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        y = torch.empty_like(x)
+        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+        nbytes = 2 * x.numel() * 2
+        yref = F.group_norm(x.float(), g, w.float(), b.float(), 1e-5)
+        tcopy = harness.time_ms(lambda: y.copy_(x))
+        print(f"pipe [{n}, {c}, {hw}] G={g}: copy of x {tcopy * 1e3:.2f} us "
+              f"({nbytes / tcopy / 1e6 / ceiling * 100:.1f} % of the {ceiling:.0f} GB/s ceiling)", flush=True)
+        cands = []
+        for warps in (16, 32):
+            cands.append((f"build regs kernel, {warps} warps", lambda warps=warps: gn.group_norm_fwd_regs_kernel[
+                (n * g,)](x, w, b, y, mean, rstd, n, c, 16, g, 1e-5, True, True, True, sms // 2, BLOCK_C=16,
+                          BLOCK_HW=hw, num_warps=warps)))
+        for warps in (16, 32):
+            for ahead in (0, 1, 2):
+                cands.append((f"pipe {warps} warps, AHEAD={ahead}",
+                              lambda warps=warps, ahead=ahead: regs_pipe_kernel[(min(n * g, sms),)](
+                                  x, w, b, y, mean, rstd, n, g, 1e-5, AHEAD=ahead, BLOCK_C=16, BLOCK_HW=hw,
+                                  num_warps=warps)))
+        for rep in range(2):
+            for name, fn in cands:
+                if rep == 0:
+                    y.fill_(float("nan"))
+                    fn()
+                    torch.cuda.synchronize()
+                    err = (y.float() - yref).abs().max().item()
+                else:
+                    err = float("nan")
+                t = harness.time_ms(fn)
+                print(f"  {name:<34} {t * 1e3:7.2f} us {nbytes / t / 1e6 / ceiling * 100:5.1f} % of copy "
+                      f"(y err {err:.3g})", flush=True)
+
+
 def ref_stats(x, g):
     xg = x.double().reshape(x.shape[0], g, -1)
     mean = xg.mean(-1)
@@ -405,6 +514,8 @@ def main():
         part_big16(sms)
     if "split" in which:
         part_split(sms)
+    if "pipe" in which:
+        part_pipe(sms)
     if "chain" in which:
         part_chain(sms)
     if "regs" in which:
