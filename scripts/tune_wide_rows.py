@@ -329,6 +329,25 @@ def run_sparsemax_vec(n):
         report(f"sparsemax fwd (VEC, {scale} * randn)", n, res, 2 * x.numel() * 2)
 
 
+def run_sparsemax_exit(n):
+    """The build's forward (its launcher's configuration for n) with each row stopping once S's least element exceeds
+    the Newton point (SUPPORT_EXIT, one step earlier) or once the point stops moving, and with no steps at all
+    (MAX_ITERS=0: wrong output, the kernel's time without its steps), on 2 * randn and 0.2 * randn rows."""
+    bn = triton.next_power_of_2(n)
+    persistent = bn >= 16384
+    grid = (1 if bn >= 32768 else 2) * SMS if persistent else ROWS
+    nw = 8 if persistent else 4
+    for scale in (2.0, 0.2):
+        x, y, res, check = sparsemax_case(n, scale)
+        for rep in range(2):
+            for iters, exit_ in ((64, False), (64, True), (0, False)):
+                check(lambda: sparsemax_fwd_kernel[(grid,)](
+                    x, y, ROWS, n // 8, n // 8, n // 8, BLOCK_M=1, BLOCK_N=bn, ALIGN=8, MAX_ITERS=iters,
+                    PERSISTENT=persistent, PREFETCH=persistent, VEC=8, SUPPORT_EXIT=exit_, num_warps=nw),
+                    f"MAX_ITERS={iters} SUPPORT_EXIT={int(exit_)} run {rep}")
+        report(f"sparsemax fwd (exit, {scale} * randn, grid {grid}, {nw} warps)", n, res, 2 * x.numel() * 2)
+
+
 def run_softmax_mid(n):
     x = torch.randn(ROWS, n, device="cuda", dtype=DT) * 3
     y = torch.empty_like(x)
@@ -409,7 +428,7 @@ def run_softmax_small(n):
 RUNS = {"softmax": run_softmax, "softmax_bwd": run_softmax_bwd, "layer_norm": run_layer_norm,
         "sparsemax": run_sparsemax, "sparsemax_warps": run_sparsemax_warps,
         "sparsemax_vec": run_sparsemax_vec, "sparsemax_looped": run_sparsemax_looped, "softmax_small": run_softmax_small, "layer_norm_looped": run_layer_norm_looped,
-        "softmax_mid": run_softmax_mid}
+        "softmax_mid": run_softmax_mid, "sparsemax_exit": run_sparsemax_exit}
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

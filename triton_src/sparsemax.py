@@ -66,22 +66,37 @@ def _sums3(k0, s0, f0, k1, s1, f1):
 
 
 @triton.jit
-def _newton(v, lo, hi, tau, active, DONE: tl.constexpr, MAX_ITERS: tl.constexpr):
+def _sums3_min(k0, s0, f0, m0, k1, s1, f1, m1):
+    return k0 + k1, s0 + s1, f0 + f1, tl.minimum(m0, m1)
+
+
+@triton.jit
+def _newton(v, lo, hi, tau, active, DONE: tl.constexpr, MAX_ITERS: tl.constexpr, SUPPORT_EXIT: tl.constexpr = False):
     """The threshold of fp32 values v (1-D, -inf where unused) from the state after DONE steps: each step is one
     block-wide reduction of (|S|, sum over S, f at the bracket's middle), as the looped kernel's step, instead of
-    three."""
+    three. SUPPORT_EXIT: the reduction also takes the least x of S, and the row stops as soon as that exceeds the
+    step's Newton point tau: then sum over x > tau of (x - tau) = 1, so tau is the threshold (the same value the
+    next step would find again from the same S), one step earlier than waiting for tau to stop moving."""
     it = tl.full([], DONE, tl.int32)
     while active & (it < MAX_ITERS):
         mid = 0.5 * (lo + hi)
         in_s = v >= lo
-        k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0)), 0, _sums3)
-        lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+        if SUPPORT_EXIT:
+            k, s, f_mid, least = tl.reduce((in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0),
+                                            tl.where(in_s, v, float("inf"))), 0, _sums3_min)
+            lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+            active = active & (least <= tau)
+        else:
+            k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0)), 0,
+                                    _sums3)
+            lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
         it += 1
     return tau
 
 
 @triton.jit
-def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: tl.constexpr = 0):
+def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: tl.constexpr = 0,
+                   SUPPORT_EXIT: tl.constexpr = False):
     """One row (x as loaded, -inf past n_cols; x, cols, cm 1-D, or [BLOCK_N // VEC, VEC] with VEC > 0), written
     to row `row` of Y.
 
@@ -90,7 +105,8 @@ def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: 
     have a dozen candidates in 4096 vectors), the candidates are exactly the vectors' maxima that are >= max - 1,
     and the steps run on the maxima (1/VEC of the row) instead of the row; otherwise on the row. (Counting the
     candidates within the first step instead of a reduction of its own measured the same at 32768 and slower at
-    16384, where it took 175 registers against 128: H200 bf16, sparsemax_vec sweep.)"""
+    16384, where it took 175 registers against 128: H200 bf16, sparsemax_vec sweep.) SUPPORT_EXIT: the steps on
+    the maxima stop as soon as S is known to be the support (see _newton)."""
     xf = x.to(tl.float32)
     if VEC > 0:
         vmax = tl.max(xf, axis=1)  # within each thread
@@ -98,7 +114,7 @@ def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: 
         lo = hi - 1.0
         hits = tl.sum((xf >= lo).to(tl.int32), axis=1)  # within each thread
         if tl.max(hits, axis=0) <= 1:
-            tau = _newton(vmax, lo, hi, lo, hi == hi, 0, MAX_ITERS)
+            tau = _newton(vmax, lo, hi, lo, hi == hi, 0, MAX_ITERS, SUPPORT_EXIT)
         else:
             tau = _newton(tl.reshape(xf, [xf.shape[0] * xf.shape[1]], can_reorder=True), lo, hi, lo, hi == hi, 0,
                           MAX_ITERS)
@@ -111,7 +127,8 @@ def _sparsemax_row(x, Y, row, cols, cm, stride_y, MAX_ITERS: tl.constexpr, VEC: 
 @triton.jit
 def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M: tl.constexpr,
                          BLOCK_N: tl.constexpr, ALIGN: tl.constexpr, MAX_ITERS: tl.constexpr,
-                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False, VEC: tl.constexpr = 0):
+                         PERSISTENT: tl.constexpr = False, PREFETCH: tl.constexpr = False, VEC: tl.constexpr = 0,
+                         SUPPORT_EXIT: tl.constexpr = False):
     n_cols = n_cols_v * ALIGN
     if VEC > 0:  # a row as [BLOCK_N // VEC, VEC], each vector in one thread (see _sparsemax_row)
         cols = tl.arange(0, BLOCK_N // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
@@ -140,13 +157,13 @@ def sparsemax_fwd_kernel(X, Y, n_rows, n_cols_v, stride_x_v, stride_y_v, BLOCK_M
                 nxt = load_row(X, row + nprog, n_rows, stride_x, cols, cm, -float("inf"))
             else:
                 x = tl.load(X + row * stride_x + cols, mask=cm, other=-float("inf"))
-            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC)
+            _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC, SUPPORT_EXIT)
         return
     if VEC > 0:  # one row per program (BLOCK_M == 1)
         row = tl.program_id(0).to(tl.int64)
         cm = cols < n_cols
         x = tl.load(X + row * (stride_x_v * ALIGN) + cols, mask=cm, other=-float("inf"))
-        _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC)
+        _sparsemax_row(x, Y, row, cols, cm, stride_y_v * ALIGN, MAX_ITERS, VEC, SUPPORT_EXIT)
         return
     rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # int64: no wrap at 2^31 rows
     cols = tl.arange(0, BLOCK_N)
@@ -340,9 +357,13 @@ def _specs():
                     # persistent from 16384 (8 warps for 16-bit rows, 16 for fp32 ones); the next row held early
                     # where it fits beside the current one (not fp32 rows of 32768: 128 fp32 registers per thread)
                     persistent = block_n >= CPP_CONSTANTS["PERSISTENT_MIN_BLOCK_N"]
+                    # SUPPORT_EXIT (steps on the vectors' maxima only) for 16-bit rows of 32768 (H200 bf16, 8192
+                    # rows of 2 * randn, scripts/tune_wide_rows.py sparsemax_exit, JIT: 290.3 us against 294.0; at
+                    # 16384 217 against 155 and at 4096 39.4 against 38.6: the fourth reduced value costs more there)
                     extra = {**iters, "PERSISTENT": persistent,
                              "PREFETCH": persistent and (dt != "fp32" or block_n <= 16384),
-                             "VEC": _align(dt) if block_m == 1 else 0}
+                             "VEC": _align(dt) if block_m == 1 else 0,
+                             "SUPPORT_EXIT": block_n == 32768 and dt != "fp32"}
                     # one row per program below: 4 warps to 8192 (H200 bf16 8192 x 8192: 72 us against 76 for 8)
                     warps = (16 if dt == "fp32" else 8) if persistent else (warps if dt == "fp32" else min(warps, 4))
                 spec.variants.append(Variant(
