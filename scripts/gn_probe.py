@@ -337,7 +337,8 @@ def part_chain(sms, n=8, c=1024, h=16, g=32, configs=None):
     def chain(block_c, block_hw, warps, grid_f, grid_b, pdl):
         def run():
             fwd(block_c, block_hw, warps, grid_f, pdl)
-            gn.group_norm_bwd_kernel[(grid_b,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True,
+            gn.group_norm_bwd_kernel[(grid_b,)](dy, x, w, mean, rstd, dx, partial, dw, db, n, c, cpg, hw // 8, g, True,
+                                                True, False,
                                                 BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=8, PDL=pdl,
                                                 num_warps=warps, launch_pdl=pdl)
             gn.group_norm_reduce_kernel[(triton.cdiv(c, 128), 2)](partial, dw, db, n, c, BLOCK_N=32, BLOCK_C=128,
@@ -451,7 +452,8 @@ def part_split(sms):
                                                                   PDL=pdl, num_warps=4, launch_pdl=pdl)
 
         def bwd_build():
-            gn.group_norm_bwd_kernel[(gb,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True,
+            gn.group_norm_bwd_kernel[(gb,)](dy, x, w, mean, rstd, dx, partial, dw, db, n, c, cpg, hw // 8, g, True, True,
+                                            False,
                                             BLOCK_C=bc, BLOCK_HW=bhw, ALIGN=8, PDL=pdl_b, num_warps=warps,
                                             launch_pdl=pdl_b)
             reduce(pdl_b)

@@ -42,7 +42,8 @@ for (n, c, hw, g, programs) in ((2, 8, 20, 4, 3), (3, 6, 64, 2, 2), (1, 12, 5, 3
         gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.double())
         dx = torch.full_like(x, float("nan"))
         partial = torch.full((2, n, c), float("nan"))
-        gn.group_norm_bwd_kernel[(programs,)](dy, x, w, mean, rstd, dx, partial, n, c, c // g, hw, g, 1, 1,
+        gn.group_norm_bwd_kernel[(programs,)](dy, x, w, mean, rstd, dx, partial, dwb[0], dwb[1], n, c, c // g, hw, g,
+                                              1, 1, 0,
                                               BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1)
         gn.group_norm_reduce_kernel[(triton.cdiv(c, 128), 2)](partial, dwb[0], dwb[1], n, c, BLOCK_N=32, BLOCK_C=128)
         tol = 1e-5 if dt == torch.float32 else 2 ** -7
@@ -95,3 +96,36 @@ for (n, c, hw, g, block_hw, has_w) in ((2, 40, 256, 1, 256, True), (3, 60, 200, 
     print(f"split n={n} c={c} hw={hw} g={g} block_hw={block_hw} weight={has_w}: dx {errs[0]:.1e} "
           f"sums {errs[1]:.1e} {errs[2]:.1e}" + ("  <-- BAD" if max(errs) > 2 * 2 ** -7 else ""), flush=True)
 print("split: worst error / bf16 tolerance:", worst)
+
+# The one-tile backward with own = 1 (a grid of G programs, dweight / dbias summed over the samples in the program
+# and stored directly, no reduction kernel): few samples, as the launcher takes it (N <= OWN_MAX_N).
+worst = 0.0
+for (n, c, hw, g) in ((2, 64, 64, 32), (4, 12, 5, 3), (3, 8, 20, 4), (1, 6, 64, 2)):
+    for dt in (torch.float32, torch.bfloat16):
+        x = (torch.randn(n, c, hw) * 2 + 3).to(dt)
+        w, b = (torch.rand(c) + 0.5).to(dt), torch.randn(c).to(dt)
+        dy = torch.randn(n, c, hw).to(dt)
+        block_hw = next(bh for bh in gn.HW_BLOCKS if bh >= hw)
+        block_c = gn.block_c(block_hw)
+        y = torch.full_like(x, float("nan"))
+        mean, rstd = torch.empty(n, g), torch.empty(n, g)
+        gn.group_norm_fwd_kernel[(g,)](x, w, b, y, mean, rstd, n, c, c // g, hw, g, 1e-5, 1, 1, 1,
+                                       BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1)
+        x64 = x.double().requires_grad_()
+        w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
+        ref = torch.nn.functional.group_norm(x64, g, w64, b64, 1e-5)
+        gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.double())
+        dx = torch.full_like(x, float("nan"))
+        dwb = torch.full((2, c), float("nan")).to(dt)
+        partial = torch.full((2, n, c), float("nan"))
+        gn.group_norm_bwd_kernel[(g,)](dy, x, w, mean, rstd, dx, partial, dwb[0], dwb[1], n, c, c // g, hw, g, 1, 1, 1,
+                                       BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1)
+        tol = 1e-5 if dt == torch.float32 else 2 ** -7
+        errs = [(dx.double() - gx).abs().max().item() / gx.abs().max().item(),
+                (dwb[0].double() - gw).abs().max().item() / gw.abs().max().item(),
+                (dwb[1].double() - gb).abs().max().item() / gb.abs().max().item()]
+        assert torch.isnan(partial).all(), "own = 1 must not write the partial sums"
+        worst = max(worst, max(errs) / tol)
+        print(f"own {str(dt)[6:]:8} n={n} c={c} hw={hw} g={g}: dx {errs[0]:.1e} dw {errs[1]:.1e} db {errs[2]:.1e}"
+              + ("  <-- BAD" if max(errs) > 2 * tol else ""), flush=True)
+print("own: worst error / dtype tolerance:", worst)

@@ -272,8 +272,8 @@ def spec_check(x, dy, w, b, y, dx, mean, rstd, partial, n, c, hw, g, block_hw, b
                          BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
 
         def bwd():
-            bwd_k[(pb,)](dy, x, w, mean, rstd, dx, partial, n, c, cpg, hw // 8, g, True, True, BLOCK_C=bc,
-                         BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
+            bwd_k[(pb,)](dy, x, w, mean, rstd, dx, partial, partial, partial, n, c, cpg, hw // 8, g, True, True,
+                         False, BLOCK_C=bc, BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
         fwd()
         bwd()
         print(f"  {label:<26} fwd {harness.time_ms(fwd) * 1e3:7.2f} us  bwd {harness.time_ms(bwd) * 1e3:7.2f} us",
@@ -340,8 +340,9 @@ def main():
                                                   True, BLOCK_C=bc, BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
 
         def bwd():
-            gn.group_norm_bwd_kernel[(programs,)](dy, x, w, mean, rstd, dx, partial, n, c, c // g, hw // 8, g, True,
-                                                  True, BLOCK_C=bc, BLOCK_HW=block_hw, ALIGN=8, num_warps=warps)
+            gn.group_norm_bwd_kernel[(programs,)](dy, x, w, mean, rstd, dx, partial, partial, partial, n, c, c // g,
+                                                  hw // 8, g, True, True, False, BLOCK_C=bc, BLOCK_HW=block_hw,
+                                                  ALIGN=8, num_warps=warps)
 
         fwd()
         err = (y.float() - ref).abs().max().item()

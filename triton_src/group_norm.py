@@ -72,6 +72,9 @@ CPP_CONSTANTS = {
     # at 2 per SM, 18.0 at 4, 25.9 at one program per group; backward 25.8 at 2, 24.6 at 4, 29.4)
     "ONE_TILE_FWD_PER_SM": 2,
     "ONE_TILE_BWD_PER_SM": 4,
+    # the backward of one-tile groups at up to OWN_MAX_N samples: a grid of G programs that sum dweight / dbias over
+    # the samples themselves (own), with no reduction kernel after
+    "OWN_MAX_N": 4,
     "REG_MIN_GROUP": REG_TILES[0] // 2,
     "REG_SMALL_TILE": REG_TILES[0],
     "REG_MAX_GROUP": REG_TILES[-1],
@@ -281,9 +284,11 @@ def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_we
 
 
 @triton.jit
-def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weight, compute_dwb,
+def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, DW, DB, N, C, CPG, HW, G, has_weight, compute_dwb, own,
                   BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """Groups that fit one tile: dy and x read once, the next group's loaded before this one is reduced."""
+    """Groups that fit one tile: dy and x read once, the next group's loaded before this one is reduced.
+    own (a grid of G programs, so that each program takes one group of every sample): the program sums its
+    channels' dweight / dbias over the samples itself and stores them in DW / DB, with no reduction kernel after."""
     offs, mask, cs = _tile(0, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
     size = CPG.to(tl.int64) * HW
     n_groups = N * G
@@ -294,6 +299,8 @@ def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weigh
     first = mask & (pid < n_groups)
     nxt_dy = tl.load(DY + tl.cast(pid, tl.int64) * size + offs, mask=first, other=0.0)
     nxt_x = tl.load(X + tl.cast(pid, tl.int64) * size + offs, mask=first, other=0.0)
+    own_dw = tl.zeros([BLOCK_C], dtype=tl.float32)
+    own_db = tl.zeros([BLOCK_C], dtype=tl.float32)
     for grp in range(pid, n_groups, nprog):
         dy = nxt_dy.to(tl.float32)
         x = nxt_x.to(tl.float32)
@@ -307,7 +314,10 @@ def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weigh
         xh = tl.where(mask, (x - tl.load(MEAN + grp)) * rstd, 0.0)
         db = tl.sum(dy, axis=1)
         dw = tl.sum(dy * xh, axis=1)
-        if compute_dwb:
+        if own:
+            own_dw += dw
+            own_db += db
+        elif compute_dwb:
             row = tl.cast(n, tl.int64) * C + ch
             tl.store(PARTIAL + row, dw, mask=cm)
             tl.store(PARTIAL + N.to(tl.int64) * C + row, db, mask=cm)
@@ -319,11 +329,15 @@ def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weigh
         c2 = tl.sum(db * w, axis=0) / count
         dx = rstd * (dy * w[:, None] - c2 - xh * c1)
         tl.store(DX + tl.cast(grp, tl.int64) * size + offs, dx.to(DX.dtype.element_ty), mask=mask)
+    if own & compute_dwb & (pid < G):
+        ch = pid * CPG + cs
+        tl.store(DW + ch, own_dw.to(DW.dtype.element_ty), mask=cm)
+        tl.store(DB + ch, own_db.to(DB.dtype.element_ty), mask=cm)
 
 
 @triton.jit
-def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G, has_weight, compute_dwb,
-                          BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr,
+def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, DW, DB, N, C, CPG, HW_v, G, has_weight, compute_dwb,
+                          own, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, ALIGN: tl.constexpr,
                           PDL: tl.constexpr = False):
     pdl_start(PDL)
     # With xh = (x - mean) * rstd and dyw = dy * w[c]:
@@ -332,8 +346,8 @@ def group_norm_bwd_kernel(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW_v, G,
     # Persistent over groups as the forward: the sums pass reads dy and x, the dx pass reads them again.
     HW = HW_v.to(tl.int64) * ALIGN
     if (CPG <= BLOCK_C) & (HW <= BLOCK_HW):
-        _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, N, C, CPG, HW, G, has_weight, compute_dwb, BLOCK_C,
-                      BLOCK_HW)
+        _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, DW, DB, N, C, CPG, HW, G, has_weight, compute_dwb, own,
+                      BLOCK_C, BLOCK_HW)
         return
     for grp in range(tl.program_id(0), N * G, tl.num_programs(0)):
         n = grp // G
@@ -495,8 +509,8 @@ def _fwd_sig(dt, pd):
 
 def _bwd_sig(dt, pd):
     return {"DY": f"*{dt}", "X": f"*{dt}", "W": f"*{pd}", "MEAN": "*fp32", "RSTD": "*fp32", "DX": f"*{dt}",
-            "PARTIAL": "*fp32", "N": "i32", "C": "i32", "CPG": "i32", "HW_v": "i64", "G": "i32",
-            "has_weight": "i1", "compute_dwb": "i1"}
+            "PARTIAL": "*fp32", "DW": f"*{pd}", "DB": f"*{pd}", "N": "i32", "C": "i32", "CPG": "i32", "HW_v": "i64",
+            "G": "i32", "has_weight": "i1", "compute_dwb": "i1", "own": "i1"}
 
 
 def _specs():

@@ -361,37 +361,46 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   const LaunchContext ctx = launch_context(x_in);
   const int64_t big = big_tile(s, c, x.scalar_type());
   const bool split = big == BIG16_TILE;
-  Tensor partial = partials || split ? at::empty({2, s.n, s.c}, x_in.options().dtype(at::kFloat)) : Tensor();
-  bool pdl = true;  // the backward was launched as a programmatic dependent
+  // dweight and dbias in the parameters' dtype (two tensors: views of one would alias each other, and opcheck
+  // rejects aliased outputs). A dtype without a variant (double parameters) goes through fp32.
+  const auto pdt = param_opts.dtype().toScalarType();
+  const auto odt = is_half_or_float(pdt) ? pdt : at::kFloat;
+  Tensor dw_k = partials ? at::empty({s.c}, param_opts.dtype(odt)) : Tensor();
+  Tensor db_k = partials ? at::empty({s.c}, param_opts.dtype(odt)) : Tensor();
+  const auto f32 = x_in.options().dtype(at::kFloat);
+  Tensor partial;
+  bool reduce = partials;  // per-(sample, channel) sums in partial, reduced over N by a second kernel
+  bool pdl = true;         // the backward was launched as a programmatic dependent
   if (split) {
+    partial = at::empty({2, s.n, s.c}, f32);
     split_backward(ctx, s, c.block_hw, p.dtype, dy, x, w, mean, rstd, dx, partial);
   } else {
     const auto& v = group_norm_bwd_kernel_get(
         {c.aligned, big, c.block_hw, p.dtype, !big && wide_tiles(s, c, MAX_BLOCK_HW), x.scalar_type()},
         ctx.arch_slot);
-    const int64_t programs = group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
+    // Few samples of one-tile groups: G programs, each taking its group of every sample, sum their channels'
+    // dweight / dbias themselves (own), and no reduction kernel follows (for launch-bound shapes such as
+    // [2, 64, 8, 8]; at most OWN_MAX_N groups per program).
+    const bool own = partials && s.n <= OWN_MAX_N && s.cpg <= v.BLOCK_C && s.hw <= v.BLOCK_HW && odt == p.dtype;
+    if (reduce && !own) partial = at::empty({2, s.n, s.c}, f32);
+    const int64_t programs = own ? s.g : group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
     group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
-                                 ptr(rstd), ptr(dx), ptr(partial), s.n, s.c, s.cpg, s.hw / v.ALIGN, s.g,
-                                 w.defined(), partials);
+                                 ptr(rstd), ptr(dx), ptr(partial), ptr(dw_k), ptr(db_k), s.n, s.c, s.cpg,
+                                 s.hw / v.ALIGN, s.g, w.defined(), partials, own);
     pdl = v.PDL != 0;
+    reduce = reduce && !own;
   }
-  Tensor dw = empty_grad(x_in, weight);
-  Tensor db = empty_grad(x_in, weight);
-  if (partials) {
-    // Per-(sample, channel) sums reduced over N by a Triton kernel (no at::sum on the GPU path), stored as
-    // dweight and dbias in the parameters' dtype (two tensors: views of one would alias each other, and opcheck
-    // rejects aliased outputs). A dtype without a variant (double parameters) goes through fp32.
-    const auto pdt = param_opts.dtype().toScalarType();
-    const auto odt = is_half_or_float(pdt) ? pdt : at::kFloat;
-    Tensor dw_k = at::empty({s.c}, param_opts.dtype(odt));
-    Tensor db_k = at::empty({s.c}, param_opts.dtype(odt));
-    // launched as a programmatic dependent after a backward that is one (the BIG and split variants)
+  if (reduce) {
+    // Reduced over N by a Triton kernel (no at::sum on the GPU path), stored in the parameters' dtype; launched
+    // as a programmatic dependent after a backward that is one (the BIG and split variants)
     const auto& r = group_norm_reduce_kernel_get({odt, pdl}, ctx.arch_slot);
     group_norm_reduce_kernel_launch(r, ctx, Grid{static_cast<uint32_t>(ceil_div(s.c, r.BLOCK_C)), 2},
                                     ptr(partial), ptr(dw_k), ptr(db_k), s.n, s.c);
-    if (compute_dw) dw = odt == pdt ? dw_k : dw_k.to(pdt);
-    if (compute_db) db = odt == pdt ? db_k : db_k.to(pdt);
   }
+  Tensor dw = empty_grad(x_in, weight);
+  Tensor db = empty_grad(x_in, weight);
+  if (compute_dw) dw = odt == pdt ? dw_k : dw_k.to(pdt);
+  if (compute_db) db = odt == pdt ? db_k : db_k.to(pdt);
   return {dx, dw, db};
 }
 
