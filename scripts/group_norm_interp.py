@@ -119,7 +119,7 @@ for (n, c, hw, g) in ((2, 64, 64, 32), (4, 12, 5, 3), (3, 8, 20, 4), (1, 6, 64, 
         dwb = torch.full((2, c), float("nan")).to(dt)
         partial = torch.full((2, n, c), float("nan"))
         gn.group_norm_bwd_kernel[(g,)](dy, x, w, mean, rstd, dx, partial, dwb[0], dwb[1], n, c, c // g, hw, g, 1, 1, 1,
-                                       BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1)
+                                       BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1, OWN=True)
         tol = 1e-5 if dt == torch.float32 else 2 ** -7
         errs = [(dx.double() - gx).abs().max().item() / gx.abs().max().item(),
                 (dwb[0].double() - gw).abs().max().item() / gw.abs().max().item(),

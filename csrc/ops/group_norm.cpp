@@ -380,8 +380,9 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
         ctx.arch_slot);
     // Few samples of one-tile groups: G programs, each taking its group of every sample, sum their channels'
     // dweight / dbias themselves (own), and no reduction kernel follows (for launch-bound shapes such as
-    // [2, 64, 8, 8]; at most OWN_MAX_N groups per program).
-    const bool own = partials && s.n <= OWN_MAX_N && s.cpg <= v.BLOCK_C && s.hw <= v.BLOCK_HW && odt == p.dtype;
+    // [2, 64, 8, 8]; at most OWN_MAX_N groups per program). Not built into the BIG variants (v.OWN).
+    const bool own = v.OWN && partials && s.n <= OWN_MAX_N && s.cpg <= v.BLOCK_C && s.hw <= v.BLOCK_HW &&
+                     odt == p.dtype;
     if (reduce && !own) partial = at::empty({2, s.n, s.c}, f32);
     const int64_t programs = own ? s.g : group_programs(s, v, ctx, ONE_TILE_BWD_PER_SM);
     group_norm_bwd_kernel_launch(v, ctx, Grid{static_cast<uint32_t>(programs)}, ptr(dy), ptr(x), ptr(w), ptr(mean),
