@@ -22,8 +22,11 @@ import triton_src.group_norm as gn  # noqa: E402
 
 torch.manual_seed(0)
 worst = 0.0
-for (n, c, hw, g, programs) in ((2, 8, 20, 4, 3), (3, 6, 64, 2, 2), (1, 12, 5, 3, 1), (2, 4, 300, 2, 4),
-                                  (2, 4, 5000, 2, 3), (3, 12, 1000, 2, 2)):
+# own = 1: the one-tile backward on a grid of G programs that sum dweight / dbias over the samples themselves and
+# store them (no partial sums, no reduction kernel), as the launcher takes it for few samples (N <= OWN_MAX_N)
+for (n, c, hw, g, programs, own) in ((2, 8, 20, 4, 3, 0), (3, 6, 64, 2, 2, 0), (1, 12, 5, 3, 1, 0),
+                                     (2, 4, 300, 2, 4, 0), (2, 4, 5000, 2, 3, 0), (3, 12, 1000, 2, 2, 0),
+                                     (2, 64, 64, 32, 32, 1), (4, 12, 5, 3, 3, 1), (3, 8, 20, 4, 4, 1), (1, 6, 64, 2, 2, 1)):
     for dt in (torch.float32, torch.bfloat16):
         x = (torch.randn(n, c, hw) * 2 + 3).to(dt)
         w, b = (torch.rand(c) + 0.5).to(dt), torch.randn(c).to(dt)  # parameters in x's dtype (the usual case)
@@ -37,15 +40,18 @@ for (n, c, hw, g, programs) in ((2, 8, 20, 4, 3), (3, 6, 64, 2, 2), (1, 12, 5, 3
         x64 = x.double().requires_grad_()
         w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
         dwb = torch.full((2, c), float("nan")).to(dt)
-        
         ref = torch.nn.functional.group_norm(x64, g, w64, b64, 1e-5)
         gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.double())
         dx = torch.full_like(x, float("nan"))
         partial = torch.full((2, n, c), float("nan"))
         gn.group_norm_bwd_kernel[(programs,)](dy, x, w, mean, rstd, dx, partial, dwb[0], dwb[1], n, c, c // g, hw, g,
-                                              1, 1, 0,
-                                              BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1)
-        gn.group_norm_reduce_kernel[(triton.cdiv(c, 128), 2)](partial, dwb[0], dwb[1], n, c, BLOCK_N=32, BLOCK_C=128)
+                                              1, 1, own, BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1, OWN=True)
+        if own:
+            assert torch.isnan(partial).all(), "own = 1 must not write the partial sums"
+            partial = torch.stack((dwb[0].float(), dwb[1].float()))[:, None]  # [2, 1, C]: already summed over N
+        else:
+            gn.group_norm_reduce_kernel[(triton.cdiv(c, 128), 2)](partial, dwb[0], dwb[1], n, c, BLOCK_N=32,
+                                                                  BLOCK_C=128)
         tol = 1e-5 if dt == torch.float32 else 2 ** -7
         errs = [(y.double() - ref).abs().max().item() / ref.abs().max().item(),
                 (dx.double() - gx).abs().max().item() / gx.abs().max().item(),
@@ -54,8 +60,9 @@ for (n, c, hw, g, programs) in ((2, 8, 20, 4, 3), (3, 6, 64, 2, 2), (1, 12, 5, 3
                 (dwb[0].double() - gw).abs().max().item() / gw.abs().max().item(),
                 (dwb[1].double() - gb).abs().max().item() / gb.abs().max().item()]
         worst = max(worst, max(errs) / tol)
-        print(f"{str(dt)[6:]:8} n={n} c={c} hw={hw} g={g} programs={programs}: y {errs[0]:.1e} dx {errs[1]:.1e} "
-              f"dw {errs[2]:.1e} db {errs[3]:.1e} reduced {errs[4]:.1e} {errs[5]:.1e}" + ("  <-- BAD" if max(errs) > 2 * tol else ""), flush=True)
+        print(f"{str(dt)[6:]:8} n={n} c={c} hw={hw} g={g} programs={programs} own={own}: y {errs[0]:.1e} "
+              f"dx {errs[1]:.1e} dw {errs[2]:.1e} db {errs[3]:.1e} reduced {errs[4]:.1e} {errs[5]:.1e}"
+              + ("  <-- BAD" if max(errs) > 2 * tol else ""), flush=True)
 print("worst error / dtype tolerance:", worst)
 
 # The split backward of the BIG16 groups (group_norm_bwd_sums_kernel, then group_norm_bwd_dx_kernel): channel
@@ -96,36 +103,3 @@ for (n, c, hw, g, block_hw, has_w) in ((2, 40, 256, 1, 256, True), (3, 60, 200, 
     print(f"split n={n} c={c} hw={hw} g={g} block_hw={block_hw} weight={has_w}: dx {errs[0]:.1e} "
           f"sums {errs[1]:.1e} {errs[2]:.1e}" + ("  <-- BAD" if max(errs) > 2 * 2 ** -7 else ""), flush=True)
 print("split: worst error / bf16 tolerance:", worst)
-
-# The one-tile backward with own = 1 (a grid of G programs, dweight / dbias summed over the samples in the program
-# and stored directly, no reduction kernel): few samples, as the launcher takes it (N <= OWN_MAX_N).
-worst = 0.0
-for (n, c, hw, g) in ((2, 64, 64, 32), (4, 12, 5, 3), (3, 8, 20, 4), (1, 6, 64, 2)):
-    for dt in (torch.float32, torch.bfloat16):
-        x = (torch.randn(n, c, hw) * 2 + 3).to(dt)
-        w, b = (torch.rand(c) + 0.5).to(dt), torch.randn(c).to(dt)
-        dy = torch.randn(n, c, hw).to(dt)
-        block_hw = next(bh for bh in gn.HW_BLOCKS if bh >= hw)
-        block_c = gn.block_c(block_hw)
-        y = torch.full_like(x, float("nan"))
-        mean, rstd = torch.empty(n, g), torch.empty(n, g)
-        gn.group_norm_fwd_kernel[(g,)](x, w, b, y, mean, rstd, n, c, c // g, hw, g, 1e-5, 1, 1, 1,
-                                       BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1)
-        x64 = x.double().requires_grad_()
-        w64, b64 = w.double().requires_grad_(), b.double().requires_grad_()
-        ref = torch.nn.functional.group_norm(x64, g, w64, b64, 1e-5)
-        gx, gw, gb = torch.autograd.grad(ref, (x64, w64, b64), dy.double())
-        dx = torch.full_like(x, float("nan"))
-        dwb = torch.full((2, c), float("nan")).to(dt)
-        partial = torch.full((2, n, c), float("nan"))
-        gn.group_norm_bwd_kernel[(g,)](dy, x, w, mean, rstd, dx, partial, dwb[0], dwb[1], n, c, c // g, hw, g, 1, 1, 1,
-                                       BLOCK_C=block_c, BLOCK_HW=block_hw, ALIGN=1, OWN=True)
-        tol = 1e-5 if dt == torch.float32 else 2 ** -7
-        errs = [(dx.double() - gx).abs().max().item() / gx.abs().max().item(),
-                (dwb[0].double() - gw).abs().max().item() / gw.abs().max().item(),
-                (dwb[1].double() - gb).abs().max().item() / gb.abs().max().item()]
-        assert torch.isnan(partial).all(), "own = 1 must not write the partial sums"
-        worst = max(worst, max(errs) / tol)
-        print(f"own {str(dt)[6:]:8} n={n} c={c} hw={hw} g={g}: dx {errs[0]:.1e} dw {errs[1]:.1e} db {errs[2]:.1e}"
-              + ("  <-- BAD" if max(errs) > 2 * tol else ""), flush=True)
-print("own: worst error / dtype tolerance:", worst)
