@@ -13,7 +13,9 @@ within L2 (for the second read) measured slower on the H200 (see group_programs 
 forward's sums load one tile ahead (105.5 us against 125 for [32, 512, 64, 64] bf16, JIT at one program per
 group); it still reads x from memory twice there (64 % of copy counting one read and one write).
 dweight/dbias: each program writes its channels' sums into an fp32 [2, N, C] buffer that a second kernel
-reduces over N into dweight and dbias in the parameters' dtype. Weight and bias reach the kernels in x's dtype
+reduces over N into dweight and dbias in the parameters' dtype; one-tile groups of at most OWN_MAX_N samples
+instead run G programs that sum over the samples themselves (no second kernel). The BIG16 groups' backward is split
+into two kernels over many small programs (SPLIT_* below). Weight and bias reach the kernels in x's dtype
 when both have it, else as fp32.
 """
 import triton
@@ -289,8 +291,9 @@ def _bwd_one_tile(DY, X, W, MEAN, RSTD, DX, PARTIAL, DW, DB, N, C, CPG, HW, G, h
     """Groups that fit one tile: dy and x read once, the next group's loaded before this one is reduced.
     own (a grid of G programs, so that each program takes one group of every sample): the program sums its
     channels' dweight / dbias over the samples itself and stores them in DW / DB, with no reduction kernel after.
-    Built where OWN (the [4096 / BLOCK_HW, BLOCK_HW] tiles): the BIG tiles' backward took 228 registers with it
-    against 202 without, and 0.0159 ms against 0.0143 at [8, 1024, 16, 16] bf16 (H200, bench_group_norm.py)."""
+    Built where OWN (the [4096 / BLOCK_HW, BLOCK_HW] and WIDE tiles): the BIG tiles' backward took 228 registers
+    with it against 202 without (sm_90), and [8, 1024, 16, 16] bf16's backward measured 0.0159 ms with it, 0.0143 and
+    0.0151 without (H200, bench_group_norm.py)."""
     own = own & OWN
     offs, mask, cs = _tile(0, 0, 0, CPG, HW, BLOCK_C, BLOCK_HW)
     size = CPG.to(tl.int64) * HW
