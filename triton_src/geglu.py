@@ -20,6 +20,7 @@ import triton.language as tl
 from build_tools.spec import DTYPES, KernelSpec, Variant
 from triton_src._activations import (FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, sigmoid_parts,
                                      store)
+from triton_src._rows import pdl_start
 
 APPROX_TANH = 0
 APPROX_NONE = 1
@@ -75,7 +76,9 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX: tl.constexpr, MASKED: tl.conste
 
 
 @triton.jit
-def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
+                     PDL: tl.constexpr = False):
+    pdl_start(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -86,7 +89,9 @@ def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT6
 
 
 @triton.jit
-def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
+                     PDL: tl.constexpr = False):
+    pdl_start(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -109,7 +114,7 @@ def _specs():
             for aligned in (False, True):
                 for int64 in (False, True):
                     key = {"approx": approx, "x_dtype": dt, "aligned": aligned, "int64": int64}
-                    cexpr = {"APPROX": approx, "BLOCK": FLAT_BLOCK[dt], "INT64": int64}
+                    cexpr = {"APPROX": approx, "BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": False}
                     warps = FLAT_WARPS
                     p = f"*{dt}"
                     fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},

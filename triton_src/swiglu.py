@@ -14,6 +14,7 @@ import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
 from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, store
+from triton_src._rows import pdl_start
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096}
 
@@ -36,7 +37,8 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, MASKED: tl.constexpr):
 
 
 @triton.jit
-def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_start(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -47,7 +49,8 @@ def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
 
 
 @triton.jit
-def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.constexpr):
+def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_start(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -69,7 +72,7 @@ def _specs():
         for aligned in (False, True):
             for int64 in (False, True):
                 key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
-                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64}
+                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": False}
                 warps = FLAT_WARPS
                 p = f"*{dt}"
                 fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
