@@ -81,15 +81,14 @@ def _newton(v, lo, hi, tau, active, DONE: tl.constexpr, MAX_ITERS: tl.constexpr,
     while active & (it < MAX_ITERS):
         mid = 0.5 * (lo + hi)
         in_s = v >= lo
+        sums = (in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0))
         if SUPPORT_EXIT:
-            k, s, f_mid, least = tl.reduce((in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0),
-                                            tl.where(in_s, v, float("inf"))), 0, _sums3_min)
-            lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
-            active = active & (least <= tau)
+            k, s, f_mid, least = tl.reduce(sums + (tl.where(in_s, v, float("inf")),), 0, _sums3_min)
         else:
-            k, s, f_mid = tl.reduce((in_s.to(tl.float32), tl.where(in_s, v, 0.0), tl.maximum(v - mid, 0.0)), 0,
-                                    _sums3)
-            lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+            k, s, f_mid = tl.reduce(sums, 0, _sums3)
+        lo, hi, tau, active = _step(lo, hi, tau, active, k, s, f_mid, mid)
+        if SUPPORT_EXIT:
+            active = active & (least <= tau)
         it += 1
     return tau
 
