@@ -1,7 +1,8 @@
 """GroupNorm experiments through the JIT (no build needed), bf16, timed as the benchmarks (benchmarks/harness.time_ms:
 L2 flushed, stream held), next to torch.compile in the same process.
 
-    python scripts/gn_probe.py            # on the GPU box
+    python scripts/gn_probe.py [waves big16 split pipe chain regs] [e.g. 16x1280x16]   # on the GPU box
+    (default: regs chain; the parts are described in their docstrings, the first two below)
 
 1. The register kernel ([32, 512, 64, 64]: groups of 16 x 4096 held in registers) with its statistics done three
    ways: two reductions (the build's: the mean, then the centred sum of squares), one reduction of the sums of
@@ -510,18 +511,11 @@ def part_split(sms):
 def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     which = sys.argv[1:] or ["regs", "chain"]
-    if "waves" in which:
-        part_waves(sms)
-    if "big16" in which:
-        part_big16(sms)
-    if "split" in which:
-        part_split(sms)
-    if "pipe" in which:
-        part_pipe(sms)
-    if "chain" in which:
-        part_chain(sms)
-    if "regs" in which:
-        part_regs(sms)
+    parts = {"waves": part_waves, "big16": part_big16, "split": part_split, "pipe": part_pipe, "chain": part_chain,
+             "regs": part_regs}
+    for name, part in parts.items():
+        if name in which:
+            part(sms)
 
 
 if __name__ == "__main__":
