@@ -32,7 +32,7 @@ from triton_src._rows import pdl_start, prefetch_l2  # noqa: E402
 
 def _asm2(body, bf16):
     """gn._pair_asm with two outputs ($0, $1): the pair is operand $2."""
-    return gn._pair_asm(body.replace("$", "%"), bf16).value.replace("$1", "$2").replace("%", "$")
+    return tl.constexpr(gn._pair_asm(body.replace("$", "%"), bf16).value.replace("$1", "$2").replace("%", "$"))
 
 
 # (sum, sum of squares) of the pair less the shift $3
@@ -61,22 +61,9 @@ def regs_stats_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, ahead, BLOCK_C:
                       BLOCK_HW: tl.constexpr, STATS: tl.constexpr):
     """gn.group_norm_fwd_regs_kernel (bf16, weight and bias) with STATS 0: its two reductions, 1: one reduction of
     shifted sums (shift x0), 2: one Chan reduction of per-pair (mean, M2, count)."""
-    PAIRS: tl.constexpr = BLOCK_HW // 2
-    grp = tl.program_id(0)
-    size = tl.cast(CPG, tl.int64) * BLOCK_HW
-    count = (CPG * BLOCK_HW).to(tl.float32)
-    cs = tl.arange(0, BLOCK_C)
-    ps = tl.arange(0, PAIRS)
-    cm = cs < CPG
-    mask = cm[:, None] & (ps < PAIRS)[None, :]
-    offs = cs[:, None] * PAIRS + ps[None, :]
-    base = X + grp * size
-    v = tl.load(base.to(tl.pointer_type(tl.int32)) + offs, mask=mask, other=0, eviction_policy="evict_first")
+    grp, size, count, cs, cm, mask, offs, v = gn._regs_group(X, N, CPG, G, ahead, BLOCK_C, BLOCK_HW)
     if STATS == 1:
-        x0 = tl.load(base).to(tl.float32)
-    nxt = grp + ahead
-    prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < N * G, 128,
-                BLOCK_C * BLOCK_HW * 2 // 128)
+        x0 = tl.load(X + grp * size).to(tl.float32)
     if STATS == 0:
         mean = gn._flat_sum(gn._pair_sum(v, True)) / count
         rstd = 1.0 / tl.sqrt_rn(gn._flat_sum(tl.where(mask, gn._pair_sq(v, mean, True), 0.0)) / count + eps)

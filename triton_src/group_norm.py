@@ -251,16 +251,10 @@ def _flat_sum(t):
 
 
 @triton.jit
-def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_weight, has_bias, store_stats, ahead,
-                               BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
-    """16-bit x whose spatial size is BLOCK_HW and whose group fits a [BLOCK_C, BLOCK_HW] tile: one program per
-    group holds it in registers as int32 pairs and reads x once; the statistics are exact two-pass (mean, then the
-    centred sum of squares) from the registers. While this group is reduced, group + ahead (about half a wave
-    later) is prefetched into L2, so memory keeps streaming although each SM holds one program.
-    H200, [32, 512, 64, 64] bf16 (scripts/tune_group_norm.py --regs, JIT): 76.4 us at 16 warps with ahead = half
-    the SMs, against 82 without the prefetch, 95 with a reduction per axis, and 106 for the two-pass tiles; the
-    same kernel without statistics 70.4, a copy of x 67.6."""
-    IS_BF16: tl.constexpr = X.dtype.element_ty == tl.bfloat16
+def _regs_group(X, N, CPG, G, ahead, BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """The register kernel's group (program_id(0)) loaded as int32 pairs ([BLOCK_C, BLOCK_HW / 2], channel rows
+    masked past CPG), and the group `ahead` programs later asked of L2. Returns (group, its size in elements, that
+    size as fp32, channel indices, channel mask, pair mask, pair offsets, the pairs)."""
     PAIRS: tl.constexpr = BLOCK_HW // 2
     grp = tl.program_id(0)
     size = tl.cast(CPG, tl.int64) * BLOCK_HW
@@ -275,6 +269,21 @@ def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_we
     nxt = grp + ahead
     prefetch_l2((X + tl.cast(nxt, tl.int64) * size).to(tl.pointer_type(tl.int8)), size * 2, nxt < N * G, 128,
                 BLOCK_C * BLOCK_HW * 2 // 128)
+    return grp, size, count, cs, cm, mask, offs, v
+
+
+@triton.jit
+def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_weight, has_bias, store_stats, ahead,
+                               BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """16-bit x whose spatial size is BLOCK_HW and whose group fits a [BLOCK_C, BLOCK_HW] tile: one program per
+    group holds it in registers as int32 pairs and reads x once; the statistics are exact two-pass (mean, then the
+    centred sum of squares) from the registers. While this group is reduced, group + ahead (about half a wave
+    later) is prefetched into L2, so memory keeps streaming although each SM holds one program.
+    H200, [32, 512, 64, 64] bf16 (scripts/tune_group_norm.py --regs, JIT): 76.4 us at 16 warps with ahead = half
+    the SMs, against 82 without the prefetch, 95 with a reduction per axis, and 106 for the two-pass tiles; the
+    same kernel without statistics 70.4, a copy of x 67.6."""
+    IS_BF16: tl.constexpr = X.dtype.element_ty == tl.bfloat16
+    grp, size, count, cs, cm, mask, offs, v = _regs_group(X, N, CPG, G, ahead, BLOCK_C, BLOCK_HW)
     mean = _flat_sum(_pair_sum(v, IS_BF16)) / count
     rstd = 1.0 / tl.sqrt_rn(_flat_sum(tl.where(mask, _pair_sq(v, mean, IS_BF16), 0.0)) / count + eps)
     if store_stats:
