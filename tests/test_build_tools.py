@@ -166,7 +166,7 @@ def test_pdl_variants_compile_for_sm80():
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import ptxas_report
 
-    for op in ("cross_entropy", "softmax", "relu_squared"):
+    for op in ("cross_entropy", "softmax", "relu_squared", "swiglu", "geglu"):
         for kernel in generate.load_op(op).KERNELS:
             v = next((v for v in kernel.variants if v.launch_pdl or v.constexprs.get("PDL")), None)
             if v is None:

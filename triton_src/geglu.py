@@ -18,9 +18,8 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import (FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, sigmoid_parts,
-                                     store)
-from triton_src._rows import pdl_start
+from triton_src._activations import (FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, pdl_start_flat,
+                                     sigmoid_parts, store)
 
 APPROX_TANH = 0
 APPROX_NONE = 1
@@ -78,7 +77,7 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX: tl.constexpr, MASKED: tl.conste
 @triton.jit
 def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
                      PDL: tl.constexpr = False):
-    pdl_start(PDL)
+    pdl_start_flat(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -91,7 +90,7 @@ def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT6
 @triton.jit
 def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
                      PDL: tl.constexpr = False):
-    pdl_start(PDL)
+    pdl_start_flat(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -102,7 +101,8 @@ def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.conste
 
 
 # ---------------------------------------------------------------------------------------------------
-# Specializations: approximation x dtype x 16-byte aligned pointers x 64-bit offsets (24 per kernel).
+# Specializations: approximation x dtype x 16-byte aligned pointers x 64-bit offsets (24 per kernel), each
+# launched as a programmatic dependent (pdl_start_flat; arch < 90 builds drop it).
 
 
 def _specs():
@@ -114,14 +114,14 @@ def _specs():
             for aligned in (False, True):
                 for int64 in (False, True):
                     key = {"approx": approx, "x_dtype": dt, "aligned": aligned, "int64": int64}
-                    cexpr = {"APPROX": approx, "BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": False}
+                    cexpr = {"APPROX": approx, "BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": True}
                     warps = FLAT_WARPS
                     p = f"*{dt}"
                     fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
-                                                constexprs=cexpr, num_warps=warps, aligned=aligned))
+                                                constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
                     bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
                                                                     "n": "i64"},
-                                                constexprs=cexpr, num_warps=warps, aligned=aligned))
+                                                constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
     return [fwd, bwd]
 
 

@@ -8,15 +8,9 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, store
-from triton_src._rows import pdl_start
+from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, pdl_start_flat, store
 
-# PDL_MAX_NUMEL: the launcher takes the programmatic-dependent-launch variants up to this many elements. H200,
-# bf16 fwd+bwd (scripts/pdl_chain_probe.py, JIT): 8192 x 1024 27.0 us against 28.4 without; 8192 x 4096 90.9
-# against 86.3 (slower: not used there). Not kept: every size's forward letting the backward launch early
-# (launch_dependents alone, the forward launched normally) made the forward alone 24 % slower at 8192 x 16384
-# (0.1615 against 0.1302 ms, bench_relu_squared.py): the instruction costs in each of its 32768 short programs.
-CPP_CONSTANTS = {"MAX_BLOCK": 4096, "PDL_MAX_NUMEL": 1 << 23}
+CPP_CONSTANTS = {"MAX_BLOCK": 4096}
 
 
 @triton.jit
@@ -34,7 +28,7 @@ def _bwd_tile(DY, X, DX, offs, n, MASKED: tl.constexpr):
 
 @triton.jit
 def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start(PDL)
+    pdl_start_flat(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -46,7 +40,7 @@ def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, P
 
 @triton.jit
 def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start(PDL)
+    pdl_start_flat(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -57,7 +51,9 @@ def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constex
 
 
 # ---------------------------------------------------------------------------------------------------
-# Specializations: dtype x 16-byte aligned pointers x (32-bit offsets with and without PDL, 64-bit offsets).
+# Specializations: dtype x 16-byte aligned pointers x 64-bit offsets, each launched as a programmatic dependent
+# (pdl_start_flat; arch < 90 builds drop it). Until 2026-11-30 only tensors of up to 2^23 elements took PDL variants
+# that called launch_dependents in every program: slower from 8192 x 4096 up (see _activations.PDL_LAST_PROGRAMS).
 
 
 def _specs():
@@ -66,17 +62,15 @@ def _specs():
     assert max(FLAT_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
     for dt in DTYPES:
         for aligned in (False, True):
-            for int64, pdl in ((False, False), (False, True), (True, False)):
-                # pdl: launched as programmatic dependents (pdl_start), for up to PDL_MAX_NUMEL elements (the
-                # launcher's choice)
-                key = {"x_dtype": dt, "aligned": aligned, "int64": int64, "pdl": pdl}
-                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": pdl}
+            for int64 in (False, True):
+                key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
+                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": True}
                 warps = FLAT_WARPS
                 p = f"*{dt}"
                 fwd.variants.append(Variant(key=key, signature={"X": p, "Y": p, "n": "i64"},
-                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=pdl))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
                 bwd.variants.append(Variant(key=key, signature={"DY": p, "X": p, "DX": p, "n": "i64"},
-                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=pdl))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
     return [fwd, bwd]
 
 

@@ -13,8 +13,7 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, store
-from triton_src._rows import pdl_start
+from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, pdl_start_flat, store
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096}
 
@@ -38,7 +37,7 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, MASKED: tl.constexpr):
 
 @triton.jit
 def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start(PDL)
+    pdl_start_flat(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -50,7 +49,7 @@ def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL:
 
 @triton.jit
 def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start(PDL)
+    pdl_start_flat(PDL)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -61,7 +60,8 @@ def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.conste
 
 
 # ---------------------------------------------------------------------------------------------------
-# Specializations: dtype x 16-byte aligned pointers x 64-bit offsets (12 per kernel).
+# Specializations: dtype x 16-byte aligned pointers x 64-bit offsets (12 per kernel), each launched as a
+# programmatic dependent (pdl_start_flat; arch < 90 builds drop it).
 
 
 def _specs():
@@ -72,14 +72,14 @@ def _specs():
         for aligned in (False, True):
             for int64 in (False, True):
                 key = {"x_dtype": dt, "aligned": aligned, "int64": int64}
-                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": False}
+                cexpr = {"BLOCK": FLAT_BLOCK[dt], "INT64": int64, "PDL": True}
                 warps = FLAT_WARPS
                 p = f"*{dt}"
                 fwd.variants.append(Variant(key=key, signature={"G": p, "U": p, "Y": p, "n": "i64"},
-                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
                 bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
                                                                 "n": "i64"},
-                                            constexprs=cexpr, num_warps=warps, aligned=aligned))
+                                            constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
     return [fwd, bwd]
 
 

@@ -79,11 +79,6 @@ void check_cuda_dtype(const Tensor& t, const char* op) {
 // 64-bit offsets once the last program's end could pass INT32_MAX.
 bool needs_int64(int64_t n) { return n > std::numeric_limits<int32_t>::max() - MAX_BLOCK; }
 
-// Programmatic dependent launch (each kernel launched while the one before it finishes, and waiting for it) where
-// it measured faster: up to PDL_MAX_NUMEL elements (triton_src/relu_squared.py)
-constexpr int64_t kPdlMaxNumel = PDL_MAX_NUMEL;
-bool use_pdl(int64_t n) { return n <= kPdlMaxNumel; }
-
 Grid flat_grid(int64_t n, int64_t block, const char* op) {
   const int64_t programs = ceil_div(n, block);
   TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), op, ": ", n, " elements is too many for one launch");
@@ -99,7 +94,7 @@ Tensor relu_squared_cuda(const Tensor& x_in) {
   if (n == 0) return y;
   Tensor x = x_in.contiguous();
   const LaunchContext ctx = launch_context(x);
-  relu_squared_fwd_kernel_key key{aligned16(x), needs_int64(n), use_pdl(n), x.scalar_type()};
+  relu_squared_fwd_kernel_key key{aligned16(x), needs_int64(n), x.scalar_type()};
   const auto& v = relu_squared_fwd_kernel_get(key, ctx.arch_slot);
   relu_squared_fwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "relu_squared"), ptr(x), ptr(y), n);
   return y;
@@ -114,7 +109,7 @@ Tensor bwd_cuda(const Tensor& dy_in, const Tensor& x_in) {
   if (n == 0) return dx;
   Tensor dy = dy_in.contiguous(), x = x_in.contiguous();
   const LaunchContext ctx = launch_context(x);
-  relu_squared_bwd_kernel_key key{aligned16(dy) && aligned16(x), needs_int64(n), use_pdl(n), x.scalar_type()};
+  relu_squared_bwd_kernel_key key{aligned16(dy) && aligned16(x), needs_int64(n), x.scalar_type()};
   const auto& v = relu_squared_bwd_kernel_get(key, ctx.arch_slot);
   relu_squared_bwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "relu_squared_bwd"), ptr(dy), ptr(x), ptr(dx), n);
   return dx;
@@ -125,10 +120,10 @@ const VariantCheck variant_check("relu_squared", [](int arch_slot) {
   std::vector<std::string> missing;
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool aligned : {false, true})
-      for (int64_t n : {int64_t(1), kPdlMaxNumel + 1, int64_t(1) << 32}) {
-        relu_squared_fwd_kernel_key f{aligned, needs_int64(n), use_pdl(n), dt};
+      for (int64_t n : {int64_t(1), int64_t(1) << 32}) {
+        relu_squared_fwd_kernel_key f{aligned, needs_int64(n), dt};
         if (!relu_squared_fwd_kernel_find(f, arch_slot)) missing.push_back(f.str());
-        relu_squared_bwd_kernel_key b{aligned, needs_int64(n), use_pdl(n), dt};
+        relu_squared_bwd_kernel_key b{aligned, needs_int64(n), dt};
         if (!relu_squared_bwd_kernel_find(b, arch_slot)) missing.push_back(b.str());
       }
   return missing;
