@@ -1,7 +1,7 @@
 """GroupNorm experiments through the JIT (no build needed), bf16, timed as the benchmarks (benchmarks/harness.time_ms:
 L2 flushed, stream held), next to torch.compile in the same process.
 
-    python scripts/gn_probe.py [waves big16 split pipe chain regs] [e.g. 16x1280x16]   # on the GPU box
+    python scripts/gn_probe.py [waves big16 split pipe chain regs split_group] [e.g. 16x1280x16]   # on the GPU box
     (default: regs chain; the parts are described in their docstrings, the first two below)
 
 1. The register kernel ([32, 512, 64, 64]: groups of 16 x 4096 held in registers) with its statistics done three
@@ -212,6 +212,60 @@ def regs_pipe_kernel(X, W, B, Y, MEAN, RSTD, N, G, eps, AHEAD: tl.constexpr, BLO
         v7 = _pipe_chunk(v7, src, dst, W, B, more, 7, ch0, mean, rstd, R, CH)
 
 
+@triton.jit
+def regs_split_kernel(X, W, B, Y, MEAN, RSTD, PART, FLAG, N, G, eps, ahead, SPLIT: tl.constexpr,
+                      BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr):
+    """The register kernel (full tiles, bf16) with each group split over SPLIT programs: program SPLIT * grp + k
+    holds channel rows [k BLOCK_C, (k + 1) BLOCK_C) of group grp in registers, so that an SM holds parts of several
+    groups (whose load, reduce and store phases then overlap) instead of one whole group. Each program stores the
+    (mean, centred sum of squares) of its part in PART[grp], arrives at FLAG[grp] (release) and spins until the
+    group's SPLIT arrivals are in (acquire); then every member merges the SPLIT parts in the same order (all
+    normalize with identical statistics) and stores its rows' y. FLAG only grows (SPLIT per launch), so it needs
+    no reset between launches or CUDA graph replays. A member spins on programs launched after it: this relies on
+    the hardware dispatching programs in order (the last group's members are then the only ones that can wait on
+    programs not yet resident), which is what H100/H200 do but CUDA does not promise. The part `ahead` programs
+    later is asked of L2."""
+    PAIRS: tl.constexpr = BLOCK_HW // 2
+    pid = tl.program_id(0)
+    grp = pid // SPLIT
+    k = pid % SPLIT
+    part_size = BLOCK_C * PAIRS  # int32 pairs
+    cnt = BLOCK_C * BLOCK_HW * 1.0
+    cs = tl.arange(0, BLOCK_C)
+    ps = tl.arange(0, PAIRS)
+    offs = cs[:, None] * PAIRS + ps[None, :]
+    v = tl.load(X.to(tl.pointer_type(tl.int32)) + tl.cast(pid, tl.int64) * part_size + offs,
+                eviction_policy="evict_first")
+    nxt = pid + ahead
+    prefetch_l2((X + tl.cast(nxt, tl.int64) * (BLOCK_C * BLOCK_HW)).to(tl.pointer_type(tl.int8)),
+                BLOCK_C * BLOCK_HW * 2, nxt < N * G * SPLIT, 128, BLOCK_C * BLOCK_HW * 2 // 128)
+    m = gn._flat_sum(gn._pair_sum(v, True)) / cnt
+    q = gn._flat_sum(gn._pair_sq(v, m, True))
+    slot = PART + grp * (2 * SPLIT)
+    tl.store(slot + 2 * k, m)
+    tl.store(slot + 2 * k + 1, q)
+    tl.debug_barrier()
+    old = tl.atomic_add(FLAG + grp, 1, sem="release")
+    target = (old // SPLIT) * SPLIT + SPLIT
+    cur = tl.atomic_add(FLAG + grp, 0, sem="acquire")
+    while cur - target < 0:
+        cur = tl.atomic_add(FLAG + grp, 0, sem="acquire")
+    tl.debug_barrier()
+    ks = tl.arange(0, SPLIT)
+    ms = tl.load(slot + 2 * ks, cache_modifier=".cg")
+    qs = tl.load(slot + 2 * ks + 1, cache_modifier=".cg")
+    mean = tl.sum(ms, 0) / SPLIT
+    d = ms - mean
+    m2 = tl.sum(qs, 0) + cnt * tl.sum(d * d, 0)
+    rstd = 1.0 / tl.sqrt_rn(m2 / (cnt * SPLIT) + eps)
+    if k == 0:
+        tl.store(MEAN + grp, mean)
+        tl.store(RSTD + grp, rstd)
+    ch = (grp % G) * (SPLIT * BLOCK_C) + k * BLOCK_C + cs
+    scale, shift = gn._channel_affine(W, B, ch, cs < BLOCK_C, mean, rstd, True, True, BLOCK_C)
+    tl.store(Y.to(tl.pointer_type(tl.int32)) + tl.cast(pid, tl.int64) * part_size + offs,
+             gn._pair_affine(v, scale[:, None], shift[:, None], True), eviction_policy="evict_first")
+
 def part_pipe(sms):
     """[32, 512, 64, 64] (groups of 16 x 4096): the build's register kernel (one program per group, the group half a
     wave later prefetched into L2) against regs_pipe_kernel (persistent, one program per SM)."""
@@ -294,6 +348,62 @@ def part_regs(sms):
                 print(f"  STATS={stats} warps={warps}: {t * 1e3:7.2f} us {nbytes / t / 1e6 / ceiling * 100:5.1f} % "
                       f"of copy | y err {ey:.3g}, mean err/sigma {em:.2e}, rstd rel err {er:.2e} "
                       f"(one-hot group {er_hot:.2e})", flush=True)
+
+
+def part_split_group(sms):
+    """[32, 512, 64, 64] and [33, ...] (groups of 16 x 4096): the build's register kernel (one program of 16 or 32
+    warps per group, one per SM) against regs_split_kernel, each group split over SPLIT = 2 or 4 programs of
+    16 / SPLIT channel rows that exchange their parts' statistics through L2 (several programs per SM)."""
+    ceiling = harness.copy_ceiling_gbps()
+    props = torch.cuda.get_device_properties(0)
+    for n in (32, 33):
+        c, hw, g = 512, 4096, 32
+        x = torch.randn(n, c, hw, device="cuda", dtype=torch.bfloat16)
+        x[0, 16:32] += 300  # one group far from 0: the merge of the parts' means must stay exact
+        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        b = 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+        y = torch.empty_like(x)
+        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+        rm, rr = ref_stats(x, g)
+        nbytes = 2 * x.numel() * 2
+        yref = F.group_norm(x.double(), g, w.double(), b.double(), 1e-5)
+        tcopy = harness.time_ms(lambda: y.copy_(x))
+        print(f"split_group [{n}, {c}, {hw}] G={g}: copy of x {tcopy * 1e3:.2f} us "
+              f"({nbytes / tcopy / 1e6 / ceiling * 100:.1f} % of the {ceiling:.0f} GB/s ceiling)", flush=True)
+        cands = []
+        for warps in (16, 32):
+            cands.append((f"build regs kernel, {warps} warps", lambda warps=warps: gn.group_norm_fwd_regs_kernel[
+                (n * g,)](x, w, b, y, mean, rstd, n, c, 16, g, 1e-5, True, True, True, sms // 2, BLOCK_C=16,
+                          BLOCK_HW=hw, num_warps=warps)))
+        flag = torch.zeros(n * g, device="cuda", dtype=torch.int32)
+        part = torch.empty(n * g * 8, device="cuda", dtype=torch.float32)
+        for split, warps in ((2, 16), (2, 8), (4, 8), (4, 4)):
+            for ahead in (0, sms, 2 * sms):
+                args = (x, w, b, y, mean, rstd, part, flag, n, g, 1e-5, ahead)
+                meta = dict(SPLIT=split, BLOCK_C=16 // split, BLOCK_HW=hw, num_warps=warps)
+                kern = regs_split_kernel.warmup(*args, grid=(split,), **meta)
+                kern._init_handles()
+                per_sm = min(props.max_threads_per_multi_processor // (32 * warps),
+                             props.regs_per_multiprocessor // ((kern.n_regs + 7) // 8 * 8 * 32 * warps), 32)
+                cands.append((f"SPLIT={split} warps={warps} ahead={ahead} ({kern.n_regs} regs, {per_sm}/SM)",
+                              lambda args=args, meta=meta, split=split:
+                              regs_split_kernel[(n * g * split,)](*args, **meta)))
+        for rep in range(2):
+            for name, fn in cands:
+                if rep == 0:
+                    y.fill_(float("nan"))
+                    mean.fill_(float("nan"))
+                    fn()
+                    torch.cuda.synchronize()
+                    err = (y.double() - yref).abs().max().item()
+                    em = ((mean.double() - rm).abs() * rr).max().item()
+                    er = ((rstd.double() - rr).abs() / rr).max().item()
+                    errs = f"y err {err:.3g}, mean err/sigma {em:.2e}, rstd rel err {er:.2e}"
+                else:
+                    errs = ""
+                t = harness.time_ms(fn)
+                print(f"  {name:<46} {t * 1e3:7.2f} us {nbytes / t / 1e6 / ceiling * 100:5.1f} % of copy {errs}",
+                      flush=True)
 
 
 def buffers(n, c, h, g):
@@ -499,7 +609,7 @@ def main():
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     which = sys.argv[1:] or ["regs", "chain"]
     parts = {"waves": part_waves, "big16": part_big16, "split": part_split, "pipe": part_pipe, "chain": part_chain,
-             "regs": part_regs}
+             "regs": part_regs, "split_group": part_split_group}
     for name, part in parts.items():
         if name in which:
             part(sms)
