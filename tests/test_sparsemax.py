@@ -7,18 +7,17 @@ Liger-Kernel computes; in bf16/fp16 the sort and cumulative sum themselves would
 """
 import pytest
 import torch
-from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSparsemax
-from _shared import compile_params, opcheck_params, run_memcheck
+from _shared import run_memcheck
+from _row_op_contract import contract_tests
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
 
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
-DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
 FLOOR_ULPS = 2  # the op and the baseline may each round a final result once the other way
 
 
@@ -186,69 +185,8 @@ def test_python_wrappers_and_module():
     assert "dim=1" in repr(LigerSparsemax(dim=1))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("shape", ((0, 64), (2, 0, 64), (3, 0)))
-def test_zero_size(device, shape):
-    x = torch.randn(shape, device=device, requires_grad=True)
-    y = liger.sparsemax(x)
-    y.sum().backward()
-    assert y.shape == shape and x.grad.shape == shape
-    assert liger.sparsemax_bwd(y.detach(), y.detach()).shape == shape
-
-
-def test_internal_op_matches_autograd():
-    x = torch.randn(3, 5, 40, dtype=torch.float16)
-    dy = torch.randn_like(x)
-    y, dx = fwd_bwd(x, dy)
-    assert torch.equal(liger.sparsemax_bwd(dy, y), dx)
-
-
-# ---- autograd
-
-
-def test_gradcheck():
-    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(liger.sparsemax, (x,))
-    with pytest.raises(RuntimeError, match="second derivatives"):
-        torch.autograd.gradgradcheck(liger.sparsemax, (x,))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_double_backward_raises(device):
-    x = torch.randn(4, 16, device=device, requires_grad=True)
-    (dx,) = torch.autograd.grad(liger.sparsemax(x).square().sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="second derivatives"):
-        torch.autograd.grad(dx.sum(), x)
-
-
-# ---- opcheck
-
-
-def opcheck_samples(device):
-    def t(*shape, dtype=torch.float32, grad=False):
-        return torch.randn(*shape, dtype=dtype, device=device).requires_grad_(grad)
-
-    samples = []
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        for grad in (False, True):
-            samples.append(("sparsemax", (t(3, 5, 64, dtype=dtype, grad=grad),), grad))
-            samples.append(("sparsemax", (t(7, 33, dtype=dtype, grad=grad),), grad))
-            y = liger.sparsemax(t(4, 40, dtype=dtype))
-            samples.append(("sparsemax_bwd", (t(4, 40, dtype=dtype, grad=grad), y), grad))
-    samples.append(("sparsemax", (t(2, 3, 40, grad=True).transpose(0, 1),), True))
-    return samples
-
-
-@pytest.mark.parametrize("device,index", opcheck_params(opcheck_samples))
-def test_opcheck(device, index):
-    name, args, grad = opcheck_samples(device)[index]
-    tests = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
-    if name == "sparsemax_bwd" and grad:
-        tests = tests[:-1]  # differentiating sparsemax_bwd raises (test_double_backward_raises)
-    opcheck(getattr(liger, name).default, args, test_utils=tests)
-
-
-# ---- torch.export, TorchScript, torch.compile
+# ---- zero-size, the backward op, autograd, opcheck, torch.export, TorchScript, torch.compile, bad inputs: the
+# tests softmax and sparsemax share (tests/_row_op_contract.py)
 
 
 class Block(torch.nn.Module):
@@ -256,83 +194,7 @@ class Block(torch.nn.Module):
         return torch.ops.liger.sparsemax(x * 2.0) * 0.5
 
 
-def liger_nodes(graph):
-    return [n for n in graph.nodes if n.target is torch.ops.liger.sparsemax.default]
-
-
-def test_export_dynamic_shapes(tmp_path):
-    model = Block()
-    dims = {"x": {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("seq", min=1, max=8192)}}
-    ep = torch.export.export(model, (torch.randn(2, 3, 64),), dynamic_shapes=dims)
-    assert len(liger_nodes(ep.graph)) == 1
-    path = tmp_path / "sparsemax.pt2"
-    torch.export.save(ep, path)
-    loaded = torch.export.load(path)
-    with torch.no_grad():
-        for batch, seq in ((1, 1), (4, 17), (2, 3)):
-            x = torch.randn(batch, seq, 64)
-            assert torch.equal(ep.module()(x), model(x))
-            assert torch.equal(loaded.module()(x), model(x))
-
-
-def test_torchscript_save_load_and_backward(tmp_path):
-    scripted = torch.jit.script(Block())
-    assert "liger::sparsemax" in str(scripted.graph)
-    scripted.save(str(tmp_path / "sparsemax.pt"))
-    loaded = torch.jit.load(str(tmp_path / "sparsemax.pt"))
-    x, dy = torch.randn(3, 5, 48), torch.randn(3, 5, 48)
-    outputs = []
-    for m in (Block(), loaded):
-        xg = x.clone().requires_grad_()
-        y = m(xg)
-        y.backward(dy)
-        outputs.append((y.detach(), xg.grad))
-    for a, b in zip(*outputs):
-        assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("device,backend,dynamic", compile_params())
-def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
-    def f(x):  # multiplying by powers of 2 is exact: compiled and eager results must be bitwise equal
-        return torch.ops.liger.sparsemax(x * 2.0) * 0.5
-
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-    for shape in ((2, 5, 64), (3, 9, 64)):
-        x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
-        results = []
-        for fn in (f, compiled):
-            xg = x.clone().requires_grad_()
-            y = fn(xg)
-            y.backward(dy)
-            results.append((y.detach(), xg.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
-
-
-# ---- bad inputs
-
-
-@pytest.mark.parametrize("x,match", [
-    (torch.randint(0, 5, (4, 8)), r"sparsemax: x must be float32, bfloat16 or float16"),
-    (torch.tensor(1.0), r"sparsemax: x must have at least one dimension"),
-], ids=["int_x", "0d_x"])
-def test_bad_inputs(x, match):
-    with pytest.raises(RuntimeError, match=match):
-        liger.sparsemax(x)
-
-
-def test_bad_backward_inputs():
-    y = liger.sparsemax(torch.randn(4, 8))
-    with pytest.raises(RuntimeError, match=r"sparsemax_bwd: dy must have y's dtype"):
-        liger.sparsemax_bwd(y.double(), y)
-    with pytest.raises(RuntimeError, match=r"sparsemax_bwd: dy must have y's shape"):
-        liger.sparsemax_bwd(y[:3], y)
+globals().update(contract_tests("sparsemax", Block))
 
 
 # =====================================================================================================
