@@ -266,27 +266,36 @@ def regs_split_kernel(X, W, B, Y, MEAN, RSTD, PART, FLAG, N, G, eps, ahead, SPLI
     tl.store(Y.to(tl.pointer_type(tl.int32)) + tl.cast(pid, tl.int64) * part_size + offs,
              gn._pair_affine(v, scale[:, None], shift[:, None], True), eviction_policy="evict_first")
 
+def regs_case(label, n, sms, ceiling, far_group=False):
+    """bf16 [n, 512, 4096] with 32 groups (16 x 4096 each): x (far_group: group 1 of sample 0 offset by 300 sigma),
+    weight, bias, y, mean, rstd and the bytes a forward moves; prints a copy of x's time and returns those with the
+    build's register kernel at 16 and 32 warps as (name, launch) candidates."""
+    c, hw, g = 512, 4096, 32
+    x = torch.randn(n, c, hw, device="cuda", dtype=torch.bfloat16)
+    if far_group:
+        x[0, 16:32] += 300
+    w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+    b = 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
+    y = torch.empty_like(x)
+    mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+    nbytes = 2 * x.numel() * 2
+    tcopy = harness.time_ms(lambda: y.copy_(x))
+    print(f"{label} [{n}, {c}, {hw}] G={g}: copy of x {tcopy * 1e3:.2f} us "
+          f"({nbytes / tcopy / 1e6 / ceiling * 100:.1f} % of the {ceiling:.0f} GB/s ceiling)", flush=True)
+    cands = [(f"build regs kernel, {warps} warps", lambda warps=warps: gn.group_norm_fwd_regs_kernel[(n * g,)](
+        x, w, b, y, mean, rstd, n, c, 16, g, 1e-5, True, True, True, sms // 2, BLOCK_C=16, BLOCK_HW=hw,
+        num_warps=warps)) for warps in (16, 32)]
+    return x, w, b, y, mean, rstd, nbytes, cands
+
+
 def part_pipe(sms):
     """[32, 512, 64, 64] (groups of 16 x 4096): the build's register kernel (one program per group, the group half a
     wave later prefetched into L2) against regs_pipe_kernel (persistent, one program per SM)."""
     ceiling = harness.copy_ceiling_gbps()
     for n in (32, 33):
-        c, hw, g = 512, 4096, 32
-        x = torch.randn(n, c, hw, device="cuda", dtype=torch.bfloat16)
-        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
-        b = 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
-        y = torch.empty_like(x)
-        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
-        nbytes = 2 * x.numel() * 2
+        hw, g = 4096, 32
+        x, w, b, y, mean, rstd, nbytes, cands = regs_case("pipe", n, sms, ceiling)
         yref = F.group_norm(x.float(), g, w.float(), b.float(), 1e-5)
-        tcopy = harness.time_ms(lambda: y.copy_(x))
-        print(f"pipe [{n}, {c}, {hw}] G={g}: copy of x {tcopy * 1e3:.2f} us "
-              f"({nbytes / tcopy / 1e6 / ceiling * 100:.1f} % of the {ceiling:.0f} GB/s ceiling)", flush=True)
-        cands = []
-        for warps in (16, 32):
-            cands.append((f"build regs kernel, {warps} warps", lambda warps=warps: gn.group_norm_fwd_regs_kernel[
-                (n * g,)](x, w, b, y, mean, rstd, n, c, 16, g, 1e-5, True, True, True, sms // 2, BLOCK_C=16,
-                          BLOCK_HW=hw, num_warps=warps)))
         for warps in (16, 32):
             for ahead in (0, 1, 2):
                 cands.append((f"pipe {warps} warps, AHEAD={ahead}",
@@ -357,24 +366,11 @@ def part_split_group(sms):
     ceiling = harness.copy_ceiling_gbps()
     props = torch.cuda.get_device_properties(0)
     for n in (32, 33):
-        c, hw, g = 512, 4096, 32
-        x = torch.randn(n, c, hw, device="cuda", dtype=torch.bfloat16)
-        x[0, 16:32] += 300  # one group far from 0: the merge of the parts' means must stay exact
-        w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
-        b = 0.1 * torch.randn(c, device="cuda", dtype=torch.bfloat16)
-        y = torch.empty_like(x)
-        mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+        hw, g = 4096, 32
+        # one group far from 0: the merge of the parts' means must stay exact
+        x, w, b, y, mean, rstd, nbytes, cands = regs_case("split_group", n, sms, ceiling, far_group=True)
         rm, rr = ref_stats(x, g)
-        nbytes = 2 * x.numel() * 2
         yref = F.group_norm(x.double(), g, w.double(), b.double(), 1e-5)
-        tcopy = harness.time_ms(lambda: y.copy_(x))
-        print(f"split_group [{n}, {c}, {hw}] G={g}: copy of x {tcopy * 1e3:.2f} us "
-              f"({nbytes / tcopy / 1e6 / ceiling * 100:.1f} % of the {ceiling:.0f} GB/s ceiling)", flush=True)
-        cands = []
-        for warps in (16, 32):
-            cands.append((f"build regs kernel, {warps} warps", lambda warps=warps: gn.group_norm_fwd_regs_kernel[
-                (n * g,)](x, w, b, y, mean, rstd, n, c, 16, g, 1e-5, True, True, True, sms // 2, BLOCK_C=16,
-                          BLOCK_HW=hw, num_warps=warps)))
         flag = torch.zeros(n * g, device="cuda", dtype=torch.int32)
         part = torch.empty(n * g * 8, device="cuda", dtype=torch.float32)
         for split, warps in ((2, 16), (2, 8), (4, 8), (4, 4)):
