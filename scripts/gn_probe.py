@@ -224,7 +224,7 @@ def regs_split_kernel(X, W, B, Y, MEAN, RSTD, PART, FLAG, N, G, eps, ahead, SPLI
     no reset between launches or CUDA graph replays. A member spins on programs launched after it: this relies on
     the hardware dispatching programs in order (the last group's members are then the only ones that can wait on
     programs not yet resident), which is what H100/H200 do but CUDA does not promise. The part `ahead` programs
-    later is asked of L2."""
+    later is asked of L2 (none at ahead 0)."""
     PAIRS: tl.constexpr = BLOCK_HW // 2
     pid = tl.program_id(0)
     grp = pid // SPLIT
@@ -238,7 +238,7 @@ def regs_split_kernel(X, W, B, Y, MEAN, RSTD, PART, FLAG, N, G, eps, ahead, SPLI
                 eviction_policy="evict_first")
     nxt = pid + ahead
     prefetch_l2((X + tl.cast(nxt, tl.int64) * (BLOCK_C * BLOCK_HW)).to(tl.pointer_type(tl.int8)),
-                BLOCK_C * BLOCK_HW * 2, nxt < N * G * SPLIT, 128, BLOCK_C * BLOCK_HW * 2 // 128)
+                BLOCK_C * BLOCK_HW * 2, (ahead > 0) & (nxt < N * G * SPLIT), 128, BLOCK_C * BLOCK_HW * 2 // 128)
     m = gn._flat_sum(gn._pair_sum(v, True)) / cnt
     q = gn._flat_sum(gn._pair_sq(v, m, True))
     slot = PART + grp * (2 * SPLIT)
