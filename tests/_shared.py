@@ -1,5 +1,39 @@
 """Helpers shared by the test files."""
 import pytest
+import torch
+
+
+class MaxError:
+    """Running maxima of |op - float64| and |eager - float64| for one output, and of the magnitude the floor scales
+    with. check() asserts FlashAttention's rule: the op's error <= 2 x eager's error at the same precision + floor_ulps
+    ulps (of dtype) of that magnitude + slack (what a different summation order may round differently by).
+
+    floor_ulps: an int, or a dict by dtype (2 for the dtypes it does not name). finite_eager: where the baseline is
+    not finite (fp16 autograd overflowing at tiny |x|) it sets no bound; False takes its error as it is. add's scale
+    is the magnitude (default: ref's).
+    """
+
+    def __init__(self, name, dtype, floor_ulps, finite_eager=True):
+        self.name, self.dtype, self.finite_eager = name, dtype, finite_eager
+        self.floor_ulps = floor_ulps.get(dtype, 2) if isinstance(floor_ulps, dict) else floor_ulps
+        self.op = self.eager = self.scale = self.slack = 0.0
+
+    @torch.no_grad()
+    def add(self, op, eager_value, ref, scale=None):
+        if ref.numel() == 0:
+            return
+        self.op = max(self.op, (op.double() - ref).abs().max().item())
+        eager_error = (eager_value.double() - ref).abs()
+        if self.finite_eager:
+            eager_error = torch.where(eager_error.isfinite(), eager_error, 0)
+        self.eager = max(self.eager, eager_error.max().item())
+        self.scale = max(self.scale, (ref if scale is None else scale).abs().max().item())
+
+    def check(self, what=""):
+        bound = 2 * self.eager + self.floor_ulps * torch.finfo(self.dtype).eps * self.scale + self.slack
+        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
+                                  f"(eager {str(self.dtype).removeprefix('torch.')} error {self.eager:.3g}, "
+                                  f"magnitude {self.scale:.3g})")
 
 
 def opcheck_params(samples):

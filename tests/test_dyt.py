@@ -4,7 +4,7 @@ Numerics follow FlashAttention's rule: the op's error against a float64 referenc
 most twice the error of the same formula computed by eager PyTorch at the same precision, plus FLOOR_ULPS
 ulps of the result's magnitude. CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
 """
-from dataclasses import dataclass
+import functools
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerDyT
-from _shared import opcheck_params
+from _shared import MaxError, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -42,27 +42,7 @@ def eager(x, alpha, gamma, beta):
     return y if beta is None else y + beta
 
 
-@dataclass
-class Error:
-    name: str
-    dtype: torch.dtype
-    op: float = 0.0
-    eager: float = 0.0
-    scale: float = 0.0
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref, scale):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        eager_error = (eager_value.double() - ref).abs()
-        self.eager = max(self.eager, torch.where(eager_error.isfinite(), eager_error, 0).max().item())
-        self.scale = max(self.scale, scale.abs().max().item())
-
-    def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

@@ -6,7 +6,7 @@ op's error may be at most twice the error of the same formula in eager PyTorch a
 (x + residual, then rms_norm in the casting mode), plus FLOOR_ULPS ulps of the result's magnitude.
 CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
 """
-from dataclasses import dataclass
+import functools
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerFusedAddRMSNorm
-from _shared import compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -56,28 +56,7 @@ def eager(x, r, w, eps, offset, mode):
     return (h if w is None else h * (offset + w.to(h.dtype))).to(dt), s
 
 
-@dataclass
-class Error:
-    name: str
-    dtype: torch.dtype
-    op: float = 0.0
-    eager: float = 0.0
-    scale: float = 0.0
-    slack: float = 0.0  # added to the bound: rounding a summation order may differ in by (see dw)
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref, scale):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        eager_error = (eager_value.double() - ref).abs()
-        self.eager = max(self.eager, torch.where(eager_error.isfinite(), eager_error, 0).max().item())
-        self.scale = max(self.scale, scale.abs().max().item())
-
-    def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale + self.slack
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

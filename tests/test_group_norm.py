@@ -4,6 +4,8 @@ Numerics follow the rule of tests/test_rms_norm.py: the op's error against a flo
 in float64, gradients by autograd) may be at most twice the error of eager F.group_norm at x's precision plus
 FLOOR_ULPS ulps of the result's magnitude. CPU tests run in CI; tests marked `gpu` need CUDA.
 """
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerGroupNorm
-from _shared import compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -41,22 +43,7 @@ def reference(x, g, w, b, eps):
     return y.reshape(x.shape)
 
 
-class Error:
-    def __init__(self, name, dtype):
-        self.name, self.dtype, self.op, self.eager, self.scale = name, dtype, 0.0, 0.0, 0.0
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref, scale):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        self.eager = max(self.eager, (eager_value.double() - ref).abs().max().item())
-        self.scale = max(self.scale, scale.abs().max().item())
-
-    def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS, finite_eager=False)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

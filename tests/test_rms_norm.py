@@ -5,9 +5,9 @@ op's CPU path) may be at most twice the error of the same formula computed by ea
 precision, plus a floor of FLOOR_ULPS ulps of the result's magnitude so that an exact baseline does not
 demand exactness. CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
 """
+import functools
 import subprocess
 import sys
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerRMSNorm
-from _shared import run_memcheck  # noqa: E402
+from _shared import MaxError, run_memcheck  # noqa: E402
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -56,31 +56,7 @@ def eager(x, w, eps, offset, mode):
     return (h if w is None else h * (offset + w.to(h.dtype))).to(dt)  # GemmaRMSNorm: fp32 throughout
 
 
-@dataclass
-class Error:
-    """Running maxima of |op - float64| and |eager - float64| for one output, and the floor's magnitude."""
-
-    name: str
-    dtype: torch.dtype
-    op: float = 0.0
-    eager: float = 0.0
-    scale: float = 0.0
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref, scale):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        # Where the baseline overflows (fp16 autograd of the "none" formula at tiny |x|) it sets no bound.
-        eager_error = (eager_value.double() - ref).abs()
-        self.eager = max(self.eager, torch.where(eager_error.isfinite(), eager_error, 0).max().item())
-        self.scale = max(self.scale, scale.abs().max().item())
-
-    def check(self, what=""):
-        # FlashAttention's rule: error <= 2 x eager's error at the same precision + FLOOR_ULPS ulps of the magnitude.
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

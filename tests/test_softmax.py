@@ -4,12 +4,14 @@ Numerics follow the rule of tests/test_rms_norm.py: the op's error against a flo
 may be at most twice the error of eager PyTorch (torch.softmax at x's precision) plus FLOOR_ULPS ulps of the
 result's magnitude. CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
 """
+import functools
+
 import pytest
 import torch
 
 import liger_aot
 from liger_aot.nn import LigerSoftmax
-from _shared import run_memcheck
+from _shared import MaxError, run_memcheck
 from _row_op_contract import contract_tests
 
 liger = torch.ops.liger
@@ -36,24 +38,7 @@ def reference(x):
     return e / e.sum(-1, keepdim=True)
 
 
-class Error:
-    """Running maxima of |op - float64| and |eager - float64| for one output, and the floor's magnitude."""
-
-    def __init__(self, name, dtype):
-        self.name, self.dtype, self.op, self.eager, self.scale = name, dtype, 0.0, 0.0, 0.0
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref, scale):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        self.eager = max(self.eager, (eager_value.double() - ref).abs().max().item())
-        self.scale = max(self.scale, scale.abs().max().item())
-
-    def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS.get(self.dtype, 2) * torch.finfo(self.dtype).eps * self.scale
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS, finite_eager=False)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

@@ -5,12 +5,14 @@ may be at most twice the error of the eager baseline plus FLOOR_ULPS ulps of the
 baseline is the sort-based formula computed by eager PyTorch in fp32 and rounded to x's dtype (what
 Liger-Kernel computes; in bf16/fp16 the sort and cumulative sum themselves would be far less accurate). CPU tests run in CI; tests marked `gpu` need CUDA and skip without it.
 """
+import functools
+
 import pytest
 import torch
 
 import liger_aot
 from liger_aot.nn import LigerSparsemax
-from _shared import run_memcheck
+from _shared import MaxError, run_memcheck
 from _row_op_contract import contract_tests
 
 liger = torch.ops.liger
@@ -46,24 +48,7 @@ def eager(x):
     return reference(x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)).to(x.dtype)
 
 
-class Error:
-    """Running maxima of |op - float64| and |eager - float64| for one output, and the floor's magnitude."""
-
-    def __init__(self, name, dtype):
-        self.name, self.dtype, self.op, self.eager, self.scale = name, dtype, 0.0, 0.0, 0.0
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref, scale):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        self.eager = max(self.eager, (eager_value.double() - ref).abs().max().item())
-        self.scale = max(self.scale, scale.abs().max().item())
-
-    def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS, finite_eager=False)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

@@ -5,8 +5,8 @@ op's CPU path) may be at most twice the error of the same formula computed by ea
 precision, plus FLOOR_ULPS ulps of the result's magnitude. CPU tests run in CI; tests marked `gpu` need
 CUDA and skip without it.
 """
+import functools
 import types
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -15,7 +15,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSwiGLUMLP
-from _shared import opcheck_params
+from _shared import MaxError, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -43,29 +43,7 @@ def eager(g, u):
     return F.silu(g) * u
 
 
-@dataclass
-class Error:
-    """Running maxima of |op - float64| and |eager - float64| for one output, and the floor's magnitude."""
-
-    name: str
-    dtype: torch.dtype
-    op: float = 0.0
-    eager: float = 0.0
-    scale: float = 0.0
-
-    @torch.no_grad()
-    def add(self, op, eager_value, ref):
-        if ref.numel() == 0:
-            return
-        self.op = max(self.op, (op.double() - ref).abs().max().item())
-        eager_error = (eager_value.double() - ref).abs()
-        self.eager = max(self.eager, torch.where(eager_error.isfinite(), eager_error, 0).max().item())
-        self.scale = max(self.scale, ref.abs().max().item())
-
-    def check(self, what=""):
-        bound = 2 * self.eager + FLOOR_ULPS * torch.finfo(self.dtype).eps * self.scale
-        assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, magnitude {self.scale:.3g})")
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS)  # per-output error of the 2x rule
 
 
 def check_output(t, like):

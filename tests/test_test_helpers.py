@@ -1,0 +1,42 @@
+"""The numerics rule the op tests share (tests/_shared.MaxError) fails where it must."""
+import pytest
+import torch
+
+from _shared import MaxError
+
+
+def test_max_error_bound():
+    ref = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    eager = ref + 1e-3  # the baseline's error: 1e-3
+    ulp = torch.finfo(torch.bfloat16).eps
+    err = MaxError("y", torch.bfloat16, floor_ulps=2)
+    err.add(ref + 2e-3 + 2 * ulp * 2 * 0.99, eager, ref)  # 2 x 1e-3 + 2 ulps of |ref| = 2, just inside
+    err.check()
+    err.add(ref + 2e-3 + 2 * ulp * 2 * 1.01, eager, ref)  # just outside
+    with pytest.raises(AssertionError, match="y: max"):
+        err.check()
+    err.slack = 1e-3
+    err.check()
+
+
+def test_max_error_floor_by_dtype_and_scale():
+    ref = torch.zeros(3, dtype=torch.float64)
+    err = MaxError("dx", torch.float32, floor_ulps={torch.float32: 4})
+    err.add(ref + 3.5 * torch.finfo(torch.float32).eps, ref, ref, scale=torch.ones(3))
+    err.check()
+    assert MaxError("dx", torch.float16, floor_ulps={torch.float32: 4}).floor_ulps == 2
+    err.add(ref + 4.5 * torch.finfo(torch.float32).eps, ref, ref, scale=torch.ones(3))
+    with pytest.raises(AssertionError):
+        err.check()
+
+
+def test_max_error_non_finite_baseline():
+    ref = torch.ones(2, dtype=torch.float64)
+    eager = torch.tensor([1.0, float("inf")], dtype=torch.float64)
+    strict = MaxError("y", torch.float32, floor_ulps=2)
+    strict.add(ref + 0.5, eager, ref)  # an overflowing baseline sets no bound
+    with pytest.raises(AssertionError):
+        strict.check()
+    raw = MaxError("y", torch.float32, floor_ulps=2, finite_eager=False)
+    raw.add(ref + 0.5, eager, ref)
+    raw.check()
