@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from _shared import compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, opcheck_params
 
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.gpu))
 
@@ -110,26 +110,11 @@ def contract_tests(name, block):
 
     @pytest.mark.parametrize("device,backend,dynamic", compile_params())
     def test_compile_fullgraph(device, backend, dynamic):
-        from torch._dynamo.utils import counters
-
-        torch._dynamo.reset()
-        counters.clear()
-
         def f(x):  # multiplying by powers of 2 is exact: compiled and eager results must be bitwise equal
             return op(x * 2.0) * 0.5
 
-        compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-        for shape in ((2, 5, 64), (3, 9, 64)):
-            x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
-            results = []
-            for fn in (f, compiled):
-                xg = x.clone().requires_grad_()
-                y = fn(xg)
-                y.backward(dy)
-                results.append((y.detach(), xg.grad))
-            for a, b in zip(*results):
-                assert torch.equal(a, b)
-        assert not counters["graph_break"], dict(counters["graph_break"])
+        check_compile_fullgraph(f, [((torch.randn(shape, device=device),), (0,), torch.randn(shape, device=device))
+                                    for shape in ((2, 5, 64), (3, 9, 64))], backend, dynamic)
 
     # ---- bad inputs
 

@@ -55,6 +55,36 @@ def compile_params():
             pytest.param("cuda", "inductor", None, marks=pytest.mark.gpu)]
 
 
+def check_compile_fullgraph(f, cases, backend, dynamic, compare=None):
+    """f against torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic): on every case their outputs and
+    the gradients of the differentiated inputs must agree (bitwise, or as compare(a, b) asserts), and dynamo must
+    break no graph.
+
+    cases: (args, grad_of, dys) triples. f is called on args, with the args at the indices in grad_of cloned and
+    requiring grad; it returns a tensor or a tuple of tensors, backpropagated with dys (a tensor or a tuple; None
+    for a scalar loss). The test's f scales by powers of 2 where it must stay exact.
+    """
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    for args, grad_of, dys in cases:
+        results = []
+        for fn in (f, compiled):
+            inputs = [a.clone().requires_grad_() if i in grad_of else a for i, a in enumerate(args)]
+            out = fn(*inputs)
+            outs = out if isinstance(out, tuple) else (out,)
+            torch.autograd.backward(outs, dys if dys is None or isinstance(dys, tuple) else (dys,))
+            results.append([o.detach() for o in outs] + [inputs[i].grad for i in grad_of])
+        for a, b in zip(*results):
+            if compare is None:
+                assert torch.equal(a, b)
+            else:
+                compare(a, b)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+
+
 def run_memcheck(script_text, tmp_path, timeout=600):
     """Runs ``script_text`` (a Python program that prints "sanitizer script ok" at its end) under
     compute-sanitizer memcheck and asserts that it reports no error; skips where compute-sanitizer is missing."""

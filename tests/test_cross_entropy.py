@@ -16,6 +16,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerCrossEntropyLoss
+from _shared import check_compile_fullgraph
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -453,27 +454,16 @@ def compile_params():
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(logits, target, weight):
         loss, z = liger.cross_entropy(logits * 2.0, target, weight, -100, 0.1, 1e-3, 30.0, "mean")
         return loss + z
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    cases = []
     for tokens in (8, 13):
         logits, target, kw = make_inputs((tokens,), 96, torch.float32, device, opts="weight")
-        results = []
-        for fn in (f, compiled):
-            x = logits.clone().requires_grad_()
-            y = fn(x, target, kw["weight"])
-            y.backward()
-            results.append((y.detach(), x.grad))
-        for a, b in zip(*results):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+        cases.append(((logits, target, kw["weight"]), (0,), None))
+    check_compile_fullgraph(f, cases, backend, dynamic,
+                            compare=lambda a, b: torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7))
 
 
 # ---- bad inputs

@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerDyT
-from _shared import MaxError, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -350,27 +350,15 @@ def test_torchscript_save_load_and_backward(tmp_path, beta):
     pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
     pytest.param("cpu", "inductor", None, marks=pytest.mark.slow), pytest.param("cuda", "inductor", None, marks=gpu)])
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x, a, g, b):  # scaling by powers of 2 is exact: compiled and eager results must be bitwise equal
         return torch.ops.liger.dyt(x * 2.0, a, g, b) * 0.5
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
     alpha, gamma, beta = make_params(64, torch.float32, device)
+    cases = []
     for shape in ((2, 5, 64), (3, 9, 64)):
         x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
-        results = []
-        for fn in (f, compiled):
-            leaves = [t.clone().requires_grad_() for t in (x, alpha, gamma, beta)]
-            y = fn(*leaves)
-            y.backward(dy)
-            results.append((y.detach(),) + tuple(t.grad for t in leaves))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+        cases.append(((x, alpha, gamma, beta), (0, 1, 2, 3), dy))
+    check_compile_fullgraph(f, cases, backend, dynamic)
 
 
 # ---- bad inputs

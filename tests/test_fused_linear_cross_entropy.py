@@ -13,6 +13,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerFusedLinearCrossEntropyLoss
+from _shared import check_compile_fullgraph
 from test_cross_entropy import OPTIONS, REDUCTIONS, dtype_id, poison_freed_blocks, reference
 
 liger = torch.ops.liger
@@ -265,27 +266,16 @@ def compile_params():
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x, w, b, target):
         loss, z = liger.fused_linear_cross_entropy(x * 2.0, w, target, b, None, -100, 0.0, 1e-3, 20.0, "mean")
         return loss * 3.0
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    cases = []
     for tokens in (8, 13):
         x, w, b, target, _ = make_inputs((tokens,), 32, 96, torch.float32, device)
-        results = []
-        for fn in (f, compiled):
-            args = [t.clone().requires_grad_() for t in (x, w, b)]
-            y = fn(*args, target)
-            y.backward()
-            results.append((y.detach(),) + tuple(a.grad for a in args))
-        for a, b_ in zip(*results):
-            torch.testing.assert_close(a, b_, rtol=1e-5, atol=1e-6)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+        cases.append(((x, w, b, target), (0, 1, 2), None))
+    check_compile_fullgraph(f, cases, backend, dynamic,
+                            compare=lambda a, b: torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6))
 
 
 def test_bad_inputs():

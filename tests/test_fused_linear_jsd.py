@@ -13,7 +13,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerFusedLinearJSD
-from _shared import compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -230,26 +230,11 @@ def test_export_dynamic_shapes(tmp_path):
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(si, sw, ti, tw, labels):
         return torch.ops.liger.fused_linear_jsd(si * 1.0, sw, ti, tw, labels, 0.5, -100, 1.0) * 2.0
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-    for bt in (4, 9):
-        si, sw, ti, tw, lab = make_inputs(bt, 16, 130, torch.float32, device, labels=True)
-        results = []
-        for fn in (f, compiled):
-            sig, swg = si.clone().requires_grad_(), sw.clone().requires_grad_()
-            loss = fn(sig, swg, ti, tw, lab)
-            loss.backward()
-            results.append((loss.detach(), sig.grad, swg.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    check_compile_fullgraph(f, [(make_inputs(bt, 16, 130, torch.float32, device, labels=True), (0, 1), None)
+                                for bt in (4, 9)], backend, dynamic)
 
 
 # ---- bad inputs

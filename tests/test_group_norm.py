@@ -13,7 +13,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerGroupNorm
-from _shared import MaxError, compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -310,27 +310,15 @@ def test_torchscript_save_load_and_backward(tmp_path):
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x, w, b):
         return torch.ops.liger.group_norm(x * 2.0, 4, w, b, 1e-5) * 0.5
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
     w, b = torch.randn(8, device=device), torch.randn(8, device=device)
+    cases = []
     for shape in ((2, 8, 5, 5), (3, 8, 7, 2)):
         x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
-        results = []
-        for fn in (f, compiled):
-            xg, wg, bg = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
-            y = fn(xg, wg, bg)
-            y.backward(dy)
-            results.append((y.detach(), xg.grad, wg.grad, bg.grad))
-        for a, b_ in zip(*results):
-            assert torch.equal(a, b_)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+        cases.append(((x, w, b), (0, 1, 2), dy))
+    check_compile_fullgraph(f, cases, backend, dynamic)
 
 
 # ---- bad inputs

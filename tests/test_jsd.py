@@ -14,7 +14,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerJSD
-from _shared import compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -242,26 +242,11 @@ def test_export_dynamic_shapes(tmp_path):
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x, y, labels):
         return torch.ops.liger.jsd(x * 1.0, y, labels, 0.5, -100) * 2.0
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-    for rows, vocab in ((2, 64), (5, 130)):
-        x, y, lab = make_inputs(rows, vocab, torch.float32, device, labels=True)
-        results = []
-        for fn in (f, compiled):
-            xg = x.clone().requires_grad_()
-            loss = fn(xg, y, lab)
-            loss.backward()
-            results.append((loss.detach(), xg.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    check_compile_fullgraph(f, [(make_inputs(rows, vocab, torch.float32, device, labels=True), (0,), None)
+                                for rows, vocab in ((2, 64), (5, 130))], backend, dynamic)
 
 
 # ---- bad inputs

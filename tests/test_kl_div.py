@@ -12,7 +12,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerKLDIVLoss
-from _shared import compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -221,26 +221,11 @@ def test_torchscript():
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x, y):
         return torch.ops.liger.kl_div(x * 1.0, y, "batchmean", False) * 2.0
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-    for shape in ((2, 64), (5, 130)):
-        x, y = make_inputs(shape, torch.float32, False, device)
-        results = []
-        for fn in (f, compiled):
-            xg = x.clone().requires_grad_()
-            loss = fn(xg, y)
-            loss.backward()
-            results.append((loss.detach(), xg.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    check_compile_fullgraph(f, [(make_inputs(shape, torch.float32, False, device), (0,), None)
+                                for shape in ((2, 64), (5, 130))], backend, dynamic)
 
 
 # ---- bad inputs

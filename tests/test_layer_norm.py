@@ -16,7 +16,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerLayerNorm
-from _shared import MaxError, compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -343,27 +343,15 @@ def test_torchscript_save_load_and_backward(tmp_path):
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x, w, b):  # scaling by powers of 2 is exact: compiled and eager results must be bitwise equal
         return liger_aot.ops.layer_norm(x * 2.0, w, b, 1e-5) * 0.5
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
     w, b = torch.randn(64, device=device), torch.randn(64, device=device)
+    cases = []
     for shape in ((2, 5, 64), (3, 9, 64)):
         x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
-        results = []
-        for fn in (f, compiled):
-            xg, wg, bg = x.clone().requires_grad_(), w.clone().requires_grad_(), b.clone().requires_grad_()
-            y = fn(xg, wg, bg)
-            y.backward(dy)
-            results.append((y.detach(), xg.grad, wg.grad, bg.grad))
-        for a, c in zip(*results):
-            assert torch.equal(a, c)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+        cases.append(((x, w, b), (0, 1, 2), dy))
+    check_compile_fullgraph(f, cases, backend, dynamic)
 
 
 # ---- torch.nn.LayerNorm state dicts

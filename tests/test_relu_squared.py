@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerReLUSquared
-from _shared import MaxError, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -205,26 +205,11 @@ def test_torchscript_save_load_and_backward(tmp_path):
     pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
     pytest.param("cpu", "inductor", None, marks=pytest.mark.slow), pytest.param("cuda", "inductor", None, marks=gpu)])
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(x):  # scaling by powers of 2 is exact: compiled and eager results must be bitwise equal
         return torch.ops.liger.relu_squared(x * 2.0) * 0.25
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-    for shape in ((2, 5, 64), (3, 9, 64)):
-        x, dy = torch.randn(shape, device=device), torch.randn(shape, device=device)
-        results = []
-        for fn in (f, compiled):
-            xg = x.clone().requires_grad_()
-            y = fn(xg)
-            y.backward(dy)
-            results.append((y.detach(), xg.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    check_compile_fullgraph(f, [((torch.randn(shape, device=device),), (0,), torch.randn(shape, device=device))
+                                for shape in ((2, 5, 64), (3, 9, 64))], backend, dynamic)
 
 
 def test_bad_inputs():

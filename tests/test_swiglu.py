@@ -15,7 +15,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSwiGLUMLP
-from _shared import MaxError, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -267,26 +267,14 @@ def compile_params():
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(g, u):  # scaling by powers of 2 is exact: compiled and eager results must be bitwise equal
         return torch.ops.liger.swiglu(g * 2.0, u) * 0.5
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
+    cases = []
     for shape in ((2, 5, 64), (3, 9, 64)):
         g, u, dy = (torch.randn(shape, device=device) for _ in range(3))
-        results = []
-        for fn in (f, compiled):
-            gg, ug = g.clone().requires_grad_(), u.clone().requires_grad_()
-            y = fn(gg, ug)
-            y.backward(dy)
-            results.append((y.detach(), gg.grad, ug.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+        cases.append(((g, u), (0, 1), dy))
+    check_compile_fullgraph(f, cases, backend, dynamic)
 
 
 # ---- the Hugging Face module

@@ -1,8 +1,8 @@
-"""The numerics rule the op tests share (tests/_shared.MaxError) fails where it must."""
+"""The helpers the op tests share (tests/_shared.py) fail where they must."""
 import pytest
 import torch
 
-from _shared import MaxError
+from _shared import MaxError, check_compile_fullgraph
 
 
 def test_max_error_bound():
@@ -40,3 +40,18 @@ def test_max_error_non_finite_baseline():
     raw = MaxError("y", torch.float32, floor_ulps=2, finite_eager=False)
     raw.add(ref + 0.5, eager, ref)
     raw.check()
+
+
+def test_check_compile_fullgraph_catches_a_difference():
+    def skewed(gm, example_inputs):  # a dynamo backend whose outputs are off by 1e-3
+        def run(*args):
+            return [o + 1e-3 for o in gm(*args)]
+        return run
+
+    def f(x):
+        return x * 2.0
+
+    cases = [((torch.randn(3),), (0,), torch.ones(3))]
+    check_compile_fullgraph(f, cases, "aot_eager", False)
+    with pytest.raises(AssertionError):
+        check_compile_fullgraph(f, cases, skewed, False)

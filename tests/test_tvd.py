@@ -11,7 +11,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerTVDLoss
-from _shared import compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -252,26 +252,11 @@ def test_export_dynamic_shapes(tmp_path):
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
 def test_compile_fullgraph(device, backend, dynamic):
-    from torch._dynamo.utils import counters
-
-    torch._dynamo.reset()
-    counters.clear()
-
     def f(p, q, labels):
         return torch.ops.liger.tvd(p * 1.0, q, labels, "mean", -100) * 2.0
 
-    compiled = torch.compile(f, fullgraph=True, backend=backend, dynamic=dynamic)
-    for rows, vocab in ((2, 64), (5, 130)):
-        p, q, lab = make_inputs(rows, vocab, torch.float32, device, labels=True)
-        results = []
-        for fn in (f, compiled):
-            pg = p.clone().requires_grad_()
-            loss = fn(pg, q, lab)
-            loss.backward()
-            results.append((loss.detach(), pg.grad))
-        for a, b in zip(*results):
-            assert torch.equal(a, b)
-    assert not counters["graph_break"], dict(counters["graph_break"])
+    check_compile_fullgraph(f, [(make_inputs(rows, vocab, torch.float32, device, labels=True), (0,), None)
+                                for rows, vocab in ((2, 64), (5, 130))], backend, dynamic)
 
 
 # ---- bad inputs
