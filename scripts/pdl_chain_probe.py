@@ -4,8 +4,9 @@ torch.compile's fwd+bwd in the same process.
 
     python scripts/pdl_chain_probe.py [softmax relu_squared swiglu geglu]   # on the GPU box (default: all)
 
-"pdl": both kernels begin with pdl_start (griddepcontrol.wait, then launch_dependents) and are launched with
-launch_pdl, so the backward's programs are launched while the forward's last ones still run and wait for it.
+"pdl": both kernels begin with _rows.pdl_start (griddepcontrol.wait, then launch_dependents: in every program for
+softmax, in the last wave's for the flat ReLU², SwiGLU and GeGLU kernels) and are launched with launch_pdl, so the
+backward's programs are launched while the forward's last ones still run and wait for it.
 """
 import sys
 from pathlib import Path

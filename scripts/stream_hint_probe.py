@@ -5,7 +5,8 @@ the benchmarks (benchmarks/harness.time_ms: L2 flushed, stream held):
   displace others in L2 (EVICT: bit 0 loads, bit 1 stores);
 - a tail-only PDL trigger for the forward + backward chain: every program waits (griddepcontrol.wait) but only the
   last TAIL programs call launch_dependents, so the backward is launched during the forward's last wave and not
-  at its first (pdl_start in every program made the forward alone slower: triton_src/relu_squared.py).
+  at its first (launch_dependents in every program made the forward alone slower: see
+  triton_src/_activations.PDL_LAST_PROGRAMS, which the build took from this probe).
 
     python scripts/stream_hint_probe.py [relu_squared swiglu]     # default: both
 

@@ -6,7 +6,6 @@ accesses when the pointers are promised 16-byte aligned; the last program masks.
 """
 import triton
 import triton.language as tl
-from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from build_tools.spec import DTYPES, ELEMENT_SIZE
 
@@ -19,25 +18,14 @@ FLAT_WARPS = 4
 FLAT_BLOCK = {dt: FLAT_WARPS * 32 * (16 // ELEMENT_SIZE[dt]) for dt in DTYPES}
 
 
-# PDL_LAST_PROGRAMS: the flat kernels launched as programmatic dependents let the next kernel launch from their last
-# this many programs only: an H200's 132 SMs hold 16 programs of 4 warps each, so these are the last wave. H200 JIT
-# (scripts/stream_hint_probe.py, bf16, fwd + bwd chains): ReLU² 8192 x 16384 315.5 us against 316.6 without PDL
-# and 344.8 with launch_dependents in every program (which also made the forward alone 24 % slower, 0.1615 against
-# 0.1302 ms); 8192 x 4096 86.1 against 87.4 and 91.1; SwiGLU 8192 x 14336 437.1 against 439.6. The forward alone
-# is within 0.15 us of the kernel without PDL at every size.
+# PDL_LAST_PROGRAMS: the flat kernels are launched as programmatic dependents (_rows.pdl_start), and only their last
+# this many programs let the next kernel launch, so that its programs take the SMs as this kernel's last wave leaves
+# them: an H200's 132 SMs hold 16 programs of 4 warps each. H200 JIT (scripts/stream_hint_probe.py, bf16, fwd + bwd
+# chains): ReLU² 8192 x 16384 315.5 us against 316.6 without PDL and 344.8 with launch_dependents in every program
+# (which also made the forward alone 24 % slower, 0.1615 against 0.1302 ms); 8192 x 4096 86.1 against 87.4 and
+# 91.1; SwiGLU 8192 x 14336 437.1 against 439.6. The forward alone is within 0.15 us of the kernel without PDL at
+# every size.
 PDL_LAST_PROGRAMS = tl.constexpr(132 * 16)
-
-
-@triton.jit
-def pdl_start_flat(PDL: tl.constexpr):
-    """The first thing a flat kernel built with Variant.launch_pdl does: wait for the kernel before it in the stream
-    (every read and write of this kernel comes after the wait); the last PDL_LAST_PROGRAMS programs then let the
-    kernel after this one launch, so that its programs take the SMs as this kernel's last wave leaves them.
-    launch_dependents is not cheap: in every program of a large grid it slowed the kernel itself (see above)."""
-    if PDL:
-        gdc_wait()
-        if tl.program_id(0) >= tl.num_programs(0) - PDL_LAST_PROGRAMS:
-            gdc_launch_dependents()
 
 
 @triton.jit

@@ -13,13 +13,19 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 
 @triton.jit
-def pdl_start(PDL: tl.constexpr):
+def pdl_start(PDL: tl.constexpr, LAST_PROGRAMS: tl.constexpr = 0):
     """The first thing a kernel built with Variant.launch_pdl does: wait for the kernel before it in the stream (it
     may have started while that one ran; every read and write of this kernel comes after the wait), then let the
-    kernel after this one be launched early in turn (its own wait orders it after this one)."""
+    kernel after this one be launched early in turn (its own wait orders it after this one). LAST_PROGRAMS > 0: only
+    the grid's last LAST_PROGRAMS programs do, for large grids of short programs, where launch_dependents in every
+    program slowed the kernel itself (the flat kernels: _activations.PDL_LAST_PROGRAMS)."""
     if PDL:
         gdc_wait()
-        gdc_launch_dependents()
+        if LAST_PROGRAMS == 0:
+            gdc_launch_dependents()
+        else:
+            if tl.program_id(0) >= tl.num_programs(0) - LAST_PROGRAMS:
+                gdc_launch_dependents()
 
 
 @triton.jit

@@ -18,8 +18,9 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import (FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, pdl_start_flat,
+from triton_src._activations import (FLAT_BLOCK, FLAT_WARPS, PDL_LAST_PROGRAMS, block_start, load_f32,
                                      sigmoid_parts, store)
+from triton_src._rows import pdl_start
 
 APPROX_TANH = 0
 APPROX_NONE = 1
@@ -77,7 +78,7 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX: tl.constexpr, MASKED: tl.conste
 @triton.jit
 def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
                      PDL: tl.constexpr = False):
-    pdl_start_flat(PDL)
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -90,7 +91,7 @@ def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT6
 @triton.jit
 def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
                      PDL: tl.constexpr = False):
-    pdl_start_flat(PDL)
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -102,7 +103,7 @@ def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.conste
 
 # ---------------------------------------------------------------------------------------------------
 # Specializations: approximation x dtype x 16-byte aligned pointers x 64-bit offsets (24 per kernel), each
-# launched as a programmatic dependent (pdl_start_flat; arch < 90 builds drop it).
+# launched as a programmatic dependent (_rows.pdl_start; arch < 90 builds drop it).
 
 
 def _specs():

@@ -8,7 +8,8 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, pdl_start_flat, store
+from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, PDL_LAST_PROGRAMS, block_start, load_f32, store
+from triton_src._rows import pdl_start
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096}
 
@@ -28,7 +29,7 @@ def _bwd_tile(DY, X, DX, offs, n, MASKED: tl.constexpr):
 
 @triton.jit
 def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start_flat(PDL)
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -40,7 +41,7 @@ def relu_squared_fwd_kernel(X, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, P
 
 @triton.jit
 def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start_flat(PDL)
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -52,7 +53,7 @@ def relu_squared_bwd_kernel(DY, X, DX, n, BLOCK: tl.constexpr, INT64: tl.constex
 
 # ---------------------------------------------------------------------------------------------------
 # Specializations: dtype x 16-byte aligned pointers x 64-bit offsets, each launched as a programmatic dependent
-# (pdl_start_flat; arch < 90 builds drop it). Until 2026-11-30 only tensors of up to 2^23 elements took PDL variants
+# (_rows.pdl_start; arch < 90 builds drop it). Until 2026-11-30 only tensors of up to 2^23 elements took PDL variants
 # that called launch_dependents in every program: slower from 8192 x 4096 up (see _activations.PDL_LAST_PROGRAMS).
 
 

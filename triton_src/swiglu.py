@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from build_tools.spec import DTYPES, KernelSpec, Variant
-from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, block_start, load_f32, pdl_start_flat, store
+from triton_src._activations import FLAT_BLOCK, FLAT_WARPS, PDL_LAST_PROGRAMS, block_start, load_f32, store
+from triton_src._rows import pdl_start
 
 CPP_CONSTANTS = {"MAX_BLOCK": 4096}
 
@@ -37,7 +38,7 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, MASKED: tl.constexpr):
 
 @triton.jit
 def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start_flat(PDL)
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -49,7 +50,7 @@ def swiglu_fwd_kernel(G, U, Y, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL:
 
 @triton.jit
 def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.constexpr, PDL: tl.constexpr = False):
-    pdl_start_flat(PDL)
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
     start = block_start(BLOCK, INT64)
     offs = tl.arange(0, BLOCK)
     rem = n - start
@@ -61,7 +62,7 @@ def swiglu_bwd_kernel(DY, G, U, DG, DU, n, BLOCK: tl.constexpr, INT64: tl.conste
 
 # ---------------------------------------------------------------------------------------------------
 # Specializations: dtype x 16-byte aligned pointers x 64-bit offsets (12 per kernel), each launched as a
-# programmatic dependent (pdl_start_flat; arch < 90 builds drop it).
+# programmatic dependent (_rows.pdl_start; arch < 90 builds drop it).
 
 
 def _specs():
