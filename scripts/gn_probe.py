@@ -362,7 +362,9 @@ def part_regs(sms):
 def part_split_group(sms):
     """[32, 512, 64, 64] and [33, ...] (groups of 16 x 4096): the build's register kernel (one program of 16 or 32
     warps per group, one per SM) against regs_split_kernel, each group split over SPLIT = 2 or 4 programs of
-    16 / SPLIT channel rows that exchange their parts' statistics through L2 (several programs per SM)."""
+    16 / SPLIT channel rows that exchange their parts' statistics through L2 (several programs per SM).
+    Measured 2026-11-30: SPLIT = 2 took 82.2-89.0 us against the build's 76.4 (the SPLIT = 4 rows need a longer
+    limit than 200 s, mostly JIT compiles); not kept."""
     ceiling = harness.copy_ceiling_gbps()
     props = torch.cuda.get_device_properties(0)
     for n in (32, 33):
