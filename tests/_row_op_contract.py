@@ -3,16 +3,22 @@
 Both ops are ``liger::<name>(Tensor x) -> Tensor`` over the last dim with ``liger::<name>_bwd(Tensor dy, Tensor y)``
 as their backward, which is not differentiable again. A test file takes the tests with
 ``globals().update(contract_tests("<name>", Block))``, where ``Block`` is its TorchScript-able module computing
-``liger::<name>(x * 2.0) * 0.5`` (TorchScript needs the op written out in the source). pytest collects them under
-their names here.
+``liger::<name>(x * 2.0) * 0.5`` (TorchScript needs the op written out in the source), and the GPU tests with
+``globals().update(gpu_tests("<name>", fwd_bwd, check_against_reference))``: its (y, dx) of x and dy, and its check
+of those against its float64 reference. pytest collects them under their names here.
 """
 import pytest
 import torch
 from torch.library import opcheck
 
-from _shared import check_compile_fullgraph, compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
 
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.gpu))
+gpu = pytest.mark.gpu
+
+
+def dtype_id(dtype):
+    return str(dtype).removeprefix("torch.")
 
 
 def contract_tests(name, block):
@@ -132,5 +138,137 @@ def contract_tests(name, block):
             bwd(y.double(), y)
         with pytest.raises(RuntimeError, match=rf"{name}_bwd: dy must have y's shape"):
             bwd(y[:3], y)
+
+    return {k: v for k, v in locals().items() if k.startswith("test_")}
+
+
+# =====================================================================================================
+# GPU tests. Run with `pytest -m gpu`.
+
+HIDDEN_SIZES = (1, 7, 127, 128, 1000, 4096, 5000, 16384, 32768, 32769, 65536, 100000, 262144)
+ROW_COUNTS = (0, 1, 3, 4099)
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def poison_freed_blocks(numel, dtype):
+    """Frees NaN-filled blocks of the outputs' size: the op's next outputs reuse them (see test_rms_norm)."""
+    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
+    del blocks
+
+
+def make_cuda_layout(layout, rows, hidden, dtype):
+    randn = lambda *s: 3 * torch.randn(*s, dtype=dtype, device="cuda")  # noqa: E731
+    return {
+        "row_stride_aligned": lambda: randn(rows, hidden + 8)[:, :hidden],
+        "row_stride_odd": lambda: randn(rows, hidden + 3)[:, :hidden],
+        "transposed": lambda: randn(3, rows, hidden).transpose(0, 1),
+        "storage_offset": lambda: randn(rows * hidden + 1)[1:].view(rows, hidden),
+        "last_dim_strided": lambda: randn(rows, 2 * hidden)[:, ::2],
+        "expanded_rows": lambda: randn(1, hidden).expand(rows, hidden),
+        "expanded_batch": lambda: randn(rows, hidden).expand(2, rows, hidden),
+    }[layout]()
+
+
+SANITIZER_SCRIPT = """
+import torch
+import liger_aot
+
+op = getattr(torch.ops.liger, {name!r})
+torch.manual_seed(0)
+for dtype in (torch.bfloat16, torch.float32):
+    for rows, hidden, layout in ((1, 1, "contiguous"), (3, 7, "contiguous"), (5, 127, "contiguous"),
+                                 (0, 64, "contiguous"), (4, 4097, "offset"), (3, 32768, "padded"),
+                                 (2, 70001, "contiguous"), (2, 16385, "contiguous"), (9, 4096, "padded")):
+        pad = 8 if layout == "padded" else 0
+        base = torch.randn(rows * (hidden + pad) + 1, dtype=dtype, device="cuda")
+        start = 1 if layout == "offset" else 0
+        x = base[start:start + rows * (hidden + pad)].view(rows, hidden + pad)[:, :hidden]
+        xg = x.detach().requires_grad_()
+        y = op(xg)
+        y.backward(torch.randn_like(y))
+        torch.cuda.synchronize()
+print("sanitizer script ok")
+"""
+
+
+def gpu_tests(name, fwd_bwd, check_against_reference):
+    op = getattr(torch.ops.liger, name)
+
+    @gpu
+    @pytest.mark.parametrize("rows", ROW_COUNTS)
+    @pytest.mark.parametrize("hidden", HIDDEN_SIZES)
+    @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+    def test_cuda_matches_float64_reference(dtype, hidden, rows):
+        if rows * hidden > 1 << 27:
+            rows = (1 << 27) // hidden + 1
+        x = 3 * torch.randn(rows, hidden, dtype=dtype, device="cuda")
+        dy = torch.randn_like(x)
+        first = fwd_bwd(x, dy)
+        first = tuple(t.clone() for t in first)
+        poison_freed_blocks(x.numel(), dtype)
+        y, dx = fwd_bwd(x, dy)
+        for a, b in zip(first, (y, dx)):
+            assert torch.equal(a, b), "not deterministic or reads a poisoned block"
+        with torch.no_grad():
+            assert torch.equal(op(x), y)
+        check_against_reference(x, y, dy, dx)
+
+    @gpu
+    @pytest.mark.parametrize("hidden", (127, 4096, 30000, 70000))
+    @pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32), ids=dtype_id)
+    @pytest.mark.parametrize("layout", ("row_stride_aligned", "row_stride_odd", "transposed", "storage_offset",
+                                        "last_dim_strided", "expanded_rows", "expanded_batch"))
+    def test_cuda_strided_and_expanded_inputs(layout, dtype, hidden):
+        x = make_cuda_layout(layout, 33, hidden, dtype)
+        dy = make_cuda_layout(layout, 33, hidden, dtype) if not layout.startswith("expanded") else torch.randn_like(x)
+        y, dx = fwd_bwd(x, dy)
+        check_against_reference(x, y, dy, dx, what=f"{layout}: ")
+
+    @gpu
+    @pytest.mark.parametrize("hidden", (4096, 32768, 100003))  # one row per program, persistent, looped
+    def test_cuda_more_than_2_31_elements(hidden):
+        rows = 2**31 // hidden + 8
+        x = torch.randn(rows, hidden, dtype=torch.bfloat16, device="cuda")
+        dy = torch.randn_like(x)
+        y, dx = fwd_bwd(x, dy)
+        check_against_reference(x, y, dy, dx)
+
+    @gpu
+    @pytest.mark.parametrize("hidden", (4096, 32768, 100000))
+    def test_cuda_graph_capture_and_replay(hidden):
+        x = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        dy = torch.randn(64, hidden, device="cuda", dtype=torch.bfloat16)
+
+        def step():
+            y = op(x)
+            return (y,) + torch.autograd.grad(y, (x,), dy)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = step()
+        for _ in range(3):
+            new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
+            with torch.no_grad():
+                x.copy_(new_x)
+                dy.copy_(new_dy)
+            graph.replay()
+            torch.cuda.synchronize()
+            for got, want in zip(static_out, fwd_bwd(new_x, new_dy)):
+                assert torch.equal(got, want)
+
+    @gpu
+    def test_cuda_bad_inputs():
+        with pytest.raises(RuntimeError, match="float32, bfloat16 or float16"):
+            op(torch.randn(4, 8, device="cuda", dtype=torch.float64))
+
+    @gpu
+    def test_cuda_compute_sanitizer_memcheck(tmp_path):
+        run_memcheck(SANITIZER_SCRIPT.format(name=name), tmp_path)
 
     return {k: v for k, v in locals().items() if k.startswith("test_")}
