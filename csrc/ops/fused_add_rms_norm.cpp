@@ -45,18 +45,6 @@ int64_t casting_code(c10::string_view mode) {
   TORCH_CHECK(false, "fused_add_rms_norm: casting_mode must be 'llama', 'gemma' or 'none', got '", mode, "'");
 }
 
-void check_same_shape(const Tensor& t, const Tensor& x, const char* op, const char* name, const char* x_name) {
-  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but ", x_name, " is on ", x.device(),
-              "; both must be on the same device");
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " must have ", x_name, "'s dtype ",
-              x.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == x.dim(), op, ": ", name, " must have ", x_name, "'s shape ", shape_str(x), ", got ",
-              shape_str(t));
-  for (int64_t i = 0; i < x.dim(); ++i)
-    TORCH_SYM_CHECK(t.sym_size(i).sym_eq(x.sym_size(i)), op, ": ", name, " must have ", x_name, "'s shape ",
-                    shape_str(x), ", got ", shape_str(t));
-}
-
 // x is the tensor being normalized: x in the forward, s in the backward.
 void check_x_and_weight(const Tensor& x, const optional<Tensor>& weight, c10::string_view mode, const char* name) {
   casting_code(mode);
@@ -80,14 +68,14 @@ void check_x_and_weight(const Tensor& x, const optional<Tensor>& weight, c10::st
 
 void check_inputs(const Tensor& x, const Tensor& residual, const optional<Tensor>& weight, c10::string_view mode) {
   check_x_and_weight(x, weight, mode, "x");
-  check_same_shape(residual, x, "fused_add_rms_norm", "residual", "x");
+  check_like(residual, "residual", x, "x", "fused_add_rms_norm");
 }
 
 void check_backward_inputs(const optional<Tensor>& dy, const optional<Tensor>& ds_out, const Tensor& s,
                            const optional<Tensor>& weight, const Tensor& rstd, c10::string_view mode) {
   check_x_and_weight(s, weight, mode, "s");
-  if (dy.has_value()) check_same_shape(*dy, s, "fused_add_rms_norm_bwd", "dy", "s");
-  if (ds_out.has_value()) check_same_shape(*ds_out, s, "fused_add_rms_norm_bwd", "ds_out", "s");
+  if (dy.has_value()) check_like(*dy, "dy", s, "s", "fused_add_rms_norm_bwd");
+  if (ds_out.has_value()) check_like(*ds_out, "ds_out", s, "s", "fused_add_rms_norm_bwd");
   TORCH_CHECK(rstd.device() == s.device(), "fused_add_rms_norm_bwd: rstd is on ", rstd.device(), " but s is on ",
               s.device());
   TORCH_SYM_CHECK(rstd.sym_numel().sym_eq(s.sym_numel() / s.sym_size(-1)),
@@ -210,16 +198,6 @@ KernelWeight kernel_weight(const Tensor& x, const optional<Tensor>& weight) {
   return {w.contiguous(), wdt};
 }
 
-void check_cuda_dtype(const Tensor& x, const char* op) {
-  TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
-              x.scalar_type());
-}
-
-void check_sizes(int64_t rows, int64_t cols, const char* op) {
-  TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
-              ": at most 2^31 - 1 rows and columns are supported, got ", rows, " x ", cols);
-}
-
 struct FwdChoice {
   bool looped;
   fused_add_rms_norm_fwd_kernel_key single;
@@ -274,7 +252,7 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const Tenso
   if (x_in.numel() == 0) return {y, s, rstd};
   Rows x = as_rows(x_in);
   Rows r = as_rows(r_in);
-  check_sizes(x.rows, x.cols, "fused_add_rms_norm");
+  check_row_sizes(x.rows, x.cols, "fused_add_rms_norm");
   KernelWeight w = kernel_weight(x_in, weight);
   const int64_t vec = vec_elems(x_in.scalar_type());
   const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && r.row_stride % vec == 0 && aligned16(x.t) &&
@@ -341,7 +319,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const optional<Tensor>& dy_opt, const option
   Rows s = as_rows(s_in);
   Rows dy = as_rows(*dy_opt);
   Rows dso = ds_out.has_value() ? as_rows(*ds_out) : Rows{Tensor(), s.rows, s.cols, s.cols};
-  check_sizes(s.rows, s.cols, "fused_add_rms_norm_bwd");
+  check_row_sizes(s.rows, s.cols, "fused_add_rms_norm_bwd");
   Tensor rstd = rstd_in.contiguous();
   KernelWeight w = kernel_weight(s_in, weight);
   const int64_t vec = vec_elems(s_in.scalar_type());

@@ -24,18 +24,6 @@ TORCH_LIBRARY_FRAGMENT(liger, m) {
 
 // ---- checks
 
-void check_same(const Tensor& t, const char* name, const Tensor& gate, const char* op) {
-  TORCH_CHECK(t.device() == gate.device(), op, ": ", name, " is on ", t.device(), " but gate is on ", gate.device(),
-              "; both must be on the same device");
-  TORCH_CHECK(t.scalar_type() == gate.scalar_type(), op, ": ", name, " must have gate's dtype ", gate.scalar_type(),
-              ", got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == gate.dim(), op, ": ", name, " must have gate's shape ", shape_str(gate), ", got ",
-              shape_str(t));
-  for (int64_t i = 0; i < gate.dim(); ++i)
-    TORCH_SYM_CHECK(t.sym_size(i).sym_eq(gate.sym_size(i)), op, ": ", name, " must have gate's shape ",
-                    shape_str(gate), ", got ", shape_str(t));
-}
-
 int64_t approx_code(c10::string_view approximate, const char* op) {
   if (approximate == "tanh") return APPROX_TANH;
   if (approximate == "none") return APPROX_NONE;
@@ -46,12 +34,12 @@ void check_inputs(const Tensor& gate, const Tensor& up, c10::string_view approxi
   approx_code(approximate, op);
   TORCH_CHECK(is_half_or_float(gate.scalar_type()) || (gate.scalar_type() == at::kDouble && !gate.is_cuda()), op,
               ": gate must be float32, bfloat16 or float16 (float64 on CPU), got ", gate.scalar_type());
-  check_same(up, "up", gate, op);
+  check_like(up, "up", gate, "gate", op);
 }
 
 void check_backward_inputs(const Tensor& dy, const Tensor& gate, const Tensor& up, c10::string_view approximate) {
   check_inputs(gate, up, approximate, "geglu_bwd");
-  check_same(dy, "dy", gate, "geglu_bwd");
+  check_like(dy, "dy", gate, "gate", "geglu_bwd");
 }
 
 c10::ScalarType acc_dtype(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -107,30 +95,16 @@ std::tuple<Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& gate, const 
 // ---- CUDA launcher
 // Inputs are made contiguous (a copy only for strided or expanded ones) and seen as flat arrays.
 
-void check_cuda_dtype(const Tensor& t, const char* op) {
-  TORCH_CHECK(is_half_or_float(t.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 gate, got ",
-              t.scalar_type());
-}
-
-// 64-bit offsets once the last program's end could pass INT32_MAX.
-bool needs_int64(int64_t n) { return n > std::numeric_limits<int32_t>::max() - MAX_BLOCK; }
-
-Grid flat_grid(int64_t n, int64_t block, const char* op) {
-  const int64_t programs = ceil_div(n, block);
-  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), op, ": ", n, " elements is too many for one launch");
-  return Grid{static_cast<uint32_t>(programs)};
-}
-
 Tensor geglu_cuda(const Tensor& gate_in, const Tensor& up_in, c10::string_view approximate) {
   check_inputs(gate_in, up_in, approximate);
-  check_cuda_dtype(gate_in, "geglu");
+  check_cuda_dtype(gate_in, "geglu", "gate");
   c10::DeviceGuard guard(gate_in.device());
   Tensor y = at::empty(gate_in.sizes(), gate_in.options());
   const int64_t n = gate_in.numel();
   if (n == 0) return y;
   Tensor gate = gate_in.contiguous(), up = up_in.contiguous();
   const LaunchContext ctx = launch_context(gate);
-  geglu_fwd_kernel_key key{aligned16(gate) && aligned16(up), approx_code(approximate, "geglu"), needs_int64(n),
+  geglu_fwd_kernel_key key{aligned16(gate) && aligned16(up), approx_code(approximate, "geglu"), flat_needs_int64(n, MAX_BLOCK),
                            gate.scalar_type()};
   const auto& v = geglu_fwd_kernel_get(key, ctx.arch_slot);
   geglu_fwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "geglu"), ptr(gate), ptr(up), ptr(y), n);
@@ -140,7 +114,7 @@ Tensor geglu_cuda(const Tensor& gate_in, const Tensor& up_in, c10::string_view a
 std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& gate_in, const Tensor& up_in,
                                     c10::string_view approximate) {
   check_backward_inputs(dy_in, gate_in, up_in, approximate);
-  check_cuda_dtype(gate_in, "geglu_bwd");
+  check_cuda_dtype(gate_in, "geglu_bwd", "gate");
   c10::DeviceGuard guard(gate_in.device());
   Tensor dgate = at::empty(gate_in.sizes(), gate_in.options());
   Tensor dup = at::empty(gate_in.sizes(), gate_in.options());
@@ -149,7 +123,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& gate_in, 
   Tensor dy = dy_in.contiguous(), gate = gate_in.contiguous(), up = up_in.contiguous();
   const LaunchContext ctx = launch_context(gate);
   geglu_bwd_kernel_key key{aligned16(dy) && aligned16(gate) && aligned16(up), approx_code(approximate, "geglu_bwd"),
-                           needs_int64(n), gate.scalar_type()};
+                           flat_needs_int64(n, MAX_BLOCK), gate.scalar_type()};
   const auto& v = geglu_bwd_kernel_get(key, ctx.arch_slot);
   geglu_bwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "geglu_bwd"), ptr(dy), ptr(gate), ptr(up), ptr(dgate),
                            ptr(dup), n);

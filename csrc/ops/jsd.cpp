@@ -37,14 +37,7 @@ void check_inputs(const Tensor& x, const Tensor& y, const optional<Tensor>& labe
   TORCH_CHECK(x.dim() == 2, op, ": input must have shape [BT, V], got ", shape_str(x));
   TORCH_CHECK(is_half_or_float(x.scalar_type()) || (x.scalar_type() == at::kDouble && !x.is_cuda()), op,
               ": input must be float32, bfloat16 or float16 (float64 on CPU), got ", x.scalar_type());
-  TORCH_CHECK(y.device() == x.device(), op, ": target is on ", y.device(), " but input is on ", x.device(),
-              "; both must be on the same device");
-  TORCH_CHECK(y.scalar_type() == x.scalar_type(), op, ": target must have input's dtype ", x.scalar_type(), ", got ",
-              y.scalar_type());
-  TORCH_CHECK(y.dim() == 2, op, ": target must have input's shape ", shape_str(x), ", got ", shape_str(y));
-  for (int64_t i = 0; i < 2; ++i)
-    TORCH_SYM_CHECK(y.sym_size(i).sym_eq(x.sym_size(i)), op, ": target must have input's shape ", shape_str(x),
-                    ", got ", shape_str(y));
+  check_like(y, "target", x, "input", op);
   TORCH_CHECK(beta >= 0.0 && beta <= 1.0, op, ": beta must be in [0, 1], got ", beta);
   if (labels.has_value()) {
     const Tensor& l = *labels;

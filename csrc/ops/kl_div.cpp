@@ -44,15 +44,7 @@ void check_inputs(const Tensor& input, const Tensor& target) {
   TORCH_CHECK(input.dim() >= 1, "kl_div: input must have at least one dimension, got a 0-d tensor");
   TORCH_CHECK(float_dtype_ok(input), "kl_div: input must be float32, bfloat16 or float16 (float64 on CPU), got ",
               input.scalar_type());
-  TORCH_CHECK(target.device() == input.device(), "kl_div: target is on ", target.device(), " but input is on ",
-              input.device(), "; both must be on the same device");
-  TORCH_CHECK(target.scalar_type() == input.scalar_type(), "kl_div: target must have input's dtype ",
-              input.scalar_type(), ", got ", target.scalar_type());
-  TORCH_CHECK(target.dim() == input.dim(), "kl_div: target must have input's shape ", shape_str(input), ", got ",
-              shape_str(target));
-  for (int64_t i = 0; i < input.dim(); ++i)
-    TORCH_SYM_CHECK(target.sym_size(i).sym_eq(input.sym_size(i)), "kl_div: target must have input's shape ",
-                    shape_str(input), ", got ", shape_str(target));
+  check_like(target, "target", input, "input", "kl_div");
 }
 
 void check_backward_inputs(const Tensor& grad, const Tensor& target, Reduction r) {

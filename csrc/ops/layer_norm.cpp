@@ -157,16 +157,6 @@ std::tuple<Tensor, Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& x, c
 
 // Weight and bias as the kernels read them: kernel_params (runtime/checks.h).
 
-void check_cuda_dtype(const Tensor& x, const char* op) {
-  TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
-              x.scalar_type());
-}
-
-void check_sizes(int64_t rows, int64_t cols, const char* op) {
-  TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
-              ": at most 2^31 - 1 rows and columns are supported, got ", rows, " x ", cols);
-}
-
 struct FwdChoice {
   bool looped;
   layer_norm_fwd_kernel_key single;
@@ -216,7 +206,7 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optio
   Tensor rstd = store_stats ? at::empty(row_sizes, x_in.options().dtype(at::kFloat)) : Tensor();
   if (x_in.numel() == 0) return {y, mean, rstd};
   Rows x = as_rows(x_in);
-  check_sizes(x.rows, x.cols, "layer_norm");
+  check_row_sizes(x.rows, x.cols, "layer_norm");
   KernelParams p = kernel_params(x_in, weight, bias);
   const int64_t vec = vec_elems(x_in.scalar_type());
   const bool aligned =
@@ -303,7 +293,7 @@ std::tuple<Tensor, Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x
   }
   Rows x = as_rows(x_in);
   Rows dy = as_rows(dy_in);
-  check_sizes(x.rows, x.cols, "layer_norm_bwd");
+  check_row_sizes(x.rows, x.cols, "layer_norm_bwd");
   Tensor mean = mean_in.contiguous();
   Tensor rstd = rstd_in.contiguous();
   KernelParams p = kernel_params(x_in, weight, std::nullopt);

@@ -29,15 +29,7 @@ void check_inputs(const Tensor& x, const char* op = "relu_squared") {
 
 void check_backward_inputs(const Tensor& dy, const Tensor& x) {
   check_inputs(x, "relu_squared_bwd");
-  TORCH_CHECK(dy.device() == x.device(), "relu_squared_bwd: dy is on ", dy.device(), " but x is on ", x.device(),
-              "; both must be on the same device");
-  TORCH_CHECK(dy.scalar_type() == x.scalar_type(), "relu_squared_bwd: dy must have x's dtype ", x.scalar_type(),
-              ", got ", dy.scalar_type());
-  TORCH_CHECK(dy.dim() == x.dim(), "relu_squared_bwd: dy must have x's shape ", shape_str(x), ", got ",
-              shape_str(dy));
-  for (int64_t i = 0; i < x.dim(); ++i)
-    TORCH_SYM_CHECK(dy.sym_size(i).sym_eq(x.sym_size(i)), "relu_squared_bwd: dy must have x's shape ", shape_str(x),
-                    ", got ", shape_str(dy));
+  check_like(dy, "dy", x, "x", "relu_squared_bwd");
 }
 
 c10::ScalarType acc_dtype(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -71,20 +63,6 @@ Tensor bwd_meta(const Tensor& dy, const Tensor& x) {
 // ---- CUDA launcher
 // Inputs are made contiguous (a copy only for strided or expanded ones) and seen as flat arrays.
 
-void check_cuda_dtype(const Tensor& t, const char* op) {
-  TORCH_CHECK(is_half_or_float(t.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
-              t.scalar_type());
-}
-
-// 64-bit offsets once the last program's end could pass INT32_MAX.
-bool needs_int64(int64_t n) { return n > std::numeric_limits<int32_t>::max() - MAX_BLOCK; }
-
-Grid flat_grid(int64_t n, int64_t block, const char* op) {
-  const int64_t programs = ceil_div(n, block);
-  TORCH_CHECK(programs <= std::numeric_limits<int32_t>::max(), op, ": ", n, " elements is too many for one launch");
-  return Grid{static_cast<uint32_t>(programs)};
-}
-
 Tensor relu_squared_cuda(const Tensor& x_in) {
   check_inputs(x_in);
   check_cuda_dtype(x_in, "relu_squared");
@@ -94,7 +72,7 @@ Tensor relu_squared_cuda(const Tensor& x_in) {
   if (n == 0) return y;
   Tensor x = x_in.contiguous();
   const LaunchContext ctx = launch_context(x);
-  relu_squared_fwd_kernel_key key{aligned16(x), needs_int64(n), x.scalar_type()};
+  relu_squared_fwd_kernel_key key{aligned16(x), flat_needs_int64(n, MAX_BLOCK), x.scalar_type()};
   const auto& v = relu_squared_fwd_kernel_get(key, ctx.arch_slot);
   relu_squared_fwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "relu_squared"), ptr(x), ptr(y), n);
   return y;
@@ -109,7 +87,7 @@ Tensor bwd_cuda(const Tensor& dy_in, const Tensor& x_in) {
   if (n == 0) return dx;
   Tensor dy = dy_in.contiguous(), x = x_in.contiguous();
   const LaunchContext ctx = launch_context(x);
-  relu_squared_bwd_kernel_key key{aligned16(dy) && aligned16(x), needs_int64(n), x.scalar_type()};
+  relu_squared_bwd_kernel_key key{aligned16(dy) && aligned16(x), flat_needs_int64(n, MAX_BLOCK), x.scalar_type()};
   const auto& v = relu_squared_bwd_kernel_get(key, ctx.arch_slot);
   relu_squared_bwd_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "relu_squared_bwd"), ptr(dy), ptr(x), ptr(dx), n);
   return dx;
@@ -121,9 +99,9 @@ const VariantCheck variant_check("relu_squared", [](int arch_slot) {
   for (auto dt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool aligned : {false, true})
       for (int64_t n : {int64_t(1), int64_t(1) << 32}) {
-        relu_squared_fwd_kernel_key f{aligned, needs_int64(n), dt};
+        relu_squared_fwd_kernel_key f{aligned, flat_needs_int64(n, MAX_BLOCK), dt};
         if (!relu_squared_fwd_kernel_find(f, arch_slot)) missing.push_back(f.str());
-        relu_squared_bwd_kernel_key b{aligned, needs_int64(n), dt};
+        relu_squared_bwd_kernel_key b{aligned, flat_needs_int64(n, MAX_BLOCK), dt};
         if (!relu_squared_bwd_kernel_find(b, arch_slot)) missing.push_back(b.str());
       }
   return missing;

@@ -177,16 +177,6 @@ int64_t kernel_casting(const Tensor& x, c10::string_view mode) {
   return x.scalar_type() == at::kFloat ? CASTING_LLAMA : casting_code(mode);
 }
 
-void check_cuda_dtype(const Tensor& x, const char* op) {
-  TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 x, got ",
-              x.scalar_type());
-}
-
-void check_sizes(int64_t rows, int64_t cols, const char* op) {
-  TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
-              ": at most 2^31 - 1 rows and columns are supported, got ", rows, " x ", cols);
-}
-
 // Key and grid of the forward for a given input; shared with the variant check below.
 struct FwdChoice {
   bool looped;
@@ -232,7 +222,7 @@ std::tuple<Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, const optional<Tens
   Tensor rstd = store_rstd ? at::empty(rstd_sizes, x_in.options().dtype(at::kFloat)) : Tensor();
   if (x_in.numel() == 0) return {y, rstd};
   Rows x = as_rows(x_in);
-  check_sizes(x.rows, x.cols, "rms_norm");
+  check_row_sizes(x.rows, x.cols, "rms_norm");
   KernelWeight w = kernel_weight(x_in, weight);
   const int64_t vec = vec_elems(x_in.scalar_type());
   const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t) && aligned16(w.w);
@@ -281,7 +271,7 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& x_in, con
   }
   Rows x = as_rows(x_in);
   Rows dy = as_rows(dy_in);
-  check_sizes(x.rows, x.cols, "rms_norm_bwd");
+  check_row_sizes(x.rows, x.cols, "rms_norm_bwd");
   Tensor rstd = rstd_in.contiguous();
   KernelWeight w = kernel_weight(x_in, weight);
   const int64_t vec = vec_elems(x_in.scalar_type());

@@ -36,21 +36,12 @@ inline void check_x(const Tensor& x, const char* op, const char* name) {
 
 inline void check_backward_inputs(const Tensor& dy, const Tensor& y, const char* op) {
   check_x(y, op, "y");
-  TORCH_CHECK(dy.device() == y.device(), op, ": dy is on ", dy.device(), " but y is on ", y.device(),
-              "; both must be on the same device");
-  TORCH_CHECK(dy.scalar_type() == y.scalar_type(), op, ": dy must have y's dtype ", y.scalar_type(), ", got ",
-              dy.scalar_type());
-  TORCH_CHECK(dy.dim() == y.dim(), op, ": dy must have y's shape ", shape_str(y), ", got ", shape_str(dy));
-  for (int64_t i = 0; i < y.dim(); ++i)
-    TORCH_SYM_CHECK(dy.sym_size(i).sym_eq(y.sym_size(i)), op, ": dy must have y's shape ", shape_str(y), ", got ",
-                    shape_str(dy));
+  check_like(dy, "dy", y, "y", op);
 }
 
-inline void check_cuda(const Tensor& x, const char* op, int64_t rows, int64_t cols) {
-  TORCH_CHECK(is_half_or_float(x.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16, got ",
-              x.scalar_type());
-  TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
-              ": at most 2^31 - 1 rows and columns are supported, got ", rows, " x ", cols);
+inline void check_cuda(const Tensor& x, const char* op, const char* name, int64_t rows, int64_t cols) {
+  check_cuda_dtype(x, op, name);
+  check_row_sizes(rows, cols, op);
 }
 
 // The variant for a row length: single-block up to max_block (16-byte aligned rows only), looped beyond.
@@ -100,7 +91,7 @@ Tensor forward_cuda(const Tensor& x_in) {
   Tensor y = at::empty(x_in.sizes(), x_in.options());
   if (x_in.numel() == 0) return y;
   Rows x = as_rows(x_in);
-  check_cuda(x_in, G::name, x.rows, x.cols);
+  check_cuda(x_in, G::name, "x", x.rows, x.cols);
   const int64_t vec = vec_elems(x_in.scalar_type());
   const bool aligned = x.cols % vec == 0 && x.row_stride % vec == 0 && aligned16(x.t);
   const LaunchContext ctx = launch_context(x_in);
@@ -128,7 +119,7 @@ Tensor backward_cuda(const Tensor& dy_in, const Tensor& y_in) {
   if (y_in.numel() == 0) return dx;
   Rows y = as_rows(y_in);
   Rows dy = as_rows(dy_in);
-  check_cuda(y_in, G::bwd_name, y.rows, y.cols);
+  check_cuda(y_in, G::bwd_name, "y", y.rows, y.cols);
   const int64_t vec = vec_elems(y_in.scalar_type());
   const bool aligned = y.cols % vec == 0 && y.row_stride % vec == 0 && dy.row_stride % vec == 0 &&
                        aligned16(y.t) && aligned16(dy.t);

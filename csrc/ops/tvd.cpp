@@ -53,14 +53,7 @@ void check_inputs(const Tensor& p, const Tensor& q, const optional<Tensor>& labe
   TORCH_CHECK(p.dim() == 2, op, ": p must have shape [BT, V], got ", shape_str(p));
   TORCH_CHECK(is_half_or_float(p.scalar_type()) || (p.scalar_type() == at::kDouble && !p.is_cuda()), op,
               ": p must be float32, bfloat16 or float16 (float64 on CPU), got ", p.scalar_type());
-  TORCH_CHECK(q.device() == p.device(), op, ": q is on ", q.device(), " but p is on ", p.device(),
-              "; both must be on the same device");
-  TORCH_CHECK(q.scalar_type() == p.scalar_type(), op, ": q must have p's dtype ", p.scalar_type(), ", got ",
-              q.scalar_type());
-  TORCH_CHECK(q.dim() == 2, op, ": q must have p's shape ", shape_str(p), ", got ", shape_str(q));
-  for (int64_t i = 0; i < 2; ++i)
-    TORCH_SYM_CHECK(q.sym_size(i).sym_eq(p.sym_size(i)), op, ": q must have p's shape ", shape_str(p), ", got ",
-                    shape_str(q));
+  check_like(q, "q", p, "p", op);
   if (labels.has_value()) {
     const Tensor& l = *labels;
     TORCH_CHECK(l.device() == p.device(), op, ": shift_labels is on ", l.device(), " but p is on ", p.device());

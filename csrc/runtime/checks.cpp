@@ -1,5 +1,8 @@
 #include "runtime/checks.h"
 
+#include <c10/core/SymBool.h>
+#include <c10/util/Exception.h>
+
 #include <sstream>
 
 namespace liger {
@@ -43,6 +46,28 @@ KernelParams kernel_params(const at::Tensor& x, const std::optional<at::Tensor>&
     return (p->scalar_type() == pdt ? *p : p->to(pdt)).contiguous();
   };
   return {prepare(weight), prepare(bias), pdt};
+}
+
+void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name, const char* op) {
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, " is on ", t.device(), " but ", ref_name, " is on ",
+              ref.device(), "; both must be on the same device");
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, " must have ", ref_name, "'s dtype ",
+              ref.scalar_type(), ", got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == ref.dim(), op, ": ", name, " must have ", ref_name, "'s shape ", shape_str(ref), ", got ",
+              shape_str(t));
+  for (int64_t i = 0; i < ref.dim(); ++i)
+    TORCH_SYM_CHECK(t.sym_size(i).sym_eq(ref.sym_size(i)), op, ": ", name, " must have ", ref_name, "'s shape ",
+                    shape_str(ref), ", got ", shape_str(t));
+}
+
+void check_cuda_dtype(const at::Tensor& t, const char* op, const char* name) {
+  TORCH_CHECK(is_half_or_float(t.scalar_type()), op, ": the CUDA kernels take float32, bfloat16 or float16 ", name,
+              ", got ", t.scalar_type());
+}
+
+void check_row_sizes(int64_t rows, int64_t cols, const char* op) {
+  TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
+              ": at most 2^31 - 1 rows and columns are supported, got ", rows, " x ", cols);
 }
 
 }  // namespace liger

@@ -47,4 +47,14 @@ KernelParams kernel_params(const at::Tensor& x, const std::optional<at::Tensor>&
 // "[4096]" style shape text for error messages (SymInt-safe).
 std::string shape_str(const at::Tensor& t);
 
+// t on ref's device with ref's dtype and shape (SymInt-safe), else "<op>: <name> is on cpu but <ref_name> is on
+// cuda:0; ...", "<op>: <name> must have <ref_name>'s dtype ...", "<op>: <name> must have <ref_name>'s shape ...".
+void check_like(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name, const char* op);
+
+// The CUDA kernels' dtypes: "<op>: the CUDA kernels take float32, bfloat16 or float16 <name>, got ...".
+void check_cuda_dtype(const at::Tensor& t, const char* op, const char* name = "x");
+
+// Row kernels index rows and columns with 32-bit integers.
+void check_row_sizes(int64_t rows, int64_t cols, const char* op);
+
 }  // namespace liger
