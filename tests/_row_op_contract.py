@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from _shared import check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params, run_memcheck
 
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.gpu))
 gpu = pytest.mark.gpu
@@ -243,24 +243,7 @@ def gpu_tests(name, fwd_bwd, check_against_reference):
             y = op(x)
             return (y,) + torch.autograd.grad(y, (x,), dy)
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = step()
-        for _ in range(3):
-            new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
-            with torch.no_grad():
-                x.copy_(new_x)
-                dy.copy_(new_dy)
-            graph.replay()
-            torch.cuda.synchronize()
-            for got, want in zip(static_out, fwd_bwd(new_x, new_dy)):
-                assert torch.equal(got, want)
+        check_cuda_graph(step, (x, dy), fwd_bwd)
 
     @gpu
     def test_cuda_bad_inputs():

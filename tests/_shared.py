@@ -85,6 +85,36 @@ def check_compile_fullgraph(f, cases, backend, dynamic, compare=None):
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
+def check_cuda_graph(step, inputs, expected, fresh=None, check=None, replays=3):
+    """step() (the op's forward and backward on `inputs`) captured in a CUDA graph, after three warm-up calls on a
+    side stream (the first call loads the modules, which capture must not), then replayed `replays` times: each
+    time `inputs` are filled in place with new values (fresh(), one per input; default: randn_like of each), and
+    the replay's outputs must equal expected(*new), the eager op on the same values, bitwise. check(outputs, *new)
+    may test them further (e.g. against the float64 reference)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = step()
+    for _ in range(replays):
+        new = fresh() if fresh is not None else [torch.randn_like(t) for t in inputs]
+        with torch.no_grad():
+            for t, n in zip(inputs, new):
+                t.copy_(n)
+        graph.replay()
+        torch.cuda.synchronize()
+        want = expected(*new)
+        assert len(static_out) == len(want)
+        for i, (got, w) in enumerate(zip(static_out, want)):
+            assert torch.equal(got, w), f"output {i} of the graph's replay differs from the eager op"
+        if check is not None:
+            check(static_out, *new)
+
+
 def run_memcheck(script_text, tmp_path, timeout=600):
     """Runs ``script_text`` (a Python program that prints "sanitizer script ok" at its end) under
     compute-sanitizer memcheck and asserts that it reports no error; skips where compute-sanitizer is missing."""

@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerDyT
-from _shared import MaxError, check_compile_fullgraph, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -491,25 +491,11 @@ def test_cuda_graph_capture_and_replay():
         y = liger.dyt(x, *params)
         return (y,) + torch.autograd.grad(y, [x] + params, dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
-        with torch.no_grad():
-            x.copy_(new_x)
-            dy.copy_(new_dy)
-        graph.replay()
-        torch.cuda.synchronize()
+    def eager(new_x, new_dy):
         y, grads = fwd_bwd(new_x, *params, new_dy)
-        for got, want in zip(static_out, (y,) + grads):
-            assert torch.equal(got, want)
+        return (y,) + grads
+
+    check_cuda_graph(step, (x, dy), eager)
 
 
 @gpu

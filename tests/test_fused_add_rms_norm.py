@@ -14,7 +14,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerFusedAddRMSNorm
-from _shared import MaxError, check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -519,27 +519,14 @@ def test_cuda_graph_capture_and_replay(hidden):
         y, s = liger.fused_add_rms_norm(x, r, w)
         return (y, s) + torch.autograd.grad((y, s), (x, r, w), (dy, ds_out))
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new = [torch.randn_like(t) for t in (x, r, dy, ds_out)]
-        with torch.no_grad():
-            for t, n in zip((x, r, dy, ds_out), new):
-                t.copy_(n)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, fwd_bwd(new[0], new[1], w, new[2], new[3], 0.0, "llama")):
-            assert torch.equal(got, want)
-        y, s, dx, dr, dw = static_out
-        check_against_reference(new[0], new[1], w.detach(), 0.0, "llama", y.detach(), s.detach(), new[2], new[3],
+    def check(out, new_x, new_r, new_dy, new_ds):
+        y, s, dx, dr, dw = out
+        check_against_reference(new_x, new_r, w.detach(), 0.0, "llama", y.detach(), s.detach(), new_dy, new_ds,
                                 dx, dr, dw)
+
+    check_cuda_graph(step, (x, r, dy, ds_out),
+                     lambda new_x, new_r, new_dy, new_ds: fwd_bwd(new_x, new_r, w, new_dy, new_ds, 0.0, "llama"),
+                     check=check)
 
 
 @gpu

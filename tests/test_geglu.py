@@ -16,7 +16,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerGEGLUMLP
-from _shared import MaxError, check_compile_fullgraph, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -492,24 +492,7 @@ def test_cuda_graph_capture_and_replay():
         y = liger.geglu(g, u, "none")
         return (y,) + torch.autograd.grad(y, (g, u), dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up: loads the modules, as capture must not
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new = [torch.randn_like(t) for t in (g, u, dy)]
-        with torch.no_grad():
-            for t, n in zip((g, u, dy), new):
-                t.copy_(n)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, fwd_bwd(*new, "none")):
-            assert torch.equal(got, want)
+    check_cuda_graph(step, (g, u, dy), lambda *new: fwd_bwd(*new, "none"))
 
 
 @gpu

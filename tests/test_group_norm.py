@@ -13,7 +13,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerGroupNorm
-from _shared import MaxError, check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -494,24 +494,7 @@ def test_cuda_graph_capture_and_replay(shape, groups):
         y = liger.group_norm(x, groups, w, b, EPS)
         return (y,) + torch.autograd.grad(y, (x, w, b), dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
-        with torch.no_grad():
-            x.copy_(new_x)
-            dy.copy_(new_dy)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, op_grads(new_x, groups, w, b, new_dy)[:4]):
-            assert torch.equal(got, want)
+    check_cuda_graph(step, (x, dy), lambda new_x, new_dy: op_grads(new_x, groups, w, b, new_dy)[:4])
 
 
 @gpu

@@ -14,7 +14,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerJSD
-from _shared import check_compile_fullgraph, compile_params, opcheck_params
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -329,25 +329,10 @@ def test_cuda_graph_capture_and_replay():
         loss = liger.jsd(x, y, lab, 0.5)
         return (loss,) + torch.autograd.grad(loss, (x,))
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        nx, ny, nl = make_inputs(64, 32000, torch.bfloat16, "cuda", labels=True)
-        with torch.no_grad():
-            x.copy_(nx)
-            y.copy_(ny)
-            lab.copy_(nl)
-        graph.replay()
-        torch.cuda.synchronize()
-        xg = nx.clone().requires_grad_()
-        loss = liger.jsd(xg, ny, nl, 0.5)
-        want = (loss.detach(),) + torch.autograd.grad(loss, (xg,))
-        for got, w in zip(static_out, want):
-            assert torch.equal(got, w)
+    def eager(new_x, new_y, new_lab):
+        xg = new_x.clone().requires_grad_()
+        loss = liger.jsd(xg, new_y, new_lab, 0.5)
+        return (loss.detach(),) + torch.autograd.grad(loss, (xg,))
+
+    check_cuda_graph(step, (x, y, lab), eager,
+                     fresh=lambda: make_inputs(64, 32000, torch.bfloat16, "cuda", labels=True))

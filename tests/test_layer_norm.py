@@ -16,7 +16,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerLayerNorm
-from _shared import MaxError, check_compile_fullgraph, compile_params, opcheck_params, run_memcheck
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params, run_memcheck
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -542,26 +542,11 @@ def test_cuda_graph_capture_and_replay(hidden):
         y = liger.layer_norm(x, w, b)
         return (y,) + torch.autograd.grad(y, (x, w, b), dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up: loads the modules, as capture must not
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
-        with torch.no_grad():
-            x.copy_(new_x)
-            dy.copy_(new_dy)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, fwd_bwd(new_x, w, b, new_dy)):
-            assert torch.equal(got, want)
-        y, dx, dw, db = static_out
+    def check(out, new_x, new_dy):
+        y, dx, dw, db = out
         check_against_reference(new_x, w.detach(), b.detach(), y.detach(), new_dy, dx, dw, db)
+
+    check_cuda_graph(step, (x, dy), lambda new_x, new_dy: fwd_bwd(new_x, w, b, new_dy), check=check)
 
 
 @gpu

@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerReLUSquared
-from _shared import MaxError, check_compile_fullgraph, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -281,24 +281,7 @@ def test_cuda_graph_capture_and_replay():
         y = liger.relu_squared(x)
         return (y,) + torch.autograd.grad(y, (x,), dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
-        with torch.no_grad():
-            x.copy_(new_x)
-            dy.copy_(new_dy)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, fwd_bwd(new_x, new_dy)):
-            assert torch.equal(got, want)
+    check_cuda_graph(step, (x, dy), fwd_bwd)
 
 
 @gpu

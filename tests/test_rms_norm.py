@@ -15,7 +15,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerRMSNorm
-from _shared import MaxError, check_compile_fullgraph, run_memcheck  # noqa: E402
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, run_memcheck  # noqa: E402
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -663,26 +663,11 @@ def test_cuda_graph_capture_and_replay(hidden):
         y = liger.rms_norm(x, w)
         return (y,) + torch.autograd.grad(y, (x, w), dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up: loads the modules, as capture must not
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new_x, new_dy = torch.randn_like(x), torch.randn_like(dy)
-        with torch.no_grad():
-            x.copy_(new_x)
-            dy.copy_(new_dy)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, fwd_bwd(new_x, w, new_dy, 0.0, "llama")):
-            assert torch.equal(got, want)
-        y, dx, dw = static_out
+    def check(out, new_x, new_dy):
+        y, dx, dw = out
         check_against_reference(new_x, w, 0.0, "llama", y.detach(), new_dy, dx, dw)
+
+    check_cuda_graph(step, (x, dy), lambda new_x, new_dy: fwd_bwd(new_x, w, new_dy, 0.0, "llama"), check=check)
 
 
 THREADS_SCRIPT = """

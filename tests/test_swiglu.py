@@ -15,7 +15,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSwiGLUMLP
-from _shared import MaxError, check_compile_fullgraph, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -436,24 +436,7 @@ def test_cuda_graph_capture_and_replay():
         y = liger.swiglu(g, u)
         return (y,) + torch.autograd.grad(y, (g, u), dy)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm up: loads the modules, as capture must not
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        new = [torch.randn_like(t) for t in (g, u, dy)]
-        with torch.no_grad():
-            for t, n in zip((g, u, dy), new):
-                t.copy_(n)
-        graph.replay()
-        torch.cuda.synchronize()
-        for got, want in zip(static_out, fwd_bwd(*new)):
-            assert torch.equal(got, want)
+    check_cuda_graph(step, (g, u, dy), fwd_bwd)
 
 
 @gpu

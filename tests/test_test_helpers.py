@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from _shared import MaxError, check_compile_fullgraph
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph
 
 
 def test_max_error_bound():
@@ -55,3 +55,19 @@ def test_check_compile_fullgraph_catches_a_difference():
     check_compile_fullgraph(f, cases, "aot_eager", False)
     with pytest.raises(AssertionError):
         check_compile_fullgraph(f, cases, skewed, False)
+
+
+@pytest.mark.gpu
+def test_check_cuda_graph_catches_a_difference():
+    x = torch.randn(8, 16, device="cuda")
+    check_cuda_graph(lambda: (x * 2,), (x,), lambda new_x: (new_x * 2,))
+    with pytest.raises(AssertionError, match="output 0"):
+        check_cuda_graph(lambda: (x * 2,), (x,), lambda new_x: (new_x * 3,))
+    stale = x.clone()  # a step that reads a copy of its input: its replays keep the captured values
+    with pytest.raises(AssertionError, match="output 0"):
+        check_cuda_graph(lambda: (stale * 2,), (x,), lambda new_x: (new_x * 2,))
+    with pytest.raises(AssertionError):  # an output missing
+        check_cuda_graph(lambda: (x * 2,), (x,), lambda new_x: (new_x * 2, new_x))
+    seen = []
+    check_cuda_graph(lambda: (x + 1,), (x,), lambda new_x: (new_x + 1,), check=lambda out, new_x: seen.append(1))
+    assert len(seen) == 3

@@ -11,7 +11,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerTVDLoss
-from _shared import check_compile_fullgraph, compile_params, opcheck_params
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -351,25 +351,10 @@ def test_cuda_graph_capture_and_replay(reduction):
         loss = liger.tvd(p, q, lab, reduction)
         return (loss,) + torch.autograd.grad(loss, (p,), dloss)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        np_, nq, nl = make_inputs(64, 32000, torch.bfloat16, "cuda", labels=True)
-        with torch.no_grad():
-            p.copy_(np_)
-            q.copy_(nq)
-            lab.copy_(nl)
-        graph.replay()
-        torch.cuda.synchronize()
-        pg = np_.clone().requires_grad_()
-        loss = liger.tvd(pg, nq, nl, reduction)
-        want = (loss.detach(),) + torch.autograd.grad(loss, (pg,), dloss)
-        for got, w in zip(static_out, want):
-            assert torch.equal(got, w)
+    def eager(new_p, new_q, new_lab):
+        pg = new_p.clone().requires_grad_()
+        loss = liger.tvd(pg, new_q, new_lab, reduction)
+        return (loss.detach(),) + torch.autograd.grad(loss, (pg,), dloss)
+
+    check_cuda_graph(step, (p, q, lab), eager,
+                     fresh=lambda: make_inputs(64, 32000, torch.bfloat16, "cuda", labels=True))
