@@ -48,11 +48,14 @@ def opcheck_params(samples):
     return params
 
 
-def compile_params():
+def compile_params(cpu_inductor=False):
     """(device, backend, dynamic) for the torch.compile tests: aot_eager on CPU (static and dynamic shapes),
-    inductor on CUDA (marked `gpu`)."""
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=pytest.mark.gpu)]
+    inductor on CUDA (marked `gpu`); cpu_inductor adds inductor on CPU, marked `slow` (its C++ compiles take tens
+    of seconds)."""
+    params = [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True)]
+    if cpu_inductor:
+        params.append(pytest.param("cpu", "inductor", None, marks=pytest.mark.slow))
+    return params + [pytest.param("cuda", "inductor", None, marks=pytest.mark.gpu)]
 
 
 def check_compile_fullgraph(f, cases, backend, dynamic, compare=None):

@@ -16,7 +16,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerCrossEntropyLoss
-from _shared import check_compile_fullgraph
+from _shared import check_compile_fullgraph, compile_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -445,11 +445,6 @@ def test_export_dynamic_shapes(tmp_path):
         for m in (ep.module(), loaded.module()):
             for a, b in zip(m(logits, target, kw["weight"]), want):
                 assert torch.equal(a, b)
-
-
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())

@@ -13,7 +13,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerFusedLinearCrossEntropyLoss
-from _shared import check_compile_fullgraph
+from _shared import check_compile_fullgraph, compile_params
 from test_cross_entropy import OPTIONS, REDUCTIONS, dtype_id, poison_freed_blocks, reference
 
 liger = torch.ops.liger
@@ -257,11 +257,6 @@ def test_export_dynamic_shapes(tmp_path):
         for m in (ep.module(), loaded.module()):
             for a, b in zip(m(x, w, target), want):
                 assert torch.equal(a, b)
-
-
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())

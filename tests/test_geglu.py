@@ -16,7 +16,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerGEGLUMLP
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -294,13 +294,7 @@ def test_torchscript_save_load_and_backward(tmp_path):
         assert torch.equal(a, b)
 
 
-def compile_params():
-    return [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-            pytest.param("cpu", "inductor", None, marks=pytest.mark.slow),
-            pytest.param("cuda", "inductor", None, marks=gpu)]
-
-
-@pytest.mark.parametrize("device,backend,dynamic", compile_params())
+@pytest.mark.parametrize("device,backend,dynamic", compile_params(cpu_inductor=True))
 def test_compile_fullgraph(device, backend, dynamic):
     def f(g, u):  # scaling by powers of 2 is exact: compiled and eager results must be bitwise equal
         return torch.ops.liger.geglu(g * 2.0, u, "tanh") * 0.5

@@ -15,7 +15,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerRMSNorm
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, run_memcheck  # noqa: E402
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, run_memcheck  # noqa: E402
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -393,14 +393,7 @@ def test_torchscript_save_load_and_backward(tmp_path):
         assert torch.equal(a, b)
 
 
-def compile_params():
-    params = [pytest.param("cpu", "aot_eager", False), pytest.param("cpu", "aot_eager", True),
-              pytest.param("cpu", "inductor", None, marks=pytest.mark.slow)]  # inductor: ~25 s of C++ compiles
-    params += [pytest.param("cuda", "inductor", None, marks=gpu)]
-    return params
-
-
-@pytest.mark.parametrize("device,backend,dynamic", compile_params())
+@pytest.mark.parametrize("device,backend,dynamic", compile_params(cpu_inductor=True))
 def test_compile_fullgraph(device, backend, dynamic):
     def f(x, w):  # scaling by powers of 2 is exact: compiled and eager results must be bitwise equal
         return torch.ops.liger.rms_norm(x * 2.0, w, 1e-6, 0.0, "llama") * 0.5
