@@ -11,14 +11,10 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params, run_memcheck
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params, run_memcheck
 
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.gpu))
 gpu = pytest.mark.gpu
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 def contract_tests(name, block):

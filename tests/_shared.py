@@ -36,6 +36,11 @@ class MaxError:
                                   f"magnitude {self.scale:.3g})")
 
 
+def dtype_id(dtype):
+    """A dtype as a test id: "bfloat16"."""
+    return str(dtype).removeprefix("torch.")
+
+
 def opcheck_params(samples):
     """pytest params (device, index) for each of samples(device)'s cases: on CPU, and on CUDA marked `gpu`.
 

@@ -16,7 +16,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerCrossEntropyLoss
-from _shared import check_compile_fullgraph, compile_params
+from _shared import check_compile_fullgraph, compile_params, dtype_id
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -38,10 +38,6 @@ OPTIONS = {
     "softcap": (False, 0.0, 0.0, 4.0, -1),
     "all": (True, 0.15, 1e-3, 10.0, 0),
 }
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference (independent of the op)

@@ -12,7 +12,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerDyT
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, opcheck_params
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, dtype_id, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -21,10 +21,6 @@ CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
 FLOOR_ULPS = 2  # the op and the baseline may each round a final result once the other way
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference and eager baseline (independent of the op)

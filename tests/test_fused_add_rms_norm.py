@@ -14,7 +14,8 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerFusedAddRMSNorm
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params, run_memcheck
+from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     run_memcheck)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -25,10 +26,6 @@ CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
 FLOOR_ULPS = 2
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference and eager baseline (independent of the op)

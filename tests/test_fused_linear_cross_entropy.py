@@ -13,8 +13,8 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerFusedLinearCrossEntropyLoss
-from _shared import check_compile_fullgraph, compile_params
-from test_cross_entropy import OPTIONS, REDUCTIONS, dtype_id, poison_freed_blocks, reference
+from _shared import check_compile_fullgraph, compile_params, dtype_id
+from test_cross_entropy import OPTIONS, REDUCTIONS, poison_freed_blocks, reference
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu

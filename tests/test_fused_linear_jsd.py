@@ -13,7 +13,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerFusedLinearJSD
-from _shared import check_compile_fullgraph, compile_params, opcheck_params
+from _shared import check_compile_fullgraph, compile_params, dtype_id, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -22,10 +22,6 @@ CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 BETAS = (0.0, 1.0, 0.5, 0.2)
 FLOOR_ULPS = 8
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference (independent of the op)

@@ -14,7 +14,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerJSD
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -24,10 +24,6 @@ CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 BETAS = (0.0, 1.0, 0.5, 0.1)
 FLOOR_ULPS = 8
 APPROX_ULPS = 2
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference (independent of the op): Liger-Kernel's definition

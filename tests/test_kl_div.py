@@ -12,7 +12,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerKLDIVLoss
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, opcheck_params
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -21,10 +21,6 @@ CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 REDUCTIONS = ("none", "sum", "mean", "batchmean")
 FLOOR_ULPS = 4  # fp32 accumulation of a sum of rows: a few roundings of the total
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference (independent of the op)

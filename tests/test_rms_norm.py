@@ -15,7 +15,8 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerRMSNorm
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, run_memcheck  # noqa: E402
+from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id,  # noqa: E402
+                     run_memcheck)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -27,10 +28,6 @@ CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
 # 2 ulps: the op and the baseline may each round a final result once the other way.
 FLOOR_ULPS = 2
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference and eager baseline (independent of the op)

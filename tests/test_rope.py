@@ -11,7 +11,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot import ops
-from _shared import opcheck_params
+from _shared import dtype_id, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -21,10 +21,6 @@ CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
 # 2 ulps: the op and the baseline may each round a final result once the other way.
 FLOOR_ULPS = 2
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- Hugging Face formulas (the definitions) and eager baselines

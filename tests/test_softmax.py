@@ -11,7 +11,7 @@ import torch
 
 import liger_aot
 from liger_aot.nn import LigerSoftmax
-from _shared import MaxError
+from _shared import MaxError, dtype_id
 from _row_op_contract import contract_tests, gpu_tests
 
 liger = torch.ops.liger
@@ -23,10 +23,6 @@ CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 # own arithmetic shows as well: libdevice expf (<= 2 ulps), the reciprocal of the sum and the product with
 # it (1 each): 4 ulps (an H200 run measured 4.5 ulps of the result on one row of an expanded batch).
 FLOOR_ULPS = {torch.float32: 4}
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference (independent of the op)

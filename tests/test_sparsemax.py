@@ -12,7 +12,7 @@ import torch
 
 import liger_aot
 from liger_aot.nn import LigerSparsemax
-from _shared import MaxError
+from _shared import MaxError, dtype_id
 from _row_op_contract import contract_tests, gpu_tests
 
 liger = torch.ops.liger
@@ -21,10 +21,6 @@ gpu = pytest.mark.gpu
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
 FLOOR_ULPS = 2  # the op and the baseline may each round a final result once the other way
-
-
-def dtype_id(dtype):
-    return str(dtype).removeprefix("torch.")
 
 
 # ---- float64 reference (independent of the op)
