@@ -9,7 +9,8 @@
 //   fwd_find/get/launch, fwd_looped_find/get/launch, bwd_..., bwd_looped_...   the generated functions
 //   Tensor forward_reference(const Tensor& x), Tensor backward_reference(const Tensor& dy, const Tensor& y):
 //       the CPU math on checked, non-empty inputs, computed in acc_dtype(x)
-// and registers it with define<G>(m) / impl<G>(m, kind) in its TORCH_LIBRARY blocks.
+// and, with its two schemas written out in its own TORCH_LIBRARY_FRAGMENT (the API contract stays in the op's
+// file), registers the kernels with impl<G>(m, kind) in its TORCH_LIBRARY_IMPL blocks.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
@@ -222,12 +223,6 @@ Tensor backward_autograd(const Tensor& dy, const Tensor& y) {
 }
 
 // ---- registrations
-
-template <class G>
-void define(torch::Library& m) {
-  m.def((std::string(G::name) + "(Tensor x) -> Tensor").c_str(), {at::Tag::pt2_compliant_tag});
-  m.def((std::string(G::bwd_name) + "(Tensor dy, Tensor y) -> Tensor").c_str(), {at::Tag::pt2_compliant_tag});
-}
 
 enum class Kind { CPU, Meta, CUDA, Autograd };
 

@@ -58,7 +58,11 @@ struct Op {
 
 const VariantCheck variant_check("sparsemax", row_op::missing_variants<Op>);
 
-TORCH_LIBRARY_FRAGMENT(liger, m) { row_op::define<Op>(m); }
+TORCH_LIBRARY_FRAGMENT(liger, m) {
+  m.def("sparsemax(Tensor x) -> Tensor", {at::Tag::pt2_compliant_tag});
+  m.def("sparsemax_bwd(Tensor dy, Tensor y) -> Tensor", {at::Tag::pt2_compliant_tag});
+}
+
 TORCH_LIBRARY_IMPL(liger, CPU, m) { row_op::impl<Op>(m, row_op::Kind::CPU); }
 TORCH_LIBRARY_IMPL(liger, Meta, m) { row_op::impl<Op>(m, row_op::Kind::Meta); }
 TORCH_LIBRARY_IMPL(liger, CUDA, m) { row_op::impl<Op>(m, row_op::Kind::CUDA); }
