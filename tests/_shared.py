@@ -32,7 +32,7 @@ class MaxError:
     def check(self, what=""):
         bound = 2 * self.eager + self.floor_ulps * torch.finfo(self.dtype).eps * self.scale + self.slack
         assert self.op <= bound, (f"{what}{self.name}: max |op - float64| = {self.op:.3g} exceeds {bound:.3g} "
-                                  f"(eager {str(self.dtype).removeprefix('torch.')} error {self.eager:.3g}, "
+                                  f"(eager {dtype_id(self.dtype)} error {self.eager:.3g}, "
                                   f"magnitude {self.scale:.3g})")
 
 
