@@ -1,7 +1,9 @@
 // SwiGLU: y = silu(gate) * up, elementwise (the activation of Llama-style MLPs).
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include "liger_gen/swiglu.h"
@@ -18,6 +20,7 @@ using namespace liger::gen::swiglu;
 TORCH_LIBRARY_FRAGMENT(liger, m) {
   m.def("swiglu(Tensor gate, Tensor up) -> Tensor", {at::Tag::pt2_compliant_tag});
   m.def("swiglu_bwd(Tensor dy, Tensor gate, Tensor up) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  m.def("swiglu_bwd_inplace(Tensor(a!) dy, Tensor(b!) gate, Tensor(c!) up) -> ()", {at::Tag::pt2_compliant_tag});
 }
 
 // ---- checks
@@ -31,6 +34,21 @@ void check_inputs(const Tensor& gate, const Tensor& up, const char* op = "swiglu
 void check_backward_inputs(const Tensor& dy, const Tensor& gate, const Tensor& up) {
   check_inputs(gate, up, "swiglu_bwd");
   check_like(dy, "dy", gate, "gate", "swiglu_bwd");
+}
+
+// swiglu_bwd_inplace overwrites its three inputs (dy with silu(gate) * up, gate with d gate, up with d up): the
+// backward of liger::swiglu_mlp, which saved gate and up but not their product. They must not share memory.
+void check_inplace_inputs(const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  check_backward_inputs(dy, gate, up);
+  const std::pair<const Tensor*, const char*> args[] = {{&dy, "dy"}, {&gate, "gate"}, {&up, "up"}};
+  for (const auto& [t, name] : args)
+    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, "swiglu_bwd_inplace: ", name,
+                " is overwritten, so its elements must not overlap (an expanded tensor's do)");
+  for (int i = 0; i < 3; ++i)
+    for (int j = i + 1; j < 3; ++j)
+      TORCH_CHECK(at::get_overlap_status(*args[i].first, *args[j].first) == at::MemOverlapStatus::No,
+                  "swiglu_bwd_inplace: dy, gate and up are overwritten and must not share memory (", args[i].second,
+                  " and ", args[j].second, " do)");
 }
 
 c10::ScalarType acc_dtype(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
@@ -53,6 +71,15 @@ std::tuple<Tensor, Tensor> bwd_cpu(const Tensor& dy_in, const Tensor& gate, cons
   return {dgate.to(gate.scalar_type()).contiguous(), dup.to(gate.scalar_type()).contiguous()};
 }
 
+void bwd_inplace_cpu(const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  check_inplace_inputs(dy, gate, up);
+  auto [dgate, dup] = bwd_cpu(dy, gate, up);
+  Tensor h = swiglu_cpu(gate, up);
+  dy.copy_(h);
+  gate.copy_(dgate);
+  up.copy_(dup);
+}
+
 // ---- Meta (SymInt-clean)
 
 Tensor swiglu_meta(const Tensor& gate, const Tensor& up) {
@@ -63,6 +90,10 @@ Tensor swiglu_meta(const Tensor& gate, const Tensor& up) {
 std::tuple<Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& gate, const Tensor& up) {
   check_backward_inputs(dy, gate, up);
   return {at::empty_symint(gate.sym_sizes(), gate.options()), at::empty_symint(gate.sym_sizes(), gate.options())};
+}
+
+void bwd_inplace_meta(const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  check_backward_inputs(dy, gate, up);
 }
 
 // ---- CUDA launcher
@@ -100,6 +131,23 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& gate_in, 
   return {dgate, dup};
 }
 
+void bwd_inplace_cuda(const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  check_inplace_inputs(dy, gate, up);
+  check_cuda_dtype(gate, "swiglu_bwd_inplace", "gate");
+  for (const Tensor* t : {&dy, &gate, &up})
+    TORCH_CHECK(t->is_contiguous(), "swiglu_bwd_inplace: dy, gate and up must be contiguous (they are overwritten "
+                "as flat arrays), got strides ", t->strides(), " for shape ", shape_str(*t));
+  c10::DeviceGuard guard(gate.device());
+  const int64_t n = gate.numel();
+  if (n == 0) return;
+  const LaunchContext ctx = launch_context(gate);
+  swiglu_bwd_inplace_kernel_key key{aligned16(dy) && aligned16(gate) && aligned16(up), flat_needs_int64(n, MAX_BLOCK),
+                                    gate.scalar_type()};
+  const auto& v = swiglu_bwd_inplace_kernel_get(key, ctx.arch_slot);
+  swiglu_bwd_inplace_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "swiglu_bwd_inplace"), ptr(dy), ptr(gate), ptr(up),
+                                   n);
+}
+
 // Every key the launchers can ask for, per arch slot, must have been built.
 const VariantCheck variant_check("swiglu", [](int arch_slot) {
   std::vector<std::string> missing;
@@ -110,6 +158,8 @@ const VariantCheck variant_check("swiglu", [](int arch_slot) {
         if (!swiglu_fwd_kernel_find(f, arch_slot)) missing.push_back(f.str());
         swiglu_bwd_kernel_key b{aligned, int64, dt};
         if (!swiglu_bwd_kernel_find(b, arch_slot)) missing.push_back(b.str());
+        swiglu_bwd_inplace_kernel_key i{aligned, int64, dt};
+        if (!swiglu_bwd_inplace_kernel_find(i, arch_slot)) missing.push_back(i.str());
       }
   return missing;
 });
@@ -160,26 +210,56 @@ std::tuple<Tensor, Tensor> bwd_autograd(const Tensor& dy, const Tensor& gate, co
   return {out[0], out[1]};
 }
 
+// Not differentiable (it is a backward); it writes its inputs, so their versions move as ATen's in-place ops' do.
+const auto& bwd_inplace_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("liger::swiglu_bwd_inplace", "")
+                       .typed<decltype(bwd_inplace_cpu)>();
+  return op;
+}
+
+void bwd_inplace_autograd(c10::DispatchKeySet ks, const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  if (at::GradMode::is_enabled())
+    for (const Tensor* t : {&dy, &gate, &up})
+      TORCH_CHECK(!t->requires_grad(), "liger::swiglu_bwd_inplace is not differentiable (it is swiglu_mlp's "
+                  "backward): call it on tensors that do not require grad");
+  bwd_inplace_op().redispatch(ks & c10::after_autograd_keyset, dy, gate, up);
+}
+
+void bwd_inplace_ad_inplace(c10::DispatchKeySet ks, const Tensor& dy, const Tensor& gate, const Tensor& up) {
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    bwd_inplace_op().redispatch(ks & c10::after_ADInplaceOrView_keyset, dy, gate, up);
+  }
+  for (const Tensor* t : {&dy, &gate, &up}) torch::autograd::impl::bump_version(*t);
+}
+
 // ---- registrations
 
 TORCH_LIBRARY_IMPL(liger, CPU, m) {
   m.impl("swiglu", &swiglu_cpu);
   m.impl("swiglu_bwd", &bwd_cpu);
+  m.impl("swiglu_bwd_inplace", &bwd_inplace_cpu);
 }
 
 TORCH_LIBRARY_IMPL(liger, Meta, m) {
   m.impl("swiglu", &swiglu_meta);
   m.impl("swiglu_bwd", &bwd_meta);
+  m.impl("swiglu_bwd_inplace", &bwd_inplace_meta);
 }
 
 TORCH_LIBRARY_IMPL(liger, CUDA, m) {
   m.impl("swiglu", &swiglu_cuda);
   m.impl("swiglu_bwd", &bwd_cuda);
+  m.impl("swiglu_bwd_inplace", &bwd_inplace_cuda);
 }
 
 TORCH_LIBRARY_IMPL(liger, Autograd, m) {
   m.impl("swiglu", &swiglu_autograd);
   m.impl("swiglu_bwd", &bwd_autograd);
+  m.impl("swiglu_bwd_inplace", &bwd_inplace_autograd);
 }
+
+TORCH_LIBRARY_IMPL(liger, ADInplaceOrView, m) { m.impl("swiglu_bwd_inplace", &bwd_inplace_ad_inplace); }
 
 }  // namespace liger::swiglu

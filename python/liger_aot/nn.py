@@ -184,11 +184,36 @@ class LigerGroupNorm(nn.Module):
 _GELU_APPROXIMATE = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
 
+def _plain_projections(mlp: nn.Module, x: torch.Tensor) -> bool:
+    """True when ``mlp.gate_proj``/``up_proj``/``down_proj`` are plain bias-free ``nn.Linear``s without forward hooks
+    (no LoRA, quantized or hooked layer) and x and their weights plain tensors (no DTensor): then one
+    ``swiglu_mlp`` computes exactly what calling the three modules would."""
+    if _global_forward_hooks or _global_forward_pre_hooks or type(x) is not torch.Tensor:
+        return False
+    for layer in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+        if type(layer) is not nn.Linear or layer.bias is not None or layer._forward_hooks or layer._forward_pre_hooks:
+            return False
+        if type(layer.weight) not in (nn.Parameter, torch.Tensor):
+            return False
+    return True
+
+
+def swiglu_mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``mlp.down_proj(swiglu(mlp.gate_proj(x), mlp.up_proj(x)))``: one :func:`ops.swiglu_mlp` (which keeps less
+    for the backward) when the projections are plain, else the three modules around :func:`ops.swiglu`."""
+    if _plain_projections(mlp, x):
+        return ops.swiglu_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+    return mlp.down_proj(ops.swiglu(mlp.gate_proj(x), mlp.up_proj(x)))
+
+
 class LigerSwiGLUMLP(nn.Module):
     """Drop-in for Hugging Face ``LlamaMLP`` (and Mistral, Qwen2, ...): ``down_proj(silu(gate_proj(x)) * up_proj(x))``.
 
     Built from a config with ``hidden_size``, ``intermediate_size`` and ``hidden_act`` (``"silu"`` or
-    ``"swish"``); the three projections have no bias, as in HF, so state dicts load unchanged.
+    ``"swish"``); the three projections have no bias, as in HF, so state dicts load unchanged. The forward is one
+    :func:`ops.swiglu_mlp`, whose backward recomputes the SwiGLU product instead of keeping it (``intermediate``
+    fewer saved elements per token); projections replaced by other modules (LoRA, quantized) or hooked are called
+    as modules instead.
     """
 
     def __init__(self, config):
@@ -203,7 +228,9 @@ class LigerSwiGLUMLP(nn.Module):
         self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(ops.swiglu(self.gate_proj(x), self.up_proj(x)))
+        if torch.jit.is_scripting():  # a scripted module's projections are nn.Linear and cannot hold hooks
+            return ops.swiglu_mlp(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)
+        return swiglu_mlp_forward(self, x)
 
 
 class LigerGEGLUMLP(nn.Module):

@@ -121,6 +121,7 @@ _swiglu = torch.ops.liger.swiglu.default._op
 _geglu = torch.ops.liger.geglu.default._op
 _relu_squared = torch.ops.liger.relu_squared.default._op
 _dyt = torch.ops.liger.dyt.default._op
+_swiglu_mlp = torch.ops.liger.swiglu_mlp.default._op
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -134,6 +135,22 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.swiglu(gate, up)
     return _swiglu(gate, up)
+
+
+def swiglu_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch.Tensor,
+               down_weight: torch.Tensor) -> torch.Tensor:
+    """The Llama-style MLP, ``linear(swiglu(linear(x, gate_weight), linear(x, up_weight)), down_weight)``, as one op.
+
+    x: ``[..., hidden]``; gate_weight and up_weight: ``[intermediate, hidden]``; down_weight: ``[out,
+    intermediate]`` (``nn.Linear`` weights, no bias), all of x's dtype and device (under ``torch.autocast`` the op
+    casts them to the autocast dtype, as ``nn.Linear`` does). The same matrix products and SwiGLU kernel as the
+    three modules, but for the backward it keeps gate and up only, not their product: one pass recomputes it
+    while writing the gradients of gate and up over them, so a training step keeps ``intermediate`` fewer
+    elements per token and the backward allocates no SwiGLU buffers. Gradients flow to x and the three weights.
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.swiglu_mlp(x, gate_weight, up_weight, down_weight)
+    return _swiglu_mlp(x, gate_weight, up_weight, down_weight)
 
 
 def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..nn import swiglu_mlp_forward
 
 # ---- RMSNorm ----------------------------------------------------------------------------------------------------
 # The family's variant is described by three attributes set on the class or the instance when patching:
@@ -58,7 +59,10 @@ def _gate(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 
 def gated_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama, Mistral, Qwen, Gemma, Granite, OLMo 2, SmolLM3, ...)."""
+    """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama, Mistral, Qwen, Gemma, Granite, OLMo 2, SmolLM3, ...);
+    SwiGLU MLPs with plain projections as one ``swiglu_mlp`` (see nn.swiglu_mlp_forward)."""
+    if self._liger_act == "silu":
+        return swiglu_mlp_forward(self, x)
     return self.down_proj(_gate(self, self.gate_proj(x), self.up_proj(x)))
 
 

@@ -1,0 +1,454 @@
+"""Tests of torch.ops.liger.swiglu_mlp (the Llama-style MLP as one op) and its swiglu_bwd_inplace.
+
+Numerics follow FlashAttention's rule (see test_swiglu.py): the op's error against a float64 reference written
+here may be at most twice the error of the same MLP computed by eager PyTorch (three F.linear around
+F.silu(gate) * up) at the same precision, plus FLOOR_ULPS ulps of the result's magnitude. The op's point is
+memory: its backward recomputes the SwiGLU product from the saved gate and up and overwrites them with their
+gradients, which the tests check by counting saved tensors (CPU) and by the allocator (GPU).
+"""
+import functools
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.library import opcheck
+
+import liger_aot
+from liger_aot.nn import LigerSwiGLUMLP
+from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
+
+liger = torch.ops.liger
+gpu = pytest.mark.gpu
+
+CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+CPU_DTYPES = CUDA_DTYPES + (torch.float64,)
+DEVICES = ("cpu", pytest.param("cuda", marks=gpu))
+FLOOR_ULPS = 4  # each of the three products may round its sum differently from eager's
+Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS)
+
+
+# ---- float64 reference and eager baseline (independent of the op)
+
+
+def reference(x, wg, wu, wd):
+    """The definition: (silu(x wg^T) * (x wu^T)) wd^T with silu(g) = g / (1 + exp(-g))."""
+    g, u = x @ wg.T, x @ wu.T
+    return (g / (1 + torch.exp(-g)) * u) @ wd.T
+
+
+def eager(x, wg, wu, wd):
+    """What Hugging Face's LlamaMLP computes: down_proj(act_fn(gate_proj(x)) * up_proj(x))."""
+    return F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), wd)
+
+
+def make_inputs(dtype, device, lead=(3, 7), hidden=48, inter=72, out=None, layout="contiguous"):
+    """x [*lead, hidden] and the three weights, scaled so that gate spans both tails of silu."""
+    def randn(*s):
+        return torch.randn(*s, dtype=torch.float64, device=device)
+
+    out = hidden if out is None else out
+    x = randn(*lead, hidden)
+    if layout == "transposed" and len(lead) == 2:
+        x = randn(lead[1], lead[0], hidden).transpose(0, 1)
+    wg = randn(inter, hidden) * (3.0 / hidden ** 0.5)
+    wu = randn(inter, hidden) / hidden ** 0.5
+    wd = randn(out, inter) / inter ** 0.5
+    return [t.to(dtype) for t in (x, wg, wu, wd)]
+
+
+def fwd_bwd(op, inputs, dy, retain=False):
+    """(y, dx, dwg, dwu, dwd) of op through autograd (twice from one graph with retain=True: the second's)."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    y = op(*leaves)
+    grads = torch.autograd.grad(y, leaves, dy, retain_graph=retain)
+    if retain:
+        grads = torch.autograd.grad(y, leaves, dy)
+    return [y.detach(), *grads]
+
+
+def check_against_reference(inputs, dy, got, what=""):
+    names = ("y", "dx", "dgate_weight", "dup_weight", "ddown_weight")
+    for t, like in zip(got, [dy] + list(inputs)):
+        assert t.shape == like.shape and t.dtype == like.dtype and torch.isfinite(t).all()
+    ref = fwd_bwd(reference, [t.double() for t in inputs], dy.double())
+    base = fwd_bwd(eager, inputs, dy)
+    for name, g, b, r in zip(names, got, base, ref):
+        e = Error(name, inputs[0].dtype)
+        e.add(g, b, r)
+        e.check(what)
+
+
+def swiglu_mlp(x, wg, wu, wd):
+    return liger.swiglu_mlp(x, wg, wu, wd)
+
+
+# ---- numerics, CPU and CUDA
+
+SHAPES = {
+    "tokens": dict(lead=(3, 7)),
+    "one_token": dict(lead=(1,)),
+    "1d": dict(lead=()),
+    "odd_sizes": dict(lead=(5, 3), hidden=33, inter=37, out=19),
+    "transposed_x": dict(lead=(4, 6), layout="transposed"),
+}
+CUDA_SHAPES = {**SHAPES, "llama_like": dict(lead=(2, 301), hidden=512, inter=1376),
+               "many_tokens": dict(lead=(4099,), hidden=64, inter=256)}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", CPU_DTYPES, ids=dtype_id)
+def test_matches_float64_reference(dtype, shape):
+    inputs = make_inputs(dtype, "cpu", **SHAPES[shape])
+    dy = torch.randn(*inputs[0].shape[:-1], inputs[3].shape[0], dtype=dtype)
+    got = fwd_bwd(swiglu_mlp, inputs, dy)
+    check_against_reference(inputs, dy, got)
+    with torch.no_grad():
+        assert torch.equal(liger.swiglu_mlp(*inputs), got[0])  # the no-grad path: the same values
+
+
+@gpu
+@pytest.mark.parametrize("shape", CUDA_SHAPES)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_cuda_matches_float64_reference(dtype, shape):
+    inputs = make_inputs(dtype, "cuda", **CUDA_SHAPES[shape])
+    dy = torch.randn(*inputs[0].shape[:-1], inputs[3].shape[0], dtype=dtype, device="cuda")
+    got = fwd_bwd(swiglu_mlp, inputs, dy)
+    check_against_reference(inputs, dy, got)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+def test_in_place_and_retained_backwards_agree(device, dtype):
+    """A freed graph's backward overwrites gate and up; a retained graph's must not, and both give one result."""
+    inputs = make_inputs(dtype, device, lead=(2, 65), hidden=64, inter=160)
+    dy = torch.randn(2, 65, 64, dtype=dtype, device=device)
+    once = fwd_bwd(swiglu_mlp, inputs, dy)
+    twice = fwd_bwd(swiglu_mlp, inputs, dy, retain=True)  # the second backward of one graph
+    for a, b in zip(once, twice):
+        assert torch.equal(a, b)
+
+
+def test_saves_gate_and_up_but_not_their_product():
+    """What autograd keeps for the backward: x, the weights, gate and up; the modular MLP also keeps the product."""
+    inter = 72
+
+    def saved_intermediates(f):
+        shapes = []
+
+        def pack(t):
+            shapes.append(tuple(t.shape))
+            return t
+
+        inputs = [t.requires_grad_() for t in make_inputs(torch.float32, "cpu", lead=(3, 7), inter=inter)]
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            y = f(*inputs)
+        y.sum().backward()
+        return sorted(s for s in shapes if s == (3, 7, inter) or s == (21, inter))
+
+    assert len(saved_intermediates(swiglu_mlp)) == 2
+    assert len(saved_intermediates(lambda x, wg, wu, wd: F.linear(liger.swiglu(F.linear(x, wg), F.linear(x, wu)),
+                                                                  wd))) == 3
+
+
+def test_gradcheck_and_no_second_derivative():
+    inputs = [t.requires_grad_() for t in make_inputs(torch.float64, "cpu", lead=(2, 3), hidden=6, inter=10)]
+    assert torch.autograd.gradcheck(liger.swiglu_mlp, inputs)
+    dx = torch.autograd.grad(liger.swiglu_mlp(*inputs).square().sum(), inputs[0], create_graph=True)[0]
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        dx.sum().backward()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("needs", ((0,), (1, 2, 3), (0, 1), (3,)), ids=str)
+def test_gradients_of_a_subset(device, needs):
+    """A frozen weight (LoRA) or a frozen input gets no gradient; the others the full MLP's."""
+    inputs = make_inputs(torch.float32, device, lead=(4, 9), hidden=32, inter=48)
+    dy = torch.randn(4, 9, 32, device=device)
+    full = fwd_bwd(swiglu_mlp, inputs, dy)
+    leaves = [t.clone().requires_grad_(i in needs) for i, t in enumerate(inputs)]
+    liger.swiglu_mlp(*leaves).backward(dy)
+    for i, t in enumerate(leaves):
+        if i in needs:
+            torch.testing.assert_close(t.grad, full[1 + i], rtol=1e-5, atol=1e-5)
+        else:
+            assert t.grad is None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("lead", ((0,), (2, 0)), ids=str)
+def test_zero_tokens(device, lead):
+    inputs = [t.requires_grad_() for t in make_inputs(torch.float32, device, lead=lead, hidden=16, inter=24)]
+    y = liger.swiglu_mlp(*inputs)
+    assert y.shape == (*lead, 16)
+    y.sum().backward()
+    assert inputs[0].grad.shape == inputs[0].shape
+    for w in inputs[1:]:
+        assert torch.equal(w.grad, torch.zeros_like(w))
+
+
+def test_python_wrapper_calls_the_op():
+    inputs = make_inputs(torch.bfloat16, "cpu")
+    assert torch.equal(liger_aot.ops.swiglu_mlp(*inputs), liger.swiglu_mlp(*inputs))
+
+
+# ---- swiglu_bwd_inplace
+
+
+def inplace_case(dtype, device, n=300, offset=0):
+    """dy, gate, up of n elements each, starting `offset` elements into their storage (unaligned for offset 1)."""
+    def randn():
+        return (torch.randn(n + offset, dtype=dtype, device=device) * 3)[offset:]
+    return randn(), randn(), randn()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("n,offset", ((300, 0), (4097, 1), (1, 0)), ids=str)
+def test_swiglu_bwd_inplace_writes_h_and_gradients(device, dtype, n, offset):
+    dy, g, u = inplace_case(dtype, device, n, offset)
+    h = liger.swiglu(g, u)
+    dg, du = liger.swiglu_bwd(dy, g, u)
+    versions = [t._version for t in (dy, g, u)]
+    liger.swiglu_bwd_inplace(dy, g, u)
+    assert torch.equal(dy, h) and torch.equal(g, dg) and torch.equal(u, du)
+    assert [t._version for t in (dy, g, u)] == [v + 1 for v in versions]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_swiglu_bwd_inplace_rejects_bad_inputs(device):
+    dy, g, u = inplace_case(torch.float32, device)
+    with pytest.raises(RuntimeError, match="must not share memory \\(gate and up do\\)"):
+        liger.swiglu_bwd_inplace(dy, g, g)
+    with pytest.raises(RuntimeError, match="gate is overwritten, so its elements must not overlap"):
+        liger.swiglu_bwd_inplace(dy[:5], g[:1].expand(5), u[:5])
+    with pytest.raises(RuntimeError, match="must have gate's shape"):
+        liger.swiglu_bwd_inplace(dy[:-1], g, u)
+    with pytest.raises(RuntimeError, match="not differentiable"):
+        liger.swiglu_bwd_inplace(dy.clone().requires_grad_(), g, u)
+    if device == "cuda":
+        a, b, c = (torch.randn(8, 6, device=device).t() for _ in range(3))
+        with pytest.raises(RuntimeError, match="must be contiguous"):
+            liger.swiglu_bwd_inplace(a, b, c)
+
+
+# ---- errors
+
+
+@pytest.mark.parametrize("case,match", [
+    ("weight_dtype", "gate_weight must have x's dtype"),
+    ("hidden", "gate_weight must be \\[intermediate, hidden\\]"),
+    ("inter", "down_weight must be \\[out, intermediate\\]"),
+    ("up_shape", "up_weight must have gate_weight's shape"),
+    ("weight_1d", "must be 2-D"),
+    ("x_0d", "at least one dimension"),
+    ("x_int", "x must be float32, bfloat16 or float16"),
+])
+def test_bad_inputs(case, match):
+    x, wg, wu, wd = make_inputs(torch.float32, "cpu", lead=(2, 3), hidden=8, inter=12)
+    args = {
+        "weight_dtype": (x, wg.double(), wu, wd),
+        "hidden": (x[..., :7], wg, wu, wd),
+        "inter": (x, wg, wu, wd[:, :11]),
+        "up_shape": (x, wg, wu[:11], wd),
+        "weight_1d": (x, wg, wu, wd[0]),
+        "x_0d": (x[0, 0, 0], wg, wu, wd),
+        "x_int": (x.long(), wg.long(), wu.long(), wd.long()),
+    }[case]
+    with pytest.raises(RuntimeError, match=match):
+        liger.swiglu_mlp(*args)
+
+
+# ---- autocast, modules
+
+
+def test_autocast_casts_like_nn_linear():
+    x, wg, wu, wd = make_inputs(torch.float32, "cpu", lead=(3, 5), hidden=32, inter=40)
+    leaves = [[t.clone().requires_grad_() for t in (x, wg, wu, wd)] for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = liger.swiglu_mlp(*leaves[0])
+        y_mod = F.linear(liger.swiglu(F.linear(leaves[1][0], leaves[1][1]), F.linear(leaves[1][0], leaves[1][2])),
+                         leaves[1][3])
+    assert y.dtype == torch.bfloat16 and torch.equal(y, y_mod)
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    y_mod.backward(dy)
+    for a, b in zip(*leaves):
+        assert a.grad.dtype == torch.float32
+        torch.testing.assert_close(a.grad, b.grad, rtol=2e-2, atol=2e-2)
+
+
+def mlp_module(bias=False):
+    config = types.SimpleNamespace(hidden_size=24, intermediate_size=40, hidden_act="silu")
+    torch.manual_seed(0)
+    m = LigerSwiGLUMLP(config)
+    if bias:
+        m.up_proj = torch.nn.Linear(24, 40, bias=True)
+    return m
+
+
+def count_saved(m, x):
+    n = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: n.append(t) or t, lambda t: t):
+        y = m(x)
+    return y, len(n)
+
+
+def test_module_takes_the_fused_op_only_for_plain_projections():
+    x = torch.randn(2, 5, 24, requires_grad=True)
+    m = mlp_module()
+    y_fused, saved_fused = count_saved(m, x)
+    calls = []
+    handle = m.gate_proj.register_forward_hook(lambda *a: calls.append(1))
+    y_mod, saved_mod = count_saved(m, x)  # a hooked projection: the modules are called, the hook runs
+    handle.remove()
+    assert calls == [1] and saved_mod > saved_fused
+    torch.testing.assert_close(y_fused, y_mod, rtol=1e-5, atol=1e-6)
+    mb = mlp_module(bias=True)  # a projection with a bias: the modules
+    _, saved_bias = count_saved(mb, x)
+    assert saved_bias > saved_fused
+
+
+def test_module_torchscript_save_load_and_backward(tmp_path):
+    model = mlp_module()
+    scripted = torch.jit.script(model)
+    assert "liger::swiglu_mlp" in str(scripted.inlined_graph)
+    path = tmp_path / "swiglu_mlp.pt"
+    scripted.save(str(path))
+    loaded = torch.jit.load(str(path))
+    x, dy = torch.randn(3, 5, 24), torch.randn(3, 5, 24)
+    outputs = []
+    for m in (model, loaded):
+        xg = x.clone().requires_grad_()
+        y = m(xg)
+        y.backward(dy)
+        outputs.append((y.detach(), xg.grad, dict(m.named_parameters())["down_proj.weight"].grad))
+    for a, b in zip(*outputs):
+        assert torch.equal(a, b)
+
+
+# ---- opcheck, export, compile
+
+
+def opcheck_samples(device):
+    samples = []
+    for dtype in CUDA_DTYPES:
+        for grad in (False, True):
+            inputs = [t.requires_grad_(grad) for t in make_inputs(dtype, device, lead=(3, 5), hidden=16, inter=24)]
+            samples.append(("swiglu_mlp", tuple(inputs), grad))
+        samples.append(("swiglu_bwd_inplace", inplace_case(dtype, device, 64), False))
+    inputs = [t.requires_grad_() for t in make_inputs(torch.float32, device, lead=(4, 6), layout="transposed",
+                                                      hidden=16, inter=24)]
+    samples.append(("swiglu_mlp", tuple(inputs), True))
+    return samples
+
+
+@pytest.mark.parametrize("device,index", opcheck_params(opcheck_samples))
+def test_opcheck(device, index):
+    name, args, grad = opcheck_samples(device)[index]
+    opcheck(getattr(liger, name).default, args,
+            test_utils=("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic"))
+
+
+class Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.ParameterList(make_inputs(torch.float32, "cpu", hidden=32, inter=48)[1:])
+
+    def forward(self, x):
+        return liger_aot.ops.swiglu_mlp(x, *self.w)
+
+
+def test_export_dynamic_tokens(tmp_path):
+    model = Block()
+    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=1, max=8192)
+    ep = torch.export.export(model, (torch.randn(2, 3, 32),), dynamic_shapes={"x": {0: batch, 1: seq}})
+    path = tmp_path / "swiglu_mlp.pt2"
+    torch.export.save(ep, path)
+    loaded = torch.export.load(path)
+    with torch.no_grad():
+        for b, s in ((1, 1), (4, 17), (3, 1)):
+            x = torch.randn(b, s, 32)
+            expected = model(x)
+            torch.testing.assert_close(ep.module()(x), expected, rtol=0, atol=0)
+            torch.testing.assert_close(loaded.module()(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device,backend,dynamic", compile_params())
+def test_compile_fullgraph(device, backend, dynamic):
+    def f(x, wg, wu, wd):  # scaling by powers of 2 is exact
+        return liger.swiglu_mlp(x * 2.0, wg, wu, wd) * 0.5
+
+    cases = []
+    for lead in ((2, 5), (3, 9)):
+        x, wg, wu, wd = make_inputs(torch.float32, device, lead=lead, hidden=32, inter=48)
+        cases.append(((x, wg, wu, wd), (0, 1, 2, 3), torch.randn(*lead, 32, device=device)))
+
+    def close(a, b):  # compiled graphs may pick other matrix-product kernels
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    check_compile_fullgraph(f, cases, backend, dynamic, compare=None if device == "cpu" else close)
+
+
+# ---- GPU: CUDA graphs, memory, > 2^31 elements
+
+
+@gpu
+def test_cuda_graph():
+    inputs = [t.requires_grad_() for t in make_inputs(torch.bfloat16, "cuda", lead=(4, 33), hidden=64, inter=96)]
+    dy = torch.randn(4, 33, 64, dtype=torch.bfloat16, device="cuda")
+
+    def step():
+        for t in inputs:
+            t.grad = None
+        y = liger.swiglu_mlp(*inputs)
+        y.backward(dy)
+        return [y.detach()] + [t.grad for t in inputs]
+
+    def expected(*new):
+        return fwd_bwd(swiglu_mlp, new, dy)
+
+    check_cuda_graph(step, [t.data for t in inputs], expected,
+                     fresh=lambda: make_inputs(torch.bfloat16, "cuda", lead=(4, 33), hidden=64, inter=96))
+
+
+@gpu
+def test_memory_saved_and_backward_peak():
+    """The fused MLP keeps tokens x intermediate fewer elements after its forward than the modular one, and its
+    backward peaks no higher (Liger-Kernel's modular MLP with an in-place SwiGLU backward peaks at d h)."""
+    tokens, hidden, inter = 8192, 1024, 4096
+    inputs = [t.requires_grad_() for t in make_inputs(torch.bfloat16, "cuda", lead=(tokens,), hidden=hidden,
+                                                      inter=inter)]
+    dy = torch.randn(tokens, hidden, dtype=torch.bfloat16, device="cuda")
+
+    def modular(x, wg, wu, wd):
+        return F.linear(liger.swiglu(F.linear(x, wg), F.linear(x, wu)), wd)
+
+    for f in (swiglu_mlp, modular):  # warm-up: cuBLAS's workspace is allocated by the first products
+        f(*inputs).backward(dy)
+    held, peak = {}, {}
+    for name, f in (("fused", swiglu_mlp), ("modular", modular)):
+        for t in inputs:
+            t.grad = None
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        y = f(*inputs)
+        held[name] = torch.cuda.memory_allocated() - base
+        torch.cuda.reset_peak_memory_stats()
+        y.backward(dy)
+        del y
+        peak[name] = torch.cuda.max_memory_allocated() - base
+    assert held["modular"] - held["fused"] == tokens * inter * 2
+    assert peak["fused"] <= peak["modular"] - tokens * inter * 2, peak
+
+
+@gpu
+def test_swiglu_bwd_inplace_above_2_31_elements():
+    n = 2 ** 31 + 4097
+    torch.manual_seed(0)
+    dy, g, u = (torch.randn(n, dtype=torch.bfloat16, device="cuda") for _ in range(3))
+    tail = slice(n - 8192, n)  # the 64-bit variant's last blocks, and a head check
+    want = [(liger.swiglu(g[s], u[s]), *liger.swiglu_bwd(dy[s], g[s], u[s])) for s in (slice(0, 8192), tail)]
+    liger.swiglu_bwd_inplace(dy, g, u)
+    for s, (h, dg, du) in zip((slice(0, 8192), tail), want):
+        assert torch.equal(dy[s], h) and torch.equal(g[s], dg) and torch.equal(u[s], du)
