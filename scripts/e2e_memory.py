@@ -7,6 +7,9 @@ After two warm-up steps, one step is instrumented: the allocator's peak during t
 the backward graph the memory allocated when it starts and the peak while it runs (pre-hooks and hooks on each
 node; allocator statistics are host-side, so nothing is synchronized), then the AdamW step. Prints the step's
 peak, where it happens, and the nodes whose transient memory (peak - start) is largest, by node type.
+--saved LAYER also lists what autograd keeps from the forward of model.layers.LAYER (by module, shape, strides and
+storage; storages shared by several saved tensors count once). What nn.Linear layers save is listed under their
+parent module: hooks on the projections would make liger_aot's MLP take its modular path.
 """
 import argparse
 import collections
@@ -38,6 +41,7 @@ def main() -> None:
     p.add_argument("provider", choices=E.PROVIDERS)
     p.add_argument("--shape", default="4x4096")
     p.add_argument("--top", type=int, default=12)
+    p.add_argument("--saved", type=int, default=None, metavar="LAYER")
     args = p.parse_args()
     batch, seq = map(int, args.shape.split("x"))
     model, opt = E._build(E._patch(args.provider, "sdpa"))
@@ -46,7 +50,24 @@ def main() -> None:
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    loss = model(input_ids=ids, labels=ids).loss
+    saved, stack, handles = [], [], []
+    if args.saved is not None:
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear):  # a hooked projection would turn liger_aot's fused MLP off
+                continue
+            handles.append(m.register_forward_pre_hook(lambda m, a, name=name: stack.append(name)))
+            handles.append(m.register_forward_hook(lambda m, a, o: (stack.pop(), None)[1]))
+
+    def pack(t):
+        if stack and not (t.is_leaf and t.requires_grad):  # parameters are not activations
+            saved.append((stack[-1], tuple(t.shape), t.stride(), str(t.dtype).removeprefix("torch."),
+                          t.untyped_storage().data_ptr(), t.untyped_storage().nbytes()))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(input_ids=ids, labels=ids).loss
+    for h in handles:
+        h.remove()
     fwd_peak, after_fwd = torch.cuda.max_memory_allocated(), torch.cuda.memory_allocated()
 
     records = []  # (order, name, start, peak)
@@ -76,6 +97,18 @@ def main() -> None:
     opt_peak = torch.cuda.max_memory_allocated()
     opt.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
+
+    if args.saved is not None:
+        prefix = f"model.layers.{args.saved}"
+        rows = [r for r in saved if r[0] == prefix or r[0].startswith(prefix + ".")]
+        seen = set()
+        print(f"saved by {prefix} (module, shape, strides, dtype, storage MB, first use of the storage):")
+        for mod, shape, stride, dt, ptr, nbytes in rows:
+            print(f"  {mod[len(prefix):] or '.':32s} {str(shape):24s} {str(stride):28s} {dt:9s} {nbytes / 1e6:9.1f} "
+                  f"{'' if ptr in seen else 'new'}")
+            seen.add(ptr)
+        total = sum({ptr: nbytes for *_, ptr, nbytes in rows}.values())
+        print(f"  unique storages: {total / 1e6:.1f} MB")
 
     bwd_peak = max(records, key=lambda r: r[3])
     print(f"{args.provider} {args.shape}: before forward {base / GB:.3f} GB, forward peak {fwd_peak / GB:.3f}, after "
