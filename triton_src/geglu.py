@@ -76,6 +76,21 @@ def _bwd_tile(DY, G, U, DG, DU, offs, n, APPROX: tl.constexpr, MASKED: tl.conste
 
 
 @triton.jit
+def _bwd_inplace_tile(DY, G, U, offs, n, APPROX: tl.constexpr, MASKED: tl.constexpr):
+    # liger::geglu_mlp's backward (see swiglu.py's swiglu_bwd_inplace_kernel): dy <- gelu(g) * u, g <- d g, u <- d u;
+    # every element is loaded before any is stored
+    dy = load_f32(DY, offs, n, MASKED)
+    g = load_f32(G, offs, n, MASKED)
+    u = load_f32(U, offs, n, MASKED)
+    gelu, grad = _gelu_and_grad(g, APPROX)
+    dg = dy * u * grad
+    du = dy * gelu
+    store(DY, offs, gelu * u, n, MASKED)
+    store(G, offs, dg, n, MASKED)
+    store(U, offs, du, n, MASKED)
+
+
+@triton.jit
 def geglu_fwd_kernel(G, U, Y, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
                      PDL: tl.constexpr = False):
     pdl_start(PDL, PDL_LAST_PROGRAMS)
@@ -101,6 +116,19 @@ def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.conste
         _bwd_tile(DY + start, G + start, U + start, DG + start, DU + start, offs, rem, APPROX, True)
 
 
+@triton.jit
+def geglu_bwd_inplace_kernel(DY, G, U, n, APPROX: tl.constexpr, BLOCK: tl.constexpr, INT64: tl.constexpr,
+                             PDL: tl.constexpr = False):
+    pdl_start(PDL, PDL_LAST_PROGRAMS)
+    start = block_start(BLOCK, INT64)
+    offs = tl.arange(0, BLOCK)
+    rem = n - start
+    if BLOCK <= rem:
+        _bwd_inplace_tile(DY + start, G + start, U + start, offs, rem, APPROX, False)
+    else:
+        _bwd_inplace_tile(DY + start, G + start, U + start, offs, rem, APPROX, True)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Specializations: approximation x dtype x 16-byte aligned pointers x 64-bit offsets (24 per kernel), each
 # launched as a programmatic dependent (_rows.pdl_start; arch < 90 builds drop it).
@@ -109,6 +137,7 @@ def geglu_bwd_kernel(DY, G, U, DG, DU, n, APPROX: tl.constexpr, BLOCK: tl.conste
 def _specs():
     fwd = KernelSpec(geglu_fwd_kernel)
     bwd = KernelSpec(geglu_bwd_kernel)
+    bwd_inplace = KernelSpec(geglu_bwd_inplace_kernel)
     assert max(FLAT_BLOCK.values()) <= CPP_CONSTANTS["MAX_BLOCK"]
     for approx in (APPROX_TANH, APPROX_NONE):
         for dt in DTYPES:
@@ -123,7 +152,10 @@ def _specs():
                     bwd.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "DG": p, "DU": p,
                                                                     "n": "i64"},
                                                 constexprs=cexpr, num_warps=warps, aligned=aligned, launch_pdl=True))
-    return [fwd, bwd]
+                    bwd_inplace.variants.append(Variant(key=key, signature={"DY": p, "G": p, "U": p, "n": "i64"},
+                                                        constexprs=cexpr, num_warps=warps, aligned=aligned,
+                                                        launch_pdl=True))
+    return [fwd, bwd, bwd_inplace]
 
 
 KERNELS = _specs()

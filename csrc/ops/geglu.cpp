@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -20,6 +21,8 @@ using namespace liger::gen::geglu;
 TORCH_LIBRARY_FRAGMENT(liger, m) {
   m.def("geglu(Tensor gate, Tensor up, str approximate=\"tanh\") -> Tensor", {at::Tag::pt2_compliant_tag});
   m.def("geglu_bwd(Tensor dy, Tensor gate, Tensor up, str approximate) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  m.def("geglu_bwd_inplace(Tensor(a!) dy, Tensor(b!) gate, Tensor(c!) up, str approximate) -> ()",
+        {at::Tag::pt2_compliant_tag});
 }
 
 // ---- checks
@@ -79,6 +82,18 @@ std::tuple<Tensor, Tensor> bwd_cpu(const Tensor& dy_in, const Tensor& gate, cons
   return {dgate.to(gate.scalar_type()).contiguous(), dup.to(gate.scalar_type()).contiguous()};
 }
 
+// geglu_bwd_inplace overwrites its three inputs (dy with gelu(gate) * up, gate with d gate, up with d up): the
+// backward of liger::geglu_mlp, which saved gate and up but not their product.
+void bwd_inplace_cpu(const Tensor& dy, const Tensor& gate, const Tensor& up, c10::string_view approximate) {
+  check_backward_inputs(dy, gate, up, approximate);
+  check_overwritable("geglu_bwd_inplace", {{&dy, "dy"}, {&gate, "gate"}, {&up, "up"}});
+  auto [dgate, dup] = bwd_cpu(dy, gate, up, approximate);
+  Tensor h = geglu_cpu(gate, up, approximate);
+  dy.copy_(h);
+  gate.copy_(dgate);
+  up.copy_(dup);
+}
+
 // ---- Meta (SymInt-clean)
 
 Tensor geglu_meta(const Tensor& gate, const Tensor& up, c10::string_view approximate) {
@@ -90,6 +105,10 @@ std::tuple<Tensor, Tensor> bwd_meta(const Tensor& dy, const Tensor& gate, const 
                                     c10::string_view approximate) {
   check_backward_inputs(dy, gate, up, approximate);
   return {at::empty_symint(gate.sym_sizes(), gate.options()), at::empty_symint(gate.sym_sizes(), gate.options())};
+}
+
+void bwd_inplace_meta(const Tensor& dy, const Tensor& gate, const Tensor& up, c10::string_view approximate) {
+  check_backward_inputs(dy, gate, up, approximate);
 }
 
 // ---- CUDA launcher
@@ -130,6 +149,25 @@ std::tuple<Tensor, Tensor> bwd_cuda(const Tensor& dy_in, const Tensor& gate_in, 
   return {dgate, dup};
 }
 
+void bwd_inplace_cuda(const Tensor& dy, const Tensor& gate, const Tensor& up, c10::string_view approximate) {
+  check_backward_inputs(dy, gate, up, approximate);
+  check_overwritable("geglu_bwd_inplace", {{&dy, "dy"}, {&gate, "gate"}, {&up, "up"}});
+  check_cuda_dtype(gate, "geglu_bwd_inplace", "gate");
+  for (const Tensor* t : {&dy, &gate, &up})
+    TORCH_CHECK(t->is_contiguous(), "geglu_bwd_inplace: dy, gate and up must be contiguous (they are overwritten "
+                "as flat arrays), got strides ", t->strides(), " for shape ", shape_str(*t));
+  c10::DeviceGuard guard(gate.device());
+  const int64_t n = gate.numel();
+  if (n == 0) return;
+  const LaunchContext ctx = launch_context(gate);
+  geglu_bwd_inplace_kernel_key key{aligned16(dy) && aligned16(gate) && aligned16(up),
+                                   approx_code(approximate, "geglu_bwd_inplace"), flat_needs_int64(n, MAX_BLOCK),
+                                   gate.scalar_type()};
+  const auto& v = geglu_bwd_inplace_kernel_get(key, ctx.arch_slot);
+  geglu_bwd_inplace_kernel_launch(v, ctx, flat_grid(n, v.BLOCK, "geglu_bwd_inplace"), ptr(dy), ptr(gate), ptr(up),
+                                  n);
+}
+
 // Every key the launchers can ask for, per arch slot, must have been built.
 const VariantCheck variant_check("geglu", [](int arch_slot) {
   std::vector<std::string> missing;
@@ -141,6 +179,8 @@ const VariantCheck variant_check("geglu", [](int arch_slot) {
           if (!geglu_fwd_kernel_find(f, arch_slot)) missing.push_back(f.str());
           geglu_bwd_kernel_key b{aligned, approx, int64, dt};
           if (!geglu_bwd_kernel_find(b, arch_slot)) missing.push_back(b.str());
+          geglu_bwd_inplace_kernel_key i{aligned, approx, int64, dt};
+          if (!geglu_bwd_inplace_kernel_find(i, arch_slot)) missing.push_back(i.str());
         }
   return missing;
 });
@@ -194,26 +234,58 @@ std::tuple<Tensor, Tensor> bwd_autograd(const Tensor& dy, const Tensor& gate, co
   return {out[0], out[1]};
 }
 
+// Not differentiable (it is a backward); it writes its inputs, so their versions move as ATen's in-place ops' do.
+const auto& bwd_inplace_op() {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("liger::geglu_bwd_inplace", "")
+                       .typed<decltype(bwd_inplace_cpu)>();
+  return op;
+}
+
+void bwd_inplace_autograd(c10::DispatchKeySet ks, const Tensor& dy, const Tensor& gate, const Tensor& up,
+                          c10::string_view approximate) {
+  if (at::GradMode::is_enabled())
+    for (const Tensor* t : {&dy, &gate, &up})
+      TORCH_CHECK(!t->requires_grad(), "liger::geglu_bwd_inplace is not differentiable (it is geglu_mlp's "
+                  "backward): call it on tensors that do not require grad");
+  bwd_inplace_op().redispatch(ks & c10::after_autograd_keyset, dy, gate, up, approximate);
+}
+
+void bwd_inplace_ad_inplace(c10::DispatchKeySet ks, const Tensor& dy, const Tensor& gate, const Tensor& up,
+                            c10::string_view approximate) {
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    bwd_inplace_op().redispatch(ks & c10::after_ADInplaceOrView_keyset, dy, gate, up, approximate);
+  }
+  for (const Tensor* t : {&dy, &gate, &up}) torch::autograd::impl::bump_version(*t);
+}
+
 // ---- registrations
 
 TORCH_LIBRARY_IMPL(liger, CPU, m) {
   m.impl("geglu", &geglu_cpu);
   m.impl("geglu_bwd", &bwd_cpu);
+  m.impl("geglu_bwd_inplace", &bwd_inplace_cpu);
 }
 
 TORCH_LIBRARY_IMPL(liger, Meta, m) {
   m.impl("geglu", &geglu_meta);
   m.impl("geglu_bwd", &bwd_meta);
+  m.impl("geglu_bwd_inplace", &bwd_inplace_meta);
 }
 
 TORCH_LIBRARY_IMPL(liger, CUDA, m) {
   m.impl("geglu", &geglu_cuda);
   m.impl("geglu_bwd", &bwd_cuda);
+  m.impl("geglu_bwd_inplace", &bwd_inplace_cuda);
 }
 
 TORCH_LIBRARY_IMPL(liger, Autograd, m) {
   m.impl("geglu", &geglu_autograd);
   m.impl("geglu_bwd", &bwd_autograd);
+  m.impl("geglu_bwd_inplace", &bwd_inplace_autograd);
 }
+
+TORCH_LIBRARY_IMPL(liger, ADInplaceOrView, m) { m.impl("geglu_bwd_inplace", &bwd_inplace_ad_inplace); }
 
 }  // namespace liger::geglu

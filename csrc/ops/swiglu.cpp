@@ -1,6 +1,5 @@
 // SwiGLU: y = silu(gate) * up, elementwise (the activation of Llama-style MLPs).
 #include <ATen/ATen.h>
-#include <ATen/MemoryOverlap.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/variable.h>
@@ -40,15 +39,7 @@ void check_backward_inputs(const Tensor& dy, const Tensor& gate, const Tensor& u
 // backward of liger::swiglu_mlp, which saved gate and up but not their product. They must not share memory.
 void check_inplace_inputs(const Tensor& dy, const Tensor& gate, const Tensor& up) {
   check_backward_inputs(dy, gate, up);
-  const std::pair<const Tensor*, const char*> args[] = {{&dy, "dy"}, {&gate, "gate"}, {&up, "up"}};
-  for (const auto& [t, name] : args)
-    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, "swiglu_bwd_inplace: ", name,
-                " is overwritten, so its elements must not overlap (an expanded tensor's do)");
-  for (int i = 0; i < 3; ++i)
-    for (int j = i + 1; j < 3; ++j)
-      TORCH_CHECK(at::get_overlap_status(*args[i].first, *args[j].first) == at::MemOverlapStatus::No,
-                  "swiglu_bwd_inplace: dy, gate and up are overwritten and must not share memory (", args[i].second,
-                  " and ", args[j].second, " do)");
+  check_overwritable("swiglu_bwd_inplace", {{&dy, "dy"}, {&gate, "gate"}, {&up, "up"}});
 }
 
 c10::ScalarType acc_dtype(const Tensor& t) { return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }

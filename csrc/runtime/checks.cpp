@@ -1,5 +1,6 @@
 #include "runtime/checks.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <c10/core/SymBool.h>
 #include <c10/util/Exception.h>
 
@@ -68,6 +69,16 @@ void check_cuda_dtype(const at::Tensor& t, const char* op, const char* name) {
 void check_row_sizes(int64_t rows, int64_t cols, const char* op) {
   TORCH_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31), op,
               ": at most 2^31 - 1 rows and columns are supported, got ", rows, " x ", cols);
+}
+
+void check_overwritable(const char* op, std::initializer_list<std::pair<const at::Tensor*, const char*>> args) {
+  for (const auto& [t, name] : args)
+    TORCH_CHECK(at::has_internal_overlap(*t) != at::MemOverlap::Yes, op, ": ", name,
+                " is overwritten, so its elements must not overlap (an expanded tensor's do)");
+  for (auto a = args.begin(); a != args.end(); ++a)
+    for (auto b = a + 1; b != args.end(); ++b)
+      TORCH_CHECK(at::get_overlap_status(*a->first, *b->first) == at::MemOverlapStatus::No, op, ": the tensors it "
+                  "overwrites must not share memory (", a->second, " and ", b->second, " do)");
 }
 
 }  // namespace liger

@@ -57,4 +57,9 @@ void check_cuda_dtype(const at::Tensor& t, const char* op, const char* name = "x
 // Row kernels index rows and columns with 32-bit integers.
 void check_row_sizes(int64_t rows, int64_t cols, const char* op);
 
+// Tensors an op writes in place, as (tensor, name): no element of one may overlap another element of it
+// ("<op>: <name> is overwritten, so its elements must not overlap ...") or of another ("<op>: ... must not share
+// memory (<a> and <b> do)").
+void check_overwritable(const char* op, std::initializer_list<std::pair<const at::Tensor*, const char*>> args);
+
 }  // namespace liger

@@ -198,12 +198,15 @@ def _plain_projections(mlp: nn.Module, x: torch.Tensor) -> bool:
     return True
 
 
-def swiglu_mlp_forward(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``mlp.down_proj(swiglu(mlp.gate_proj(x), mlp.up_proj(x)))``: one :func:`ops.swiglu_mlp` (which keeps less
-    for the backward) when the projections are plain, else the three modules around :func:`ops.swiglu`."""
+def gated_mlp_forward(mlp: nn.Module, x: torch.Tensor, gate: str) -> torch.Tensor:
+    """``mlp.down_proj(act(mlp.gate_proj(x)) * mlp.up_proj(x))`` with act silu (gate ``"silu"``) or gelu (gate
+    ``"tanh"`` or ``"none"``, its approximation): one :func:`ops.swiglu_mlp` / :func:`ops.geglu_mlp` (which keeps
+    less for the backward) when the projections are plain, else the three modules around the activation op."""
     if _plain_projections(mlp, x):
-        return ops.swiglu_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
-    return mlp.down_proj(ops.swiglu(mlp.gate_proj(x), mlp.up_proj(x)))
+        w = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+        return ops.swiglu_mlp(x, *w) if gate == "silu" else ops.geglu_mlp(x, *w, gate)
+    g, u = mlp.gate_proj(x), mlp.up_proj(x)
+    return mlp.down_proj(ops.swiglu(g, u) if gate == "silu" else ops.geglu(g, u, gate))
 
 
 class LigerSwiGLUMLP(nn.Module):
@@ -230,7 +233,7 @@ class LigerSwiGLUMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():  # a scripted module's projections are nn.Linear and cannot hold hooks
             return ops.swiglu_mlp(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight)
-        return swiglu_mlp_forward(self, x)
+        return gated_mlp_forward(self, x, "silu")
 
 
 class LigerGEGLUMLP(nn.Module):
@@ -238,7 +241,8 @@ class LigerGEGLUMLP(nn.Module):
 
     The GELU form follows the config's ``hidden_activation`` (else ``hidden_act``): ``gelu_pytorch_tanh``,
     ``gelu_new`` and ``gelu_fast`` use the tanh approximation, ``gelu`` the exact erf form; a config
-    with neither uses tanh, as Liger-Kernel's LigerGEGLUMLP always does.
+    with neither uses tanh, as Liger-Kernel's LigerGEGLUMLP always does. The forward is one :func:`ops.geglu_mlp`
+    (see :class:`LigerSwiGLUMLP`).
     """
 
     def __init__(self, config):
@@ -255,7 +259,10 @@ class LigerGEGLUMLP(nn.Module):
         self.down_proj = nn.Linear(self.intermediate_size, self.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(ops.geglu(self.gate_proj(x), self.up_proj(x), self.approximate))
+        if torch.jit.is_scripting():  # a scripted module's projections are nn.Linear and cannot hold hooks
+            return ops.geglu_mlp(x, self.gate_proj.weight, self.up_proj.weight, self.down_proj.weight,
+                                 self.approximate)
+        return gated_mlp_forward(self, x, self.approximate)
 
 
 class LigerReLUSquared(nn.Module):

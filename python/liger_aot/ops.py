@@ -122,6 +122,7 @@ _geglu = torch.ops.liger.geglu.default._op
 _relu_squared = torch.ops.liger.relu_squared.default._op
 _dyt = torch.ops.liger.dyt.default._op
 _swiglu_mlp = torch.ops.liger.swiglu_mlp.default._op
+_geglu_mlp = torch.ops.liger.geglu_mlp.default._op
 
 
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -162,6 +163,15 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.geglu(gate, up, approximate)
     return _geglu(gate, up, approximate)
+
+
+def geglu_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch.Tensor, down_weight: torch.Tensor,
+              approximate: str = "tanh") -> torch.Tensor:
+    """The Gemma-style MLP, ``linear(geglu(linear(x, gate_weight), linear(x, up_weight), approximate),
+    down_weight)``, as one op: :func:`swiglu_mlp` with ``gelu(gate, approximate)`` (``"tanh"`` or ``"none"``)."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return torch.ops.liger.geglu_mlp(x, gate_weight, up_weight, down_weight, approximate)
+    return _geglu_mlp(x, gate_weight, up_weight, down_weight, approximate)
 
 
 def relu_squared(x: torch.Tensor) -> torch.Tensor:

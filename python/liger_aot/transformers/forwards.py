@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from ..nn import swiglu_mlp_forward
+from ..nn import gated_mlp_forward as _fused_gated_mlp
 
 # ---- RMSNorm ----------------------------------------------------------------------------------------------------
 # The family's variant is described by three attributes set on the class or the instance when patching:
@@ -60,10 +60,8 @@ def _gate(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 def gated_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     """``down_proj(act(gate_proj(x)) * up_proj(x))`` (Llama, Mistral, Qwen, Gemma, Granite, OLMo 2, SmolLM3, ...);
-    SwiGLU MLPs with plain projections as one ``swiglu_mlp`` (see nn.swiglu_mlp_forward)."""
-    if self._liger_act == "silu":
-        return swiglu_mlp_forward(self, x)
-    return self.down_proj(_gate(self, self.gate_proj(x), self.up_proj(x)))
+    with plain projections one ``swiglu_mlp`` / ``geglu_mlp`` (see nn.gated_mlp_forward)."""
+    return _fused_gated_mlp(self, x, self._liger_act)
 
 
 def fused_gate_up_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""Tests of torch.ops.liger.swiglu_mlp (the Llama-style MLP as one op) and its swiglu_bwd_inplace.
+"""Tests of torch.ops.liger.swiglu_mlp and geglu_mlp (the Llama- and Gemma-style MLPs as one op each) and of their
+swiglu_bwd_inplace / geglu_bwd_inplace.
 
 Numerics follow FlashAttention's rule (see test_swiglu.py): the op's error against a float64 reference written
 here may be at most twice the error of the same MLP computed by eager PyTorch (three F.linear around
-F.silu(gate) * up) at the same precision, plus FLOOR_ULPS ulps of the result's magnitude. The op's point is
+F.silu(gate) * up, or F.gelu(gate, approximate) * up) at the same precision, plus FLOOR_ULPS ulps of the result's
+magnitude. The op's point is
 memory: its backward recomputes the SwiGLU product from the saved gate and up and overwrites them with their
 gradients, which the tests check by counting saved tensors (CPU) and by the allocator (GPU).
 """
@@ -15,7 +17,7 @@ import torch.nn.functional as F
 from torch.library import opcheck
 
 import liger_aot
-from liger_aot.nn import LigerSwiGLUMLP
+from liger_aot.nn import LigerGEGLUMLP, LigerSwiGLUMLP
 from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
 
 liger = torch.ops.liger
@@ -28,18 +30,38 @@ FLOOR_ULPS = 4  # each of the three products may round its sum differently from 
 Error = functools.partial(MaxError, floor_ulps=FLOOR_ULPS)
 
 
+GATES = ("silu", "tanh", "none")  # swiglu_mlp, geglu_mlp with approximate="tanh" and "none"
+
+
 # ---- float64 reference and eager baseline (independent of the op)
 
 
-def reference(x, wg, wu, wd):
-    """The definition: (silu(x wg^T) * (x wu^T)) wd^T with silu(g) = g / (1 + exp(-g))."""
-    g, u = x @ wg.T, x @ wu.T
-    return (g / (1 + torch.exp(-g)) * u) @ wd.T
+def act_reference(g, gate):
+    """silu(g) = g / (1 + exp(-g)); gelu: 0.5 g (1 + erf(g / sqrt 2)), or its tanh form."""
+    if gate == "silu":
+        return g / (1 + torch.exp(-g))
+    if gate == "none":
+        return 0.5 * g * (1 + torch.erf(g / 2 ** 0.5))
+    return 0.5 * g * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (g + 0.044715 * g ** 3)))
 
 
-def eager(x, wg, wu, wd):
-    """What Hugging Face's LlamaMLP computes: down_proj(act_fn(gate_proj(x)) * up_proj(x))."""
-    return F.linear(F.silu(F.linear(x, wg)) * F.linear(x, wu), wd)
+def reference(x, wg, wu, wd, gate="silu"):
+    """The definition: (act(x wg^T) * (x wu^T)) wd^T."""
+    return (act_reference(x @ wg.T, gate) * (x @ wu.T)) @ wd.T
+
+
+def eager(x, wg, wu, wd, gate="silu"):
+    """What Hugging Face's LlamaMLP / GemmaMLP compute: down_proj(act_fn(gate_proj(x)) * up_proj(x))."""
+    g = F.linear(x, wg)
+    act = F.silu(g) if gate == "silu" else F.gelu(g, approximate=gate)
+    return F.linear(act * F.linear(x, wu), wd)
+
+
+def mlp_op(gate):
+    """The op under test as f(x, wg, wu, wd)."""
+    if gate == "silu":
+        return liger.swiglu_mlp
+    return functools.partial(liger.geglu_mlp, approximate=gate)
 
 
 def make_inputs(dtype, device, lead=(3, 7), hidden=48, inter=72, out=None, layout="contiguous"):
@@ -67,20 +89,16 @@ def fwd_bwd(op, inputs, dy, retain=False):
     return [y.detach(), *grads]
 
 
-def check_against_reference(inputs, dy, got, what=""):
+def check_against_reference(inputs, dy, got, gate="silu", what=""):
     names = ("y", "dx", "dgate_weight", "dup_weight", "ddown_weight")
     for t, like in zip(got, [dy] + list(inputs)):
         assert t.shape == like.shape and t.dtype == like.dtype and torch.isfinite(t).all()
-    ref = fwd_bwd(reference, [t.double() for t in inputs], dy.double())
-    base = fwd_bwd(eager, inputs, dy)
+    ref = fwd_bwd(functools.partial(reference, gate=gate), [t.double() for t in inputs], dy.double())
+    base = fwd_bwd(functools.partial(eager, gate=gate), inputs, dy)
     for name, g, b, r in zip(names, got, base, ref):
         e = Error(name, inputs[0].dtype)
         e.add(g, b, r)
         e.check(what)
-
-
-def swiglu_mlp(x, wg, wu, wd):
-    return liger.swiglu_mlp(x, wg, wu, wd)
 
 
 # ---- numerics, CPU and CUDA
@@ -98,38 +116,42 @@ CUDA_SHAPES = {**SHAPES, "llama_like": dict(lead=(2, 301), hidden=512, inter=137
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", CPU_DTYPES, ids=dtype_id)
-def test_matches_float64_reference(dtype, shape):
+@pytest.mark.parametrize("gate", GATES)
+def test_matches_float64_reference(gate, dtype, shape):
     inputs = make_inputs(dtype, "cpu", **SHAPES[shape])
     dy = torch.randn(*inputs[0].shape[:-1], inputs[3].shape[0], dtype=dtype)
-    got = fwd_bwd(swiglu_mlp, inputs, dy)
-    check_against_reference(inputs, dy, got)
+    got = fwd_bwd(mlp_op(gate), inputs, dy)
+    check_against_reference(inputs, dy, got, gate)
     with torch.no_grad():
-        assert torch.equal(liger.swiglu_mlp(*inputs), got[0])  # the no-grad path: the same values
+        assert torch.equal(mlp_op(gate)(*inputs), got[0])  # the no-grad path: the same values
 
 
 @gpu
 @pytest.mark.parametrize("shape", CUDA_SHAPES)
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
-def test_cuda_matches_float64_reference(dtype, shape):
+@pytest.mark.parametrize("gate", GATES)
+def test_cuda_matches_float64_reference(gate, dtype, shape):
     inputs = make_inputs(dtype, "cuda", **CUDA_SHAPES[shape])
     dy = torch.randn(*inputs[0].shape[:-1], inputs[3].shape[0], dtype=dtype, device="cuda")
-    got = fwd_bwd(swiglu_mlp, inputs, dy)
-    check_against_reference(inputs, dy, got)
+    got = fwd_bwd(mlp_op(gate), inputs, dy)
+    check_against_reference(inputs, dy, got, gate)
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
-def test_in_place_and_retained_backwards_agree(device, dtype):
+@pytest.mark.parametrize("gate", GATES)
+def test_in_place_and_retained_backwards_agree(gate, device, dtype):
     """A freed graph's backward overwrites gate and up; a retained graph's must not, and both give one result."""
     inputs = make_inputs(dtype, device, lead=(2, 65), hidden=64, inter=160)
     dy = torch.randn(2, 65, 64, dtype=dtype, device=device)
-    once = fwd_bwd(swiglu_mlp, inputs, dy)
-    twice = fwd_bwd(swiglu_mlp, inputs, dy, retain=True)  # the second backward of one graph
+    once = fwd_bwd(mlp_op(gate), inputs, dy)
+    twice = fwd_bwd(mlp_op(gate), inputs, dy, retain=True)  # the second backward of one graph
     for a, b in zip(once, twice):
         assert torch.equal(a, b)
 
 
-def test_saves_gate_and_up_but_not_their_product():
+@pytest.mark.parametrize("gate", GATES)
+def test_saves_gate_and_up_but_not_their_product(gate):
     """What autograd keeps for the backward: x, the weights, gate and up; the modular MLP also keeps the product."""
     inter = 72
 
@@ -146,15 +168,16 @@ def test_saves_gate_and_up_but_not_their_product():
         y.sum().backward()
         return sorted(s for s in shapes if s == (3, 7, inter) or s == (21, inter))
 
-    assert len(saved_intermediates(swiglu_mlp)) == 2
+    assert len(saved_intermediates(mlp_op(gate))) == 2
     assert len(saved_intermediates(lambda x, wg, wu, wd: F.linear(liger.swiglu(F.linear(x, wg), F.linear(x, wu)),
                                                                   wd))) == 3
 
 
-def test_gradcheck_and_no_second_derivative():
+@pytest.mark.parametrize("gate", GATES)
+def test_gradcheck_and_no_second_derivative(gate):
     inputs = [t.requires_grad_() for t in make_inputs(torch.float64, "cpu", lead=(2, 3), hidden=6, inter=10)]
-    assert torch.autograd.gradcheck(liger.swiglu_mlp, inputs)
-    dx = torch.autograd.grad(liger.swiglu_mlp(*inputs).square().sum(), inputs[0], create_graph=True)[0]
+    assert torch.autograd.gradcheck(mlp_op(gate), inputs)
+    dx = torch.autograd.grad(mlp_op(gate)(*inputs).square().sum(), inputs[0], create_graph=True)[0]
     with pytest.raises(RuntimeError, match="second derivatives"):
         dx.sum().backward()
 
@@ -165,7 +188,7 @@ def test_gradients_of_a_subset(device, needs):
     """A frozen weight (LoRA) or a frozen input gets no gradient; the others the full MLP's."""
     inputs = make_inputs(torch.float32, device, lead=(4, 9), hidden=32, inter=48)
     dy = torch.randn(4, 9, 32, device=device)
-    full = fwd_bwd(swiglu_mlp, inputs, dy)
+    full = fwd_bwd(liger.swiglu_mlp, inputs, dy)
     leaves = [t.clone().requires_grad_(i in needs) for i, t in enumerate(inputs)]
     liger.swiglu_mlp(*leaves).backward(dy)
     for i, t in enumerate(leaves):
@@ -187,12 +210,14 @@ def test_zero_tokens(device, lead):
         assert torch.equal(w.grad, torch.zeros_like(w))
 
 
-def test_python_wrapper_calls_the_op():
+def test_python_wrappers_call_the_ops():
     inputs = make_inputs(torch.bfloat16, "cpu")
     assert torch.equal(liger_aot.ops.swiglu_mlp(*inputs), liger.swiglu_mlp(*inputs))
+    assert torch.equal(liger_aot.ops.geglu_mlp(*inputs), liger.geglu_mlp(*inputs, "tanh"))
+    assert torch.equal(liger_aot.ops.geglu_mlp(*inputs, "none"), liger.geglu_mlp(*inputs, "none"))
 
 
-# ---- swiglu_bwd_inplace
+# ---- swiglu_bwd_inplace, geglu_bwd_inplace
 
 
 def inplace_case(dtype, device, n=300, offset=0):
@@ -202,34 +227,47 @@ def inplace_case(dtype, device, n=300, offset=0):
     return randn(), randn(), randn()
 
 
+def gate_ops(gate):
+    """(forward, functional backward, in-place backward) of the gate's elementwise op, each f(tensors...)."""
+    if gate == "silu":
+        return liger.swiglu, liger.swiglu_bwd, liger.swiglu_bwd_inplace
+    return (functools.partial(liger.geglu, approximate=gate), functools.partial(liger.geglu_bwd, approximate=gate),
+            functools.partial(liger.geglu_bwd_inplace, approximate=gate))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("n,offset", ((300, 0), (4097, 1), (1, 0)), ids=str)
-def test_swiglu_bwd_inplace_writes_h_and_gradients(device, dtype, n, offset):
+@pytest.mark.parametrize("gate", GATES)
+def test_bwd_inplace_writes_h_and_gradients(gate, device, dtype, n, offset):
+    """The in-place pass gives what the forward and the functional backward give, bitwise (one formula each)."""
+    fwd, bwd, bwd_inplace = gate_ops(gate)
     dy, g, u = inplace_case(dtype, device, n, offset)
-    h = liger.swiglu(g, u)
-    dg, du = liger.swiglu_bwd(dy, g, u)
+    h = fwd(g, u)
+    dg, du = bwd(dy, g, u)
     versions = [t._version for t in (dy, g, u)]
-    liger.swiglu_bwd_inplace(dy, g, u)
+    bwd_inplace(dy, g, u)
     assert torch.equal(dy, h) and torch.equal(g, dg) and torch.equal(u, du)
     assert [t._version for t in (dy, g, u)] == [v + 1 for v in versions]
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_swiglu_bwd_inplace_rejects_bad_inputs(device):
+@pytest.mark.parametrize("gate", GATES)
+def test_bwd_inplace_rejects_bad_inputs(gate, device):
+    bwd_inplace = gate_ops(gate)[2]
     dy, g, u = inplace_case(torch.float32, device)
     with pytest.raises(RuntimeError, match="must not share memory \\(gate and up do\\)"):
-        liger.swiglu_bwd_inplace(dy, g, g)
+        bwd_inplace(dy, g, g)
     with pytest.raises(RuntimeError, match="gate is overwritten, so its elements must not overlap"):
-        liger.swiglu_bwd_inplace(dy[:5], g[:1].expand(5), u[:5])
+        bwd_inplace(dy[:5], g[:1].expand(5), u[:5])
     with pytest.raises(RuntimeError, match="must have gate's shape"):
-        liger.swiglu_bwd_inplace(dy[:-1], g, u)
+        bwd_inplace(dy[:-1], g, u)
     with pytest.raises(RuntimeError, match="not differentiable"):
-        liger.swiglu_bwd_inplace(dy.clone().requires_grad_(), g, u)
+        bwd_inplace(dy.clone().requires_grad_(), g, u)
     if device == "cuda":
         a, b, c = (torch.randn(8, 6, device=device).t() for _ in range(3))
         with pytest.raises(RuntimeError, match="must be contiguous"):
-            liger.swiglu_bwd_inplace(a, b, c)
+            bwd_inplace(a, b, c)
 
 
 # ---- errors
@@ -243,6 +281,7 @@ def test_swiglu_bwd_inplace_rejects_bad_inputs(device):
     ("weight_1d", "must be 2-D"),
     ("x_0d", "at least one dimension"),
     ("x_int", "x must be float32, bfloat16 or float16"),
+    ("approximate", "geglu_mlp: approximate must be 'tanh' or 'none', got 'erf'"),
 ])
 def test_bad_inputs(case, match):
     x, wg, wu, wd = make_inputs(torch.float32, "cpu", lead=(2, 3), hidden=8, inter=12)
@@ -254,20 +293,26 @@ def test_bad_inputs(case, match):
         "weight_1d": (x, wg, wu, wd[0]),
         "x_0d": (x[0, 0, 0], wg, wu, wd),
         "x_int": (x.long(), wg.long(), wu.long(), wd.long()),
+        "approximate": (x, wg, wu, wd),
     }[case]
     with pytest.raises(RuntimeError, match=match):
-        liger.swiglu_mlp(*args)
+        if case == "approximate":
+            liger.geglu_mlp(*args, "erf")
+        else:
+            liger.swiglu_mlp(*args)
 
 
 # ---- autocast, modules
 
 
-def test_autocast_casts_like_nn_linear():
+@pytest.mark.parametrize("gate", GATES)
+def test_autocast_casts_like_nn_linear(gate):
     x, wg, wu, wd = make_inputs(torch.float32, "cpu", lead=(3, 5), hidden=32, inter=40)
     leaves = [[t.clone().requires_grad_() for t in (x, wg, wu, wd)] for _ in range(2)]
+    act = gate_ops(gate)[0]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = liger.swiglu_mlp(*leaves[0])
-        y_mod = F.linear(liger.swiglu(F.linear(leaves[1][0], leaves[1][1]), F.linear(leaves[1][0], leaves[1][2])),
+        y = mlp_op(gate)(*leaves[0])
+        y_mod = F.linear(act(F.linear(leaves[1][0], leaves[1][1]), F.linear(leaves[1][0], leaves[1][2])),
                          leaves[1][3])
     assert y.dtype == torch.bfloat16 and torch.equal(y, y_mod)
     dy = torch.randn_like(y)
@@ -278,10 +323,11 @@ def test_autocast_casts_like_nn_linear():
         torch.testing.assert_close(a.grad, b.grad, rtol=2e-2, atol=2e-2)
 
 
-def mlp_module(bias=False):
-    config = types.SimpleNamespace(hidden_size=24, intermediate_size=40, hidden_act="silu")
+def mlp_module(bias=False, gate="silu"):
+    act = {"silu": "silu", "tanh": "gelu_pytorch_tanh", "none": "gelu"}[gate]
+    config = types.SimpleNamespace(hidden_size=24, intermediate_size=40, hidden_act=act)
     torch.manual_seed(0)
-    m = LigerSwiGLUMLP(config)
+    m = LigerSwiGLUMLP(config) if gate == "silu" else LigerGEGLUMLP(config)
     if bias:
         m.up_proj = torch.nn.Linear(24, 40, bias=True)
     return m
@@ -294,9 +340,10 @@ def count_saved(m, x):
     return y, len(n)
 
 
-def test_module_takes_the_fused_op_only_for_plain_projections():
+@pytest.mark.parametrize("gate", GATES)
+def test_module_takes_the_fused_op_only_for_plain_projections(gate):
     x = torch.randn(2, 5, 24, requires_grad=True)
-    m = mlp_module()
+    m = mlp_module(gate=gate)
     y_fused, saved_fused = count_saved(m, x)
     calls = []
     handle = m.gate_proj.register_forward_hook(lambda *a: calls.append(1))
@@ -304,15 +351,16 @@ def test_module_takes_the_fused_op_only_for_plain_projections():
     handle.remove()
     assert calls == [1] and saved_mod > saved_fused
     torch.testing.assert_close(y_fused, y_mod, rtol=1e-5, atol=1e-6)
-    mb = mlp_module(bias=True)  # a projection with a bias: the modules
+    mb = mlp_module(bias=True, gate=gate)  # a projection with a bias: the modules
     _, saved_bias = count_saved(mb, x)
     assert saved_bias > saved_fused
 
 
-def test_module_torchscript_save_load_and_backward(tmp_path):
-    model = mlp_module()
+@pytest.mark.parametrize("gate", GATES)
+def test_module_torchscript_save_load_and_backward(gate, tmp_path):
+    model = mlp_module(gate=gate)
     scripted = torch.jit.script(model)
-    assert "liger::swiglu_mlp" in str(scripted.inlined_graph)
+    assert ("liger::swiglu_mlp" if gate == "silu" else "liger::geglu_mlp") in str(scripted.inlined_graph)
     path = tmp_path / "swiglu_mlp.pt"
     scripted.save(str(path))
     loaded = torch.jit.load(str(path))
@@ -336,7 +384,9 @@ def opcheck_samples(device):
         for grad in (False, True):
             inputs = [t.requires_grad_(grad) for t in make_inputs(dtype, device, lead=(3, 5), hidden=16, inter=24)]
             samples.append(("swiglu_mlp", tuple(inputs), grad))
+            samples.append(("geglu_mlp", (*inputs, "none" if grad else "tanh"), grad))
         samples.append(("swiglu_bwd_inplace", inplace_case(dtype, device, 64), False))
+        samples.append(("geglu_bwd_inplace", (*inplace_case(dtype, device, 64), "tanh"), False))
     inputs = [t.requires_grad_() for t in make_inputs(torch.float32, device, lead=(4, 6), layout="transposed",
                                                       hidden=16, inter=24)]
     samples.append(("swiglu_mlp", tuple(inputs), True))
@@ -351,16 +401,20 @@ def test_opcheck(device, index):
 
 
 class Block(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, gate):
         super().__init__()
+        self.gate = gate
         self.w = torch.nn.ParameterList(make_inputs(torch.float32, "cpu", hidden=32, inter=48)[1:])
 
     def forward(self, x):
-        return liger_aot.ops.swiglu_mlp(x, *self.w)
+        if self.gate == "silu":
+            return liger_aot.ops.swiglu_mlp(x, *self.w)
+        return liger_aot.ops.geglu_mlp(x, *self.w, self.gate)
 
 
-def test_export_dynamic_tokens(tmp_path):
-    model = Block()
+@pytest.mark.parametrize("gate", GATES)
+def test_export_dynamic_tokens(gate, tmp_path):
+    model = Block(gate)
     batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=1, max=8192)
     ep = torch.export.export(model, (torch.randn(2, 3, 32),), dynamic_shapes={"x": {0: batch, 1: seq}})
     path = tmp_path / "swiglu_mlp.pt2"
@@ -375,9 +429,12 @@ def test_export_dynamic_tokens(tmp_path):
 
 
 @pytest.mark.parametrize("device,backend,dynamic", compile_params())
-def test_compile_fullgraph(device, backend, dynamic):
+@pytest.mark.parametrize("gate", GATES)
+def test_compile_fullgraph(gate, device, backend, dynamic):
+    op = mlp_op(gate)
+
     def f(x, wg, wu, wd):  # scaling by powers of 2 is exact
-        return liger.swiglu_mlp(x * 2.0, wg, wu, wd) * 0.5
+        return op(x * 2.0, wg, wu, wd) * 0.5
 
     cases = []
     for lead in ((2, 5), (3, 9)):
@@ -406,7 +463,7 @@ def test_cuda_graph():
         return [y.detach()] + [t.grad for t in inputs]
 
     def expected(*new):
-        return fwd_bwd(swiglu_mlp, new, dy)
+        return fwd_bwd(liger.swiglu_mlp, new, dy)
 
     check_cuda_graph(step, [t.data for t in inputs], expected,
                      fresh=lambda: make_inputs(torch.bfloat16, "cuda", lead=(4, 33), hidden=64, inter=96))
@@ -424,10 +481,10 @@ def test_memory_saved_and_backward_peak():
     def modular(x, wg, wu, wd):
         return F.linear(liger.swiglu(F.linear(x, wg), F.linear(x, wu)), wd)
 
-    for f in (swiglu_mlp, modular):  # warm-up: cuBLAS's workspace is allocated by the first products
+    for f in (liger.swiglu_mlp, modular):  # warm-up: cuBLAS's workspace is allocated by the first products
         f(*inputs).backward(dy)
     held, peak = {}, {}
-    for name, f in (("fused", swiglu_mlp), ("modular", modular)):
+    for name, f in (("fused", liger.swiglu_mlp), ("modular", modular)):
         for t in inputs:
             t.grad = None
         torch.cuda.synchronize()
@@ -443,12 +500,14 @@ def test_memory_saved_and_backward_peak():
 
 
 @gpu
-def test_swiglu_bwd_inplace_above_2_31_elements():
+@pytest.mark.parametrize("gate", GATES)
+def test_bwd_inplace_above_2_31_elements(gate):
+    fwd, bwd, bwd_inplace = gate_ops(gate)
     n = 2 ** 31 + 4097
     torch.manual_seed(0)
     dy, g, u = (torch.randn(n, dtype=torch.bfloat16, device="cuda") for _ in range(3))
     tail = slice(n - 8192, n)  # the 64-bit variant's last blocks, and a head check
-    want = [(liger.swiglu(g[s], u[s]), *liger.swiglu_bwd(dy[s], g[s], u[s])) for s in (slice(0, 8192), tail)]
-    liger.swiglu_bwd_inplace(dy, g, u)
+    want = [(fwd(g[s], u[s]), *bwd(dy[s], g[s], u[s])) for s in (slice(0, 8192), tail)]
+    bwd_inplace(dy, g, u)
     for s, (h, dg, du) in zip((slice(0, 8192), tail), want):
         assert torch.equal(dy[s], h) and torch.equal(g[s], dg) and torch.equal(u[s], du)
