@@ -50,8 +50,11 @@ def _gelu_and_grad(x, APPROX: tl.constexpr):
 
 @triton.jit
 def _gelu(x, APPROX: tl.constexpr):
+    # the tanh form in _gelu_and_grad's order (x * x first), so that geglu_mlp's backward, which takes the product
+    # from _gelu_and_grad, recomputes the forward's value bit for bit
     if APPROX == 0:
-        s, _ = sigmoid_parts(TWO_SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x))
+        x2 = x * x
+        s, _ = sigmoid_parts(TWO_SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x2))
         gelu = x * s
     else:
         gelu = 0.5 * x * (1.0 + tl.erf(x * SQRT_1_2))
