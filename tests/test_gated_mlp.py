@@ -356,25 +356,6 @@ def test_module_takes_the_fused_op_only_for_plain_projections(gate):
     assert saved_bias > saved_fused
 
 
-@pytest.mark.parametrize("gate", GATES)
-def test_module_torchscript_save_load_and_backward(gate, tmp_path):
-    model = mlp_module(gate=gate)
-    scripted = torch.jit.script(model)
-    assert ("liger::swiglu_mlp" if gate == "silu" else "liger::geglu_mlp") in str(scripted.inlined_graph)
-    path = tmp_path / "swiglu_mlp.pt"
-    scripted.save(str(path))
-    loaded = torch.jit.load(str(path))
-    x, dy = torch.randn(3, 5, 24), torch.randn(3, 5, 24)
-    outputs = []
-    for m in (model, loaded):
-        xg = x.clone().requires_grad_()
-        y = m(xg)
-        y.backward(dy)
-        outputs.append((y.detach(), xg.grad, dict(m.named_parameters())["down_proj.weight"].grad))
-    for a, b in zip(*outputs):
-        assert torch.equal(a, b)
-
-
 # ---- opcheck, export, compile
 
 
