@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.library import opcheck
 
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params, run_memcheck
+from _shared import (check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     poison_freed_blocks, run_memcheck)
 
 DEVICES = ("cpu", pytest.param("cuda", marks=pytest.mark.gpu))
 gpu = pytest.mark.gpu
@@ -146,12 +147,6 @@ ROW_COUNTS = (0, 1, 3, 4099)
 CUDA_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def poison_freed_blocks(numel, dtype):
-    """Frees NaN-filled blocks of the outputs' size: the op's next outputs reuse them (see test_rms_norm)."""
-    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
-    del blocks
-
-
 def make_cuda_layout(layout, rows, hidden, dtype):
     randn = lambda *s: 3 * torch.randn(*s, dtype=dtype, device="cuda")  # noqa: E731
     return {
@@ -201,7 +196,7 @@ def gpu_tests(name, fwd_bwd, check_against_reference):
         dy = torch.randn_like(x)
         first = fwd_bwd(x, dy)
         first = tuple(t.clone() for t in first)
-        poison_freed_blocks(x.numel(), dtype)
+        poison_freed_blocks((x.numel(), dtype))
         y, dx = fwd_bwd(x, dy)
         for a, b in zip(first, (y, dx)):
             assert torch.equal(a, b), "not deterministic or reads a poisoned block"

@@ -93,12 +93,13 @@ def check_compile_fullgraph(f, cases, backend, dynamic, compare=None):
     assert not counters["graph_break"], dict(counters["graph_break"])
 
 
-def check_cuda_graph(step, inputs, expected, fresh=None, check=None, replays=3):
+def check_cuda_graph(step, inputs, expected, fresh=None, check=None, replays=3, compare=None):
     """step() (the op's forward and backward on `inputs`) captured in a CUDA graph, after three warm-up calls on a
     side stream (the first call loads the modules, which capture must not), then replayed `replays` times: each
     time `inputs` are filled in place with new values (fresh(), one per input; default: randn_like of each), and
-    the replay's outputs must equal expected(*new), the eager op on the same values, bitwise. check(outputs, *new)
-    may test them further (e.g. against the float64 reference)."""
+    the replay's outputs must equal expected(*new), the eager op on the same values, bitwise (or as
+    compare(got, want) asserts: cuBLAS may pick other kernels under capture). check(outputs, *new) may test them
+    further (e.g. against the float64 reference)."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -118,9 +119,22 @@ def check_cuda_graph(step, inputs, expected, fresh=None, check=None, replays=3):
         want = expected(*new)
         assert len(static_out) == len(want)
         for i, (got, w) in enumerate(zip(static_out, want)):
-            assert torch.equal(got, w), f"output {i} of the graph's replay differs from the eager op"
+            if compare is None:
+                assert torch.equal(got, w), f"output {i} of the graph's replay differs from the eager op"
+            else:
+                compare(got, w)
         if check is not None:
             check(static_out, *new)
+
+
+def poison_freed_blocks(*specs, copies=4):
+    """Fills free blocks of the CUDA caching allocator with NaN: for each (size, dtype) in specs (size: a number of
+    elements or a shape), `copies` NaN tensors are made and freed. The allocator serves a request from the smallest
+    free block that fits, on the same stream, so the op's next outputs take those very blocks and start as NaN
+    wherever a kernel fails to write them."""
+    blocks = [torch.full((size,) if isinstance(size, int) else size, float("nan"), dtype=dt, device="cuda")
+              for size, dt in specs for _ in range(copies)]
+    del blocks
 
 
 def run_memcheck(script_text, tmp_path, timeout=600):

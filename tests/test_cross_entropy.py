@@ -16,7 +16,7 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerCrossEntropyLoss
-from _shared import check_compile_fullgraph, compile_params, dtype_id
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, poison_freed_blocks
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -486,12 +486,6 @@ def test_bad_inputs():
 VOCABS = (32000, 128256, 152064, 256000)
 
 
-def poison_freed_blocks(numel, dtype):
-    """Frees NaN-filled blocks of the outputs' size: the op's next outputs reuse them (see test_rms_norm)."""
-    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
-    del blocks
-
-
 def cpu_reference_check(logits, target, kw, reduction, got_loss, got_z, got_grad, gl, gz):
     """Checks CUDA results against the float64 reference computed on the GPU in float64."""
     x64 = logits.detach().double().requires_grad_()
@@ -517,11 +511,11 @@ def test_cuda_matches_float64_reference(dtype, V, opts, reduction):
     if V == 1 and kw["ignore_index"] == 0:
         kw["ignore_index"] = -100  # otherwise every target (all 0) is ignored: test_cuda_strided_..._all_ignored
     x = logits.clone().requires_grad_()
-    poison_freed_blocks(logits.numel(), dtype)
+    poison_freed_blocks((logits.numel(), dtype))
     loss, z = call(x, target, kw, reduction)
     gl = torch.randn(loss.shape, device="cuda").to(dtype)
     gz = torch.randn(z.shape, device="cuda").to(dtype)
-    poison_freed_blocks(logits.numel(), dtype)
+    poison_freed_blocks((logits.numel(), dtype))
     torch.autograd.backward((loss, z), (gl, gz))
     assert not x.grad.isnan().any() and not loss.isnan().any()
     cpu_reference_check(logits, target, kw, reduction, loss.detach(), z.detach(), x.grad, gl, gz)
@@ -549,9 +543,9 @@ def test_cuda_fused_unit_gradient(dtype, V, opts, reduction):
         kw["ignore_index"] = -100
     target[5] = kw["ignore_index"]
     x = logits.clone().requires_grad_()
-    poison_freed_blocks(logits.numel(), dtype)
+    poison_freed_blocks((logits.numel(), dtype))
     loss, z = call(x, target, kw, reduction)
-    poison_freed_blocks(logits.numel(), dtype)
+    poison_freed_blocks((logits.numel(), dtype))
     loss.backward()
     assert torch.equal(x.detach(), logits)
     assert not x.grad.isnan().any() and not x.grad[5].any()
@@ -753,30 +747,26 @@ def test_cuda_graph_capture_and_replay(reduction, scale, rows):
         loss, z = call(x, static_target, kw, reduction)
         return (loss, z) + torch.autograd.grad((loss * scale).sum(), (x,))
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for i in range(3):
-        new_logits, new_target, _ = make_inputs((rows,), 128256, torch.bfloat16, "cuda", opts=opts)
-        if i == 1:
-            new_target.fill_(kw["ignore_index"])  # the mean's divisor changes with the data: computed on the device
-        with torch.no_grad():
-            x.copy_(new_logits)
-            static_target.copy_(new_target)
-        graph.replay()
-        torch.cuda.synchronize()
+    def expected(new_logits, new_target):
         xe = new_logits.clone().requires_grad_()
         loss, z = call(xe, new_target, kw, reduction)
-        (g,) = torch.autograd.grad((loss * scale).sum(), (xe,))
-        for got, want in zip(static_out, (loss, z, g)):
-            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+        return (loss, z) + torch.autograd.grad((loss * scale).sum(), (xe,))
+
+    replay = iter(range(3))
+
+    def fresh():
+        new_logits, new_target, _ = make_inputs((rows,), 128256, torch.bfloat16, "cuda", opts=opts)
+        if next(replay) == 1:
+            new_target.fill_(kw["ignore_index"])  # the mean's divisor changes with the data: computed on the device
+        return new_logits, new_target
+
+    def same(got, want):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+    def logits_intact(outputs, new_logits, new_target):
         assert torch.equal(x.detach(), new_logits)
+
+    check_cuda_graph(step, (x, static_target), expected, fresh=fresh, check=logits_intact, compare=same)
 
 
 @gpu

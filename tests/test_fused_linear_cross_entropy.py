@@ -13,8 +13,8 @@ from torch.library import opcheck
 import liger_aot  # noqa: F401  (loads the operators)
 from liger_aot import functional, ops
 from liger_aot.nn import LigerFusedLinearCrossEntropyLoss
-from _shared import check_compile_fullgraph, compile_params, dtype_id
-from test_cross_entropy import OPTIONS, REDUCTIONS, poison_freed_blocks, reference
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, poison_freed_blocks
+from test_cross_entropy import OPTIONS, REDUCTIONS, reference
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -302,8 +302,8 @@ def test_bad_inputs():
 def test_cuda_matches_float64_reference(dtype, V, opts, reduction):
     # 1200 tokens: several chunks (512 tokens of 128256 bf16 logits per chunk), the last one partial
     x, w, b, target, kw = make_inputs((1200,), 256, V, dtype, "cuda", opts=opts)
-    poison_freed_blocks(512 * V, dtype)  # NaN where the logits chunk and the gradients will be allocated
-    poison_freed_blocks(V * 256, dtype)
+    poison_freed_blocks((512 * V, dtype))  # NaN where the logits chunk and the gradients will be allocated
+    poison_freed_blocks((V * 256, dtype))
     check_flce(x, w, b, target, kw, reduction)
 
 
@@ -348,27 +348,17 @@ def test_cuda_graph_capture_and_replay():
         loss, z = call(static[0], static[1], static_target, static[2], kw, "mean")
         return (loss, z) + torch.autograd.grad(loss, static)
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(2):
-        nx, nw, nb, nt, _ = make_inputs((700,), 128, 32000, torch.bfloat16, "cuda", opts="all")
-        with torch.no_grad():
-            for s, n in zip(static, (nx, nw, nb)):
-                s.copy_(n)
-            static_target.copy_(nt)
-        graph.replay()
-        torch.cuda.synchronize()
+    def expected(nx, nw, nb, nt):
         fresh = [t.clone().requires_grad_() for t in (nx, nw, nb)]
         loss, z = call(fresh[0], fresh[1], nt, fresh[2], kw, "mean")
-        want = (loss, z) + torch.autograd.grad(loss, fresh)
-        # cuBLAS may pick other kernels under capture: close, not bitwise (the divisor on the device is what
-        # this checks: a stale or host-side count would be off by far more)
-        for got, w_ in zip(static_out, want):
-            torch.testing.assert_close(got.float(), w_.float(), rtol=2**-7, atol=2**-7 * w_.abs().max().item())
+        return (loss, z) + torch.autograd.grad(loss, fresh)
+
+    def close(got, want):  # cuBLAS may pick other kernels under capture: close, not bitwise (the divisor on the
+        # device is what this checks: a stale or host-side count would be off by far more)
+        torch.testing.assert_close(got.float(), want.float(), rtol=2**-7, atol=2**-7 * want.abs().max().item())
+
+    def fresh():
+        nx, nw, nb, nt, _ = make_inputs((700,), 128, 32000, torch.bfloat16, "cuda", opts="all")
+        return nx, nw, nb, nt
+
+    check_cuda_graph(step, (*static, static_target), expected, fresh=fresh, replays=2, compare=close)

@@ -13,7 +13,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerFusedLinearJSD
-from _shared import check_compile_fullgraph, compile_params, dtype_id, opcheck_params
+from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -301,24 +301,10 @@ def test_cuda_graph_capture_and_replay():
         loss = liger.fused_linear_jsd(si, sw, ti, tw, lab, 0.5)
         return (loss,) + torch.autograd.grad(loss, (si, sw))
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = step()
-    for _ in range(3):
-        n = make_inputs(256, 256, 32000, torch.bfloat16, "cuda", labels=True)
-        with torch.no_grad():
-            for dst, src in zip((si, sw, ti, tw, lab), n):
-                dst.copy_(src)
-        graph.replay()
-        torch.cuda.synchronize()
+    def expected(*n):
         a, b = n[0].clone().requires_grad_(), n[1].clone().requires_grad_()
         loss = liger.fused_linear_jsd(a, b, n[2], n[3], n[4], 0.5)
-        want = (loss.detach(),) + torch.autograd.grad(loss, (a, b))
-        for got, w in zip(static_out, want):
-            assert torch.equal(got, w)
+        return (loss.detach(),) + torch.autograd.grad(loss, (a, b))
+
+    check_cuda_graph(step, (si, sw, ti, tw, lab), expected,
+                     fresh=lambda: make_inputs(256, 256, 32000, torch.bfloat16, "cuda", labels=True))

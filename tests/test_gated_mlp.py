@@ -18,7 +18,8 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerGEGLUMLP, LigerSwiGLUMLP
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
+from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     poison_freed_blocks)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -133,6 +134,8 @@ def test_matches_float64_reference(gate, dtype, shape):
 def test_cuda_matches_float64_reference(gate, dtype, shape):
     inputs = make_inputs(dtype, "cuda", **CUDA_SHAPES[shape])
     dy = torch.randn(*inputs[0].shape[:-1], inputs[3].shape[0], dtype=dtype, device="cuda")
+    tokens = dy.numel() // dy.shape[-1]
+    poison_freed_blocks(*[(t.numel(), dtype) for t in (dy, *inputs)], (tokens * inputs[1].shape[0], dtype), copies=2)
     got = fwd_bwd(mlp_op(gate), inputs, dy)
     check_against_reference(inputs, dy, got, gate)
 

@@ -14,7 +14,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot.nn import LigerGroupNorm
 from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
-                     run_memcheck)
+                     poison_freed_blocks, run_memcheck)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -376,11 +376,6 @@ GPU_SHAPES = [((2, 64, 8, 8), 32), ((4, 30, 7, 7), 5), ((3, 8, 64, 64), 2), ((8,
               ((2, 64, 32, 32), 2)]
 
 
-def poison_freed_blocks(*specs):
-    blocks = [torch.full((n,), float("nan"), dtype=dt, device="cuda") for n, dt in specs for _ in range(2)]
-    del blocks
-
-
 @gpu
 @pytest.mark.parametrize("shape,groups", GPU_SHAPES, ids=lambda v: str(v))
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
@@ -392,7 +387,8 @@ def test_cuda_matches_float64_reference(dtype, shape, groups):
         w = torch.randn(c, dtype=dtype, device="cuda") if "weight" in affine else None
         b = torch.randn(c, dtype=dtype, device="cuda") if "bias" in affine else None
         first = [t.clone() for t in op_grads(x, groups, w, b, dy) if t is not None]
-        poison_freed_blocks(*[(x.numel(), dtype)] * 3, (2 * shape[0] * c, torch.float32), (c, dtype))
+        poison_freed_blocks(*[(x.numel(), dtype)] * 3, (2 * shape[0] * c, torch.float32), (c, dtype),
+                            copies=2)
         got = op_grads(x, groups, w, b, dy)
         for a, b_ in zip(first, [t for t in got if t is not None]):
             assert torch.equal(a, b_), f"{affine}: not deterministic or reads a poisoned block"

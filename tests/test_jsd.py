@@ -14,7 +14,8 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerJSD
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
+from _shared import (check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     poison_freed_blocks)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -268,11 +269,6 @@ def test_bad_inputs():
 # GPU tests. Run with `pytest -m gpu`.
 
 
-def poison_freed_blocks(numel, dtype):
-    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
-    del blocks
-
-
 @gpu
 @pytest.mark.parametrize("labels", (False, True))
 @pytest.mark.parametrize("beta", BETAS)
@@ -281,7 +277,7 @@ def poison_freed_blocks(numel, dtype):
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 def test_cuda_matches_float64(dtype, rows, vocab, beta, labels):
     x, y, lab = make_inputs(rows, vocab, dtype, "cuda", labels=labels)
-    poison_freed_blocks(rows * vocab, dtype)
+    poison_freed_blocks((rows * vocab, dtype))
     check(x, y, lab, beta, dloss=0.75)
     a, b = liger.jsd(x, y, lab, beta), liger.jsd(x, y, lab, beta)
     assert torch.equal(a, b), "not deterministic"

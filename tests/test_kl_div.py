@@ -12,7 +12,8 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerKLDIVLoss
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
+from _shared import (check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     poison_freed_blocks)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -247,12 +248,6 @@ def test_bad_inputs():
 # GPU tests. Run with `pytest -m gpu`.
 
 
-def poison_freed_blocks(numel, dtype):
-    """Frees NaN-filled blocks of the outputs' size: the op's next outputs reuse them."""
-    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
-    del blocks
-
-
 @gpu
 @pytest.mark.parametrize("log_target", (False, True))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -263,12 +258,12 @@ def test_cuda_matches_float64(dtype, rows, vocab, reduction, log_target):
     x, y = make_inputs((rows, vocab), dtype, log_target, "cuda")
     dloss = (torch.randn(rows, vocab, dtype=dtype, device="cuda") if reduction == "none"
              else torch.tensor(1.5, dtype=dtype, device="cuda"))
-    poison_freed_blocks(rows * vocab, dtype)
+    poison_freed_blocks((rows * vocab, dtype))
     got = liger.kl_div(x, y, reduction, log_target)
     check_value(got, x, y, reduction, log_target)
     again = liger.kl_div(x, y, reduction, log_target)
     assert torch.equal(got, again), "not deterministic"
-    poison_freed_blocks(rows * vocab, dtype)
+    poison_freed_blocks((rows * vocab, dtype))
     check_grads(x, y, reduction, log_target, dloss)
 
 

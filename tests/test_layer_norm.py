@@ -17,7 +17,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot.nn import LigerLayerNorm
 from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
-                     run_memcheck)
+                     poison_freed_blocks, run_memcheck)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -418,12 +418,6 @@ ROW_COUNTS = (0, 1, 3, 4099)
 PARAM_KINDS = ("both", "weight", "none")
 
 
-def poison_freed_blocks(*specs):
-    """Fills free caching-allocator blocks of the given (numel, dtype) sizes with NaN (see test_rms_norm)."""
-    blocks = [torch.full((n,), float("nan"), dtype=dt, device="cuda") for n, dt in specs for _ in range(2)]
-    del blocks
-
-
 def params_for(kind, hidden, dtype):
     w = torch.randn(hidden, dtype=dtype, device="cuda") if kind in ("both", "weight") else None
     b = torch.randn(hidden, dtype=dtype, device="cuda") if kind == "both" else None
@@ -443,7 +437,7 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
         w, b = params_for(kind, hidden, dtype)
         first = [t.clone() for t in fwd_bwd(x, w, b, dy) if t is not None]
         poison_freed_blocks(*[(x.numel(), dtype)] * 3, (rows, torch.float32), (rows, torch.float32),
-                            (hidden, dtype), (2 * min(rows, 4096) * hidden, torch.float32))
+                            (hidden, dtype), (2 * min(rows, 4096) * hidden, torch.float32), copies=2)
         y, dx, dw, db = fwd_bwd(x, w, b, dy)
         with torch.no_grad():
             y_inference = liger.layer_norm(x, w, b, EPS)  # the kernel without the mean/rstd stores

@@ -16,7 +16,7 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot.nn import LigerRMSNorm
 from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id,  # noqa: E402
-                     run_memcheck)
+                     poison_freed_blocks, run_memcheck)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -521,17 +521,6 @@ ROW_COUNTS = (0, 1, 3, 4099)
 WEIGHT_KINDS = ("weight", "weight_offset1", "none")
 
 
-def poison_freed_blocks(*specs):
-    """Fills free blocks of the caching allocator of the given (numel, dtype) sizes with NaN.
-
-    The allocator serves a request from the smallest free block that fits, on the same stream: tensors
-    allocated right after the op's outputs are freed take those very blocks, so filling them with NaN and
-    freeing them again means the next call's outputs start as NaN wherever a kernel fails to write.
-    """
-    blocks = [torch.full((n,), float("nan"), dtype=dt, device="cuda") for n, dt in specs for _ in range(2)]
-    del blocks
-
-
 def weight_for(kind, hidden, dtype, device="cuda"):
     if kind == "none":
         return None, 0.0
@@ -550,7 +539,7 @@ def test_cuda_matches_float64_reference(dtype, hidden, rows):
         for mode in MODES:
             first = [t.clone() for t in fwd_bwd(x, w, dy, offset, mode) if t is not None]
             poison_freed_blocks(*[(x.numel(), dtype)] * 3, (rows, torch.float32), (hidden, dtype),
-                                (min(rows, 2048) * hidden, torch.float32))
+                                (min(rows, 2048) * hidden, torch.float32), copies=2)
             y, dx, dw = fwd_bwd(x, w, dy, offset, mode)
             with torch.no_grad():
                 y_inference = liger.rms_norm(x, w, EPS, offset, mode)  # the kernel without the rstd store

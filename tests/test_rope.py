@@ -11,7 +11,7 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot import ops
-from _shared import dtype_id, opcheck_params
+from _shared import dtype_id, opcheck_params, poison_freed_blocks
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -526,12 +526,6 @@ def test_bad_mrope_and_llama4_inputs():
 # ---- GPU
 
 
-def poison_freed_blocks(*shapes_dtypes):
-    """Fills the caching allocator's next blocks with NaN: outputs the kernel fails to write stay NaN."""
-    ts = [torch.full(s, float("nan"), dtype=dt, device="cuda") for s, dt in shapes_dtypes]
-    del ts
-
-
 GPU_SHAPES = [  # (B, S, Hq, Hk, D, R)
     (4, 128, 32, 8, 128, 128), (1, 1, 1, 1, 64, 64), (2, 7, 5, 1, 256, 256), (3, 129, 12, 4, 80, 80),
     (2, 33, 3, 3, 72, 72), (2, 17, 6, 2, 80, 32), (1, 9, 2, 2, 6, 6), (2, 5, 40, 8, 512, 512), (2, 5, 4, 2, 96, 0),
@@ -560,7 +554,7 @@ def test_cuda_rope_matches_float64_reference(layout, dtype, shape):
     pos = torch.randint(0, 4096, (B, S), device="cuda")
     cos, sin = rope_table(pos, R, dtype) if R else (randn(B, S, 0), randn(B, S, 0))
     sin = sin * 1.5  # halves and cos/sin unrelated enough to catch a swapped term
-    poison_freed_blocks((q.shape, dtype), (k.shape, dtype))
+    poison_freed_blocks((q.shape, dtype), (k.shape, dtype), copies=1)
     check_rope(q, k, cos, sin, udim, what=f"{layout} {shape}: ")
 
 

@@ -15,7 +15,8 @@ from torch.library import opcheck
 
 import liger_aot
 from liger_aot.nn import LigerSwiGLUMLP
-from _shared import MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
+from _shared import (MaxError, check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     poison_freed_blocks)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -341,20 +342,13 @@ def test_bad_backward_inputs():
 NUMELS = (1, 7, 2047, 2048, 2049, 4095, 4096, 4097, 8192 * 3 + 5, 1 << 20, 8192 * 14336 // 16)
 
 
-def poison_freed_blocks(*specs):
-    """Fills freed caching-allocator blocks of the given (numel, dtype) sizes with NaN, so outputs
-    allocated next start as NaN wherever a kernel fails to write."""
-    blocks = [torch.full((n,), float("nan"), dtype=dt, device="cuda") for n, dt in specs for _ in range(3)]
-    del blocks
-
-
 @gpu
 @pytest.mark.parametrize("numel", NUMELS)
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 def test_cuda_matches_float64_reference(dtype, numel):
     g, u, dy = (torch.randn(numel, dtype=dtype, device="cuda") * s for s in (3, 1, 1))
     first = [t.clone() for t in fwd_bwd(g, u, dy)]
-    poison_freed_blocks((numel, dtype))
+    poison_freed_blocks((numel, dtype), copies=3)
     y, dg, du = fwd_bwd(g, u, dy)
     for a, b in zip(first, (y, dg, du)):
         assert torch.equal(a, b), "not deterministic or reads a poisoned block"

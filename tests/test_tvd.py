@@ -11,7 +11,8 @@ from torch.library import opcheck
 import liger_aot
 from liger_aot import functional
 from liger_aot.nn import LigerTVDLoss
-from _shared import check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params
+from _shared import (check_compile_fullgraph, check_cuda_graph, compile_params, dtype_id, opcheck_params,
+                     poison_freed_blocks)
 
 liger = torch.ops.liger
 gpu = pytest.mark.gpu
@@ -276,11 +277,6 @@ def test_bad_inputs():
 # GPU tests. Run with `pytest -m gpu`.
 
 
-def poison_freed_blocks(numel, dtype):
-    blocks = [torch.full((numel,), float("nan"), dtype=dtype, device="cuda") for _ in range(4)]
-    del blocks
-
-
 @gpu
 @pytest.mark.parametrize("labels", (False, True))
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -289,7 +285,7 @@ def poison_freed_blocks(numel, dtype):
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 def test_cuda_matches_float64(dtype, rows, vocab, reduction, labels):
     p, q, lab = make_inputs(rows, vocab, dtype, "cuda", labels=labels)
-    poison_freed_blocks(rows * vocab, torch.float32)
+    poison_freed_blocks((rows * vocab, torch.float32))
     check(p, q, lab, reduction)
     assert torch.equal(liger.tvd(p, q, lab, reduction), liger.tvd(p, q, lab, reduction)), "not deterministic"
 
@@ -310,7 +306,7 @@ def test_cuda_strided(reduction):
 def test_cuda_fused_gradient_paths_agree(dtype, reduction, unit):
     p, q, lab = make_inputs(9, 32003, dtype, "cuda", labels=True)
     dloss = torch.tensor(1.0 if unit else -0.37, device="cuda")
-    poison_freed_blocks(9 * 32003, dtype)
+    poison_freed_blocks((9 * 32003, dtype))
     fused = grads(p, q, lab, reduction, dloss, "cuda")
     retained = grads(p, q, lab, reduction, dloss, "cuda", retain=True)
     loss, mult = liger.tvd_fwd(p, q, lab, reduction, -100)
