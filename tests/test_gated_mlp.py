@@ -47,15 +47,21 @@ def act_reference(g, gate):
 
 
 def reference(x, wg, wu, wd, gate="silu"):
-    """The definition: (act(x wg^T) * (x wu^T)) wd^T."""
+    """The definition: (act(x wg^T) * (x wu^T)) wd^T; wu None: wg holds the gate's rows, then the up's."""
+    if wu is None:
+        return (act_reference(x @ wg[:wg.shape[0] // 2].T, gate) * (x @ wg[wg.shape[0] // 2:].T)) @ wd.T
     return (act_reference(x @ wg.T, gate) * (x @ wu.T)) @ wd.T
 
 
 def eager(x, wg, wu, wd, gate="silu"):
-    """What Hugging Face's LlamaMLP / GemmaMLP compute: down_proj(act_fn(gate_proj(x)) * up_proj(x))."""
-    g = F.linear(x, wg)
+    """What Hugging Face's LlamaMLP / GemmaMLP compute: down_proj(act_fn(gate_proj(x)) * up_proj(x)); wu None:
+    Phi3MLP's gate_up_proj(x).chunk(2, -1)."""
+    if wu is None:
+        g, u = F.linear(x, wg).chunk(2, dim=-1)
+    else:
+        g, u = F.linear(x, wg), F.linear(x, wu)
     act = F.silu(g) if gate == "silu" else F.gelu(g, approximate=gate)
-    return F.linear(act * F.linear(x, wu), wd)
+    return F.linear(act * u, wd)
 
 
 def mlp_op(gate):
@@ -65,8 +71,9 @@ def mlp_op(gate):
     return functools.partial(liger.geglu_mlp, approximate=gate)
 
 
-def make_inputs(dtype, device, lead=(3, 7), hidden=48, inter=72, out=None, layout="contiguous"):
-    """x [*lead, hidden] and the three weights, scaled so that gate spans both tails of silu."""
+def make_inputs(dtype, device, lead=(3, 7), hidden=48, inter=72, out=None, layout="contiguous", packed=False):
+    """x [*lead, hidden] and the three weights, scaled so that gate spans both tails of silu; packed: [x, the gate
+    and up weights as one [2 * inter, hidden], None, the down weight]."""
     def randn(*s):
         return torch.randn(*s, dtype=torch.float64, device=device)
 
@@ -77,26 +84,34 @@ def make_inputs(dtype, device, lead=(3, 7), hidden=48, inter=72, out=None, layou
     wg = randn(inter, hidden) * (3.0 / hidden ** 0.5)
     wu = randn(inter, hidden) / hidden ** 0.5
     wd = randn(out, inter) / inter ** 0.5
+    if packed:
+        return [x.to(dtype), torch.cat([wg, wu]).to(dtype), None, wd.to(dtype)]
     return [t.to(dtype) for t in (x, wg, wu, wd)]
 
 
 def fwd_bwd(op, inputs, dy, retain=False):
-    """(y, dx, dwg, dwu, dwd) of op through autograd (twice from one graph with retain=True: the second's)."""
-    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    """(y, dx, dwg, dwu, dwd) of op through autograd (twice from one graph with retain=True: the second's); an
+    input given as None (up_weight of a packed weight) passes as None and gets gradient None."""
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    tensors = [t for t in leaves if t is not None]
     y = op(*leaves)
-    grads = torch.autograd.grad(y, leaves, dy, retain_graph=retain)
+    grads = iter(torch.autograd.grad(y, tensors, dy, retain_graph=retain))
     if retain:
-        grads = torch.autograd.grad(y, leaves, dy)
-    return [y.detach(), *grads]
+        grads = iter(torch.autograd.grad(y, tensors, dy))
+    return [y.detach()] + [None if t is None else next(grads) for t in leaves]
 
 
 def check_against_reference(inputs, dy, got, gate="silu", what=""):
     names = ("y", "dx", "dgate_weight", "dup_weight", "ddown_weight")
     for t, like in zip(got, [dy] + list(inputs)):
-        assert t.shape == like.shape and t.dtype == like.dtype and torch.isfinite(t).all()
-    ref = fwd_bwd(functools.partial(reference, gate=gate), [t.double() for t in inputs], dy.double())
+        assert (t is None) == (like is None)
+        assert t is None or (t.shape == like.shape and t.dtype == like.dtype and torch.isfinite(t).all())
+    ref = fwd_bwd(functools.partial(reference, gate=gate), [None if t is None else t.double() for t in inputs],
+                  dy.double())
     base = fwd_bwd(functools.partial(eager, gate=gate), inputs, dy)
     for name, g, b, r in zip(names, got, base, ref):
+        if g is None:
+            continue
         e = Error(name, inputs[0].dtype)
         e.add(g, b, r)
         e.check(what)
@@ -110,8 +125,10 @@ SHAPES = {
     "1d": dict(lead=()),
     "odd_sizes": dict(lead=(5, 3), hidden=33, inter=37, out=19),
     "transposed_x": dict(lead=(4, 6), layout="transposed"),
+    "packed_gate_up": dict(lead=(3, 7), packed=True),
 }
 CUDA_SHAPES = {**SHAPES, "llama_like": dict(lead=(2, 301), hidden=512, inter=1376),
+               "phi3_like_packed": dict(lead=(2, 129), hidden=384, inter=1024, packed=True),
                "many_tokens": dict(lead=(4099,), hidden=64, inter=256)}
 
 
@@ -135,7 +152,8 @@ def test_cuda_matches_float64_reference(gate, dtype, shape):
     inputs = make_inputs(dtype, "cuda", **CUDA_SHAPES[shape])
     dy = torch.randn(*inputs[0].shape[:-1], inputs[3].shape[0], dtype=dtype, device="cuda")
     tokens = dy.numel() // dy.shape[-1]
-    poison_freed_blocks(*[(t.numel(), dtype) for t in (dy, *inputs)], (tokens * inputs[1].shape[0], dtype), copies=2)
+    poison_freed_blocks(*[(t.numel(), dtype) for t in (dy, *inputs) if t is not None], (tokens * inputs[1].shape[0], dtype),
+                        copies=2)
     got = fwd_bwd(mlp_op(gate), inputs, dy)
     check_against_reference(inputs, dy, got, gate)
 
@@ -143,14 +161,15 @@ def test_cuda_matches_float64_reference(gate, dtype, shape):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", CUDA_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("gate", GATES)
-def test_in_place_and_retained_backwards_agree(gate, device, dtype):
+@pytest.mark.parametrize("packed", (False, True), ids=("separate", "packed"))
+def test_in_place_and_retained_backwards_agree(gate, device, dtype, packed):
     """A freed graph's backward overwrites gate and up; a retained graph's must not, and both give one result."""
-    inputs = make_inputs(dtype, device, lead=(2, 65), hidden=64, inter=160)
+    inputs = make_inputs(dtype, device, lead=(2, 65), hidden=64, inter=160, packed=packed)
     dy = torch.randn(2, 65, 64, dtype=dtype, device=device)
     once = fwd_bwd(mlp_op(gate), inputs, dy)
     twice = fwd_bwd(mlp_op(gate), inputs, dy, retain=True)  # the second backward of one graph
     for a, b in zip(once, twice):
-        assert torch.equal(a, b)
+        assert (a is None and b is None) or torch.equal(a, b)
 
 
 @pytest.mark.parametrize("gate", GATES)
@@ -177,10 +196,16 @@ def test_saves_gate_and_up_but_not_their_product(gate):
 
 
 @pytest.mark.parametrize("gate", GATES)
-def test_gradcheck_and_no_second_derivative(gate):
-    inputs = [t.requires_grad_() for t in make_inputs(torch.float64, "cpu", lead=(2, 3), hidden=6, inter=10)]
-    assert torch.autograd.gradcheck(mlp_op(gate), inputs)
-    dx = torch.autograd.grad(mlp_op(gate)(*inputs).square().sum(), inputs[0], create_graph=True)[0]
+@pytest.mark.parametrize("packed", (False, True), ids=("separate", "packed"))
+def test_gradcheck_and_no_second_derivative(gate, packed):
+    x, wg, wu, wd = make_inputs(torch.float64, "cpu", lead=(2, 3), hidden=6, inter=10, packed=packed)
+    inputs = [t.requires_grad_() for t in (x, wg, wd)] + ([] if packed else [wu.requires_grad_()])
+
+    def f(x, wg, wd, *wu):
+        return mlp_op(gate)(x, wg, wu[0] if wu else None, wd)
+
+    assert torch.autograd.gradcheck(f, inputs)
+    dx = torch.autograd.grad(f(*inputs).square().sum(), inputs[0], create_graph=True)[0]
     with pytest.raises(RuntimeError, match="second derivatives"):
         dx.sum().backward()
 
@@ -285,6 +310,9 @@ def test_bwd_inplace_rejects_bad_inputs(gate, device):
     ("x_0d", "at least one dimension"),
     ("x_int", "x must be float32, bfloat16 or float16"),
     ("approximate", "geglu_mlp: approximate must be 'tanh' or 'none', got 'erf'"),
+    ("packed_odd", "packed gate_up weight \\[2 \\* intermediate, hidden\\] \\(gate rows first\\), so its row count "
+                   "must be even, got \\[23, 8\\]"),
+    ("packed_inter", "down_weight must be \\[out, intermediate\\] with intermediate = 12, got \\[8, 11\\]"),
 ])
 def test_bad_inputs(case, match):
     x, wg, wu, wd = make_inputs(torch.float32, "cpu", lead=(2, 3), hidden=8, inter=12)
@@ -297,6 +325,8 @@ def test_bad_inputs(case, match):
         "x_0d": (x[0, 0, 0], wg, wu, wd),
         "x_int": (x.long(), wg.long(), wu.long(), wd.long()),
         "approximate": (x, wg, wu, wd),
+        "packed_odd": (x, torch.cat([wg, wu])[:23], None, wd),
+        "packed_inter": (x, torch.cat([wg, wu]), None, wd[:, :11]),
     }[case]
     with pytest.raises(RuntimeError, match=match):
         if case == "approximate":
@@ -359,6 +389,29 @@ def test_module_takes_the_fused_op_only_for_plain_projections(gate):
     assert saved_bias > saved_fused
 
 
+@pytest.mark.parametrize("gate", GATES)
+def test_fused_gate_up_forward_takes_the_packed_op(gate):
+    """Phi-3 / GLM-4's patched MLP (one gate_up_proj) runs the packed op when its projections are plain, and what a
+    module call computes otherwise; the packed weight's gradient matches the modular one's."""
+    from liger_aot.transformers.forwards import fused_gate_up_mlp_forward
+
+    mlp = torch.nn.Module()
+    mlp.gate_up_proj, mlp.down_proj = torch.nn.Linear(24, 80, bias=False), torch.nn.Linear(40, 24, bias=False)
+    mlp._liger_act = gate
+    x = torch.randn(2, 5, 24, requires_grad=True)
+    y_fused, saved_fused = count_saved(lambda t: fused_gate_up_mlp_forward(mlp, t), x)
+    y_fused.sum().backward()
+    g_fused = mlp.gate_up_proj.weight.grad
+    mlp.gate_up_proj.weight.grad = None
+    handle = mlp.down_proj.register_forward_hook(lambda *a: None)
+    y_mod, saved_mod = count_saved(lambda t: fused_gate_up_mlp_forward(mlp, t), x)
+    handle.remove()
+    y_mod.sum().backward()
+    assert saved_mod > saved_fused
+    torch.testing.assert_close(y_fused, y_mod, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_fused, mlp.gate_up_proj.weight.grad, rtol=1e-5, atol=1e-5)
+
+
 # ---- opcheck, export, compile
 
 
@@ -374,6 +427,9 @@ def opcheck_samples(device):
     inputs = [t.requires_grad_() for t in make_inputs(torch.float32, device, lead=(4, 6), layout="transposed",
                                                       hidden=16, inter=24)]
     samples.append(("swiglu_mlp", tuple(inputs), True))
+    x, w, _, wd = make_inputs(torch.bfloat16, device, lead=(3, 5), hidden=16, inter=24, packed=True)
+    samples.append(("swiglu_mlp", (x.requires_grad_(), w.requires_grad_(), None, wd.requires_grad_()), True))
+    samples.append(("geglu_mlp", (x, w, None, wd, "tanh"), True))
     return samples
 
 

@@ -1,6 +1,8 @@
 // Gated MLPs as one op each: swiglu_mlp, y = (silu(x Wg^T) * (x Wu^T)) Wd^T (Llama-style decoders), and geglu_mlp,
 // the same with gelu(., approximate) (Gemma); gate_proj, up_proj and down_proj without bias. Their backward
-// recomputes the gated product instead of keeping it.
+// recomputes the gated product instead of keeping it. up_weight None means gate_weight is Phi-3's / GLM-4's
+// gate_up_proj weight, [2 * intermediate, hidden] with the gate's rows first; its gradient is one tensor of that
+// shape, written by halves.
 //
 // Written as three nn.Linear around liger::swiglu, a training step keeps, per token and layer, x, gate, up and
 // their product h (down_proj's input), 3 x intermediate + hidden elements. These ops keep x, gate and up: the
@@ -26,13 +28,14 @@
 namespace liger::gated_mlp {
 
 using at::Tensor;
+using std::optional;
 
 // ---- schema
 
 TORCH_LIBRARY_FRAGMENT(liger, m) {
-  m.def("swiglu_mlp(Tensor x, Tensor gate_weight, Tensor up_weight, Tensor down_weight) -> Tensor",
+  m.def("swiglu_mlp(Tensor x, Tensor gate_weight, Tensor? up_weight, Tensor down_weight) -> Tensor",
         {at::Tag::pt2_compliant_tag});
-  m.def("geglu_mlp(Tensor x, Tensor gate_weight, Tensor up_weight, Tensor down_weight, str approximate=\"tanh\") -> "
+  m.def("geglu_mlp(Tensor x, Tensor gate_weight, Tensor? up_weight, Tensor down_weight, str approximate=\"tanh\") -> "
         "Tensor", {at::Tag::pt2_compliant_tag});
 }
 
@@ -77,45 +80,62 @@ struct Gate {
 
 // ---- checks
 
-void check_inputs(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight, const Tensor& down_weight,
-                  const Gate& gate) {
+// (gate weight, up weight): the two given, or the halves (views) of a packed gate_up weight.
+std::pair<Tensor, Tensor> gate_and_up(const Tensor& gate_weight, const optional<Tensor>& up_weight) {
+  if (up_weight) return {gate_weight, *up_weight};
+  const c10::SymInt inter = gate_weight.sym_size(0) / 2;
+  return {gate_weight.narrow_symint(0, 0, inter), gate_weight.narrow_symint(0, inter, inter)};
+}
+
+void check_inputs(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
+                  const Tensor& down_weight, const Gate& gate) {
   const char* kOp = gate.op();
   TORCH_CHECK(gate.silu() || gate.approximate == "tanh" || gate.approximate == "none", kOp,
               ": approximate must be 'tanh' or 'none', got '", gate.approximate, "'");
   TORCH_CHECK(is_half_or_float(x.scalar_type()) || (x.scalar_type() == at::kDouble && !x.is_cuda()), kOp,
               ": x must be float32, bfloat16 or float16 (float64 on CPU), got ", x.scalar_type());
   TORCH_CHECK(x.dim() >= 1, kOp, ": x must have at least one dimension (the hidden size), got a 0-dim tensor");
-  for (const auto& [w, name] : {std::pair<const Tensor&, const char*>{gate_weight, "gate_weight"},
-                                {up_weight, "up_weight"}, {down_weight, "down_weight"}}) {
-    TORCH_CHECK(w.device() == x.device(), kOp, ": ", name, " is on ", w.device(), " but x is on ", x.device(),
+  std::vector<std::pair<const Tensor*, const char*>> weights{{&gate_weight, "gate_weight"}, {&down_weight,
+                                                                                              "down_weight"}};
+  if (up_weight) weights.emplace_back(&*up_weight, "up_weight");
+  for (const auto& [w, name] : weights) {
+    TORCH_CHECK(w->device() == x.device(), kOp, ": ", name, " is on ", w->device(), " but x is on ", x.device(),
                 "; all must be on the same device");
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), kOp, ": ", name, " must have x's dtype ", x.scalar_type(),
-                ", got ", w.scalar_type(), " (under torch.autocast the op casts them itself)");
-    TORCH_CHECK(w.dim() == 2, kOp, ": ", name, " must be 2-D (an nn.Linear weight), got ", shape_str(w));
+    TORCH_CHECK(w->scalar_type() == x.scalar_type(), kOp, ": ", name, " must have x's dtype ", x.scalar_type(),
+                ", got ", w->scalar_type(), " (under torch.autocast the op casts them itself)");
+    TORCH_CHECK(w->dim() == 2, kOp, ": ", name, " must be 2-D (an nn.Linear weight), got ", shape_str(*w));
   }
-  check_like(up_weight, "up_weight", gate_weight, "gate_weight", kOp);
+  if (up_weight) {
+    check_like(*up_weight, "up_weight", gate_weight, "gate_weight", kOp);
+  } else {
+    TORCH_SYM_CHECK((gate_weight.sym_size(0) % 2).sym_eq(0), kOp,
+                    ": with up_weight None, gate_weight is a packed gate_up weight [2 * intermediate, hidden] (gate "
+                    "rows first), so its row count must be even, got ", shape_str(gate_weight));
+  }
+  const c10::SymInt inter = up_weight ? gate_weight.sym_size(0) : gate_weight.sym_size(0) / 2;
   TORCH_SYM_CHECK(gate_weight.sym_size(1).sym_eq(x.sym_size(-1)), kOp,
                   ": gate_weight must be [intermediate, hidden] with hidden = x.size(-1) = ", x.sym_size(-1),
                   ", got ", shape_str(gate_weight));
-  TORCH_SYM_CHECK(down_weight.sym_size(1).sym_eq(gate_weight.sym_size(0)), kOp,
-                  ": down_weight must be [out, intermediate] with intermediate = gate_weight.size(0) = ",
-                  gate_weight.sym_size(0), ", got ", shape_str(down_weight));
+  TORCH_SYM_CHECK(down_weight.sym_size(1).sym_eq(inter), kOp,
+                  ": down_weight must be [out, intermediate] with intermediate = ", inter, ", got ",
+                  shape_str(down_weight));
 }
 
 // ---- forward on every backend (CPU, CUDA, Meta): ATen's matrix products around the gate's elementwise op
 
-Tensor mlp_forward(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight, const Tensor& down_weight,
-                   const Gate& gate) {
+Tensor mlp_forward(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
+                   const Tensor& down_weight, const Gate& gate) {
   check_inputs(x, gate_weight, up_weight, down_weight, gate);
-  return at::linear(gate.fwd(at::linear(x, gate_weight), at::linear(x, up_weight)), down_weight);
+  auto [wg, wu] = gate_and_up(gate_weight, up_weight);
+  return at::linear(gate.fwd(at::linear(x, wg), at::linear(x, wu)), down_weight);
 }
 
-Tensor swiglu_mlp_forward(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight,
+Tensor swiglu_mlp_forward(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
                           const Tensor& down_weight) {
   return mlp_forward(x, gate_weight, up_weight, down_weight, Gate{});
 }
 
-Tensor geglu_mlp_forward(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight,
+Tensor geglu_mlp_forward(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
                          const Tensor& down_weight, c10::string_view approximate) {
   return mlp_forward(x, gate_weight, up_weight, down_weight, Gate{std::string(approximate)});
 }
@@ -141,13 +161,14 @@ bool overwritable(const Tensor& t) { return !at::isTensorSubclassLike(t) && t.is
 class GatedMlpFunction : public torch::autograd::Function<GatedMlpFunction> {
  public:
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& gate_weight,
-                        const Tensor& up_weight, const Tensor& down_weight, const std::string& approximate) {
+                        const optional<Tensor>& up_weight, const Tensor& down_weight, const std::string& approximate) {
     at::AutoDispatchBelowADInplaceOrView guard;
     const Gate g{approximate};
     check_inputs(x, gate_weight, up_weight, down_weight, g);
-    Tensor gate = at::linear(x, gate_weight), up = at::linear(x, up_weight);
+    auto [wg, wu] = gate_and_up(gate_weight, up_weight);
+    Tensor gate = at::linear(x, wg), up = at::linear(x, wu);
     Tensor y = at::linear(g.fwd(gate, up), down_weight);
-    ctx->save_for_backward({x, gate_weight, up_weight, down_weight, gate, up});
+    ctx->save_for_backward({x, gate_weight, up_weight.value_or(Tensor()), down_weight, gate, up});
     ctx->saved_data["approximate"] = approximate;
     return y;
   }
@@ -156,8 +177,13 @@ class GatedMlpFunction : public torch::autograd::Function<GatedMlpFunction> {
                                                  torch::autograd::variable_list grads) {
     const Gate g{ctx->saved_data["approximate"].toStringRef()};
     auto saved = ctx->get_saved_variables();
-    const Tensor x = saved[0], wg = saved[1], wu = saved[2], wd = saved[3];
+    const Tensor x = saved[0], packed = saved[1], wd = saved[3];
+    const bool is_packed = !saved[2].defined();
+    const auto [wg, wu] = gate_and_up(packed, is_packed ? optional<Tensor>() : optional<Tensor>(saved[2]));
     const c10::SymInt inter = wg.sym_size(0);
+    // needs_input_grad counts the tensors given: x 0, gate_weight 1, up_weight 2 when given, then down_weight
+    const bool need_x = ctx->needs_input_grad(0), need_wg = ctx->needs_input_grad(1);
+    const bool need_wu = !is_packed && ctx->needs_input_grad(2), need_wd = ctx->needs_input_grad(is_packed ? 2 : 3);
     Tensor gate = saved[4].reshape_symint({-1, inter}), up = saved[5].reshape_symint({-1, inter});
     saved.clear();  // drop the extra references to gate and up before they are overwritten
     Tensor dy = grads[0].reshape_symint({-1, wd.sym_size(0)});
@@ -172,42 +198,51 @@ class GatedMlpFunction : public torch::autograd::Function<GatedMlpFunction> {
     } else {
       std::tie(dgate, dup) = g.bwd(dh, gate, up);
       dh.reset();
-      if (ctx->needs_input_grad(3)) h = g.fwd(gate, up);
+      if (need_wd) h = g.fwd(gate, up);
     }
-    Tensor dwd = ctx->needs_input_grad(3) ? at::mm(dy.t(), h) : Tensor();
+    Tensor dwd = need_wd ? at::mm(dy.t(), h) : Tensor();
     h.reset();
     Tensor x2 = x.reshape_symint({-1, x.sym_size(-1)});
     Tensor dx;
-    if (ctx->needs_input_grad(0)) {
+    if (need_x) {
       dx = at::mm(dgate, wg);
       dx.addmm_(dup, wu);
       dx = dx.view_symint(x.sym_sizes());
     }
-    Tensor dwg = ctx->needs_input_grad(1) ? at::mm(dgate.t(), x2) : Tensor();
-    Tensor dwu = ctx->needs_input_grad(2) ? at::mm(dup.t(), x2) : Tensor();
+    Tensor dwg, dwu;
+    if (is_packed) {  // one gradient for the packed weight, written by halves
+      if (need_wg) {
+        dwg = at::empty_symint(packed.sym_sizes(), packed.options());
+        Tensor dwg_gate = dwg.narrow_symint(0, 0, inter), dwg_up = dwg.narrow_symint(0, inter, inter);
+        at::mm_out(dwg_gate, dgate.t(), x2);
+        at::mm_out(dwg_up, dup.t(), x2);
+      }
+    } else {
+      if (need_wg) dwg = at::mm(dgate.t(), x2);
+      if (need_wu) dwu = at::mm(dup.t(), x2);
+    }
     return {dx, dwg, dwu, dwd, Tensor()};
   }
 };
 
-bool needs_grad(std::initializer_list<const Tensor*> ts) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const Tensor* t : ts)
-    if (t->requires_grad()) return true;
-  return false;
+bool needs_grad(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
+                const Tensor& down_weight) {
+  return at::GradMode::is_enabled() && (x.requires_grad() || gate_weight.requires_grad() ||
+                                        (up_weight && up_weight->requires_grad()) || down_weight.requires_grad());
 }
 
-Tensor swiglu_mlp_autograd(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight,
+Tensor swiglu_mlp_autograd(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
                            const Tensor& down_weight) {
-  if (!needs_grad({&x, &gate_weight, &up_weight, &down_weight})) {
+  if (!needs_grad(x, gate_weight, up_weight, down_weight)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return swiglu_mlp_op().call(x, gate_weight, up_weight, down_weight);
   }
   return GatedMlpFunction::apply(x, gate_weight, up_weight, down_weight, std::string());
 }
 
-Tensor geglu_mlp_autograd(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight,
+Tensor geglu_mlp_autograd(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
                           const Tensor& down_weight, c10::string_view approximate) {
-  if (!needs_grad({&x, &gate_weight, &up_weight, &down_weight})) {
+  if (!needs_grad(x, gate_weight, up_weight, down_weight)) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return geglu_mlp_op().call(x, gate_weight, up_weight, down_weight, approximate);
   }
@@ -222,8 +257,13 @@ Tensor autocast_arg(const Tensor& t) {
   return at::autocast::cached_cast(at::autocast::get_autocast_dtype(Device), t, Device);
 }
 
+template <c10::DeviceType Device>
+optional<Tensor> autocast_arg(const optional<Tensor>& t) {
+  return t ? optional<Tensor>(autocast_arg<Device>(*t)) : optional<Tensor>();
+}
+
 template <c10::DeviceType Device, c10::DispatchKey Key>
-Tensor swiglu_mlp_autocast(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight,
+Tensor swiglu_mlp_autocast(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
                            const Tensor& down_weight) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(Key);
   return swiglu_mlp_op().call(autocast_arg<Device>(x), autocast_arg<Device>(gate_weight),
@@ -231,7 +271,7 @@ Tensor swiglu_mlp_autocast(const Tensor& x, const Tensor& gate_weight, const Ten
 }
 
 template <c10::DeviceType Device, c10::DispatchKey Key>
-Tensor geglu_mlp_autocast(const Tensor& x, const Tensor& gate_weight, const Tensor& up_weight,
+Tensor geglu_mlp_autocast(const Tensor& x, const Tensor& gate_weight, const optional<Tensor>& up_weight,
                           const Tensor& down_weight, c10::string_view approximate) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(Key);
   return geglu_mlp_op().call(autocast_arg<Device>(x), autocast_arg<Device>(gate_weight),

@@ -184,13 +184,13 @@ class LigerGroupNorm(nn.Module):
 _GELU_APPROXIMATE = {"gelu_pytorch_tanh": "tanh", "gelu_new": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
 
-def _plain_projections(mlp: nn.Module, x: torch.Tensor) -> bool:
-    """True when ``mlp.gate_proj``/``up_proj``/``down_proj`` are plain bias-free ``nn.Linear``s without forward hooks
-    (no LoRA, quantized or hooked layer) and x and their weights plain tensors (no DTensor): then one
-    ``swiglu_mlp`` computes exactly what calling the three modules would."""
+def plain_projections(x: torch.Tensor, *layers: nn.Module) -> bool:
+    """True when the layers are plain bias-free ``nn.Linear``s without forward hooks (no LoRA, quantized or hooked
+    layer) and x and their weights plain tensors (no DTensor): then one ``swiglu_mlp`` / ``geglu_mlp`` computes
+    exactly what calling them would."""
     if _global_forward_hooks or _global_forward_pre_hooks or type(x) is not torch.Tensor:
         return False
-    for layer in (mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+    for layer in layers:
         if type(layer) is not nn.Linear or layer.bias is not None or layer._forward_hooks or layer._forward_pre_hooks:
             return False
         if type(layer.weight) not in (nn.Parameter, torch.Tensor):
@@ -202,7 +202,7 @@ def gated_mlp_forward(mlp: nn.Module, x: torch.Tensor, gate: str) -> torch.Tenso
     """``mlp.down_proj(act(mlp.gate_proj(x)) * mlp.up_proj(x))`` with act silu (gate ``"silu"``) or gelu (gate
     ``"tanh"`` or ``"none"``, its approximation): one :func:`ops.swiglu_mlp` / :func:`ops.geglu_mlp` (which keeps
     less for the backward) when the projections are plain, else the three modules around the activation op."""
-    if _plain_projections(mlp, x):
+    if plain_projections(x, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
         w = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
         return ops.swiglu_mlp(x, *w) if gate == "silu" else ops.geglu_mlp(x, *w, gate)
     g, u = mlp.gate_proj(x), mlp.up_proj(x)

@@ -138,13 +138,14 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return _swiglu(gate, up)
 
 
-def swiglu_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch.Tensor,
+def swiglu_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: Optional[torch.Tensor],
                down_weight: torch.Tensor) -> torch.Tensor:
     """The Llama-style MLP, ``linear(swiglu(linear(x, gate_weight), linear(x, up_weight)), down_weight)``, as one op.
 
     x: ``[..., hidden]``; gate_weight and up_weight: ``[intermediate, hidden]``; down_weight: ``[out,
     intermediate]`` (``nn.Linear`` weights, no bias), all of x's dtype and device (under ``torch.autocast`` the op
-    casts them to the autocast dtype, as ``nn.Linear`` does). The same matrix products and SwiGLU kernel as the
+    casts them to the autocast dtype, as ``nn.Linear`` does). ``up_weight=None``: gate_weight is a packed
+    ``gate_up_proj`` weight ``[2 * intermediate, hidden]``, gate rows first (Phi-3, GLM-4). The same matrix products and SwiGLU kernel as the
     three modules, but for the backward it keeps gate and up only, not their product: one pass recomputes it
     while writing the gradients of gate and up over them, so a training step keeps ``intermediate`` fewer
     elements per token and the backward allocates no SwiGLU buffers. Gradients flow to x and the three weights.
@@ -165,8 +166,8 @@ def geglu(gate: torch.Tensor, up: torch.Tensor, approximate: str = "tanh") -> to
     return _geglu(gate, up, approximate)
 
 
-def geglu_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: torch.Tensor, down_weight: torch.Tensor,
-              approximate: str = "tanh") -> torch.Tensor:
+def geglu_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: Optional[torch.Tensor],
+              down_weight: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
     """The Gemma-style MLP, ``linear(geglu(linear(x, gate_weight), linear(x, up_weight), approximate),
     down_weight)``, as one op: :func:`swiglu_mlp` with ``gelu(gate, approximate)`` (``"tanh"`` or ``"none"``)."""
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
