@@ -2,7 +2,7 @@
 ``_apply_liger_kernel_to_instance(model, ...)``, with Liger-Kernel's names and defaults.
 
 One table (table.py) says what each family swaps: its RMSNorm class (with Gemma's ``1 + weight`` offset and
-casting), its gated MLP (SwiGLU/GeGLU, fused gate/up, MoE experts), its RoPE function, vision LayerNorms, and the
+casting), its MLP (SwiGLU/GeGLU, fused gate/up, MoE experts, Nemotron's ReLU²), its RoPE function, vision LayerNorms, and the
 causal-LM forward, which with labels computes the fused linear cross-entropy without materializing logits::
 
     from liger_aot.transformers import apply_liger_kernel_to_llama
@@ -36,6 +36,21 @@ apply_liger_kernel_to_smollm3 = APPLY_FUNCTIONS["apply_liger_kernel_to_smollm3"]
 apply_liger_kernel_to_qwen2_vl = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen2_vl"]
 apply_liger_kernel_to_qwen2_5_vl = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen2_5_vl"]
 apply_liger_kernel_to_llama4 = APPLY_FUNCTIONS["apply_liger_kernel_to_llama4"]
+apply_liger_kernel_to_ministral = APPLY_FUNCTIONS["apply_liger_kernel_to_ministral"]
+apply_liger_kernel_to_olmo3 = APPLY_FUNCTIONS["apply_liger_kernel_to_olmo3"]
+apply_liger_kernel_to_exaone4 = APPLY_FUNCTIONS["apply_liger_kernel_to_exaone4"]
+apply_liger_kernel_to_hunyuan_v1_dense = APPLY_FUNCTIONS["apply_liger_kernel_to_hunyuan_v1_dense"]
+apply_liger_kernel_to_hunyuan_v1_moe = APPLY_FUNCTIONS["apply_liger_kernel_to_hunyuan_v1_moe"]
+apply_liger_kernel_to_deepseek_v2 = APPLY_FUNCTIONS["apply_liger_kernel_to_deepseek_v2"]
+apply_liger_kernel_to_deepseek_v3 = APPLY_FUNCTIONS["apply_liger_kernel_to_deepseek_v3"]
+apply_liger_kernel_to_gpt_oss = APPLY_FUNCTIONS["apply_liger_kernel_to_gpt_oss"]
+apply_liger_kernel_to_qwen3_next = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_next"]
+apply_liger_kernel_to_qwen3_5 = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_5"]
+apply_liger_kernel_to_qwen3_5_moe = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_5_moe"]
+apply_liger_kernel_to_qwen3_vl = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_vl"]
+apply_liger_kernel_to_qwen3_vl_moe = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_vl_moe"]
+apply_liger_kernel_to_gemma3 = APPLY_FUNCTIONS["apply_liger_kernel_to_gemma3"]
+apply_liger_kernel_to_nemotron = APPLY_FUNCTIONS["apply_liger_kernel_to_nemotron"]
 
 __all__ = sorted(APPLY_FUNCTIONS) + ["AutoLigerKernelForCausalLM", "FAMILIES", "FAMILY_BY_NAME", "LIGER_FLASH",
                                      "MODEL_TYPE_TO_APPLY_LIGER_FN", "_apply_liger_kernel",

@@ -49,6 +49,8 @@ def activation_kind(act: Optional[nn.Module]) -> Optional[str]:
         return "tanh"
     if name == "GELUActivation":
         return "none"
+    if name == "ReLUSquaredActivation":
+        return "relu2"
     if isinstance(act, nn.GELU):
         return act.approximate
     return None
@@ -74,6 +76,11 @@ def fused_gate_up_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
         return ops.swiglu_mlp(x, *w) if kind == "silu" else ops.geglu_mlp(x, *w, kind)
     gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
     return self.down_proj(_gate(self, gate, up))
+
+
+def plain_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """Nemotron's ``down_proj(relu(up_proj(x)) ** 2)``: the activation is liger's relu_squared."""
+    return self.down_proj(ops.relu_squared(self.up_proj(x)))
 
 
 # ---- MoE experts with 3-D weights (Mixtral, Qwen3-MoE in transformers 5) ----------------------------------------
@@ -117,6 +124,12 @@ def llama4_experts_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 def rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     """Hugging Face ``apply_rotary_pos_emb`` (rotate-half; partial rotary when cos is narrower than q, as Phi-3)."""
     return ops.rope(q, k, cos, sin, unsqueeze_dim)
+
+
+def half_cos_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):
+    """GPT-OSS's ``apply_rotary_pos_emb``: rotate-half RoPE whose cos/sin hold each frequency once (head_dim / 2
+    columns); Hugging Face's layout repeats them, which is what ``ops.rope`` takes."""
+    return ops.rope(q, k, torch.cat((cos, cos), dim=-1), torch.cat((sin, sin), dim=-1), unsqueeze_dim)
 
 
 def glm4_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim=1):

@@ -89,8 +89,8 @@ def _patch_layer_norm_classes(module, family: Family) -> None:
 # ---- MLPs ----------------------------------------------------------------------------------------------------------
 
 _MLP_FORWARD = {"gated": forwards.gated_mlp_forward, "fused_gate_up": forwards.fused_gate_up_mlp_forward,
-                "llama4_experts": forwards.llama4_experts_forward}
-_WANTED = {"swiglu": ("silu",), "geglu": ("tanh", "none")}
+                "llama4_experts": forwards.llama4_experts_forward, "plain": forwards.plain_mlp_forward}
+_WANTED = {"swiglu": ("silu",), "geglu": ("tanh", "none"), "relu_squared": ("relu2",)}
 
 
 def _mlp_methods(spec, base_forward) -> Dict[str, Callable]:
@@ -176,6 +176,9 @@ def _apply(family: Family, *, rope: bool, cross_entropy: bool, fused_linear_cros
             _set(loss_utils, "fixed_cross_entropy",
                  _with_original(forwards.fixed_cross_entropy, loss_utils.fixed_cross_entropy))
 
+    if mlp and not family.mlps:
+        logger.warning("liger_aot: %s=True for %s: no fused op computes its MLP, which keeps Hugging Face's forward",
+                       family.activation, family.name)
     if model is None:
         if rms_norm and family.norm is not None:
             _patch_norm_classes(module, family)
@@ -231,9 +234,10 @@ _P = inspect.Parameter
 def _make_apply(family: Family) -> Callable:
     params = [_P("rope", _P.KEYWORD_ONLY, default=family.rope_default),
               _P("cross_entropy", _P.KEYWORD_ONLY, default=False),
-              _P("fused_linear_cross_entropy", _P.KEYWORD_ONLY, default=True),
-              _P("rms_norm", _P.KEYWORD_ONLY, default=True),
-              _P(family.activation, _P.KEYWORD_ONLY, default=True)]
+              _P("fused_linear_cross_entropy", _P.KEYWORD_ONLY, default=True)]
+    if family.norm is not None:
+        params.append(_P("rms_norm", _P.KEYWORD_ONLY, default=True))
+    params.append(_P(family.activation, _P.KEYWORD_ONLY, default=family.mlp_default))
     if family.layer_norms:
         params.append(_P("layer_norm", _P.KEYWORD_ONLY, default=True))
     params += [_P("flash_attention", _P.KEYWORD_ONLY, default=False), _P("model", _P.KEYWORD_ONLY, default=None)]
@@ -246,7 +250,7 @@ def _make_apply(family: Family) -> Callable:
         if family.rope is None and a["rope"]:
             raise NotImplementedError(f"apply_liger_kernel_to_{family.name}: no liger_aot RoPE for this family")
         _apply(family, rope=a["rope"], cross_entropy=a["cross_entropy"],
-               fused_linear_cross_entropy=a["fused_linear_cross_entropy"], rms_norm=a["rms_norm"],
+               fused_linear_cross_entropy=a["fused_linear_cross_entropy"], rms_norm=a.get("rms_norm", False),
                mlp=a[family.activation], layer_norm=a.get("layer_norm", False),
                flash_attention=a["flash_attention"], model=a["model"])
 
@@ -256,8 +260,9 @@ def _make_apply(family: Family) -> Callable:
         f"Swap Hugging Face's {family.name} modules for liger_aot's (table.py's row {family.name!r}).\n\n"
         f"rope: RoPE ({family.rope[0] if family.rope else 'none'}); cross_entropy: liger cross-entropy in HF's loss; "
         f"fused_linear_cross_entropy: the causal-LM forward computes the loss without logits when training with "
-        f"labels (not with cross_entropy); rms_norm: {', '.join(family.norm.classes) if family.norm else '-'}; "
-        f"{family.activation}: {', '.join(s.cls for s in family.mlps)}"
+        f"labels (not with cross_entropy); "
+        + (f"rms_norm: {', '.join(family.norm.classes)}; " if family.norm else "")
+        + f"{family.activation}: {', '.join(s.cls for s in family.mlps) or 'none (no fused op for this MLP)'}"
         + ("; layer_norm: the vision tower's LayerNorm" if family.layer_norms else "")
         + f"; flash_attention: attention implementation {LIGER_FLASH!r}; model: patch this instance in place "
           "instead of the classes.\n" + (f"\nNote: {family.notes}.\n" if family.notes else ""))

@@ -20,9 +20,10 @@ class Norm:
 
 @dataclass(frozen=True)
 class Mlp:
-    """A gated MLP class, computed by the fused swiglu/geglu op. ``kind``: "gated" (gate_proj, up_proj,
-    down_proj), "fused_gate_up" (gate_up_proj whose halves are gate and up), "experts" (transformers 5's 3-D
-    expert weights, gate_up_proj [E, 2I, H]), "llama4_experts" (gate_up_proj [E, H, 2I])."""
+    """An MLP class, computed by the fused swiglu/geglu op (relu_squared for "plain"). ``kind``: "gated"
+    (gate_proj, up_proj, down_proj), "fused_gate_up" (gate_up_proj whose halves are gate and up), "experts"
+    (transformers 5's 3-D expert weights, gate_up_proj [E, 2I, H]), "llama4_experts" (gate_up_proj [E, H, 2I]),
+    "plain" (down_proj(act(up_proj(x))), Nemotron)."""
     cls: str
     kind: str = "gated"
     act_attr: str = "act_fn"
@@ -38,7 +39,8 @@ class Family:
     causal_lms: Tuple[str, ...]            # classes whose forward gets the fused linear cross-entropy
     rope: Optional[Tuple[str, str]] = None  # (function in the module, adapter in forwards.py)
     rope_default: bool = True
-    activation: str = "swiglu"             # the name of the MLP flag: "swiglu" or "geglu"
+    activation: str = "swiglu"             # the name of the MLP flag: "swiglu", "geglu" or "relu_squared"
+    mlp_default: bool = True               # that flag's default (False where Liger-Kernel's is)
     layer_norms: Tuple[str, ...] = ()      # names bound to torch.nn.LayerNorm in the module (vision towers)
     softcap_attr: Optional[str] = None     # config attribute of the final logit soft-cap (Gemma 2/3)
     logits_scaling_attr: Optional[str] = None  # config attribute dividing the logits (Granite)
@@ -46,6 +48,7 @@ class Family:
 
 
 _ROPE = ("apply_rotary_pos_emb", "rotary_pos_emb")
+_GEMMA_NORM = dict(offset=1.0, casting_mode="gemma", eps_attr="eps")  # (1 + weight), all in fp32, rounded once
 
 
 def _m(x: str) -> str:
@@ -92,9 +95,9 @@ FAMILIES: Tuple[Family, ...] = (
     # Qwen2-VL / Qwen2.5-VL: in transformers 5 the multimodal sections are folded into cos/sin by the rotary
     # embedding, so the attention calls the plain apply_rotary_pos_emb. The vision tower of Qwen2-VL uses
     # torch.nn.LayerNorm (layer_norm=True), Qwen2.5-VL's uses its RMSNorm class.
-    Family("qwen2_vl", ("qwen2_vl",), _m("qwen2_vl"), Norm(("Qwen2VLRMSNorm",)), (Mlp("Qwen2MLP"),),
+    Family("qwen2_vl", ("qwen2_vl", "qwen2_vl_text"), _m("qwen2_vl"), Norm(("Qwen2VLRMSNorm",)), (Mlp("Qwen2MLP"),),
            ("Qwen2VLForConditionalGeneration",), _ROPE, layer_norms=("LayerNorm",)),
-    Family("qwen2_5_vl", ("qwen2_5_vl",), _m("qwen2_5_vl"), Norm(("Qwen2_5_VLRMSNorm",)),
+    Family("qwen2_5_vl", ("qwen2_5_vl", "qwen2_5_vl_text"), _m("qwen2_5_vl"), Norm(("Qwen2_5_VLRMSNorm",)),
            (Mlp("Qwen2MLP"), Mlp("Qwen2_5_VLMLP")), ("Qwen2_5_VLForConditionalGeneration",), _ROPE),
     # Llama 4 text: complex RoPE on [B, S, H, D]; the weight-free L2 qk-norm is an RMSNorm without weight.
     Family("llama4", ("llama4_text", "llama4"), _m("llama4"),
@@ -102,6 +105,58 @@ FAMILIES: Tuple[Family, ...] = (
            (Mlp("Llama4TextMLP", "gated", "activation_fn"), Mlp("Llama4TextExperts", "llama4_experts")),
            ("Llama4ForCausalLM",), ("apply_rotary_emb", "llama4_rotary_emb"),
            notes="text model; Llama4ForConditionalGeneration gets the layer patches but keeps its own loss"),
+
+    # ---- beyond issue 7's list: the other text decoders of Liger-Kernel 0.8.5's table, as transformers 5 has them
+    Family("ministral", ("ministral",), _m("ministral"), Norm(("MinistralRMSNorm",)), (Mlp("MinistralMLP"),),
+           ("MinistralForCausalLM",), _ROPE),
+    # OLMo 3: OLMo 2's layer (norms after attention and MLP, "gemma" rounding without offset), sliding windows.
+    Family("olmo3", ("olmo3",), _m("olmo3"), Norm(("Olmo3RMSNorm",), 0.0, "gemma"), (Mlp("Olmo3MLP"),),
+           ("Olmo3ForCausalLM",), _ROPE),
+    Family("exaone4", ("exaone4",), _m("exaone4"), Norm(("Exaone4RMSNorm",)), (Mlp("Exaone4MLP"),),
+           ("Exaone4ForCausalLM",), _ROPE, notes="its q/k norms are Exaone4RMSNorm too"),
+    Family("hunyuan_v1_dense", ("hunyuan_v1_dense",), _m("hunyuan_v1_dense"), Norm(("HunYuanDenseV1RMSNorm",)),
+           (Mlp("HunYuanDenseV1MLP"),), ("HunYuanDenseV1ForCausalLM",), _ROPE),
+    Family("hunyuan_v1_moe", ("hunyuan_v1_moe",), _m("hunyuan_v1_moe"), Norm(("HunYuanMoEV1RMSNorm",)),
+           (Mlp("HunYuanMoEV1MLP"), Mlp("HunYuanMoEV1Experts", "experts")), ("HunYuanMoEV1ForCausalLM",), _ROPE),
+    # DeepSeek V2/V3: MLA attention; its RoPE (complex for V2, de-interleaved for V3) stays Hugging Face's, as in
+    # Liger-Kernel (rope=False); the first_k_dense_replace layers use the dense MLP, the others experts + a
+    # shared MLP.
+    Family("deepseek_v2", ("deepseek_v2",), _m("deepseek_v2"), Norm(("DeepseekV2RMSNorm",)),
+           (Mlp("DeepseekV2MLP"), Mlp("DeepseekV2Experts", "experts")), ("DeepseekV2ForCausalLM",),
+           rope_default=False),
+    Family("deepseek_v3", ("deepseek_v3",), _m("deepseek_v3"), Norm(("DeepseekV3RMSNorm",)),
+           (Mlp("DeepseekV3MLP"), Mlp("DeepseekV3Experts", "experts")), ("DeepseekV3ForCausalLM",),
+           rope_default=False),
+    # GPT-OSS: (weight * x_normed) in fp32 then rounded; cos/sin of half the head dimension; its experts' clamped
+    # SwiGLU with biases has no fused op (swiglu=False, as in Liger-Kernel; True is refused with a warning).
+    Family("gpt_oss", ("gpt_oss",), _m("gpt_oss"), Norm(("GptOssRMSNorm",), 0.0, "gemma"), (),
+           ("GptOssForCausalLM",), ("apply_rotary_pos_emb", "half_cos_rotary_pos_emb"), mlp_default=False,
+           notes="router aux loss added to the fused loss as HF does"),
+    # Qwen3-Next / Qwen 3.5: hybrid Gated DeltaNet + attention layers; (1 + weight) norms (the gated norm of the
+    # linear attention stays Hugging Face's); partial rotary. RoPE off by default, as in Liger-Kernel.
+    Family("qwen3_next", ("qwen3_next",), _m("qwen3_next"), Norm(("Qwen3NextRMSNorm",), **_GEMMA_NORM),
+           (Mlp("Qwen3NextMLP"), Mlp("Qwen3NextExperts", "experts")), ("Qwen3NextForCausalLM",), _ROPE,
+           rope_default=False),
+    Family("qwen3_5", ("qwen3_5", "qwen3_5_text"), _m("qwen3_5"), Norm(("Qwen3_5RMSNorm",), **_GEMMA_NORM),
+           (Mlp("Qwen3_5MLP"),), ("Qwen3_5ForCausalLM", "Qwen3_5ForConditionalGeneration"), _ROPE,
+           rope_default=False),
+    Family("qwen3_5_moe", ("qwen3_5_moe", "qwen3_5_moe_text"), _m("qwen3_5_moe"),
+           Norm(("Qwen3_5MoeRMSNorm",), **_GEMMA_NORM), (Mlp("Qwen3_5MoeMLP"), Mlp("Qwen3_5MoeExperts", "experts")),
+           ("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration"), _ROPE, rope_default=False),
+    # Qwen3-VL: the interleaved multimodal sections are folded into cos/sin; swiglu off by default for the dense
+    # model, as in Liger-Kernel.
+    Family("qwen3_vl", ("qwen3_vl", "qwen3_vl_text"), _m("qwen3_vl"), Norm(("Qwen3VLTextRMSNorm",)),
+           (Mlp("Qwen3VLTextMLP"),), ("Qwen3VLForConditionalGeneration",), _ROPE, mlp_default=False),
+    Family("qwen3_vl_moe", ("qwen3_vl_moe", "qwen3_vl_moe_text"), _m("qwen3_vl_moe"),
+           Norm(("Qwen3VLMoeTextRMSNorm",)), (Mlp("Qwen3VLMoeTextMLP"), Mlp("Qwen3VLMoeTextExperts", "experts")),
+           ("Qwen3VLMoeForConditionalGeneration",), _ROPE),
+    # Gemma 3 with its SigLIP vision tower: the text layers as gemma3_text; the tower's LayerNorms stay. Its
+    # ForConditionalGeneration applies no final logit soft-cap (Gemma3ForCausalLM does), so the fused loss has none.
+    Family("gemma3", ("gemma3",), _m("gemma3"), Norm(("Gemma3RMSNorm",), **_GEMMA_NORM), (Mlp("Gemma3MLP"),),
+           ("Gemma3ForConditionalGeneration",), _ROPE, activation="geglu"),
+    # Nemotron: no RMSNorm (LayerNorm1P stays); the MLP is down_proj(relu(up_proj(x))**2).
+    Family("nemotron", ("nemotron",), _m("nemotron"), None, (Mlp("NemotronMLP", "plain"),),
+           ("NemotronForCausalLM",), _ROPE, rope_default=False, activation="relu_squared"),
 )
 
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
