@@ -51,6 +51,18 @@ apply_liger_kernel_to_qwen3_vl = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_vl
 apply_liger_kernel_to_qwen3_vl_moe = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_vl_moe"]
 apply_liger_kernel_to_gemma3 = APPLY_FUNCTIONS["apply_liger_kernel_to_gemma3"]
 apply_liger_kernel_to_nemotron = APPLY_FUNCTIONS["apply_liger_kernel_to_nemotron"]
+apply_liger_kernel_to_gemma4_text = APPLY_FUNCTIONS["apply_liger_kernel_to_gemma4_text"]
+apply_liger_kernel_to_gemma4 = APPLY_FUNCTIONS["apply_liger_kernel_to_gemma4"]
+apply_liger_kernel_to_mllama = APPLY_FUNCTIONS["apply_liger_kernel_to_mllama"]
+apply_liger_kernel_to_glm4v = APPLY_FUNCTIONS["apply_liger_kernel_to_glm4v"]
+apply_liger_kernel_to_glm4v_moe = APPLY_FUNCTIONS["apply_liger_kernel_to_glm4v_moe"]
+apply_liger_kernel_to_pixtral = APPLY_FUNCTIONS["apply_liger_kernel_to_pixtral"]
+apply_liger_kernel_to_falcon_h1 = APPLY_FUNCTIONS["apply_liger_kernel_to_falcon_h1"]
+apply_liger_kernel_to_llava = APPLY_FUNCTIONS["apply_liger_kernel_to_llava"]
+apply_liger_kernel_to_paligemma = APPLY_FUNCTIONS["apply_liger_kernel_to_paligemma"]
+apply_liger_kernel_to_internvl = APPLY_FUNCTIONS["apply_liger_kernel_to_internvl"]
+apply_liger_kernel_to_smolvlm = APPLY_FUNCTIONS["apply_liger_kernel_to_smolvlm"]
+apply_liger_kernel_to_mistral3 = APPLY_FUNCTIONS["apply_liger_kernel_to_mistral3"]
 
 __all__ = sorted(APPLY_FUNCTIONS) + ["AutoLigerKernelForCausalLM", "FAMILIES", "FAMILY_BY_NAME", "LIGER_FLASH",
                                      "MODEL_TYPE_TO_APPLY_LIGER_FN", "_apply_liger_kernel",

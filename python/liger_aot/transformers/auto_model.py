@@ -3,17 +3,45 @@ import inspect
 
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from .monkey_patch import LIGER_FLASH, MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel
+from .monkey_patch import (FAMILY_BY_MODEL_TYPE, LIGER_FLASH, MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel,
+                           _sub_models)
 
 
-def _split_kwargs(model_type: str, kwargs: dict):
-    """(liger kwargs for the family's apply function, the rest for transformers)."""
+def _model_types(config) -> list:
+    """The config's model_type, then for a multimodal wrapper (LLaVA, PaliGemma, ...) those of its language model
+    and vision tower, whose classes are patched too."""
+    types = [config.model_type]
+    family = FAMILY_BY_MODEL_TYPE.get(config.model_type)
+    if family is not None and family.wraps:
+        types += [t for _, t in _sub_models(config)]
+    return types
+
+
+def _names(model_type: str) -> set:
     fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
-    names = set(inspect.signature(fn).parameters) - {"model"} if fn else set()
+    if fn is None:
+        return set()
+    return {k for k, p in inspect.signature(fn).parameters.items()
+            if k != "model" and p.kind is not inspect.Parameter.VAR_KEYWORD}
+
+
+def _patch(config, kwargs: dict) -> dict:
+    """Apply the families of ``config`` (classes, before the model is built) with the liger flags among
+    ``kwargs``; returns the other kwargs, for transformers."""
+    types = _model_types(config)
+    names = set().union(*(_names(t) for t in types))
     liger = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     if liger.get("flash_attention"):
         kwargs.setdefault("attn_implementation", LIGER_FLASH)
-    return liger, kwargs
+    for i, t in enumerate(types):
+        if i and t not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+            continue  # a wrapper's sub-model without a row: the wrapper's own patch (the loss) still applies
+        sub = {k: v for k, v in liger.items() if k in _names(t)}
+        if i:  # the wrapper's forward computes the loss
+            sub.update({k: False for k in ("cross_entropy", "fused_linear_cross_entropy") if k in _names(t)})
+            sub.pop("flash_attention", None)
+        _apply_liger_kernel(t, **sub)
+    return kwargs
 
 
 class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
@@ -32,12 +60,10 @@ class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
             hub = {k: kwargs[k] for k in ("revision", "trust_remote_code", "token", "cache_dir", "local_files_only")
                    if k in kwargs}
             config = AutoConfig.from_pretrained(config or pretrained_model_name_or_path, **hub)
-        liger, kwargs = _split_kwargs(config.model_type, dict(kwargs))
-        _apply_liger_kernel(config.model_type, **liger)
+        kwargs = _patch(config, dict(kwargs))
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     @classmethod
     def from_config(cls, config, **kwargs):
-        liger, kwargs = _split_kwargs(config.model_type, dict(kwargs))
-        _apply_liger_kernel(config.model_type, **liger)
+        kwargs = _patch(config, dict(kwargs))
         return super().from_config(config, **kwargs)

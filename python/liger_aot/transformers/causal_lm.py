@@ -15,9 +15,10 @@ from .. import ops
 
 
 def causal_lm_loss(hidden_states: torch.Tensor, lm_head: torch.nn.Module, labels=None, shift_labels=None,
-                   ignore_index: int = -100, num_items_in_batch=None, softcap=None, logits_scaling=None):
-    """Hugging Face's ``ForCausalLMLoss`` of ``lm_head(hidden_states)`` (optionally soft-capped or divided by
-    ``logits_scaling``) without the logits: labels shifted left (padded with ``ignore_index``) unless
+                   ignore_index: int = -100, num_items_in_batch=None, softcap=None, logits_scaling=None,
+                   logits_multiplier=None):
+    """Hugging Face's ``ForCausalLMLoss`` of ``lm_head(hidden_states)`` (optionally soft-capped, divided by
+    ``logits_scaling`` or multiplied by ``logits_multiplier``) without the logits: labels shifted left (padded with ``ignore_index``) unless
     ``shift_labels`` is given; mean over the non-ignored tokens, or their sum divided by ``num_items_in_batch``."""
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
@@ -26,6 +27,8 @@ def causal_lm_loss(hidden_states: torch.Tensor, lm_head: torch.nn.Module, labels
         hidden = hidden.to(lm_head.weight.dtype)
     if logits_scaling is not None and logits_scaling != 1:
         hidden = hidden * (1.0 / logits_scaling)  # (h W^T) / s == (h / s) W^T
+    if logits_multiplier is not None and logits_multiplier != 1:
+        hidden = hidden * logits_multiplier
     reduction = "sum" if num_items_in_batch is not None else "mean"
     loss, _ = ops.fused_linear_cross_entropy(hidden, lm_head.weight, shift_labels.reshape(-1).to(hidden.device),
                                              lm_head.bias, None, ignore_index, softcap=softcap, reduction=reduction)
@@ -90,7 +93,9 @@ def make_lce_forward(original, family):
             captured[0], lm_head, labels, shift_labels, kwargs.get("ignore_index", -100),
             kwargs.get("num_items_in_batch"),
             softcap=getattr(text_config, family.softcap_attr, None) if family.softcap_attr else None,
-            logits_scaling=getattr(text_config, family.logits_scaling_attr) if family.logits_scaling_attr else None)
+            logits_scaling=getattr(text_config, family.logits_scaling_attr) if family.logits_scaling_attr else None,
+            logits_multiplier=(getattr(text_config, family.logits_multiplier_attr)
+                               if family.logits_multiplier_attr else None))
         aux_loss = out.get("aux_loss")
         if aux_loss is not None and hasattr(self, "router_aux_loss_coef"):
             loss = loss + self.router_aux_loss_coef * aux_loss.to(loss.device)

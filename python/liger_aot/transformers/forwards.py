@@ -83,6 +83,12 @@ def plain_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.down_proj(ops.relu_squared(self.up_proj(x)))
 
 
+def multiplied_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """Falcon-H1: ``down_proj(up_proj(x) * act(gate_proj(x) * gate_multiplier)) * down_multiplier``."""
+    h = _gate(self, self.gate_proj(x) * self.gate_multiplier, self.up_proj(x))
+    return self.down_proj(h) * self.down_multiplier
+
+
 # ---- MoE experts with 3-D weights (Mixtral, Qwen3-MoE in transformers 5) ----------------------------------------
 # The class's forward dispatches on config._experts_implementation; "grouped_mm"/"batched_mm" call
 # self._apply_gate, which we replace; the eager loop writes act_fn(gate) * up inline, so it is rewritten here
@@ -123,6 +129,8 @@ def llama4_experts_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 def rotary_pos_emb(q, k, cos, sin, position_ids=None, unsqueeze_dim=1):
     """Hugging Face ``apply_rotary_pos_emb`` (rotate-half; partial rotary when cos is narrower than q, as Phi-3)."""
+    if unsqueeze_dim == 0 and cos.dim() == 2 and q.dim() == 4:
+        unsqueeze_dim = 1  # Pixtral: q [B, H, S, D], cos/sin [S, D] shared by every row and head
     return ops.rope(q, k, cos, sin, unsqueeze_dim)
 
 

@@ -89,7 +89,8 @@ def _patch_layer_norm_classes(module, family: Family) -> None:
 # ---- MLPs ----------------------------------------------------------------------------------------------------------
 
 _MLP_FORWARD = {"gated": forwards.gated_mlp_forward, "fused_gate_up": forwards.fused_gate_up_mlp_forward,
-                "llama4_experts": forwards.llama4_experts_forward, "plain": forwards.plain_mlp_forward}
+                "llama4_experts": forwards.llama4_experts_forward, "plain": forwards.plain_mlp_forward,
+                "multiplied": forwards.multiplied_mlp_forward}
 _WANTED = {"swiglu": ("silu",), "geglu": ("tanh", "none"), "relu_squared": ("relu2",)}
 
 
@@ -231,52 +232,116 @@ def _with_original(fn: Callable, original: Callable) -> Callable:
 _P = inspect.Parameter
 
 
-def _make_apply(family: Family) -> Callable:
-    params = [_P("rope", _P.KEYWORD_ONLY, default=family.rope_default),
-              _P("cross_entropy", _P.KEYWORD_ONLY, default=False),
-              _P("fused_linear_cross_entropy", _P.KEYWORD_ONLY, default=True)]
+def _signature(family: Family) -> inspect.Signature:
+    """Liger-Kernel's parameters for the row: the flags of what the family has, ``model``; a wrapper's
+    ``**kwargs`` reach its language model's and vision tower's functions."""
+    lm = bool(family.causal_lms)
+    params = [] if family.wraps else [_P("rope", _P.KEYWORD_ONLY, default=family.rope_default)]
+    if lm:
+        params += [_P("cross_entropy", _P.KEYWORD_ONLY, default=False),
+                   _P("fused_linear_cross_entropy", _P.KEYWORD_ONLY, default=True)]
     if family.norm is not None:
         params.append(_P("rms_norm", _P.KEYWORD_ONLY, default=True))
-    params.append(_P(family.activation, _P.KEYWORD_ONLY, default=family.mlp_default))
+    if not family.wraps:
+        params.append(_P(family.activation, _P.KEYWORD_ONLY, default=family.mlp_default))
     if family.layer_norms:
         params.append(_P("layer_norm", _P.KEYWORD_ONLY, default=True))
-    params += [_P("flash_attention", _P.KEYWORD_ONLY, default=False), _P("model", _P.KEYWORD_ONLY, default=None)]
-    signature = inspect.Signature([p.replace(kind=_P.POSITIONAL_OR_KEYWORD) for p in params])
+    if lm:
+        params.append(_P("flash_attention", _P.KEYWORD_ONLY, default=False))
+    params = [p.replace(kind=_P.POSITIONAL_OR_KEYWORD) for p in params + [_P("model", _P.KEYWORD_ONLY, default=None)]]
+    if family.wraps:
+        params.append(_P("kwargs", _P.VAR_KEYWORD))
+    return inspect.Signature(params)
+
+
+def _sub_models(config) -> List[Tuple[str, str]]:
+    """(config attribute, model_type) of a wrapper's language model and vision tower."""
+    out = []
+    for attr in ("text_config", "vision_config"):
+        model_type = getattr(getattr(config, attr, None), "model_type", None)
+        if model_type is not None:
+            out.append((attr, model_type))
+    return out
+
+
+def _apply_to_sub_models(family: Family, model, kwargs: dict) -> None:
+    """A wrapper's instance: the families of its language model and vision tower patch their modules in it (found
+    by class, wherever they sit); their loss flags stay off (the wrapper's forward computes the loss)."""
+    used = set()
+    for attr, model_type in _sub_models(model.config):
+        fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+        if fn is None:
+            if attr == "text_config":
+                logger.warning("liger_aot: %s's language model (model_type %r) has no patch: only the loss is fused",
+                               family.name, model_type)
+            continue
+        names = inspect.signature(fn).parameters
+        sub = {k: v for k, v in kwargs.items() if k in names}
+        used |= set(sub)
+        sub.update({k: False for k in ("cross_entropy", "fused_linear_cross_entropy") if k in names})
+        fn(**sub, model=model)
+    if set(kwargs) - used:
+        logger.warning("liger_aot: apply_liger_kernel_to_%s: %s taken by neither its language model nor its vision "
+                       "tower", family.name, sorted(set(kwargs) - used))
+
+
+def _make_apply(family: Family) -> Callable:
+    signature = _signature(family)
 
     def apply(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         a = dict(bound.arguments)
-        if family.rope is None and a["rope"]:
+        if family.rope is None and a.get("rope"):
             raise NotImplementedError(f"apply_liger_kernel_to_{family.name}: no liger_aot RoPE for this family")
-        _apply(family, rope=a["rope"], cross_entropy=a["cross_entropy"],
-               fused_linear_cross_entropy=a["fused_linear_cross_entropy"], rms_norm=a.get("rms_norm", False),
-               mlp=a[family.activation], layer_norm=a.get("layer_norm", False),
-               flash_attention=a["flash_attention"], model=a["model"])
+        _apply(family, rope=a.get("rope", False), cross_entropy=a.get("cross_entropy", False),
+               fused_linear_cross_entropy=a.get("fused_linear_cross_entropy", False),
+               rms_norm=a.get("rms_norm", False), mlp=a.get(family.activation, False),
+               layer_norm=a.get("layer_norm", False), flash_attention=a.get("flash_attention", False),
+               model=a["model"])
+        if family.wraps and a["model"] is not None:
+            _apply_to_sub_models(family, a["model"], a.get("kwargs", {}))
+        elif family.wraps and a.get("kwargs"):
+            logger.info("liger_aot: apply_liger_kernel_to_%s without model=: %s not applied (the language model's "
+                        "family is known from a model's config; AutoLigerKernelForCausalLM patches it)",
+                        family.name, sorted(a["kwargs"]))
 
     apply.__name__ = apply.__qualname__ = f"apply_liger_kernel_to_{family.name}"
     apply.__signature__ = signature
+    if family.wraps:
+        apply.__doc__ = (
+            f"Patch a {family.name} model (table.py's row {family.name!r}): fused_linear_cross_entropy replaces the "
+            "forward of " + ", ".join(family.causal_lms) + " (the loss without logits when training with labels); "
+            "with model=, the language model's and the vision tower's families (from the config's text_config and "
+            "vision_config) patch their modules, taking the flags in **kwargs (rope, rms_norm, swiglu, ...); "
+            f"flash_attention: attention implementation {LIGER_FLASH!r}.\n")
+        return apply
+    lm = bool(family.causal_lms)
     apply.__doc__ = (
         f"Swap Hugging Face's {family.name} modules for liger_aot's (table.py's row {family.name!r}).\n\n"
-        f"rope: RoPE ({family.rope[0] if family.rope else 'none'}); cross_entropy: liger cross-entropy in HF's loss; "
-        f"fused_linear_cross_entropy: the causal-LM forward computes the loss without logits when training with "
-        f"labels (not with cross_entropy); "
+        f"rope: RoPE ({family.rope[0] if family.rope else 'none'}); "
+        + ("cross_entropy: liger cross-entropy in HF's loss; fused_linear_cross_entropy: the causal-LM forward "
+           "computes the loss without logits when training with labels (not with cross_entropy); " if lm else "")
         + (f"rms_norm: {', '.join(family.norm.classes)}; " if family.norm else "")
         + f"{family.activation}: {', '.join(s.cls for s in family.mlps) or 'none (no fused op for this MLP)'}"
         + ("; layer_norm: the vision tower's LayerNorm" if family.layer_norms else "")
-        + f"; flash_attention: attention implementation {LIGER_FLASH!r}; model: patch this instance in place "
-          "instead of the classes.\n" + (f"\nNote: {family.notes}.\n" if family.notes else ""))
+        + (f"; flash_attention: attention implementation {LIGER_FLASH!r}" if lm else "")
+        + "; model: patch this instance in place instead of the classes.\n"
+        + (f"\nNote: {family.notes}.\n" if family.notes else ""))
     return apply
 
 
 APPLY_FUNCTIONS: Dict[str, Callable] = {f"apply_liger_kernel_to_{f.name}": _make_apply(f) for f in FAMILIES}
 MODEL_TYPE_TO_APPLY_LIGER_FN: Dict[str, Callable] = {
     t: APPLY_FUNCTIONS[f"apply_liger_kernel_to_{f.name}"] for f in FAMILIES for t in f.model_types}
+FAMILY_BY_MODEL_TYPE: Dict[str, Family] = {t: f for f in FAMILIES for t in f.model_types}
 
 
 def _filter_kwargs(fn: Callable, kwargs: dict) -> dict:
-    names = inspect.signature(fn).parameters
-    return {k: v for k, v in kwargs.items() if k in names}
+    params = inspect.signature(fn).parameters
+    if any(p.kind is _P.VAR_KEYWORD for p in params.values()):  # a wrapper: it passes the rest on
+        return dict(kwargs)
+    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def _apply_liger_kernel(model_type: str, **kwargs) -> None:

@@ -23,7 +23,8 @@ class Mlp:
     """An MLP class, computed by the fused swiglu/geglu op (relu_squared for "plain"). ``kind``: "gated"
     (gate_proj, up_proj, down_proj), "fused_gate_up" (gate_up_proj whose halves are gate and up), "experts"
     (transformers 5's 3-D expert weights, gate_up_proj [E, 2I, H]), "llama4_experts" (gate_up_proj [E, H, 2I]),
-    "plain" (down_proj(act(up_proj(x))), Nemotron)."""
+    "plain" (down_proj(act(up_proj(x))), Nemotron), "multiplied" (Falcon-H1: the gated MLP with the gate projection
+    and the output scaled by mlp_multipliers)."""
     cls: str
     kind: str = "gated"
     act_attr: str = "act_fn"
@@ -44,6 +45,11 @@ class Family:
     layer_norms: Tuple[str, ...] = ()      # names bound to torch.nn.LayerNorm in the module (vision towers)
     softcap_attr: Optional[str] = None     # config attribute of the final logit soft-cap (Gemma 2/3)
     logits_scaling_attr: Optional[str] = None  # config attribute dividing the logits (Granite)
+    logits_multiplier_attr: Optional[str] = None  # config attribute multiplying the logits (Falcon-H1)
+    # A multimodal wrapper (LLaVA, PaliGemma, ...): its language model and vision tower are other rows' families,
+    # chosen by config.text_config / vision_config .model_type; they are patched with model= (the classes of the
+    # wrapper's own module otherwise), and the wrapper's function takes their flags as **kwargs.
+    wraps: bool = False
     notes: str = field(default="", compare=False)
 
 
@@ -154,6 +160,41 @@ FAMILIES: Tuple[Family, ...] = (
     # ForConditionalGeneration applies no final logit soft-cap (Gemma3ForCausalLM does), so the fused loss has none.
     Family("gemma3", ("gemma3",), _m("gemma3"), Norm(("Gemma3RMSNorm",), **_GEMMA_NORM), (Mlp("Gemma3MLP"),),
            ("Gemma3ForConditionalGeneration",), _ROPE, activation="geglu"),
+    # Gemma 4: (weight * x_normed) in fp32, rounded once (some norms have no weight); GeGLU MLPs and experts; its
+    # one-tensor RoPE stays Hugging Face's (rope=False, as in Liger-Kernel); both LM forwards soft-cap the logits.
+    Family("gemma4_text", ("gemma4_text",), _m("gemma4"), Norm(("Gemma4RMSNorm",), 0.0, "gemma", "eps"),
+           (Mlp("Gemma4TextMLP"), Mlp("Gemma4TextExperts", "experts")), ("Gemma4ForCausalLM",), rope_default=False,
+           activation="geglu", softcap_attr="final_logit_softcapping"),
+    Family("gemma4", ("gemma4",), _m("gemma4"), Norm(("Gemma4RMSNorm",), 0.0, "gemma", "eps"),
+           (Mlp("Gemma4TextMLP"), Mlp("Gemma4TextExperts", "experts")), ("Gemma4ForConditionalGeneration",),
+           rope_default=False, activation="geglu", softcap_attr="final_logit_softcapping"),
+    # Mllama (Llama 3.2 Vision): the text decoder (its cross-attention layers included); the vision tower's
+    # LayerNorms stay.
+    Family("mllama", ("mllama", "mllama_text_model"), _m("mllama"), Norm(("MllamaTextRMSNorm",)),
+           (Mlp("MllamaTextMLP"),), ("MllamaForCausalLM", "MllamaForConditionalGeneration"), _ROPE),
+    # GLM-4.1V: GLM's interleaved multimodal RoPE stays Hugging Face's (rope=False, as in Liger-Kernel); one
+    # RMSNorm class for the text decoder and the vision tower.
+    Family("glm4v", ("glm4v", "glm4v_text"), _m("glm4v"), Norm(("Glm4vRMSNorm",)),
+           (Mlp("Glm4vTextMLP", "fused_gate_up", "activation_fn"),), ("Glm4vForConditionalGeneration",),
+           rope_default=False),
+    Family("glm4v_moe", ("glm4v_moe", "glm4v_moe_text"), _m("glm4v_moe"),
+           Norm(("Glm4vMoeTextRMSNorm", "Glm4vMoeRMSNorm")),
+           (Mlp("Glm4vMoeTextMLP"), Mlp("Glm4vMoeTextExperts", "experts")), ("Glm4vMoeForConditionalGeneration",),
+           _ROPE, rope_default=False),
+    # Pixtral: the vision encoder of Pixtral-12B and Mistral 3 (2-D RoPE folded into cos/sin); no LM head.
+    Family("pixtral", ("pixtral",), _m("pixtral"), Norm(("PixtralRMSNorm",)), (Mlp("PixtralMLP"),), (), _ROPE),
+    # Falcon-H1: hybrid Mamba-2 + attention; its MLP scales the gate projection and the output by the config's
+    # mlp_multipliers (the gated norm of the Mamba mixer stays Hugging Face's).
+    Family("falcon_h1", ("falcon_h1",), _m("falcon_h1"), Norm(("FalconH1RMSNorm",)),
+           (Mlp("FalconH1MLP", "multiplied"),), ("FalconH1ForCausalLM",), _ROPE,
+           logits_multiplier_attr="lm_head_multiplier"),
+    # Multimodal wrappers.
+    Family("llava", ("llava",), _m("llava"), None, (), ("LlavaForConditionalGeneration",), wraps=True),
+    Family("paligemma", ("paligemma",), _m("paligemma"), None, (), ("PaliGemmaForConditionalGeneration",),
+           wraps=True),
+    Family("internvl", ("internvl",), _m("internvl"), None, (), ("InternVLForConditionalGeneration",), wraps=True),
+    Family("smolvlm", ("smolvlm",), _m("smolvlm"), None, (), ("SmolVLMForConditionalGeneration",), wraps=True),
+    Family("mistral3", ("mistral3",), _m("mistral3"), None, (), ("Mistral3ForConditionalGeneration",), wraps=True),
     # Nemotron: no RMSNorm (LayerNorm1P stays); the MLP is down_proj(relu(up_proj(x))**2).
     Family("nemotron", ("nemotron",), _m("nemotron"), None, (Mlp("NemotronMLP", "plain"),),
            ("NemotronForCausalLM",), _ROPE, rope_default=False, activation="relu_squared"),
