@@ -360,6 +360,11 @@ def _assert_swapped(model, name, how):
         if type(m).__name__.removeprefix("Liger") in mlp_classes:
             assert m._liger_act is not None and fwd is not None and fwd.__module__ == forwards.__name__
             n_mlp += 1
+    import importlib
+
+    for f in fams:  # every RoPE function the rows have is swapped (the tests turn every flag on)
+        if f.rope:
+            assert hasattr(getattr(importlib.import_module(f.module), f.rope[0]), "__liger_original__"), f.name
     assert n_norm >= (2 * LAYERS + 1 if norm_classes else 0), n_norm
     assert n_mlp >= (LAYERS - (name == "llama4") if mlp_classes else 0), n_mlp
 
@@ -404,13 +409,15 @@ def test_num_items_in_batch_positional_and_tuple_output():
         ref(input_ids=ids, skip_logits=True)
 
 
-@pytest.mark.parametrize("name", ["llama", "gemma2", "llama4"])
+@pytest.mark.parametrize("name", ["llama", "gemma2", "llama4", "gpt_oss", "deepseek_v3", "qwen3_next", "falcon_h1",
+                                  "gemma4_text", "nemotron", "mistral3"])
 def test_generate_matches(name):
     """Greedy generation with the KV cache (one-token steps through the patched RoPE, norms and MLPs)."""
     ref = _build(name).eval()
     ids = torch.randint(3, V - 4, (1, 5))
     want = ref.generate(ids, max_new_tokens=8, do_sample=False)
-    lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"](model=ref)
+    fn, kw = _apply_kwargs(name)
+    fn(model=ref, **kw)
     assert torch.equal(ref.generate(ids, max_new_tokens=8, do_sample=False), want)
 
 
