@@ -96,6 +96,14 @@ def _config(name):
         return cls(**_common(num_key_value_heads=HEADS, q_lora_rank=32, kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=16,
                              n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32,
                              first_k_dense_replace=1, n_group=1, topk_group=1))
+    if name == "deepseek_v4":
+        layers = transformers.DeepseekV4Config()
+        return c.DeepseekV4Config(**_common(moe_intermediate_size=32, num_key_value_heads=1, head_dim=HEAD_DIM,
+                                            q_lora_rank=32, num_experts_per_tok=2, n_routed_experts=4,
+                                            n_shared_experts=1, o_groups=2, o_lora_rank=16, index_n_heads=2,
+                                            index_head_dim=16, index_topk=4, sliding_window=4,
+                                            layer_types=layers.layer_types[2:4], compress_rates=layers.compress_rates,
+                                            mlp_layer_types=layers.mlp_layer_types[2:4]))
     if name == "gpt_oss":
         return c.GptOssConfig(**_common(head_dim=HEAD_DIM, num_local_experts=4, num_experts_per_tok=2, sliding_window=4,
                                         layer_types=["sliding_attention", "full_attention"], output_router_logits=True,
@@ -206,7 +214,7 @@ def _model_class(config):
 
 
 def _attention(name):
-    return "eager" if name == "gpt_oss" else "sdpa"  # GPT-OSS's attention sinks have no SDPA path in HF
+    return "eager" if name in ("gpt_oss", "deepseek_v4") else "sdpa"  # attention sinks: no SDPA path in HF
 
 
 def _build(name, seed=0):
@@ -266,24 +274,30 @@ def _references(name, labels):
     return _REFS[key]
 
 
-def _close(what, got, hf32, ref64):
+# Families whose float64 reference is fp32 in places (DeepSeek-V4's hyper-connections call .float(), which narrows
+# a float64 model): there the unpatched fp32 run sits on the same fp32 path and its error underestimates the
+# rounding; measured, the patched run's is 4.0x it on one tensor (hc_head.hc_base), so the factor is 6.
+_ERR_FACTOR = {"deepseek_v4": 6}
+
+
+def _close(what, got, hf32, ref64, factor=2):
     ref64 = ref64.double()
     err_hf = (hf32.double() - ref64).abs().max().item()
     err = (got.double() - ref64).abs().max().item()
-    tol = 2 * err_hf + 16 * EPS32 * max(ref64.abs().max().item(), 1e-30)
+    tol = factor * err_hf + 16 * EPS32 * max(ref64.abs().max().item(), 1e-30)
     assert err <= tol, f"{what}: max error vs float64 {err:.3g} > tolerance {tol:.3g} (unpatched fp32: {err_hf:.3g})"
 
 
-def _compare(got, hf32, ref64, labels):
+def _compare(got, hf32, ref64, labels, factor=2):
     logits, loss, grads = got
     if labels:
         assert logits is None, "the fused linear cross-entropy path must not return (or build) logits"
-        _close("loss", loss, hf32[1], ref64[1])
+        _close("loss", loss, hf32[1], ref64[1], factor)
         assert set(grads) == set(hf32[2]), f"gradients for {set(grads) ^ set(hf32[2])} differ in presence"
         for n in grads:
-            _close(f"grad {n}", grads[n], hf32[2][n], ref64[2][n])
+            _close(f"grad {n}", grads[n], hf32[2][n], ref64[2][n], factor)
     else:
-        _close("logits", logits, hf32[0], ref64[0])
+        _close("logits", logits, hf32[0], ref64[0], factor)
 
 
 def _apply_kwargs(name):
@@ -337,7 +351,7 @@ def test_patched_matches_unpatched(name, labels, how):
     hf32, ref64, _ = _references(name, labels)
     model = _patched(name, how)
     _assert_swapped(model, name, how)
-    _compare(_run(model, labels), hf32, ref64, labels)
+    _compare(_run(model, labels), hf32, ref64, labels, _ERR_FACTOR.get(name, 2))
 
 
 def _assert_swapped(model, name, how):
@@ -454,8 +468,7 @@ def test_signatures_follow_liger_kernel():
     assert defaults["apply_liger_kernel_to_gpt_oss"]["swiglu"] is False
     assert defaults["apply_liger_kernel_to_nemotron"]["relu_squared"] is True
     assert "rms_norm" not in defaults["apply_liger_kernel_to_nemotron"]  # it has no RMSNorm
-    with pytest.raises(NotImplementedError, match="no liger_aot RoPE"):
-        lt.apply_liger_kernel_to_deepseek_v3(rope=True)
+
     assert all(getattr(lt, n) is fn for n, fn in lt.APPLY_FUNCTIONS.items())  # every row is exported by name
     for fam in lt.FAMILIES:  # every row names classes and functions that exist in this transformers
         import importlib
@@ -468,11 +481,16 @@ def test_signatures_follow_liger_kernel():
         assert all(t in lt.MODEL_TYPE_TO_APPLY_LIGER_FN for t in fam.model_types)
 
 
-def test_mlp_flag_without_fused_mlp_warns(caplog):
-    """GPT-OSS's experts (clamped SwiGLU with biases) have no fused op: swiglu=True says so and patches nothing."""
+def test_flags_without_fused_op_warn(caplog):
+    """GPT-OSS's experts (clamped SwiGLU with biases) have no fused op, nor DeepSeek-V3's RoPE: swiglu=True / rope=True
+    say so and patch nothing."""
     with caplog.at_level("WARNING", logger="liger_aot.transformers.monkey_patch"):
         lt.apply_liger_kernel_to_gpt_oss(swiglu=True, rope=False, rms_norm=False, fused_linear_cross_entropy=False)
     assert "no fused op computes its MLP" in caplog.text
+    assert not monkey_patch._applied
+    with caplog.at_level("WARNING", logger="liger_aot.transformers.monkey_patch"):  # as Liger-Kernel: warn, skip
+        lt.apply_liger_kernel_to_deepseek_v3(rope=True, rms_norm=False, swiglu=False, fused_linear_cross_entropy=False)
+    assert "its RoPE has no liger_aot op" in caplog.text
     assert not monkey_patch._applied
 
 
@@ -621,7 +639,7 @@ GROUPS = {"llama-like": ["llama", "mistral", "qwen2", "qwen3", "smollm3", "grani
           "fused-gate-up": ["phi3", "glm4"],
           "gemma": ["gemma", "gemma2", "gemma3_text", "gemma3", "gemma4_text", "gemma4"],
           "moe": ["mixtral", "qwen3_moe", "llama4"],
-          "moe-2": ["hunyuan_v1_moe", "deepseek_v2", "deepseek_v3", "gpt_oss"],
+          "moe-2": ["hunyuan_v1_moe", "deepseek_v2", "deepseek_v3", "deepseek_v4", "gpt_oss"],
           "hybrid": ["qwen3_next", "qwen3_5", "qwen3_5_moe", "falcon_h1"],
           "vl": ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "mllama", "glm4v", "glm4v_moe"],
           "wrappers": ["llava", "paligemma", "internvl", "smolvlm", "mistral3"]}
@@ -652,7 +670,7 @@ def test_convergence_bf16(group):
     Tolerances, from the same test run on the CPU reference of the ops in bf16 (the first 17 families): the first
     loss (same weights, same batch: forward rounding only) differed by <= 0.3 %, the curves by <= 4.1 % at any step
     (Qwen2.5-VL; <= 1.8 % for the others) and <= 1.3 % on the mean of the last 10 steps, as the rounding differences
-    compound through training; for the 24 families added later <= 0.31 %, <= 4.9 % and <= 2.6 % (both InternVL's,
+    compound through training; for the 25 families added later <= 0.31 %, <= 4.9 % and <= 2.6 % (both InternVL's,
     whose patched run learned faster). Bounds 1 %, 8 % and 4 % leave room for the GPU kernels' own rounding; a
     wrong variant or gradient moves the first loss or stops the patched run from learning. (The fused loss is
     reported in bf16, Hugging Face's in fp32: up to 0.4 % of the first-loss difference is that rounding.)"""
@@ -672,12 +690,12 @@ def _convergence(name, dev, dtype, steps):
     config = _config(name)
     tc = config.get_text_config()
     tc.num_hidden_layers = 4
-    for attr in ("layer_types", "no_rope_layers", "mlp_only_layers"):
+    for attr in ("layer_types", "no_rope_layers", "mlp_only_layers", "mlp_layer_types"):
         if isinstance(getattr(tc, attr, None), list) and len(getattr(tc, attr)) == LAYERS:
             setattr(tc, attr, getattr(tc, attr) * 2)
     if hasattr(tc, "per_layer_config"):  # Gemma 4 derives it from layer_types when built: build the config again
         d = config.to_dict()
-        d.get("text_config", d).pop("per_layer_config")
+        d.get("text_config", d).pop("per_layer_config", None)
         config = type(config).from_dict(d)
     g = torch.Generator().manual_seed(0)
     batches = []

@@ -43,6 +43,7 @@ apply_liger_kernel_to_hunyuan_v1_dense = APPLY_FUNCTIONS["apply_liger_kernel_to_
 apply_liger_kernel_to_hunyuan_v1_moe = APPLY_FUNCTIONS["apply_liger_kernel_to_hunyuan_v1_moe"]
 apply_liger_kernel_to_deepseek_v2 = APPLY_FUNCTIONS["apply_liger_kernel_to_deepseek_v2"]
 apply_liger_kernel_to_deepseek_v3 = APPLY_FUNCTIONS["apply_liger_kernel_to_deepseek_v3"]
+apply_liger_kernel_to_deepseek_v4 = APPLY_FUNCTIONS["apply_liger_kernel_to_deepseek_v4"]
 apply_liger_kernel_to_gpt_oss = APPLY_FUNCTIONS["apply_liger_kernel_to_gpt_oss"]
 apply_liger_kernel_to_qwen3_next = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_next"]
 apply_liger_kernel_to_qwen3_5 = APPLY_FUNCTIONS["apply_liger_kernel_to_qwen3_5"]

@@ -293,7 +293,8 @@ def _make_apply(family: Family) -> Callable:
         bound.apply_defaults()
         a = dict(bound.arguments)
         if family.rope is None and a.get("rope"):
-            raise NotImplementedError(f"apply_liger_kernel_to_{family.name}: no liger_aot RoPE for this family")
+            logger.warning("liger_aot: rope=True for %s: its RoPE has no liger_aot op and stays Hugging Face's",
+                           family.name)
         _apply(family, rope=a.get("rope", False), cross_entropy=a.get("cross_entropy", False),
                fused_linear_cross_entropy=a.get("fused_linear_cross_entropy", False),
                rms_norm=a.get("rms_norm", False), mlp=a.get(family.activation, False),

@@ -133,6 +133,11 @@ FAMILIES: Tuple[Family, ...] = (
     Family("deepseek_v3", ("deepseek_v3",), _m("deepseek_v3"), Norm(("DeepseekV3RMSNorm",)),
            (Mlp("DeepseekV3MLP"), Mlp("DeepseekV3Experts", "experts")), ("DeepseekV3ForCausalLM",),
            rope_default=False),
+    # DeepSeek-V4: its weighted RMSNorms and the loss; the unweighted norms (rstd rounded before the product), the
+    # interleaved partial RoPE and the clamped SwiGLU experts stay Hugging Face's, as in Liger-Kernel.
+    Family("deepseek_v4", ("deepseek_v4",), _m("deepseek_v4"), Norm(("DeepseekV4RMSNorm",)), (),
+           ("DeepseekV4ForCausalLM",), rope_default=False, mlp_default=False,
+           notes="router aux loss added to the fused loss as HF does"),
     # GPT-OSS: (weight * x_normed) in fp32 then rounded; cos/sin of half the head dimension; its experts' clamped
     # SwiGLU with biases has no fused op (swiglu=False, as in Liger-Kernel; True is refused with a warning).
     Family("gpt_oss", ("gpt_oss",), _m("gpt_oss"), Norm(("GptOssRMSNorm",), 0.0, "gemma"), (),
