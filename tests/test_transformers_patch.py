@@ -616,6 +616,19 @@ def test_wrapper_passes_flags_to_its_language_model(caplog):
                                     "kwargs"]
 
 
+@pytest.mark.parametrize("name", ["llava", "qwen2_5_vl"])
+def test_auto_image_text_to_text(name):
+    """AutoLigerKernelForImageTextToText: the row of the config and, for a wrapper, of its language model, on the
+    classes before building; the liger flags are taken out of the transformers kwargs."""
+    model = lt.AutoLigerKernelForImageTextToText.from_config(_config(name), rope=True, attn_implementation="sdpa")
+    lm = model.model.language_model
+    assert type(lm.norm).__name__.startswith("Liger") and type(lm.layers[0].mlp).__name__.startswith("Liger")
+    assert hasattr(type(model).forward, "__liger_original__")
+    ids, mask, labels = _inputs()
+    model.train()
+    assert model(input_ids=ids, attention_mask=mask, labels=labels).logits is None
+
+
 def test_auto_model_from_pretrained(tmp_path):
     """AutoLigerKernelForCausalLM.from_pretrained reads model_type from the checkpoint's config and patches first."""
     ref = _build("smollm3")

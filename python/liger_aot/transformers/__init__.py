@@ -12,7 +12,7 @@ causal-LM forward, which with labels computes the fused linear cross-entropy wit
 
 Needs transformers >= 5 (imported when this package is).
 """
-from .auto_model import AutoLigerKernelForCausalLM
+from .auto_model import AutoLigerKernelForCausalLM, AutoLigerKernelForImageTextToText
 from .causal_lm import causal_lm_loss
 from .monkey_patch import (APPLY_FUNCTIONS, LIGER_FLASH, MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel,
                            _apply_liger_kernel_to_instance)
@@ -65,6 +65,6 @@ apply_liger_kernel_to_internvl = APPLY_FUNCTIONS["apply_liger_kernel_to_internvl
 apply_liger_kernel_to_smolvlm = APPLY_FUNCTIONS["apply_liger_kernel_to_smolvlm"]
 apply_liger_kernel_to_mistral3 = APPLY_FUNCTIONS["apply_liger_kernel_to_mistral3"]
 
-__all__ = sorted(APPLY_FUNCTIONS) + ["AutoLigerKernelForCausalLM", "FAMILIES", "FAMILY_BY_NAME", "LIGER_FLASH",
+__all__ = sorted(APPLY_FUNCTIONS) + ["AutoLigerKernelForCausalLM", "AutoLigerKernelForImageTextToText", "FAMILIES", "FAMILY_BY_NAME", "LIGER_FLASH",
                                      "MODEL_TYPE_TO_APPLY_LIGER_FN", "_apply_liger_kernel",
                                      "_apply_liger_kernel_to_instance", "causal_lm_loss"]

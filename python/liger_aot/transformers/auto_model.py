@@ -1,7 +1,8 @@
-"""``AutoLigerKernelForCausalLM``: ``AutoModelForCausalLM`` that patches the family of the checkpoint first."""
+"""``AutoLigerKernelForCausalLM`` / ``AutoLigerKernelForImageTextToText``: the Auto classes, patching the checkpoint's
+families first."""
 import inspect
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
 from .monkey_patch import (FAMILY_BY_MODEL_TYPE, LIGER_FLASH, MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel,
                            _sub_models)
@@ -44,14 +45,8 @@ def _patch(config, kwargs: dict) -> dict:
     return kwargs
 
 
-class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
-    """``AutoModelForCausalLM`` whose ``from_pretrained``/``from_config`` first apply
-    ``apply_liger_kernel_to_<family>`` for the config's ``model_type`` (unknown types load unpatched, with a
-    warning). The family function's keyword arguments (``rope``, ``rms_norm``, ``swiglu``,
-    ``fused_linear_cross_entropy``, ``flash_attention``, ...) may be passed along; the others go to transformers.
-
-    ``AutoLigerKernelForCausalLM.from_pretrained("meta-llama/Llama-3.2-1B", torch_dtype=torch.bfloat16)``
-    """
+class _PatchFirst:
+    """``from_pretrained`` / ``from_config`` that apply the config's rows (see :func:`_patch`) before building."""
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -67,3 +62,21 @@ class AutoLigerKernelForCausalLM(AutoModelForCausalLM):
     def from_config(cls, config, **kwargs):
         kwargs = _patch(config, dict(kwargs))
         return super().from_config(config, **kwargs)
+
+
+class AutoLigerKernelForCausalLM(_PatchFirst, AutoModelForCausalLM):
+    """``AutoModelForCausalLM`` whose ``from_pretrained``/``from_config`` first apply
+    ``apply_liger_kernel_to_<family>`` for the config's ``model_type`` (unknown types load unpatched, with a
+    warning). The family function's keyword arguments (``rope``, ``rms_norm``, ``swiglu``,
+    ``fused_linear_cross_entropy``, ``flash_attention``, ...) may be passed along; the others go to transformers.
+
+    ``AutoLigerKernelForCausalLM.from_pretrained("meta-llama/Llama-3.2-1B", torch_dtype=torch.bfloat16)``
+    """
+
+
+class AutoLigerKernelForImageTextToText(_PatchFirst, AutoModelForImageTextToText):
+    """The same for ``AutoModelForImageTextToText`` (Qwen2/2.5/3-VL, Gemma 3/4, Mllama, GLM-4.1V, LLaVA, PaliGemma,
+    InternVL, SmolVLM, Mistral 3): a wrapper's language model and vision tower rows are applied too.
+
+    ``AutoLigerKernelForImageTextToText.from_pretrained("Qwen/Qwen2.5-VL-7B-Instruct", dtype=torch.bfloat16)``
+    """
