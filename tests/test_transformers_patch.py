@@ -683,7 +683,7 @@ def test_convergence_bf16(group):
     Tolerances, from the same test run on the CPU reference of the ops in bf16 (the first 17 families): the first
     loss (same weights, same batch: forward rounding only) differed by <= 0.3 %, the curves by <= 4.1 % at any step
     (Qwen2.5-VL; <= 1.8 % for the others) and <= 1.3 % on the mean of the last 10 steps, as the rounding differences
-    compound through training; for the 25 families added later <= 0.31 %, <= 4.9 % and <= 2.6 % (both InternVL's,
+    compound through training; for the 27 families added later <= 0.31 %, <= 4.9 % and <= 2.6 % (both InternVL's,
     whose patched run learned faster). Bounds 1 %, 8 % and 4 % leave room for the GPU kernels' own rounding; a
     wrong variant or gradient moves the first loss or stops the patched run from learning. (The fused loss is
     reported in bf16, Hugging Face's in fp32: up to 0.4 % of the first-loss difference is that rounding.)"""
