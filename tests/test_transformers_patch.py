@@ -474,7 +474,8 @@ def test_signatures_follow_liger_kernel():
         import importlib
 
         mod = importlib.import_module(fam.module)
-        names = list(fam.norm.classes if fam.norm else ()) + [s.cls for s in fam.mlps] + list(fam.causal_lms) + list(fam.layer_norms)
+        names = list(fam.norm.classes if fam.norm else ()) + [s.cls for s in fam.mlps] + list(fam.causal_lms)
+        names += [n for n in fam.layer_norms if n != monkey_patch.TORCH_LAYER_NORM]
         names += [fam.rope[0]] if fam.rope else []
         missing = [n for n in names if not hasattr(mod, n)]
         assert not missing, f"{fam.module} lacks {missing}"
@@ -629,6 +630,29 @@ def test_auto_image_text_to_text(name):
     assert model(input_ids=ids, attention_mask=mask, labels=labels).logits is None
 
 
+@pytest.mark.parametrize("name", ["gemma3", "paligemma"])
+def test_vision_tower_layer_norms(name):
+    """layer_norm=True on a model reaches the SigLIP tower's torch.nn.LayerNorms (text-only inputs never run it);
+    on the classes it changes nothing (that would mean patching torch.nn.LayerNorm)."""
+    lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"](layer_norm=True)
+    assert torch.nn.LayerNorm.forward is not forwards_layer_norm()
+    ref = _build(name)
+    tower = ref.model.vision_tower
+    px = torch.randn(2, 3, 8, 8)
+    want = tower(pixel_values=px).last_hidden_state
+    lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"](model=ref, layer_norm=True)
+    norms = [m for m in tower.modules() if type(m) is torch.nn.LayerNorm]
+    assert norms and all(m.forward.__func__ is forwards_layer_norm() for m in norms)
+    torch.testing.assert_close(tower(pixel_values=px).last_hidden_state, want, rtol=1e-5, atol=1e-5)
+    assert "layer_norm" in inspect.signature(lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"]).parameters
+
+
+def forwards_layer_norm():
+    from liger_aot.transformers import forwards
+
+    return forwards.layer_norm_forward
+
+
 def test_auto_model_from_pretrained(tmp_path):
     """AutoLigerKernelForCausalLM.from_pretrained reads model_type from the checkpoint's config and patches first."""
     ref = _build("smollm3")
@@ -680,7 +704,8 @@ def _train(model, steps, batches):
 def test_convergence_bf16(group):
     """30 AdamW steps (lr 2e-3) in bf16 on a 4-layer model of each family of the group, patched (classes) and
     unpatched from the same weights over the same learnable batches (the unpatched loss must drop by > 15 %).
-    Tolerances, from the same test run on the CPU reference of the ops in bf16 (the first 17 families): the first
+    Tolerances, from the same test run on the CPU reference of the ops in bf16 (scripts/convergence_cpu.py; the
+    first 17 families): the first
     loss (same weights, same batch: forward rounding only) differed by <= 0.3 %, the curves by <= 4.1 % at any step
     (Qwen2.5-VL; <= 1.8 % for the others) and <= 1.3 % on the mean of the last 10 steps, as the rounding differences
     compound through training; for the 27 families added later <= 0.31 %, <= 4.9 % and <= 2.6 % (both InternVL's,

@@ -19,7 +19,7 @@ from torch import nn
 
 from . import forwards
 from .causal_lm import make_lce_forward
-from .table import FAMILIES, Family
+from .table import FAMILIES, TORCH_LAYER_NORM, Family
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ def _patch_norm_instance(m: nn.Module, family: Family) -> None:
 
 def _patch_layer_norm_classes(module, family: Family) -> None:
     for name in family.layer_norms:
+        if name == TORCH_LAYER_NORM:  # only a global patch of torch.nn.LayerNorm could reach these: model= only
+            logger.info("liger_aot: layer_norm for %s: its vision LayerNorms are torch.nn.LayerNorm, patched with "
+                        "model= only", family.name)
+            continue
         cls = _original(module, name)
         _set(module, name, type(f"Liger{cls.__name__}", (cls,), {"forward": forwards.layer_norm_forward,
                                                                   "__liger_original__": cls,
@@ -199,13 +203,14 @@ def _apply(family: Family, *, rope: bool, cross_entropy: bool, fused_linear_cros
 
     norm_classes = tuple(_original(module, n) for n in family.norm.classes) if family.norm else ()
     mlp_classes = {_original(module, s.cls): s for s in family.mlps}
-    ln_classes = tuple(_original(module, n) for n in family.layer_norms)
+    ln_classes = tuple(_original(module, n) for n in family.layer_norms if n != TORCH_LAYER_NORM)
+    any_ln = TORCH_LAYER_NORM in family.layer_norms  # every plain torch.nn.LayerNorm (not its subclasses)
     for m in model.modules():
         if rms_norm and isinstance(m, norm_classes):
             _patch_norm_instance(m, family)
         elif mlp and isinstance(m, tuple(mlp_classes)):
             _patch_mlp_instance(m, next(s for c, s in mlp_classes.items() if isinstance(m, c)), family)
-        elif layer_norm and ln_classes and isinstance(m, ln_classes):
+        elif layer_norm and ((ln_classes and isinstance(m, ln_classes)) or (any_ln and type(m) is nn.LayerNorm)):
             _bind(m, "forward", forwards.layer_norm_forward)
     if fused_linear_cross_entropy:
         lce_classes = tuple(getattr(module, n) for n in family.causal_lms)

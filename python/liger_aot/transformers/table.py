@@ -42,7 +42,8 @@ class Family:
     rope_default: bool = True
     activation: str = "swiglu"             # the name of the MLP flag: "swiglu", "geglu" or "relu_squared"
     mlp_default: bool = True               # that flag's default (False where Liger-Kernel's is)
-    layer_norms: Tuple[str, ...] = ()      # names bound to torch.nn.LayerNorm in the module (vision towers)
+    layer_norms: Tuple[str, ...] = ()      # names bound to torch.nn.LayerNorm in the module (vision towers), or
+    #                                        TORCH_LAYER_NORM: every plain torch.nn.LayerNorm of a model (model= only)
     softcap_attr: Optional[str] = None     # config attribute of the final logit soft-cap (Gemma 2/3)
     logits_scaling_attr: Optional[str] = None  # config attribute dividing the logits (Granite)
     logits_multiplier_attr: Optional[str] = None  # config attribute multiplying the logits (Falcon-H1)
@@ -54,6 +55,10 @@ class Family:
 
 
 _ROPE = ("apply_rotary_pos_emb", "rotary_pos_emb")
+# Vision towers built from torch.nn.LayerNorm itself (SigLIP, Mllama's, InternVL's, SmolVLM's): their modules are
+# patched on a model (model=); patching the class would mean patching torch.nn.LayerNorm for the whole process.
+TORCH_LAYER_NORM = "torch.nn.LayerNorm"
+_VISION_LN = (TORCH_LAYER_NORM,)
 _GEMMA_NORM = dict(offset=1.0, casting_mode="gemma", eps_attr="eps")  # (1 + weight), all in fp32, rounded once
 
 
@@ -161,10 +166,10 @@ FAMILIES: Tuple[Family, ...] = (
     Family("qwen3_vl_moe", ("qwen3_vl_moe", "qwen3_vl_moe_text"), _m("qwen3_vl_moe"),
            Norm(("Qwen3VLMoeTextRMSNorm",)), (Mlp("Qwen3VLMoeTextMLP"), Mlp("Qwen3VLMoeTextExperts", "experts")),
            ("Qwen3VLMoeForConditionalGeneration",), _ROPE),
-    # Gemma 3 with its SigLIP vision tower: the text layers as gemma3_text; the tower's LayerNorms stay. Its
+    # Gemma 3 with its SigLIP vision tower: the text layers as gemma3_text, the tower's LayerNorms with model=. Its
     # ForConditionalGeneration applies no final logit soft-cap (Gemma3ForCausalLM does), so the fused loss has none.
     Family("gemma3", ("gemma3",), _m("gemma3"), Norm(("Gemma3RMSNorm",), **_GEMMA_NORM), (Mlp("Gemma3MLP"),),
-           ("Gemma3ForConditionalGeneration",), _ROPE, activation="geglu"),
+           ("Gemma3ForConditionalGeneration",), _ROPE, activation="geglu", layer_norms=_VISION_LN),
     # Gemma 4: (weight * x_normed) in fp32, rounded once (some norms have no weight); GeGLU MLPs and experts; its
     # one-tensor RoPE stays Hugging Face's (rope=False, as in Liger-Kernel); both LM forwards soft-cap the logits.
     Family("gemma4_text", ("gemma4_text",), _m("gemma4"), Norm(("Gemma4RMSNorm",), 0.0, "gemma", "eps"),
@@ -174,9 +179,10 @@ FAMILIES: Tuple[Family, ...] = (
            (Mlp("Gemma4TextMLP"), Mlp("Gemma4TextExperts", "experts")), ("Gemma4ForConditionalGeneration",),
            rope_default=False, activation="geglu", softcap_attr="final_logit_softcapping"),
     # Mllama (Llama 3.2 Vision): the text decoder (its cross-attention layers included); the vision tower's
-    # LayerNorms stay.
+    # LayerNorms with model=.
     Family("mllama", ("mllama", "mllama_text_model"), _m("mllama"), Norm(("MllamaTextRMSNorm",)),
-           (Mlp("MllamaTextMLP"),), ("MllamaForCausalLM", "MllamaForConditionalGeneration"), _ROPE),
+           (Mlp("MllamaTextMLP"),), ("MllamaForCausalLM", "MllamaForConditionalGeneration"), _ROPE,
+           layer_norms=_VISION_LN),
     # GLM-4.1V: GLM's interleaved multimodal RoPE stays Hugging Face's (rope=False, as in Liger-Kernel); one
     # RMSNorm class for the text decoder and the vision tower.
     Family("glm4v", ("glm4v", "glm4v_text"), _m("glm4v"), Norm(("Glm4vRMSNorm",)),
@@ -196,9 +202,11 @@ FAMILIES: Tuple[Family, ...] = (
     # Multimodal wrappers.
     Family("llava", ("llava",), _m("llava"), None, (), ("LlavaForConditionalGeneration",), wraps=True),
     Family("paligemma", ("paligemma",), _m("paligemma"), None, (), ("PaliGemmaForConditionalGeneration",),
-           wraps=True),
-    Family("internvl", ("internvl",), _m("internvl"), None, (), ("InternVLForConditionalGeneration",), wraps=True),
-    Family("smolvlm", ("smolvlm",), _m("smolvlm"), None, (), ("SmolVLMForConditionalGeneration",), wraps=True),
+           layer_norms=_VISION_LN, wraps=True),
+    Family("internvl", ("internvl",), _m("internvl"), None, (), ("InternVLForConditionalGeneration",),
+           layer_norms=_VISION_LN, wraps=True),
+    Family("smolvlm", ("smolvlm",), _m("smolvlm"), None, (), ("SmolVLMForConditionalGeneration",),
+           layer_norms=_VISION_LN, wraps=True),
     Family("mistral3", ("mistral3",), _m("mistral3"), None, (), ("Mistral3ForConditionalGeneration",), wraps=True),
     # Nemotron: no RMSNorm (LayerNorm1P stays); the MLP is down_proj(relu(up_proj(x))**2).
     Family("nemotron", ("nemotron",), _m("nemotron"), None, (Mlp("NemotronMLP", "plain"),),
