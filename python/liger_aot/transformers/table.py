@@ -117,7 +117,7 @@ FAMILIES: Tuple[Family, ...] = (
            ("Llama4ForCausalLM",), ("apply_rotary_emb", "llama4_rotary_emb"),
            notes="text model; Llama4ForConditionalGeneration gets the layer patches but keeps its own loss"),
 
-    # ---- beyond issue 7's list: the other text decoders of Liger-Kernel 0.8.5's table, as transformers 5 has them
+    # ---- beyond issue 7's list: the rest of Liger-Kernel 0.8.5's table (but muse_glimmer), as transformers 5 has it
     Family("ministral", ("ministral",), _m("ministral"), Norm(("MinistralRMSNorm",)), (Mlp("MinistralMLP"),),
            ("MinistralForCausalLM",), _ROPE),
     # OLMo 3: OLMo 2's layer (norms after attention and MLP, "gemma" rounding without offset), sliding windows.
@@ -144,7 +144,7 @@ FAMILIES: Tuple[Family, ...] = (
            ("DeepseekV4ForCausalLM",), rope_default=False, mlp_default=False,
            notes="router aux loss added to the fused loss as HF does"),
     # GPT-OSS: (weight * x_normed) in fp32 then rounded; cos/sin of half the head dimension; its experts' clamped
-    # SwiGLU with biases has no fused op (swiglu=False, as in Liger-Kernel; True is refused with a warning).
+    # SwiGLU with biases has no fused op (swiglu=False, as in Liger-Kernel; True warns and changes nothing).
     Family("gpt_oss", ("gpt_oss",), _m("gpt_oss"), Norm(("GptOssRMSNorm",), 0.0, "gemma"), (),
            ("GptOssForCausalLM",), ("apply_rotary_pos_emb", "half_cos_rotary_pos_emb"), mlp_default=False,
            notes="router aux loss added to the fused loss as HF does"),
