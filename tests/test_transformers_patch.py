@@ -634,23 +634,19 @@ def test_auto_image_text_to_text(name):
 def test_vision_tower_layer_norms(name):
     """layer_norm=True on a model reaches the SigLIP tower's torch.nn.LayerNorms (text-only inputs never run it);
     on the classes it changes nothing (that would mean patching torch.nn.LayerNorm)."""
+    from liger_aot.transformers import forwards
+
     lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"](layer_norm=True)
-    assert torch.nn.LayerNorm.forward is not forwards_layer_norm()
+    assert torch.nn.LayerNorm.forward is not forwards.layer_norm_forward
     ref = _build(name)
     tower = ref.model.vision_tower
     px = torch.randn(2, 3, 8, 8)
     want = tower(pixel_values=px).last_hidden_state
     lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"](model=ref, layer_norm=True)
     norms = [m for m in tower.modules() if type(m) is torch.nn.LayerNorm]
-    assert norms and all(m.forward.__func__ is forwards_layer_norm() for m in norms)
+    assert norms and all(m.forward.__func__ is forwards.layer_norm_forward for m in norms)
     torch.testing.assert_close(tower(pixel_values=px).last_hidden_state, want, rtol=1e-5, atol=1e-5)
     assert "layer_norm" in inspect.signature(lt.APPLY_FUNCTIONS[f"apply_liger_kernel_to_{name}"]).parameters
-
-
-def forwards_layer_norm():
-    from liger_aot.transformers import forwards
-
-    return forwards.layer_norm_forward
 
 
 def test_auto_model_from_pretrained(tmp_path):

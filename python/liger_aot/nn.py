@@ -198,13 +198,20 @@ def plain_projections(x: torch.Tensor, *layers: nn.Module) -> bool:
     return True
 
 
+def fused_gated_mlp(x: torch.Tensor, gate_weight: torch.Tensor, up_weight: Optional[torch.Tensor],
+                    down_weight: torch.Tensor, gate: str) -> torch.Tensor:
+    """:func:`ops.swiglu_mlp` (gate ``"silu"``) or :func:`ops.geglu_mlp` (gate ``"tanh"`` or ``"none"``)."""
+    if gate == "silu":
+        return ops.swiglu_mlp(x, gate_weight, up_weight, down_weight)
+    return ops.geglu_mlp(x, gate_weight, up_weight, down_weight, gate)
+
+
 def gated_mlp_forward(mlp: nn.Module, x: torch.Tensor, gate: str) -> torch.Tensor:
     """``mlp.down_proj(act(mlp.gate_proj(x)) * mlp.up_proj(x))`` with act silu (gate ``"silu"``) or gelu (gate
     ``"tanh"`` or ``"none"``, its approximation): one :func:`ops.swiglu_mlp` / :func:`ops.geglu_mlp` (which keeps
     less for the backward) when the projections are plain, else the three modules around the activation op."""
     if plain_projections(x, mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-        w = (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
-        return ops.swiglu_mlp(x, *w) if gate == "silu" else ops.geglu_mlp(x, *w, gate)
+        return fused_gated_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight, gate)
     g, u = mlp.gate_proj(x), mlp.up_proj(x)
     return mlp.down_proj(ops.swiglu(g, u) if gate == "silu" else ops.geglu(g, u, gate))
 

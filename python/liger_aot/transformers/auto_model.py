@@ -5,43 +5,33 @@ import inspect
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
 from .monkey_patch import (FAMILY_BY_MODEL_TYPE, LIGER_FLASH, MODEL_TYPE_TO_APPLY_LIGER_FN, _apply_liger_kernel,
-                           _sub_models)
+                           _sub_model_patches)
 
 
-def _model_types(config) -> list:
-    """The config's model_type, then for a multimodal wrapper (LLaVA, PaliGemma, ...) those of its language model
-    and vision tower, whose classes are patched too."""
-    types = [config.model_type]
-    family = FAMILY_BY_MODEL_TYPE.get(config.model_type)
-    if family is not None and family.wraps:
-        types += [t for _, t in _sub_models(config)]
-    return types
-
-
-def _names(model_type: str) -> set:
-    fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
-    if fn is None:
-        return set()
+def _names(fn) -> set:
+    """The flags an apply function takes by name."""
     return {k for k, p in inspect.signature(fn).parameters.items()
             if k != "model" and p.kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 def _patch(config, kwargs: dict) -> dict:
-    """Apply the families of ``config`` (classes, before the model is built) with the liger flags among
-    ``kwargs``; returns the other kwargs, for transformers."""
-    types = _model_types(config)
-    names = set().union(*(_names(t) for t in types))
+    """Apply the row of ``config`` and, for a multimodal wrapper (LLaVA, PaliGemma, ...), those of its language
+    model and vision tower, to the classes before the model is built, with the liger flags among ``kwargs``;
+    returns the other kwargs, for transformers."""
+    fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(config.model_type)
+    if fn is None:
+        _apply_liger_kernel(config.model_type)  # warns
+        return kwargs
+    wraps = FAMILY_BY_MODEL_TYPE[config.model_type].wraps
+    sub_fns = [s[2] for s in _sub_model_patches(config, {}) if s[2] is not None] if wraps else []
+    names = set().union(*(_names(f) for f in [fn] + sub_fns))
     liger = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
     if liger.get("flash_attention"):
         kwargs.setdefault("attn_implementation", LIGER_FLASH)
-    for i, t in enumerate(types):
-        if i and t not in MODEL_TYPE_TO_APPLY_LIGER_FN:
-            continue  # a wrapper's sub-model without a row: the wrapper's own patch (the loss) still applies
-        sub = {k: v for k, v in liger.items() if k in _names(t)}
-        if i:  # the wrapper's forward computes the loss
-            sub.update({k: False for k in ("cross_entropy", "fused_linear_cross_entropy") if k in _names(t)})
-            sub.pop("flash_attention", None)
-        _apply_liger_kernel(t, **sub)
+    fn(**{k: v for k, v in liger.items() if k in _names(fn)})
+    for _, _, sub_fn, sub in (_sub_model_patches(config, liger) if wraps else []):
+        if sub_fn is not None:
+            sub_fn(**sub)
     return kwargs
 
 

@@ -18,8 +18,9 @@ def causal_lm_loss(hidden_states: torch.Tensor, lm_head: torch.nn.Module, labels
                    ignore_index: int = -100, num_items_in_batch=None, softcap=None, logits_scaling=None,
                    logits_multiplier=None):
     """Hugging Face's ``ForCausalLMLoss`` of ``lm_head(hidden_states)`` (optionally soft-capped, divided by
-    ``logits_scaling`` or multiplied by ``logits_multiplier``) without the logits: labels shifted left (padded with ``ignore_index``) unless
-    ``shift_labels`` is given; mean over the non-ignored tokens, or their sum divided by ``num_items_in_batch``."""
+    ``logits_scaling`` or multiplied by ``logits_multiplier``) without the logits: labels shifted left (padded
+    with ``ignore_index``) unless ``shift_labels`` is given; mean over the non-ignored tokens, or their sum divided
+    by ``num_items_in_batch``."""
     if shift_labels is None:
         shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])

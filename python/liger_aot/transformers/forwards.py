@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
+from ..nn import fused_gated_mlp, plain_projections
 from ..nn import gated_mlp_forward as _fused_gated_mlp
-from ..nn import plain_projections
 
 # ---- RMSNorm ----------------------------------------------------------------------------------------------------
 # The family's variant is described by three attributes set on the class or the instance when patching:
@@ -71,9 +71,7 @@ def fused_gate_up_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     """Phi-3 and GLM-4: one ``gate_up_proj`` whose output halves are the gate and the up projection; with plain
     projections one ``swiglu_mlp`` / ``geglu_mlp`` on the packed weight."""
     if plain_projections(x, self.gate_up_proj, self.down_proj):
-        kind = self._liger_act
-        w = (self.gate_up_proj.weight, None, self.down_proj.weight)
-        return ops.swiglu_mlp(x, *w) if kind == "silu" else ops.geglu_mlp(x, *w, kind)
+        return fused_gated_mlp(x, self.gate_up_proj.weight, None, self.down_proj.weight, self._liger_act)
     gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
     return self.down_proj(_gate(self, gate, up))
 

@@ -13,7 +13,7 @@ import importlib
 import inspect
 import logging
 from types import MethodType
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
@@ -269,21 +269,31 @@ def _sub_models(config) -> List[Tuple[str, str]]:
     return out
 
 
-def _apply_to_sub_models(family: Family, model, kwargs: dict) -> None:
-    """A wrapper's instance: the families of its language model and vision tower patch their modules in it (found
-    by class, wherever they sit); their loss flags stay off (the wrapper's forward computes the loss)."""
-    used = set()
-    for attr, model_type in _sub_models(model.config):
+def _sub_model_patches(config, kwargs: dict) -> List[Tuple[str, str, Optional[Callable], dict]]:
+    """A wrapper's language model and vision tower: (config attribute, model_type, the row's apply function or
+    None, the flags among ``kwargs`` it takes). Their loss flags are off and flash_attention left out: the
+    wrapper's forward computes the loss and sets the attention."""
+    out = []
+    for attr, model_type in _sub_models(config):
         fn = MODEL_TYPE_TO_APPLY_LIGER_FN.get(model_type)
+        names = inspect.signature(fn).parameters if fn is not None else {}
+        sub = {k: v for k, v in kwargs.items() if k in names and k != "flash_attention"}
+        sub.update({k: False for k in ("cross_entropy", "fused_linear_cross_entropy") if k in names})
+        out.append((attr, model_type, fn, sub))
+    return out
+
+
+def _apply_to_sub_models(family: Family, model, kwargs: dict) -> None:
+    """A wrapper's instance: the rows of its language model and vision tower patch their modules in it (found by
+    class, wherever they sit)."""
+    used = set()
+    for attr, model_type, fn, sub in _sub_model_patches(model.config, kwargs):
         if fn is None:
             if attr == "text_config":
                 logger.warning("liger_aot: %s's language model (model_type %r) has no patch: only the loss is fused",
                                family.name, model_type)
             continue
-        names = inspect.signature(fn).parameters
-        sub = {k: v for k, v in kwargs.items() if k in names}
         used |= set(sub)
-        sub.update({k: False for k in ("cross_entropy", "fused_linear_cross_entropy") if k in names})
         fn(**sub, model=model)
     if set(kwargs) - used:
         logger.warning("liger_aot: apply_liger_kernel_to_%s: %s taken by neither its language model nor its vision "
