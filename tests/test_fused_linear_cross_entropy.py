@@ -72,14 +72,16 @@ def check_flce(x, w, b, target, kw, reduction, *, grads=True, grad_output=None):
     n = target.numel() if reduction == "sum" else 1
     # logits rounded to dtype (a relative ulp of the largest logit, twice: mean of errors of either sign) + fp32 CE
     tol = (2 * EPS[dtype] * logits_mag + 1e-5 * lse_mag) * n * (1 + 2 * kw["lse_square_scale"] * lse_mag)
-    assert loss.dtype == dtype and loss.shape == rl.shape
+    loss_dtype = torch.promote_types(dtype, torch.float32)  # fp32 loss for half inputs, as Liger-Kernel / HF
+    assert loss.dtype == loss_dtype and z.dtype == loss_dtype and loss.shape == rl.shape
     err = (loss.detach().double() - rl.detach()).abs().max().item() if rl.numel() else 0.0
     assert err <= tol + 1e-12, f"loss: {err:.3g} > {tol:.3g}"
     assert not z.requires_grad
     if not grads:
         return loss, z
     g = torch.tensor(1.7, dtype=torch.float64) if grad_output is None else grad_output
-    loss.backward(g.to(dtype).to(x.device))
+    # An fp32 grad_output, rounded to the gradients' dtype by the op (the reference uses that rounding).
+    loss.backward(g.to(loss_dtype).to(x.device))
     refs = torch.autograd.grad(rl, [t for t in x64 if t is not None], g.to(dtype).double().to(x.device))
     emulated = rounded_logits_grads(x64, target, kw, reduction, g.to(dtype).double().to(x.device), dtype)
     for name, got, want, emu in zip(("input", "weight", "bias"), [t for t in xs if t is not None], refs, emulated):
@@ -111,6 +113,22 @@ def test_matches_float64_reference(dtype, opts, reduction):
 def test_half_precision_forward(dtype):
     x, w, b, target, kw = make_inputs((9,), 32, 40, dtype, opts="all")
     check_flce(x, w, b, target, kw, "mean", grads=False)
+
+
+def test_half_precision_loss_is_fp32():
+    """A bf16 input's loss is not rounded to bf16: a sum over 4096 tokens keeps fp32's precision (bf16's ulp there
+    is 2^-8 relative). The reference is the float64 cross-entropy of the same bf16 logits."""
+    torch.manual_seed(3)
+    x = torch.randn(4096, 32).bfloat16()
+    w = (torch.randn(50, 32) / 32**0.5 * 2).bfloat16()
+    target = torch.randint(0, 50, (4096,))
+    for reduction in ("sum", "mean", "none"):
+        loss, z = ops.fused_linear_cross_entropy(x, w, target, reduction=reduction)
+        want = torch.nn.functional.cross_entropy(torch.nn.functional.linear(x, w).double(), target,
+                                                 reduction=reduction)
+        assert loss.dtype == z.dtype == torch.float32
+        rel = ((loss.double() - want).abs() / want.abs()).max().item()
+        assert rel <= 1e-5, f"{reduction}: relative error {rel:.3g}"
 
 
 def test_reduction_none_forward_only():

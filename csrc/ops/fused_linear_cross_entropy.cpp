@@ -75,6 +75,11 @@ Options options(int64_t ignore_index, double label_smoothing, double lse_square_
 
 using Result = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor>;
 
+// The loss and z-loss are reported in fp32 (fp64 for fp64 input), as Liger-Kernel's fused linear cross-entropy and
+// Hugging Face's causal-LM loss (logits upcast) report them: a bf16 loss would round the training curve to 3
+// significant digits and a "sum" over many tokens to a multiple of its ulp.
+at::ScalarType loss_dtype(const Tensor& input) { return at::promote_types(input.scalar_type(), at::kFloat); }
+
 // ---- CPU reference (ATen ops: logits in input's dtype as F.linear makes them, cross-entropy in fp32/fp64)
 
 Result fwd_cpu(const Tensor& input, const Tensor& weight, const Tensor& target, const optional<Tensor>& bias,
@@ -89,7 +94,7 @@ Result fwd_cpu(const Tensor& input, const Tensor& weight, const Tensor& target, 
   Tensor t = target.reshape({-1});
   Tensor logits = at::linear(x, weight, bias);
   RowsResult r = rows_cpu(logits, t, ce_weight, o);
-  auto [loss, z] = finalize_cpu(r, o, input.scalar_type(), target.sizes());
+  auto [loss, z] = finalize_cpu(r, o, loss_dtype(input), target.sizes());
   auto empty = [&] { return at::empty({0}, input.options()); };
   if (!compute_grad) return {loss, z, empty(), empty(), empty()};
   Tensor one = at::ones({}, r.lse.options()), zero = at::zeros({}, r.lse.options());
@@ -111,8 +116,8 @@ Result fwd_meta(const Tensor& input, const Tensor& weight, const Tensor& target,
   const bool compute_grad = mask[0] || mask[1] || mask[2];
   Options o = options(ignore_index, label_smoothing, lse_square_scale, softcap, reduction, compute_grad);
   auto out_shape = o.reduction == Reduction::None ? target.sym_sizes() : c10::SymIntArrayRef{};
-  Tensor loss = at::empty_symint(out_shape, input.options());
-  Tensor z = at::empty_symint(out_shape, input.options());
+  Tensor loss = at::empty_symint(out_shape, input.options().dtype(loss_dtype(input)));
+  Tensor z = at::empty_symint(out_shape, input.options().dtype(loss_dtype(input)));
   auto empty = [&] { return at::empty({0}, input.options()); };
   if (!compute_grad) return {loss, z, empty(), empty(), empty()};
   return {loss, z, mask[0] ? at::empty_symint(input.sym_sizes(), input.options()) : empty(),
@@ -200,7 +205,7 @@ Result fwd_cuda(const Tensor& input, const Tensor& weight, const Tensor& target,
     }
   }
   auto out_shape = o.reduction == Reduction::None ? target.sizes() : at::IntArrayRef{};
-  Tensor loss = at::empty(out_shape, input.options()), z = at::empty(out_shape, input.options());
+  Tensor loss = at::empty(out_shape, f32), z = at::empty(out_shape, f32);
   finalize_cuda(ce_row, z_row, stats, loss, z, o.reduction);
   if (!compute_grad) return {loss, z, empty(), empty(), empty()};
   return {loss, z, grad_input.defined() ? grad_input.view(input.sizes()) : empty(),
@@ -272,12 +277,15 @@ class FusedLinearCrossEntropyForward : public torch::autograd::Function<FusedLin
     // In place, same-dtype contiguous gradients go through one _foreach_mul_ with g as a device scalar: a
     // vectorized kernel. t.mul_(g) broadcasts a 0-dim CUDA tensor, which TensorIterator cannot vectorize:
     // 1.4 ms for the 1 GB grad_weight of 128256 x 4096 bf16 on an H200 (torch.profiler), ~3x its copy time.
+    // g is fp32 (the loss is) and the gradients are in the input's dtype: g is cast to theirs once (a relative
+    // rounding of at most half an ulp of that dtype, the same as rounding each product).
     std::vector<Tensor> batch;
     auto scaled = [&](const char* name, bool needed) {
       if (!needed) return Tensor();
       Tensor t = ctx->saved_data[name].toTensor();
-      if (keep) return t * g;
-      if (t.is_cuda() && g.is_cuda() && t.scalar_type() == g.scalar_type() && t.is_contiguous()) {
+      if (keep) return (t * g).to(t.scalar_type());
+      if (t.is_cuda() && g.is_cuda() && t.is_contiguous() &&
+          (batch.empty() || batch.front().scalar_type() == t.scalar_type())) {
         batch.push_back(t);
         return t;
       }
@@ -288,7 +296,7 @@ class FusedLinearCrossEntropyForward : public torch::autograd::Function<FusedLin
     Tensor gi = scaled("grad_input", ctx->needs_input_grad(0) && ctx->saved_data["has_grad_input"].toBool());
     Tensor gw = scaled("grad_weight", ctx->needs_input_grad(1) && ctx->saved_data["has_grad_weight"].toBool());
     Tensor gb = scaled("grad_bias", has_bias && ctx->needs_input_grad(3) && ctx->saved_data["has_grad_bias"].toBool());
-    if (!batch.empty()) at::_foreach_mul_(batch, g);
+    if (!batch.empty()) at::_foreach_mul_(batch, g.to(batch.front().scalar_type()));
     if (!keep)
       for (const char* name : {"grad_input", "grad_weight", "grad_bias"}) ctx->saved_data.erase(name);
     return {gi, gw, Tensor(), gb, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};

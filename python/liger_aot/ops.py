@@ -335,7 +335,9 @@ def fused_linear_cross_entropy(input: torch.Tensor, weight: torch.Tensor, target
     ``[*]`` int64, ``ce_weight`` ``[V]`` the class weights. Tokens are processed in chunks whose logits stay
     within 128 MiB. The gradients for input, weight and bias are computed in the forward and scaled by
     grad_output in the backward (in place unless ``retain_graph=True``); they need reduction "mean" or "sum" ("none"
-    is forward-only). ``z_loss`` is reported without a gradient (it is part of ``loss``).
+    is forward-only). ``z_loss`` is reported without a gradient (it is part of ``loss``). ``loss`` and ``z_loss``
+    are float32 (float64 for float64 input), as Liger-Kernel's and Hugging Face's causal-LM loss are; grad_output
+    is rounded to the gradients' dtype once.
     """
     if torch.jit.is_scripting() or torch.compiler.is_compiling():
         return torch.ops.liger.fused_linear_cross_entropy(input, weight, target, bias, ce_weight, ignore_index,

@@ -33,7 +33,6 @@ def causal_lm_loss(hidden_states: torch.Tensor, lm_head: torch.nn.Module, labels
     reduction = "sum" if num_items_in_batch is not None else "mean"
     loss, _ = ops.fused_linear_cross_entropy(hidden, lm_head.weight, shift_labels.reshape(-1).to(hidden.device),
                                              lm_head.bias, None, ignore_index, softcap=softcap, reduction=reduction)
-    loss = loss.float()  # HF reports the loss in fp32 (its logits are upcast)
     if reduction == "sum":
         if torch.is_tensor(num_items_in_batch):
             num_items_in_batch = num_items_in_batch.to(loss.device)
