@@ -9,6 +9,7 @@ be at most twice the unpatched fp32 model's own error, plus 16 fp32 ulps of the 
 GPU (`gpu` marker): per family group, bf16 training of a few-layer model for 30 AdamW steps, patched vs unpatched
 loss curves.
 """
+import contextlib
 import copy
 import inspect
 
@@ -241,18 +242,19 @@ def _inputs(seed=1):
 
 def _run(model, labels, **kw):
     """(logits or None, loss or None, {parameter name: gradient})."""
-    ids, mask, lab = _inputs()
+    dev = next(model.parameters()).device
+    ids, mask, lab = (t.to(dev) for t in _inputs())
     model.zero_grad(set_to_none=True)
     if labels:
         model.train()
         out = model(input_ids=ids, attention_mask=mask, labels=lab, **kw)
         out.loss.backward()
-        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-        return out.logits, out.loss.detach(), grads
+        grads = {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
+        return None if out.logits is None else out.logits.cpu(), out.loss.detach().cpu(), grads
     model.eval()
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, **kw)
-    return out.logits, None, {}
+    return out.logits.cpu(), None, {}
 
 
 _REFS = {}
@@ -351,6 +353,24 @@ def test_patched_matches_unpatched(name, labels, how):
     hf32, ref64, _ = _references(name, labels)
     model = _patched(name, how)
     _assert_swapped(model, name, how)
+    _compare(_run(model, labels), hf32, ref64, labels, _ERR_FACTOR.get(name, 2))
+
+
+@gpu
+@pytest.mark.parametrize("labels", [False, True], ids=["logits", "loss_grads"])
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_patched_matches_unpatched_gpu(name, labels):
+    """The CPU test on the GPU's kernels: the class-patched model on CUDA in fp32 against the float64 reference
+    (CPU), within twice the error of the unpatched model's fp32 run on CUDA (plus 16 fp32 ulps of the largest
+    value): logits, loss and every gradient."""
+    _, ref64, state = _references(name, labels)
+    monkey_patch._revert_patches()
+    hf = _build(name)
+    hf.load_state_dict(state)
+    hf32 = _run(hf.cuda(), labels)
+    del hf
+    model = _patched(name, "class").cuda()
+    _assert_swapped(model, name, "class")
     _compare(_run(model, labels), hf32, ref64, labels, _ERR_FACTOR.get(name, 2))
 
 
@@ -679,10 +699,13 @@ GROUPS = {"llama-like": ["llama", "mistral", "qwen2", "qwen3", "smollm3", "grani
 
 
 LR = 2e-3  # 3e-3 made bf16 runs chaotic (curves 10 % apart after 30 steps, measured on the CPU)
+# Nemotron's ReLU² model is chaotic at 2e-3 already: rounding alone (SDPA's math backend, nothing patched) moves its
+# curve 9.6 % on the CPU; at 1e-3 0.06 % (patched 0.04 %), and its loss still falls from 4.87 to 2.24.
+FAMILY_LR = {"nemotron": 1e-3}
 
 
-def _train(model, steps, batches):
-    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+def _train(model, steps, batches, lr=LR):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     losses = []
     for step in range(steps):
@@ -706,20 +729,42 @@ def test_convergence_bf16(group):
     (Qwen2.5-VL; <= 1.8 % for the others) and <= 1.3 % on the mean of the last 10 steps, as the rounding differences
     compound through training; for the 27 families added later <= 0.31 %, <= 4.9 % and <= 2.6 % (both InternVL's,
     whose patched run learned faster). Bounds 1 %, 8 % and 4 % leave room for the GPU kernels' own rounding; a
-    wrong variant or gradient moves the first loss or stops the patched run from learning. (The fused loss is
-    reported in bf16, Hugging Face's in fp32: up to 0.4 % of the first-loss difference is that rounding.)"""
+    wrong variant or gradient moves the first loss or stops the patched run from learning.
+    A family whose training is that sensitive to rounding alone would fail them without a fault: Nemotron's
+    unpatched curve run again with SDPA's math backend (nothing patched) ended 9.6 % away on the CPU at lr 2e-3, and
+    its patched curve 9.0 % on the GPU (f35ddd2); it trains at 1e-3 (FAMILY_LR). As a guard for the others, each
+    unpatched run is repeated with SDPA's math backend and the bounds on the curves are at least 1.5 times that
+    run's distance (attention that is not SDPA: no change). scripts/convergence_cpu.py --noise --each prints these
+    distances and each patch's own."""
     for name in GROUPS[group]:
-        base, got = _convergence(name, "cuda", torch.bfloat16, 30)
+        base, (got, noise) = _convergence(name, "cuda", torch.bfloat16, 30,
+                                          runs=((None, contextlib.nullcontext), (_no_patch, _sdpa_math)))
         assert base[-1] < 0.85 * base[0], f"{name}: the unpatched run did not learn ({base[0]:.3f} -> {base[-1]:.3f})"
         rel = (got - base).abs() / base
         assert rel[0] < 0.01, f"{name}: first loss {got[0]:.4f} vs {base[0]:.4f}"
-        assert rel.max() < 0.08, f"{name}: loss curves differ by {rel.max():.3f} (relative) at step {rel.argmax()}"
+        noise_rel = (noise - base).abs() / base
+        bound = max(0.08, 1.5 * noise_rel.max().item())
+        assert rel.max() < bound, (f"{name}: loss curves differ by {rel.max():.3f} (relative) at step {rel.argmax()}; "
+                                   f"rounding alone (SDPA math): {noise_rel.max():.3f}")
         tail = abs(got[-10:].mean() - base[-10:].mean()) / base[-10:].mean()
-        assert tail < 0.04, f"{name}: mean loss of the last 10 steps differs by {tail:.4f} (relative)"
+        noise_tail = abs(noise[-10:].mean() - base[-10:].mean()) / base[-10:].mean()
+        assert tail < max(0.04, 1.5 * noise_tail), (f"{name}: mean loss of the last 10 steps differs by {tail:.4f} "
+                                                   f"(relative); rounding alone (SDPA math): {noise_tail:.4f}")
 
 
-def _convergence(name, dev, dtype, steps):
-    """(unpatched, patched) loss curves of ``steps`` AdamW steps of a 4-layer ``name`` model."""
+def _no_patch(name, config):
+    pass
+
+
+def _sdpa_math():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def _convergence(name, dev, dtype, steps, runs=((None, contextlib.nullcontext),)):
+    """The unpatched loss curve of ``steps`` AdamW steps of a 4-layer ``name`` model and, for each ``(patch,
+    context)`` of ``runs``, the curve from the same weights and batches with the classes patched by ``patch(name,
+    config)`` (None: every flag on) and the steps run inside ``context()``."""
     monkey_patch._revert_patches()
     config = _config(name)
     tc = config.get_text_config()
@@ -745,17 +790,21 @@ def _convergence(name, dev, dtype, steps):
     torch.manual_seed(0)
     ref = _model_class(config).from_config(config, attn_implementation=_attention(name)).to(dev, dtype)
     state = copy.deepcopy(ref.state_dict())
-    base = _train(ref, steps, batches)
+    base = _train(ref, steps, batches, FAMILY_LR.get(name, LR))
     del ref
-    _patch_classes(name, config)
-    try:
-        torch.manual_seed(0)
-        model = _model_class(config).from_config(config, attn_implementation=_attention(name)).to(dev, dtype)
-        model.load_state_dict(state)
-        got = _train(model, steps, batches)
-    finally:
-        monkey_patch._revert_patches()
-    return base, got
+    curves = []
+    for patch, context in runs:
+        (patch or _patch_classes)(name, config)
+        try:
+            torch.manual_seed(0)
+            model = _model_class(config).from_config(config, attn_implementation=_attention(name)).to(dev, dtype)
+            model.load_state_dict(state)
+            with context():
+                curves.append(_train(model, steps, batches, FAMILY_LR.get(name, LR)))
+            del model
+        finally:
+            monkey_patch._revert_patches()
+    return base, curves
 
 
 @gpu
