@@ -145,8 +145,9 @@ def _max_seq(model, opt, start: int = 4096, granule: int = 2048, limit: int = 26
 def _profile(model, opt, batch: int, seq: int) -> None:
     """One training step under torch.profiler: GPU time by kernel family (to stderr-free stdout, for the log)."""
     from torch.profiler import ProfilerActivity, profile
+    _steps(model, opt, batch, seq, 1)  # the step before the profiled one, so that the profiler starts warm
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        _steps(model, opt, batch, seq, 1)
+        wall = _steps(model, opt, batch, seq, 1)
     # first match wins: attention kernels (PyTorch flash, cuDNN, liger_flash), cuBLAS/CUTLASS, the fused AdamW,
     # other ATen kernels, then Triton kernels (ours or Liger-Kernel's: names end in _kernel), then the rest
     families = {"attention": ("flash", "fmha", "attn", "sdpa", "cudnn"),
@@ -166,6 +167,30 @@ def _profile(model, opt, batch: int, seq: int) -> None:
           + ", ".join(f"{k} {v / 1e3:.1f}" for k, v in by.items()), flush=True)
     for k, v in sorted(kernels.items(), key=lambda kv: -kv[1])[:12]:
         print(f"    {v / 1e3:8.2f} ms  {k[:110]}", flush=True)
+    _gaps(prof, wall)
+
+
+def _gaps(prof, wall: float) -> None:
+    """Where the GPU waits: the step's wall time against its kernels' span and busy time, and the longest idle
+    stretches between consecutive kernels (the kernels on either side name the host work in between)."""
+    kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+                      and e.time_range.end > e.time_range.start), key=lambda e: e.time_range.start)
+    if not kernels:
+        return
+    busy, idle, end = 0.0, [], kernels[0].time_range.start
+    prev = None
+    for e in kernels:
+        start, stop = e.time_range.start, e.time_range.end
+        if start > end and prev is not None:
+            idle.append((start - end, prev.name, e.name))
+        busy += max(0.0, stop - max(start, end))
+        end, prev = max(end, stop), e
+    span = end - kernels[0].time_range.start
+    print(f"  timeline: wall {wall * 1e3:.1f} ms, kernels span {span / 1e3:.1f} ms, busy {busy / 1e3:.1f} ms, "
+          f"idle {sum(i[0] for i in idle) / 1e3:.1f} ms in {len(idle)} gaps "
+          f"({sum(i[0] for i in idle if i[0] > 50) / 1e3:.1f} ms in gaps over 50 us)", flush=True)
+    for gap, before, after in sorted(idle, reverse=True)[:10]:
+        print(f"    gap {gap / 1e3:7.3f} ms  after {before[:60]}  before {after[:60]}", flush=True)
 
 
 def worker(args) -> None:
@@ -200,7 +225,7 @@ def run_provider(provider: str, args, notes) -> dict:
     out = {"shapes": {}}
     for line in proc.stdout.splitlines():
         if not line.startswith(RESULT):
-            if line.startswith("  profile") or line.startswith("    "):
+            if line.startswith(("  profile", "  timeline")) or line.startswith("    "):
                 print(line, flush=True)  # --profile's lines
             continue
         r = json.loads(line[len(RESULT):])
