@@ -307,7 +307,8 @@ def main() -> None:
     parser.add_argument("--attention", choices=ATTENTION, default="sdpa",
                         help="liger_aot's attention: HF's SDPA as is (default), SDPA with cuDNN first, or liger_flash")
     parser.add_argument("--profile", action="store_true", help="after each shape, one profiled step per provider: "
-                        "GPU time by kernel family and the top kernels")
+                        "GPU time by kernel family, the top kernels and the step's "
+                        "timeline (wall, busy, the longest gaps between kernels)")
     parser.add_argument("--worker", choices=PROVIDERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
