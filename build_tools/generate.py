@@ -115,6 +115,8 @@ def variant_repr(kernel, v) -> str:
         fields["divisible"] = sorted(v.divisible)
     if v.launch_pdl:
         fields["launch_pdl"] = True
+    if v.maxnreg:
+        fields["maxnreg"] = v.maxnreg
     return json.dumps(fields, sort_keys=True, default=str)
 
 
@@ -201,7 +203,8 @@ def _compile_job(job, shared=None):
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages,
-                                     "enable_fp_fusion": True, "launch_pdl": v.launch_pdl})
+                                     "enable_fp_fusion": True, "launch_pdl": v.launch_pdl,
+                                     **({"maxnreg": v.maxnreg} if v.maxnreg else {})})
     compiled = triton.compile(src, target=target, options=options.__dict__)
     md = compiled.metadata
     meta = {

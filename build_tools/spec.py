@@ -30,6 +30,8 @@ class Variant:
     archs:      compute capabilities (e.g. ``(90,)``) this variant is built for; empty means every arch of
                 the build. A key with no variant for the running arch is looked up as missing (``*_find``
                 returns nullptr), so the launcher must fall back to a variant every arch has.
+    maxnreg:    registers a thread at most (ptxas .maxnreg), e.g. so that two programs fit an SM; None: the
+                compiler's choice.
     """
 
     key: dict
@@ -41,6 +43,7 @@ class Variant:
     archs: tuple = ()
     divisible: tuple = ()
     launch_pdl: bool = False
+    maxnreg: int = None
 
     def built_for(self, arch: int) -> bool:
         return not self.archs or arch in self.archs

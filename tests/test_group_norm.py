@@ -365,7 +365,10 @@ def test_bad_backward_inputs():
 # [16, 320, 32, 32] (10 of 16 rows of 1024), [4, 1280, 16, 16] (40 of 64 rows of 256), [2, 64, 16, 16] (64 x 256),
 # [3, 48, 20, 20] (16 x 400 in 16 x 1024). One-tile groups of at most OWN_MAX_N samples (the backward's G programs
 # sum dweight / dbias themselves): [2, 64, 8, 8], [4, 30, 7, 7], [4, 64], [3, 6, 3], and [3, 8, 64, 64] on a WIDE
-# variant's one [4, 4096] tile.
+# variant's one [4, 4096] tile. 16-bit groups of exactly 65536 elements with a spatial size a multiple of 256 take
+# group_norm_fwd_split16_kernel on sm_90: HW 4096 ([3, 64, 64, 64]), 16384 ([3, 8, 128, 128]), 1024
+# ([2, 64, 32, 32]), 256 ([2, 512, 16, 16]: 256 channels a group), 512 ([2, 128, 16, 32]: two rows of 256 a channel)
+# and 65536 ([2, 4, 256, 256]: one channel a group).
 GPU_SHAPES = [((2, 64, 8, 8), 32), ((4, 30, 7, 7), 5), ((3, 8, 64, 64), 2), ((8, 1024, 16, 16), 32), ((16, 1024, 16, 16), 32), ((3, 60, 10, 12), 3), ((4, 48, 24, 24), 8),
               ((3, 16, 48, 48), 8), ((16, 320, 32, 32), 32), ((4, 1280, 16, 16), 32), ((2, 64, 16, 16), 1),
               ((3, 48, 20, 20), 3),
@@ -373,7 +376,7 @@ GPU_SHAPES = [((2, 64, 8, 8), 32), ((4, 30, 7, 7), 5), ((3, 8, 64, 64), 2), ((8,
               ((2, 64, 64, 64), 32), ((2, 8, 256, 256), 2), ((7, 4, 8, 8), 4), ((1, 2048, 3), 1), ((2, 6, 4097), 3),
               ((64, 128, 32, 32), 32), ((4, 40, 64, 64), 8), ((2, 12, 130, 130), 2), ((3, 64, 64, 64), 4),
               ((3, 8, 128, 128), 2), ((2, 40, 32, 32), 2), ((2, 96, 16, 16), 1), ((2, 12, 64, 64), 1),
-              ((2, 64, 32, 32), 2)]
+              ((2, 64, 32, 32), 2), ((2, 512, 16, 16), 2), ((2, 128, 16, 32), 1), ((2, 4, 256, 256), 4)]
 
 
 @gpu
@@ -420,6 +423,27 @@ def test_cuda_unaligned_x_of_a_register_shape(dtype):
     dy = torch.randn_like(aligned)
     for x in (aligned, unaligned):
         check_against_reference(x, 1, w, b, dy, op_grads(x, 1, w, b, dy))
+
+
+@gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="group_norm_fwd_split16_kernel is built for sm_90 only")
+def test_cuda_split16_kernel_takes_its_groups():
+    # which forward kernel runs, seen by the profiler: the split16 kernel for aligned 16-bit groups of 65536
+    # elements (with fp32 parameters too), the register kernel for unaligned x, the tiles for fp32
+    def kernels(x, w):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            liger.group_norm(x, 4, w, None, EPS)
+            torch.cuda.synchronize()
+        return {e.key for e in prof.key_averages() if "group_norm_fwd" in e.key}
+
+    x = torch.randn(3, 64, 64, 64, device="cuda", dtype=torch.bfloat16)
+    unaligned = torch.empty(1 + x.numel(), device="cuda", dtype=x.dtype)[1:].view(x.shape).copy_(x)
+    w = torch.randn(64, device="cuda", dtype=torch.bfloat16)
+    assert kernels(x, w) == {"group_norm_fwd_split16_kernel"}
+    assert kernels(x.half(), w.float()) == {"group_norm_fwd_split16_kernel"}
+    assert kernels(unaligned, w) == {"group_norm_fwd_regs_kernel"}
+    assert kernels(x.float(), w.float()) == {"group_norm_fwd_kernel"}
 
 
 @gpu

@@ -21,6 +21,10 @@ when both have it, else as fp32.
 import triton
 import triton.language as tl
 
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+
 from build_tools.spec import ELEMENT_SIZE, KernelSpec, Variant
 from triton_src._rows import pdl_start, prefetch_l2
 
@@ -64,7 +68,18 @@ BIG16_HW = (256, 1024)
 SPLIT_SUMS_TILE = 4096
 SPLIT_DX_TILE = 2048
 
+# SPLIT16: 16-bit groups of exactly SPLIT16_GROUP elements whose spatial size is a multiple of 256 (x seen as
+# [numel / 256, 256] rows, each row in one channel) take group_norm_fwd_split16_kernel on sm_90: one program of
+# 16 warps per group with SPLIT16_REG_ROWS of its 256 rows in registers and the others in shared memory (96 KB),
+# so that two programs share an SM. H200, bf16 [32, 512, 64, 64], timed as the benchmarks
+# (scripts/gn_half_probe.py, JIT): 71.8 us (88 % of copy) against 76.4 for the register kernel; registers / shared
+# rows 96 / 160 73.3-73.8, 128 / 128 75.6-76.6; [16, 512, 64, 64] 39.6 against 44.6.
+SPLIT16_GROUP = 65536
+SPLIT16_REG_ROWS = 64
+SPLIT16_WARPS = 16
+
 CPP_CONSTANTS = {
+    "SPLIT16_GROUP": SPLIT16_GROUP,
     "MAX_BLOCK_HW": HW_BLOCKS[-1],
     "MIN_ALIGNED_BLOCK_HW": 64,
     "REDUCE_BLOCK_C": 128,
@@ -292,6 +307,112 @@ def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_we
     scale, shift = _channel_affine(W, B, (grp % G) * CPG + cs, cm, mean, rstd, has_weight, has_bias, BLOCK_C)
     tl.store((Y + grp * size).to(tl.pointer_type(tl.int32)) + offs,
              _pair_affine(v, scale[:, None], shift[:, None], IS_BF16), mask=mask, eviction_policy="evict_first")
+
+
+_S16_WORDS = gl.constexpr(128)  # int32 pairs per 256-element row
+_S16_CHUNK = gl.constexpr(32)  # rows per [32, 128] chunk
+_S16_ROWS = gl.constexpr(SPLIT16_GROUP // 256)
+_S16_SUM = {True: PAIR_SUM_BF16, False: PAIR_SUM_F16}
+_S16_SQ = {True: PAIR_SQ_BF16, False: PAIR_SQ_F16}
+_S16_AFFINE = {True: PAIR_AFFINE_BF16, False: PAIR_AFFINE_F16}
+_S16_SUM_BF16, _S16_SUM_F16 = _S16_SUM[True], _S16_SUM[False]
+_S16_SQ_BF16, _S16_SQ_F16 = _S16_SQ[True], _S16_SQ[False]
+_S16_AFF_BF16, _S16_AFF_F16 = _S16_AFFINE[True], _S16_AFFINE[False]
+
+
+@gluon.jit
+def _s16_sum(v, IS_BF16: gl.constexpr):
+    asm: gl.constexpr = _S16_SUM_BF16 if IS_BF16 else _S16_SUM_F16
+    return gl.inline_asm_elementwise(asm, "=r,r", [v], dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _s16_sq(v, mean_t, IS_BF16: gl.constexpr):
+    asm: gl.constexpr = _S16_SQ_BF16 if IS_BF16 else _S16_SQ_F16
+    return gl.inline_asm_elementwise(asm, "=r,r,r", [v, mean_t], dtype=gl.float32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _s16_store(Y32, base, c, offs, v, scale_rows, shift_rows, row_layout: gl.constexpr, IS_BF16: gl.constexpr):
+    """y of chunk c (rows 32 c to 32 c + 31 of the group) from its int32 pairs v and the rows' scale and shift."""
+    asm: gl.constexpr = _S16_AFF_BF16 if IS_BF16 else _S16_AFF_F16
+    sc = scale_rows.index(c).load(row_layout)[:, None]
+    sh = shift_rows.index(c).load(row_layout)[:, None]
+    y = gl.inline_asm_elementwise(asm, "=r,r,r,r", [v, sc, sh], dtype=gl.int32, is_pure=True, pack=1)
+    gl.store(Y32 + base + c * (_S16_CHUNK * _S16_WORDS) + offs, y, eviction_policy="evict_first")
+
+
+@gluon.jit
+def group_norm_fwd_split16_kernel(X, W, B, Y, MEAN, RSTD, G, CPG, RPC, eps, has_weight, has_bias, store_stats,
+                                  REG_ROWS: gl.constexpr):
+    """16-bit x, groups of exactly 256 rows of 256 elements (SPLIT16_GROUP), 16-byte aligned: one program per group
+    (program_id(0) = sample * G + group), RPC rows per channel. Rows [0, REG_ROWS) are loaded into registers as
+    int32 pairs ([32, 128] chunks; REG_ROWS 64: two), the other rows copied into shared memory with cp.async (96 KB)
+    while those loads are in flight, so that a program needs at most 64 registers a thread and two programs share
+    an SM: one loads or drains its stores while the other reduces (the register kernel, one program per SM, has
+    nothing in flight then). Exact two-pass statistics (mean, then the centred sum of squares) over registers and
+    shared memory, one block reduction each; then y = x * scale + shift per row, scale and shift of the group's 256
+    rows staged in shared memory. A barrier after each shared chunk keeps ptxas from loading all of them at once,
+    which spilled (maxnreg 64)."""
+    IS_BF16: gl.constexpr = X.dtype.element_ty == gl.bfloat16
+    SM_CH: gl.constexpr = (_S16_ROWS - REG_ROWS) // _S16_CHUNK
+    NCH: gl.constexpr = _S16_ROWS // _S16_CHUNK
+    gl.static_assert(REG_ROWS == 2 * _S16_CHUNK)
+    grp = gl.program_id(0)
+    layout: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [gl.num_warps(), 1], [1, 0])
+    row_layout: gl.constexpr = gl.SliceLayout(1, layout)
+    rows = gl.arange(0, _S16_CHUNK, layout=row_layout)
+    offs = rows[:, None] * _S16_WORDS + gl.arange(0, _S16_WORDS, layout=gl.SliceLayout(0, layout))[None, :]
+    X32 = X.to(gl.pointer_type(gl.int32), bitcast=True)
+    Y32 = Y.to(gl.pointer_type(gl.int32), bitcast=True)
+    base = grp.to(gl.int64) * (_S16_ROWS * _S16_WORDS)
+    flat: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [1, 0])
+    smem = gl.allocate_shared_memory(gl.int32, [SM_CH, _S16_CHUNK, _S16_WORDS], flat)
+    for c in gl.static_range(SM_CH):
+        async_copy.async_copy_global_to_shared(smem.index(c), X32 + base + (REG_ROWS + c * _S16_CHUNK) * _S16_WORDS
+                                               + offs, eviction_policy="evict_first")
+    async_copy.commit_group()
+    v0 = gl.load(X32 + base + offs, eviction_policy="evict_first")
+    v1 = gl.load(X32 + base + _S16_CHUNK * _S16_WORDS + offs, eviction_policy="evict_first")
+    # per-row weight and bias of the group ([NCH, 32]: one element a thread or fewer), loaded while x arrives
+    g_layout: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [gl.num_warps(), 1], [1, 0])
+    g_rows = (gl.arange(0, NCH, layout=gl.SliceLayout(1, g_layout))[:, None] * _S16_CHUNK
+              + gl.arange(0, _S16_CHUNK, layout=gl.SliceLayout(0, g_layout))[None, :])
+    ch = (grp % G) * CPG + g_rows // RPC
+    w = gl.load(W + ch, mask=(g_rows >= 0) & has_weight, other=1.0).to(gl.float32)
+    b = gl.load(B + ch, mask=(g_rows >= 0) & has_bias, other=0.0).to(gl.float32)
+    count = (_S16_ROWS * 256) * 1.0
+    acc = _s16_sum(v0, IS_BF16) + _s16_sum(v1, IS_BF16)
+    async_copy.wait_group(0)
+    gl.thread_barrier()
+    for c in gl.static_range(SM_CH):
+        acc += _s16_sum(smem.index(c).load(layout), IS_BF16)
+        gl.thread_barrier()
+    mean = gl.sum(gl.sum(acc, 1), 0) / count
+    mt = gl.zeros([_S16_CHUNK, _S16_WORDS], gl.float32, layout) + mean
+    acc = _s16_sq(v0, mt, IS_BF16) + _s16_sq(v1, mt, IS_BF16)
+    for c in gl.static_range(SM_CH):
+        acc += _s16_sq(smem.index(c).load(layout), mt, IS_BF16)
+        gl.thread_barrier()
+    rstd = 1.0 / gl.sqrt_rn(gl.sum(gl.sum(acc, 1), 0) / count + eps)
+    if store_stats:
+        gl.store(MEAN + grp, mean)
+        gl.store(RSTD + grp, rstd)
+    scale_smem = gl.allocate_shared_memory(gl.float32, [NCH, _S16_CHUNK], flat)
+    shift_smem = gl.allocate_shared_memory(gl.float32, [NCH, _S16_CHUNK], flat)
+    scale = w * rstd
+    scale_smem.store(scale)
+    shift_smem.store(b - mean * scale)
+    gl.thread_barrier()
+    rows_1d: gl.constexpr = gl.SwizzledSharedLayout(1, 1, 1, [0])
+    scale_rows = scale_smem._reinterpret(gl.float32, [NCH, _S16_CHUNK], rows_1d)
+    shift_rows = shift_smem._reinterpret(gl.float32, [NCH, _S16_CHUNK], rows_1d)
+    _s16_store(Y32, base, 0, offs, v0, scale_rows, shift_rows, row_layout, IS_BF16)
+    _s16_store(Y32, base, 1, offs, v1, scale_rows, shift_rows, row_layout, IS_BF16)
+    for c in gl.static_range(SM_CH):
+        _s16_store(Y32, base, REG_ROWS // _S16_CHUNK + c, offs, smem.index(c).load(layout), scale_rows, shift_rows,
+                   row_layout, IS_BF16)
+        gl.thread_barrier()
 
 
 @triton.jit
@@ -590,6 +711,18 @@ def _specs():
                         key={"x_dtype": dt, "p_dtype": pd, "block_hw": block_hw, "tile": tile, "cpg16": cpg16},
                         signature=sig, constexprs={"BLOCK_C": tile // block_hw, "BLOCK_HW": block_hw},
                         num_warps=REG_WARPS[tile], aligned=True, divisible=("CPG",) if cpg16 else ()))
+    split16 = KernelSpec(group_norm_fwd_split16_kernel)
+    for dt, pd in DTYPE_PAIRS:
+        if dt == "fp32":
+            continue
+        # sm_90 only (tuned there: two programs of 96 KB shared memory an SM); elsewhere the register kernel
+        split16.variants.append(Variant(
+            key={"x_dtype": dt, "p_dtype": pd},
+            signature={"X": f"*{dt}", "W": f"*{pd}", "B": f"*{pd}", "Y": f"*{dt}", "MEAN": "*fp32", "RSTD": "*fp32",
+                       "G": "i32", "CPG": "i32", "RPC": "i32", "eps": "fp32", "has_weight": "i1", "has_bias": "i1",
+                       "store_stats": "i1"},
+            constexprs={"REG_ROWS": SPLIT16_REG_ROWS}, num_warps=SPLIT16_WARPS, aligned=True, archs=(90,),
+            maxnreg=65536 // (2 * 32 * SPLIT16_WARPS)))
     sums = KernelSpec(group_norm_bwd_sums_kernel)
     dx = KernelSpec(group_norm_bwd_dx_kernel)
     for dt, pd in DTYPE_PAIRS:
@@ -619,7 +752,7 @@ def _specs():
                 signature={"PARTIAL": "*fp32", "DW": f"*{od}", "DB": f"*{od}", "N": "i32", "C": "i32"},
                 constexprs={"BLOCK_N": 32, "BLOCK_C": CPP_CONSTANTS["REDUCE_BLOCK_C"], "PDL": pdl}, num_warps=4,
                 launch_pdl=pdl))
-    return [fwd, bwd, reduce, regs, sums, dx]
+    return [fwd, bwd, reduce, regs, split16, sums, dx]
 
 
 KERNELS = _specs()

@@ -5,6 +5,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "liger_gen/archs.h"
 #include "liger_gen/group_norm.h"
 #include "runtime/checks.h"
 #include "runtime/kernel.h"
@@ -276,6 +277,16 @@ const group_norm_fwd_regs_kernel_variant* regs_variant(const Tensor& x, const Sh
                                          ctx.arch_slot);
 }
 
+// 16-bit x, 16-byte aligned, groups of exactly SPLIT16_GROUP elements whose spatial size is a multiple of 256: one
+// program per group with part of it in registers and the rest in shared memory, two programs an SM
+// (group_norm_fwd_split16_kernel). Built for sm_90 only: nullptr elsewhere, and the register kernel runs.
+const group_norm_fwd_split16_kernel_variant* split16_variant(const Tensor& x, const Shape& s, at::ScalarType p_dtype,
+                                                             const LaunchContext& ctx) {
+  if (x.scalar_type() == at::kFloat || s.cpg * s.hw != SPLIT16_GROUP || s.hw % 256 != 0 || !aligned16(x))
+    return nullptr;
+  return group_norm_fwd_split16_kernel_find({p_dtype, x.scalar_type()}, ctx.arch_slot);
+}
+
 std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num_groups,
                                                  const optional<Tensor>& weight, const optional<Tensor>& bias,
                                                  double eps, bool store_stats) {
@@ -301,6 +312,12 @@ std::tuple<Tensor, Tensor, Tensor> fwd_cuda_impl(const Tensor& x_in, int64_t num
   const Tensor& w = p.w;
   const Tensor& b = p.b;
   const LaunchContext ctx = launch_context(x_in);
+  if (const auto* h = split16_variant(x, s, p.dtype, ctx)) {
+    group_norm_fwd_split16_kernel_launch(*h, ctx, Grid{static_cast<uint32_t>(s.n * s.g)}, ptr(x), ptr(w), ptr(b),
+                                         ptr(y), ptr(mean), ptr(rstd), s.g, s.cpg, s.hw / 256, eps, w.defined(),
+                                         b.defined(), store_stats);
+    return {y, mean, rstd};
+  }
   if (const auto* r = regs_variant(x, s, p.dtype, ctx)) {
     // One program per group; the group `ahead` programs later is prefetched into L2 (half the resident programs:
     // H200, [32, 512, 64, 64] bf16, one program per SM: 76.4 us at 66, 77.0 at 99, 78.2 at 132, 88 at 198).
@@ -447,6 +464,13 @@ const VariantCheck variant_check("group_norm", [](int arch_slot) {
             group_norm_fwd_regs_kernel_key k{hw, cpg16, pdt, tile, dt};
             if (!group_norm_fwd_regs_kernel_find(k, arch_slot)) missing.push_back(k.str());
           }
+  // the split16 kernel is built for sm_90 only (split16_variant falls back to the register kernel elsewhere)
+  if (gen::kArchs[arch_slot] == 90)
+    for (auto dt : {at::kBFloat16, at::kHalf})
+      for (auto pdt : {dt, at::kFloat}) {
+        group_norm_fwd_split16_kernel_key k{pdt, dt};
+        if (!group_norm_fwd_split16_kernel_find(k, arch_slot)) missing.push_back(k.str());
+      }
   for (auto odt : {at::kFloat, at::kBFloat16, at::kHalf})
     for (bool pdl : {false, true}) {
       group_norm_reduce_kernel_key rk{odt, pdl};

@@ -1,0 +1,151 @@
+"""GroupNorm's register kernel with its statistics on the tensor cores (JIT, no build): bf16 [n, 512, 64, 64]
+(groups of 16 x 4096), timed as the benchmarks, against the build's register kernel and a copy of x.
+
+    python scripts/gn_mma_probe.py            # on the GPU box
+
+The build's kernel spends ~11 instructions per int32 pair on its two statistics passes (unpack, add; unpack, subtract,
+square, accumulate) and two block reductions. Here one mma.sync m16n8k16 (bf16 in, fp32 accumulate) per 8 pairs
+of a warp's registers sums them (B all ones: every column of D is a row sum, so a warp's D sums to 4x its
+elements), and two more give the squares: with B = rows 0-7 (then 8-15) of the same A fragment transposed,
+D's diagonal holds each row's sum of squares. Products of 16-bit values are exact in fp32. One block reduction of
+(sum, sum of squares) follows; var = E[x^2] - mean^2, exact enough while mean^2 <= 3 var (the error of E[x^2] is
+amplified by (var + mean^2) / var <= 4); a group whose mean is larger than that takes the build's exact centred
+pass instead.
+"""
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import harness  # noqa: E402
+import triton_src.group_norm as gn  # noqa: E402
+
+
+def _mma(d, a, b, c, bf16):
+    kind = "bf16" if bf16 else "f16"
+    return (f"mma.sync.aligned.m16n8k16.row.col.f32.{kind}.{kind}.f32 {{{d}0, {d}1, {d}2, {d}3}}, "
+            f"{{{a}}}, {{{b}}}, {{{c}}};")
+
+
+def _stats_asm(bf16):
+    """pack=8: $16-$23 the int32 pairs; $0 the sum (x4) of their 16 values' warp, $8 the sum of squares; the
+    other outputs 0."""
+    one = "0x3F803F80" if bf16 else "0x3C003C00"
+    a1, a2 = "$16, $17, $18, $19", "$20, $21, $22, $23"
+    zero = "z, z, z, z"
+    lines = [
+        "{", ".reg .b32 one; .reg .f32 z, c<4>, e<4>, f<4>; .reg .u32 ln, g, t; .reg .pred p0, p1;",
+        f"mov.b32 one, {one};", "mov.f32 z, 0f00000000;",
+        _mma("c", a1, "one, one", zero, bf16),
+        _mma("c", a2, "one, one", "c0, c1, c2, c3", bf16),
+        _mma("e", a1, "$16, $18", zero, bf16),
+        _mma("e", a2, "$20, $22", "e0, e1, e2, e3", bf16),
+        _mma("f", a1, "$17, $19", zero, bf16),
+        _mma("f", a2, "$21, $23", "f0, f1, f2, f3", bf16),
+        "add.f32 $0, c0, c2;",
+        "mov.u32 ln, %laneid;", "shr.u32 g, ln, 2;", "and.b32 t, ln, 3;", "shl.b32 t, t, 1;", "sub.u32 g, g, t;",
+        "setp.eq.u32 p0, g, 0;", "setp.eq.u32 p1, g, 1;",
+        "add.f32 e0, e0, f2;", "add.f32 e1, e1, f3;", "selp.f32 e1, e1, z, p1;", "selp.f32 $8, e0, e1, p0;",
+    ]
+    lines += [f"mov.f32 ${i}, z;" for i in list(range(1, 8)) + list(range(9, 16))]
+    lines.append("}")
+    return tl.constexpr("\n".join(lines))
+
+
+STATS_BF16, STATS_F16 = _stats_asm(True), _stats_asm(False)
+STATS_CONSTRAINTS = tl.constexpr("=r," * 16 + ",".join(["r"] * 8))
+
+
+@triton.jit
+def _add2(a0, a1, b0, b1):
+    return a0 + b0, a1 + b1
+
+
+@triton.jit
+def regs_mma_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, ahead, BLOCK_C: tl.constexpr,
+                    BLOCK_HW: tl.constexpr, EXACT: tl.constexpr):
+    IS_BF16: tl.constexpr = X.dtype.element_ty == tl.bfloat16
+    asm: tl.constexpr = STATS_BF16 if IS_BF16 else STATS_F16
+    grp, size, count, cs, cm, mask, offs, v = gn._regs_group(X, N, CPG, G, ahead, BLOCK_C, BLOCK_HW)
+    s, q = tl.inline_asm_elementwise(asm, STATS_CONSTRAINTS, [v], dtype=(tl.float32, tl.float32),
+                                     is_pure=True, pack=8)
+    s, q = tl.reduce((tl.reshape(s, [s.numel], can_reorder=True), tl.reshape(q, [q.numel], can_reorder=True)), 0,
+                     _add2)
+    mean = s * 0.25 / count
+    var = q / count - mean * mean
+    if EXACT or (mean * mean > 3.0 * var):
+        var = gn._flat_sum(tl.where(mask, gn._pair_sq(v, mean, IS_BF16), 0.0)) / count
+    rstd = 1.0 / tl.sqrt_rn(var + eps)
+    tl.store(MEAN + grp, mean)
+    tl.store(RSTD + grp, rstd)
+    scale, shift = gn._channel_affine(W, B, (grp % G) * CPG + cs, cm, mean, rstd, True, True, BLOCK_C)
+    tl.store((Y + grp * size).to(tl.pointer_type(tl.int32)) + offs,
+             gn._pair_affine(v, scale[:, None], shift[:, None], IS_BF16), mask=mask, eviction_policy="evict_first")
+
+
+def ref_stats(x, g):
+    xg = x.double().reshape(x.shape[0], g, -1)
+    return xg.mean(-1), (xg.var(-1, unbiased=False) + 1e-5).rsqrt()
+
+
+def main():
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    ceiling = harness.copy_ceiling_gbps()
+    c, hw, g = 512, 4096, 32
+    cpg = c // g
+    for dt in (torch.bfloat16, torch.float16):
+        for n in (32, 33):
+            torch.manual_seed(n)
+            x = torch.randn(n, c, hw, device="cuda", dtype=dt)
+            # group 1 of sample 0 far from 0 (the exact fallback), group 2 at mean ~ 1 sigma (the fast path),
+            # group 3 constant (var 0), group 4 at mean 1.7 sigma (near the threshold)
+            x[0, cpg:2 * cpg] += 300
+            x[0, 2 * cpg:3 * cpg] += 1.0
+            x[0, 3 * cpg:4 * cpg] = 0.75
+            x[0, 4 * cpg:5 * cpg] += 1.7
+            w = 1 + 0.1 * torch.randn(c, device="cuda", dtype=dt)
+            b = 0.1 * torch.randn(c, device="cuda", dtype=dt)
+            y = torch.empty_like(x)
+            mean, rstd = torch.empty(n, g, device="cuda"), torch.empty(n, g, device="cuda")
+            rm, rr = ref_stats(x, g)
+            yref = F.group_norm(x.double(), g, w.double(), b.double(), 1e-5)
+            nbytes = 2 * x.numel() * x.element_size()
+            tcopy = harness.time_ms(lambda: y.copy_(x))
+            print(f"{dt} [{n}, {c}, {hw}] G={g}: copy {tcopy * 1e3:.2f} us "
+                  f"({nbytes / tcopy / 1e6 / ceiling * 100:.1f} % of {ceiling:.0f} GB/s)", flush=True)
+            cands = [(f"build regs {wp} warps", lambda wp=wp: gn.group_norm_fwd_regs_kernel[(n * g,)](
+                x, w, b, y, mean, rstd, n, c, cpg, g, 1e-5, True, True, True, sms // 2, BLOCK_C=16,
+                BLOCK_HW=hw, num_warps=wp)) for wp in (32,)]
+            for wp in (16, 32):
+                for exact in (False, True):
+                    cands.append((f"mma {wp} warps{' exact' if exact else ''}",
+                                  lambda wp=wp, exact=exact: regs_mma_kernel[(n * g,)](
+                                      x, w, b, y, mean, rstd, n, c, cpg, g, 1e-5, sms // 2, BLOCK_C=16,
+                                      BLOCK_HW=hw, EXACT=exact, num_warps=wp)))
+            for rep in range(2):
+                for name, fn in cands:
+                    errs = ""
+                    if rep == 0:
+                        y.fill_(float("nan"))
+                        mean.fill_(float("nan"))
+                        rstd.fill_(float("nan"))
+                        fn()
+                        torch.cuda.synchronize()
+                        ey = (y.double() - yref).abs().max().item()
+                        em = ((mean.double() - rm).abs() * rr).max().item()
+                        er = ((rstd.double() - rr).abs() / rr)
+                        errs = (f"y err {ey:.3g}, mean err/sigma {em:.2e}, rstd rel err {er.max().item():.2e} "
+                                f"(groups 1-4: {', '.join(f'{e:.1e}' for e in er[0, 1:5].tolist())})")
+                    t = harness.time_ms(fn)
+                    print(f"  {name:<22} {t * 1e3:7.2f} us {nbytes / t / 1e6 / ceiling * 100:5.1f} % of copy {errs}",
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
