@@ -430,8 +430,10 @@ def test_cuda_unaligned_x_of_a_register_shape(dtype):
                     reason="group_norm_fwd_split16_kernel is built for sm_90 only")
 def test_cuda_split16_kernel_takes_its_groups():
     # which forward kernel runs, seen by the profiler: the split16 kernel for aligned 16-bit groups of 65536
-    # elements (with fp32 parameters too), the register kernel for unaligned x, the tiles for fp32
-    def kernels(x, w):
+    # elements (with fp32 parameters too), the register kernel for 16-bit groups of 32768, the tiles for unaligned
+    # x and for fp32
+    def kernels(x):
+        w = torch.randn(x.shape[1], device="cuda", dtype=torch.float32 if x.dtype == torch.float16 else x.dtype)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
             liger.group_norm(x, 4, w, None, EPS)
             torch.cuda.synchronize()
@@ -439,11 +441,11 @@ def test_cuda_split16_kernel_takes_its_groups():
 
     x = torch.randn(3, 64, 64, 64, device="cuda", dtype=torch.bfloat16)
     unaligned = torch.empty(1 + x.numel(), device="cuda", dtype=x.dtype)[1:].view(x.shape).copy_(x)
-    w = torch.randn(64, device="cuda", dtype=torch.bfloat16)
-    assert kernels(x, w) == {"group_norm_fwd_split16_kernel"}
-    assert kernels(x.half(), w.float()) == {"group_norm_fwd_split16_kernel"}
-    assert kernels(unaligned, w) == {"group_norm_fwd_regs_kernel"}
-    assert kernels(x.float(), w.float()) == {"group_norm_fwd_kernel"}
+    assert kernels(x) == {"group_norm_fwd_split16_kernel"}
+    assert kernels(x.half()) == {"group_norm_fwd_split16_kernel"}
+    assert kernels(x[:, :32].contiguous()) == {"group_norm_fwd_regs_kernel"}
+    assert kernels(unaligned) == {"group_norm_fwd_kernel"}
+    assert kernels(x.float()) == {"group_norm_fwd_kernel"}
 
 
 @gpu

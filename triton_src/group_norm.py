@@ -7,7 +7,9 @@ channel: the affine weights and the per-channel gradient sums are then per tile 
 group twice (sums of x - shift and of its square, shifted against cancellation; then y), the backward twice
 (sums, then dx); groups that fit one tile are read once, and the next group's tile is loaded early. 16-bit groups
 of 16385-65536 elements with a spatial size in REG_HW take group_norm_fwd_regs_kernel instead: the whole group in
-registers, read once, the group half a wave later prefetched into L2. The grid is
+registers, read once, the group half a wave later prefetched into L2; on sm_90, those of exactly 65536 elements
+with a spatial size that is a multiple of 256 take group_norm_fwd_split16_kernel (a quarter of the group in
+registers, the rest in shared memory, two programs an SM). The grid is
 as many programs as are resident (a few per SM for one-tile groups): a grid sized to keep the groups in flight
 within L2 (for the second read) measured slower on the H200 (see group_programs in csrc/ops/group_norm.cpp). The
 forward's sums load one tile ahead (105.5 us against 125 for [32, 512, 64, 64] bf16, JIT at one program per
