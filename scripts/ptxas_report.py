@@ -31,8 +31,11 @@ def compile_variant(kernel, v, arch):
     target = GPUTarget("cuda", arch, 32)
     backend = triton.compiler.make_backend(target)
     options = backend.parse_options({"num_warps": v.num_warps, "num_stages": v.num_stages,
-                                     "launch_pdl": v.launch_pdl})
-    return triton.compile(ASTSource(fn=kernel.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs),
+                                     "launch_pdl": v.launch_pdl, **({"maxnreg": v.maxnreg} if v.maxnreg else {})})
+    source = ASTSource
+    if getattr(kernel.fn, "is_gluon", lambda: False)():
+        from triton.experimental.gluon._runtime import GluonASTSource as source
+    return triton.compile(source(fn=kernel.fn, signature=sig, constexprs=dict(v.constexprs), attrs=attrs),
                           target=target, options=options.__dict__)
 
 
