@@ -314,30 +314,25 @@ def group_norm_fwd_regs_kernel(X, W, B, Y, MEAN, RSTD, N, C, CPG, G, eps, has_we
 _S16_WORDS = gl.constexpr(128)  # int32 pairs per 256-element row
 _S16_CHUNK = gl.constexpr(32)  # rows per [32, 128] chunk
 _S16_ROWS = gl.constexpr(SPLIT16_GROUP // 256)
-_S16_SUM = {True: PAIR_SUM_BF16, False: PAIR_SUM_F16}
-_S16_SQ = {True: PAIR_SQ_BF16, False: PAIR_SQ_F16}
-_S16_AFFINE = {True: PAIR_AFFINE_BF16, False: PAIR_AFFINE_F16}
-_S16_SUM_BF16, _S16_SUM_F16 = _S16_SUM[True], _S16_SUM[False]
-_S16_SQ_BF16, _S16_SQ_F16 = _S16_SQ[True], _S16_SQ[False]
-_S16_AFF_BF16, _S16_AFF_F16 = _S16_AFFINE[True], _S16_AFFINE[False]
 
 
+# The pair asm of the register kernel, wrapped for Gluon (a Gluon kernel cannot call _pair_sum and the others)
 @gluon.jit
 def _s16_sum(v, IS_BF16: gl.constexpr):
-    asm: gl.constexpr = _S16_SUM_BF16 if IS_BF16 else _S16_SUM_F16
+    asm: gl.constexpr = PAIR_SUM_BF16 if IS_BF16 else PAIR_SUM_F16
     return gl.inline_asm_elementwise(asm, "=r,r", [v], dtype=gl.float32, is_pure=True, pack=1)
 
 
 @gluon.jit
 def _s16_sq(v, mean_t, IS_BF16: gl.constexpr):
-    asm: gl.constexpr = _S16_SQ_BF16 if IS_BF16 else _S16_SQ_F16
+    asm: gl.constexpr = PAIR_SQ_BF16 if IS_BF16 else PAIR_SQ_F16
     return gl.inline_asm_elementwise(asm, "=r,r,r", [v, mean_t], dtype=gl.float32, is_pure=True, pack=1)
 
 
 @gluon.jit
 def _s16_store(Y32, base, c, offs, v, scale_rows, shift_rows, row_layout: gl.constexpr, IS_BF16: gl.constexpr):
     """y of chunk c (rows 32 c to 32 c + 31 of the group) from its int32 pairs v and the rows' scale and shift."""
-    asm: gl.constexpr = _S16_AFF_BF16 if IS_BF16 else _S16_AFF_F16
+    asm: gl.constexpr = PAIR_AFFINE_BF16 if IS_BF16 else PAIR_AFFINE_F16
     sc = scale_rows.index(c).load(row_layout)[:, None]
     sh = shift_rows.index(c).load(row_layout)[:, None]
     y = gl.inline_asm_elementwise(asm, "=r,r,r,r", [v, sc, sh], dtype=gl.int32, is_pure=True, pack=1)
